@@ -1,0 +1,104 @@
+// Typed messages exchanged by embedrt's actors and with host applications.
+//
+// Every struct is a plain aggregate with a free 0.17-style `inspect()`, so it
+// can be serialized by CAF's binary serializer and cross CAF nodes. All types
+// are listed in the `embedrt` type-ID block (type_ids.hpp).
+#pragma once
+
+#include <caf/meta/type_name.hpp>
+#include <caf/timespan.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace embedrt {
+
+/// A caller's request: embed `inputs` with `model`.
+struct embed_request {
+  /// The model name as the caller knows it (mapped per upstream).
+  std::string model;
+  /// The texts to embed, in order. Must not be empty.
+  std::vector<std::string> inputs;
+  /// Requested output dimensions; 0 means the model's default.
+  int32_t dimensions = 0;
+  /// Optional end-user id forwarded to the upstream (`user`).
+  std::string user;
+  /// Time budget for this request, measured from its arrival at the service;
+  /// 0 means the service's default deadline.
+  caf::timespan timeout{0};
+  /// Caller-chosen id for logs; the service assigns one if empty.
+  std::string request_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, embed_request& x) {
+  return f(caf::meta::type_name("embedrt.embed_request"), x.model, x.inputs,
+           x.dimensions, x.user, x.timeout, x.request_id);
+}
+
+/// Token accounting as reported by the upstream.
+struct token_usage {
+  int64_t prompt_tokens = 0;
+  int64_t total_tokens = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_usage& x) {
+  return f(caf::meta::type_name("embedrt.token_usage"), x.prompt_tokens,
+           x.total_tokens);
+}
+
+/// The successful answer to an `embed_request`: exactly one vector per input,
+/// in the order of the inputs.
+struct embed_result {
+  /// The model that produced the vectors (as reported by the upstream).
+  std::string model;
+  /// One L2-normalised (by the provider) vector per input.
+  std::vector<std::vector<float>> embeddings;
+  /// Token usage summed over all upstream calls made for this request.
+  token_usage usage;
+  /// Name of the upstream that served the request.
+  std::string upstream;
+  /// The request id (caller's or assigned).
+  std::string request_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, embed_result& x) {
+  return f(caf::meta::type_name("embedrt.embed_result"), x.model,
+           x.embeddings, x.usage, x.upstream, x.request_id);
+}
+
+/// Health of one upstream as seen by the service.
+struct upstream_health {
+  std::string name;
+  std::string base_url;
+  /// "up", "down" (restart intensity exceeded) or "breaker_open".
+  std::string state;
+  int32_t connections = 0;
+  int32_t idle_connections = 0;
+  int32_t queued_requests = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
+  return f(caf::meta::type_name("embedrt.upstream_health"), x.name,
+           x.base_url, x.state, x.connections, x.idle_connections,
+           x.queued_requests);
+}
+
+/// Answer to a `health` request: `ready` is true when at least one upstream
+/// can serve requests.
+struct health_report {
+  bool ready = false;
+  std::vector<upstream_health> upstreams;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, health_report& x) {
+  return f(caf::meta::type_name("embedrt.health_report"), x.ready,
+           x.upstreams);
+}
+
+} // namespace embedrt

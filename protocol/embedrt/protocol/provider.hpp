@@ -1,0 +1,55 @@
+// Provider profiles: the limits of each kind of OpenAI-compatible upstream and
+// a conservative token estimate used to enforce them before any network I/O.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace embedrt {
+
+enum class provider_kind : uint8_t {
+  /// api.openai.com and compatible gateways (vLLM, Ollama's /v1).
+  openai,
+  /// Azure OpenAI: `api-key` header, deployment path, `api-version`.
+  azure,
+  /// Hugging Face text-embeddings-inference (OpenAI route, small batches).
+  tei,
+  /// Anything else that speaks the OpenAI embeddings API.
+  generic,
+};
+
+/// Returns "openai", "azure", "tei" or "generic".
+const char* to_string(provider_kind x);
+
+/// Parses a provider name (case-sensitive, as produced by `to_string`).
+std::optional<provider_kind> parse_provider(std::string_view name);
+
+/// Limits of one provider kind. All limits are inclusive.
+struct provider_profile {
+  provider_kind kind = provider_kind::openai;
+  /// Max inputs per upstream request (OpenAI: 2048, TEI: 32).
+  std::size_t max_inputs = 2048;
+  /// Max estimated tokens per input (OpenAI: 8192).
+  std::size_t max_tokens_per_input = 8192;
+  /// Max estimated tokens per upstream request (OpenAI: 300,000).
+  std::size_t max_tokens_per_request = 300000;
+  /// Max bytes of one input text (a hard cap independent of the estimate).
+  std::size_t max_input_bytes = 256 * 1024;
+  /// Max bytes of one upstream request body.
+  std::size_t max_request_bytes = 8 * 1024 * 1024;
+};
+
+/// Returns the built-in profile of a provider kind.
+provider_profile profile_for(provider_kind kind);
+
+/// A conservative (over-)estimate of the tokens a BPE tokenizer such as
+/// cl100k_base produces for `text`: never below the real count for ordinary
+/// text, so limits enforced on it are never exceeded upstream. Counts each
+/// word piece of up to 4 ASCII letters/digits as one token, each other ASCII
+/// character as one token, and each non-ASCII code point as one token.
+std::size_t estimate_tokens(std::string_view text);
+
+} // namespace embedrt

@@ -1,0 +1,48 @@
+// embedrt's CAF type-ID block.
+//
+// One block for the whole library, starting at EMBEDRT_TYPE_ID_OFFSET
+// (default 4000, set by CMake; see docs/architecture.md). The block spans
+// fewer than 100 IDs; a host application that defines its own block must pick
+// an offset outside [4000, 4100) (CAF itself uses IDs below 200).
+//
+// A host registers the block with one call before creating its actor system:
+//
+//   caf::actor_system_config cfg;
+//   embedrt::register_types(cfg);
+//
+// Messages crossing CAF nodes need the block registered on both nodes.
+#pragma once
+
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/messages.hpp"
+
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+#include <caf/type_id.hpp>
+
+#ifndef EMBEDRT_TYPE_ID_OFFSET
+#  define EMBEDRT_TYPE_ID_OFFSET 4000
+#endif
+
+CAF_BEGIN_TYPE_ID_BLOCK(embedrt, EMBEDRT_TYPE_ID_OFFSET)
+
+  // -- public messages --------------------------------------------------------
+  CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_request))
+  CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_result))
+  CAF_ADD_TYPE_ID(embedrt, (embedrt::token_usage))
+  CAF_ADD_TYPE_ID(embedrt, (embedrt::health_report))
+  CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_health))
+
+  // -- atoms (0.17.6: atoms are atom constants and take no type ID) ----------
+  CAF_ADD_ATOM(embedrt, embedrt, embed_atom, "embed")
+  CAF_ADD_ATOM(embedrt, embedrt, health_atom, "health")
+
+CAF_END_TYPE_ID_BLOCK(embedrt)
+
+namespace embedrt {
+
+/// Registers embedrt's type-ID block and its error category (renderer) with a
+/// host's configuration. Call once per `actor_system_config`, on every node.
+void register_types(caf::actor_system_config& cfg);
+
+} // namespace embedrt
