@@ -20,7 +20,7 @@ class io_context;
 namespace embedrt {
 
 class io_runtime {
-public:
+ public:
   /// Starts `threads` (>= 1) I/O threads running one io_context.
   explicit io_runtime(std::size_t threads = 1);
 
@@ -41,7 +41,7 @@ public:
   /// Stops the io_context and joins the threads (idempotent).
   void stop();
 
-private:
+ private:
   struct impl;
   std::unique_ptr<impl> impl_;
   std::vector<std::thread> threads_;

@@ -1,22 +1,31 @@
 #include "embedrt/protocol/errc.hpp"
 
+#include <array>
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message.hpp>
-
-#include <array>
 
 namespace embedrt {
 
 namespace {
 
 constexpr std::array<const char*, 15> errc_names = {
-  "none",           "invalid_input",     "overloaded",
-  "breaker_open",   "deadline_exceeded", "rate_limited",
-  "quota_exceeded", "auth_failed",       "upstream_error",
-  "invalid_response", "connection_failed", "tls_failed",
-  "cancelled",      "node_down",         "upstream_down",
+    "none",
+    "invalid_input",
+    "overloaded",
+    "breaker_open",
+    "deadline_exceeded",
+    "rate_limited",
+    "quota_exceeded",
+    "auth_failed",
+    "upstream_error",
+    "invalid_response",
+    "connection_failed",
+    "tls_failed",
+    "cancelled",
+    "node_down",
+    "upstream_down",
 };
 
 bool is_embedrt(const caf::error& err) {
@@ -43,10 +52,10 @@ caf::atom_value error_category() {
 
 caf::error make_error(errc code, std::string detail, int32_t http_status,
                       std::chrono::milliseconds retry_after) {
-  return caf::error{static_cast<uint8_t>(code), error_category(),
-                    caf::make_message(std::move(detail), http_status,
-                                      static_cast<int64_t>(
-                                        retry_after.count()))};
+  return caf::error{
+      static_cast<uint8_t>(code), error_category(),
+      caf::make_message(std::move(detail), http_status,
+                        static_cast<int64_t>(retry_after.count()))};
 }
 
 errc error_code(const caf::error& err) {

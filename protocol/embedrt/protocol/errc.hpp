@@ -15,7 +15,6 @@
 #include <caf/fwd.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <string>

@@ -5,9 +5,9 @@
 // are listed in the `embedrt` type-ID block (type_ids.hpp).
 #pragma once
 
+#include <caf/error.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/timespan.hpp>
-
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -66,8 +66,8 @@ struct embed_result {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, embed_result& x) {
-  return f(caf::meta::type_name("embedrt.embed_result"), x.model,
-           x.embeddings, x.usage, x.upstream, x.request_id);
+  return f(caf::meta::type_name("embedrt.embed_result"), x.model, x.embeddings,
+           x.usage, x.upstream, x.request_id);
 }
 
 /// Health of one upstream as seen by the service.
@@ -83,9 +83,8 @@ struct upstream_health {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
-  return f(caf::meta::type_name("embedrt.upstream_health"), x.name,
-           x.base_url, x.state, x.connections, x.idle_connections,
-           x.queued_requests);
+  return f(caf::meta::type_name("embedrt.upstream_health"), x.name, x.base_url,
+           x.state, x.connections, x.idle_connections, x.queued_requests);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream
@@ -97,8 +96,117 @@ struct health_report {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, health_report& x) {
-  return f(caf::meta::type_name("embedrt.health_report"), x.ready,
-           x.upstreams);
+  return f(caf::meta::type_name("embedrt.health_report"), x.ready, x.upstreams);
+}
+
+// -- runtime-internal messages (request -> pool -> connection) ---------------
+//
+// These never cross nodes, but are ordinary serializable messages like the
+// public ones (and listed in the type-ID block).
+
+/// One piece of a caller's request as handed to an upstream's pool: a chunk of
+/// inputs that fits one upstream request (the request actor splits larger
+/// caller batches). The pool may merge several calls into one upstream request
+/// (continuous batching) and splits the vectors back.
+struct upstream_call {
+  /// Model name as sent upstream (already mapped).
+  std::string model;
+  std::vector<std::string> inputs;
+  int32_t dimensions = 0;
+  std::string user;
+  /// Absolute deadline on the node's steady clock (actor_clock), in ns since
+  /// the clock's epoch. The pool drops work whose deadline has passed.
+  int64_t deadline_ns = 0;
+  /// True if this call retries an earlier failed attempt (retry budget).
+  bool is_retry = false;
+  /// The caller's request id (logs).
+  std::string request_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, upstream_call& x) {
+  return f(caf::meta::type_name("embedrt.upstream_call"), x.model, x.inputs,
+           x.dimensions, x.user, x.deadline_ns, x.is_retry, x.request_id);
+}
+
+/// The pool's order to a connection actor: one upstream HTTP request.
+struct connection_call {
+  /// Pool-assigned id of this dispatch (echoed in the result).
+  uint64_t call_id = 0;
+  std::string model;
+  std::vector<std::string> inputs;
+  int32_t dimensions = 0;
+  std::string user;
+  /// Timeout of this attempt (connect included), already capped by the
+  /// earliest deadline of the work in it.
+  caf::timespan timeout{0};
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, connection_call& x) {
+  return f(caf::meta::type_name("embedrt.connection_call"), x.call_id, x.model,
+           x.inputs, x.dimensions, x.user, x.timeout);
+}
+
+/// The outcome of one upstream attempt, from connection actor to pool and from
+/// pool to request actor. Exactly one of `error` / `embeddings` is meaningful.
+struct call_result {
+  uint64_t call_id = 0;
+  /// none on success; otherwise an embedrt error (errc.hpp).
+  caf::error error;
+  /// Whether the failure may succeed on another attempt.
+  bool retryable = false;
+  /// Upstream's retry hint (retry-after-ms / retry-after), 0 if none.
+  int64_t retry_after_ms = 0;
+  std::string model;
+  /// One vector per input of the call, in input order.
+  std::vector<std::vector<float>> embeddings;
+  token_usage usage;
+  /// Upstream's x-request-id, if any.
+  std::string upstream_request_id;
+  /// True if this attempt opened a new connection / reused a kept-alive one.
+  bool connected = false;
+  bool reused = false;
+  /// Time spent on the wire for this attempt (connect included).
+  int64_t upstream_ns = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, call_result& x) {
+  return f(caf::meta::type_name("embedrt.call_result"), x.call_id, x.error,
+           x.retryable, x.retry_after_ms, x.model, x.embeddings, x.usage,
+           x.upstream_request_id, x.connected, x.reused, x.upstream_ns);
+}
+
+/// What an I/O thread reports to a connection actor when an HTTP exchange
+/// completes (built on the I/O thread from the transport's result; the actor
+/// decodes and classifies it).
+struct http_outcome {
+  /// Sequence number of the exchange (stale completions are ignored).
+  uint64_t seq = 0;
+  /// 0 = none, else the transport error (actors/src/http_transport.hpp).
+  uint8_t transport_error = 0;
+  std::string error_message;
+  int32_t status = 0;
+  std::string body;
+  /// Parsed response hints: retry-after(-ms) in ms (-1 = absent),
+  /// x-should-retry (-1 = absent, 0 = false, 1 = true), x-request-id.
+  int64_t retry_after_ms = -1;
+  int8_t should_retry = -1;
+  std::string request_id;
+  /// Error code of an OpenAI error body, e.g. "insufficient_quota".
+  std::string error_code;
+  bool connected = false;
+  bool reused = false;
+  int64_t total_ns = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
+  return f(caf::meta::type_name("embedrt.http_outcome"), x.seq,
+           x.transport_error, x.error_message, x.status, x.body,
+           x.retry_after_ms, x.should_retry, x.request_id, x.error_code,
+           x.connected, x.reused, x.total_ns);
 }
 
 } // namespace embedrt

@@ -26,16 +26,27 @@
 
 CAF_BEGIN_TYPE_ID_BLOCK(embedrt, EMBEDRT_TYPE_ID_OFFSET)
 
-  // -- public messages --------------------------------------------------------
-  CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_request))
-  CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_result))
-  CAF_ADD_TYPE_ID(embedrt, (embedrt::token_usage))
-  CAF_ADD_TYPE_ID(embedrt, (embedrt::health_report))
-  CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_health))
+// -- public messages --------------------------------------------------------
+CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_request))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_result))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::token_usage))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::health_report))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_health))
 
-  // -- atoms (0.17.6: atoms are atom constants and take no type ID) ----------
-  CAF_ADD_ATOM(embedrt, embedrt, embed_atom, "embed")
-  CAF_ADD_ATOM(embedrt, embedrt, health_atom, "health")
+// -- runtime-internal messages ----------------------------------------------
+CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::connection_call))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::call_result))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::http_outcome))
+
+// -- atoms (0.17.6: atoms are atom constants and take no type ID) ----------
+CAF_ADD_ATOM(embedrt, embedrt, embed_atom, "embed")
+CAF_ADD_ATOM(embedrt, embedrt, health_atom, "health")
+CAF_ADD_ATOM(embedrt, embedrt, call_atom, "call")
+CAF_ADD_ATOM(embedrt, embedrt, io_done_atom, "io_done")
+CAF_ADD_ATOM(embedrt, embedrt, retry_atom, "retry")
+CAF_ADD_ATOM(embedrt, embedrt, restart_atom, "restart")
+CAF_ADD_ATOM(embedrt, embedrt, probe_atom, "probe")
 
 CAF_END_TYPE_ID_BLOCK(embedrt)
 

@@ -1,0 +1,98 @@
+// Configuration of an embedrt runtime: the upstreams and the policies of the
+// request, pool and supervisor actors. Plain structs with documented
+// defaults; the `embedrt` command fills them from flags, environment and a
+// config file.
+#pragma once
+
+#include "embedrt/protocol/provider.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace embedrt {
+
+using std::chrono::milliseconds;
+
+/// Retry policy of request actors (DESIGN.md §3).
+struct retry_config {
+  /// Attempts per chunk, the first included (1 = no retries).
+  uint32_t max_attempts = 4;
+  /// Full-jitter exponential backoff: delay = uniform(0, min(cap, base*2^n)).
+  milliseconds backoff_base{50};
+  milliseconds backoff_cap{2000};
+  /// An upstream retry hint longer than this is not waited for: the attempt
+  /// fails with the upstream's error at once.
+  milliseconds max_retry_after{30000};
+  /// Retry budget: retries in flight may be at most this share of all calls
+  /// in flight at the pool, plus `budget_min_retries` (so a quiet system can
+  /// still retry).
+  double budget_ratio = 0.2;
+  uint32_t budget_min_retries = 10;
+};
+
+/// Supervision of connection actors (per upstream).
+struct supervision_config {
+  /// Restart intensity: more than `max_restarts` restarts within `within`
+  /// marks the upstream down.
+  uint32_t max_restarts = 10;
+  milliseconds within{10000};
+  /// Backoff before restarting a dead connection actor (doubles per
+  /// consecutive restart of the same slot, capped).
+  milliseconds restart_backoff{10};
+  milliseconds restart_backoff_cap{1000};
+  /// How long an upstream stays down before a probe (doubles, capped).
+  milliseconds down_backoff{1000};
+  milliseconds down_backoff_cap{30000};
+};
+
+/// One OpenAI-compatible upstream.
+struct upstream_config {
+  /// Name used in logs, metrics and health (default: host:port).
+  std::string name;
+  /// Base URL as in OPENAI_BASE_URL, e.g. "http://127.0.0.1:8080/v1".
+  std::string base_url;
+  provider_kind provider = provider_kind::openai;
+  /// The API key (resolved by the caller from the environment; never logged).
+  std::string api_key;
+  /// Azure's api-version.
+  std::string azure_api_version = "2024-02-01";
+  /// Models this upstream serves (empty: any). Matching is exact.
+  std::vector<std::string> models;
+  /// Caller model name -> upstream model name (e.g. an Azure deployment).
+  std::map<std::string, std::string> model_map;
+  /// Number of connection actors = concurrency limit.
+  uint32_t connections = 8;
+  /// Bounded queue in front of the connections: max queued calls and bytes.
+  uint32_t max_queue = 10000;
+  std::size_t max_queue_bytes = 64 * 1024 * 1024;
+  /// Timeout of one attempt (connect + request + response).
+  milliseconds attempt_timeout{10000};
+  /// TLS: verify certificate and host name (default); extra CA file.
+  bool tls_verify = true;
+  std::string ca_file;
+  /// Max bytes of one response body.
+  std::size_t max_response_bytes = 64 * 1024 * 1024;
+  /// Continuous batching: merge queued calls into one upstream request.
+  bool batching = true;
+  /// Request vectors base64-encoded upstream (4x smaller, no float parsing).
+  bool base64 = true;
+  supervision_config supervision;
+};
+
+/// The whole runtime.
+struct runtime_config {
+  std::vector<upstream_config> upstreams;
+  /// Deadline of a request whose `timeout` is 0.
+  milliseconds default_timeout{30000};
+  retry_config retry;
+  /// Asio I/O threads (fixed for the life of the runtime).
+  std::size_t io_threads = 1;
+  /// Seed of the request actors' jitter (0: from std::random_device).
+  uint64_t seed = 0;
+};
+
+} // namespace embedrt

@@ -1,0 +1,43 @@
+// Spawning embedrt's runtime inside a host's actor system.
+//
+//   caf::actor_system_config cfg;
+//   embedrt::register_types(cfg);            // once, before the system
+//   caf::actor_system sys{cfg};
+//   embedrt::runtime_config rc;
+//   rc.upstreams.push_back({.base_url = "http://127.0.0.1:8080/v1", ...});
+//   auto svc = embedrt::spawn_service(sys, rc);   // caf::expected
+//   self->request(*svc, 30s, embedrt::embed_atom_v,
+//   embedrt::embed_request{...})
+//
+// The service owns one pool (dispatcher + supervisor) per upstream and the
+// I/O threads; it stops when its last handle is gone or when it receives an
+// exit message.
+#pragma once
+
+#include "embedrt/config.hpp"
+#include "embedrt/protocol/interfaces.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+#include <functional>
+
+namespace embedrt {
+
+/// Test and chaos hooks (all off by default).
+struct service_hooks {
+  /// Called with every connection actor a pool spawns (upstream name).
+  std::function<void(const std::string& upstream, const caf::actor&)>
+      on_connection_spawned;
+  /// A call with an input equal to this marker makes its connection actor
+  /// throw (exercises supervision).
+  std::string crash_marker;
+};
+
+/// Validates `cfg` (URLs, TLS files, limits) and spawns the service.
+/// Errors are `invalid_input` (bad configuration) or `tls_failed` (a CA file
+/// that cannot be loaded).
+caf::expected<service_actor> spawn_service(caf::actor_system& sys,
+                                           runtime_config cfg,
+                                           service_hooks hooks = {});
+
+} // namespace embedrt

@@ -1,0 +1,95 @@
+#include "classify.hpp"
+
+#include "embedrt/protocol/errc.hpp"
+#include "http_transport.hpp"
+
+#include <chrono>
+
+namespace embedrt::detail {
+
+namespace {
+
+std::string upstream_message(const http_outcome& out) {
+  if (auto err = openai::decode_error(out.body); err && !err->message.empty())
+    return err->message;
+  return "no error message";
+}
+
+} // namespace
+
+call_result classify_outcome(http_outcome&& out,
+                             const openai::response_expectation& expect,
+                             const std::string& upstream_name) {
+  call_result r;
+  r.connected = out.connected;
+  r.reused = out.reused;
+  r.upstream_ns = out.total_ns;
+  r.upstream_request_id = std::move(out.request_id);
+  if (out.retry_after_ms > 0)
+    r.retry_after_ms = out.retry_after_ms;
+  auto fail
+      = [&](errc code, std::string detail, bool retryable, int32_t status = 0) {
+          r.error = make_error(code, std::move(detail), status,
+                               std::chrono::milliseconds{r.retry_after_ms});
+          r.retryable = retryable;
+          if (out.should_retry >= 0)
+            r.retryable = out.should_retry == 1;
+        };
+  auto terr = static_cast<transport_errc>(out.transport_error);
+  if (terr != transport_errc::none) {
+    auto what = upstream_name + ": " + out.error_message;
+    switch (terr) {
+      case transport_errc::tls_failed:
+        fail(errc::tls_failed, std::move(what), false);
+        break;
+      case transport_errc::body_too_large:
+        fail(errc::invalid_response, std::move(what), false);
+        break;
+      case transport_errc::cancelled:
+        fail(errc::cancelled, std::move(what), true);
+        break;
+      default: fail(errc::connection_failed, std::move(what), true); break;
+    }
+    return r;
+  }
+  auto status = out.status;
+  if (status == 200) {
+    auto decoded = openai::decode_response(out.body, expect);
+    if (!decoded) {
+      fail(errc::invalid_response,
+           upstream_name + ": " + error_detail(decoded.error()), true);
+      return r;
+    }
+    r.model = std::move(decoded->model);
+    r.embeddings = std::move(decoded->data);
+    r.usage = decoded->usage;
+    return r;
+  }
+  auto detail = upstream_name + " answered " + std::to_string(status) + ": "
+      + upstream_message(out);
+  switch (status) {
+    case 401:
+    case 403: fail(errc::auth_failed, std::move(detail), false, status); break;
+    case 429:
+      if (out.error_code == "insufficient_quota")
+        fail(errc::quota_exceeded, std::move(detail), false, status);
+      else
+        fail(errc::rate_limited, std::move(detail), true, status);
+      break;
+    case 400:
+    case 413:
+    case 422:
+      fail(errc::invalid_input, std::move(detail), false, status);
+      break;
+    case 408:
+    case 409:
+      fail(errc::upstream_error, std::move(detail), true, status);
+      break;
+    default:
+      fail(errc::upstream_error, std::move(detail), status >= 500, status);
+      break;
+  }
+  return r;
+}
+
+} // namespace embedrt::detail

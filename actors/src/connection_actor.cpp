@@ -1,0 +1,119 @@
+#include "connection_actor.hpp"
+
+#include "classify.hpp"
+#include "embedrt/protocol/headers.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/send.hpp>
+#include <stdexcept>
+
+namespace embedrt::detail {
+
+namespace {
+
+/// Runs on an I/O thread: turns the transport's result into a message for the
+/// actor. Touches no actor state.
+http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
+  http_outcome out;
+  out.seq = seq;
+  out.transport_error = static_cast<uint8_t>(res.error);
+  out.error_message = std::move(res.message);
+  out.connected = res.connected;
+  out.reused = res.reused;
+  out.total_ns = res.total_time.count();
+  if (res.error != transport_errc::none)
+    return out;
+  auto& resp = res.response;
+  out.status = static_cast<int32_t>(resp.status);
+  auto hints = parse_response_hints([&resp](std::string_view name) {
+    return resp.header(name);
+  });
+  if (hints.retry_after)
+    out.retry_after_ms = hints.retry_after->count();
+  if (hints.should_retry)
+    out.should_retry = *hints.should_retry ? 1 : 0;
+  out.request_id = std::move(hints.request_id);
+  if (out.status != 200)
+    if (auto err = openai::decode_error(resp.body))
+      out.error_code = std::move(err->code);
+  out.body = std::move(resp.body);
+  return out;
+}
+
+} // namespace
+
+connection_state::~connection_state() {
+  // The socket is closed by a post to its strand (never from here directly).
+  if (conn)
+    conn->close();
+}
+
+connection_actor::behavior_type
+connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
+                    std::shared_ptr<const connection_env> env) {
+  self->state.env = env;
+  self->state.conn = http_connection::make(env->io->context(), env->transport);
+  return {
+      [=](call_atom, connection_call& call) -> caf::result<call_result> {
+        auto& st = self->state;
+        if (st.busy) {
+          // The pool only hands work to idle connections; answer rather than
+          // drop a promise if that invariant is ever broken.
+          call_result r;
+          r.call_id = call.call_id;
+          r.error = make_error(errc::overloaded, "connection busy");
+          r.retryable = true;
+          return r;
+        }
+        if (!st.env->crash_marker.empty())
+          for (auto& in : call.inputs)
+            if (in == st.env->crash_marker)
+              throw std::runtime_error("chaos: crash marker received");
+        openai::embeddings_request req;
+        req.model = std::move(call.model);
+        req.input = std::move(call.inputs);
+        req.input_is_array = true;
+        if (call.dimensions > 0)
+          req.dimensions = call.dimensions;
+        req.encoding_format = st.env->base64 ? openai::encoding::base64
+                                             : openai::encoding::float32;
+        req.user = std::move(call.user);
+        http_request hreq;
+        hreq.target = st.env->target;
+        if (!st.env->auth.first.empty())
+          hreq.headers.emplace_back(st.env->auth);
+        hreq.body = openai::encode_request(req);
+        st.busy = true;
+        st.call_id = call.call_id;
+        st.expect.inputs = req.input.size();
+        st.expect.dimensions = req.dimensions;
+        st.expect.encoding_format = req.encoding_format;
+        st.rp = self->make_response_promise<call_result>();
+        auto seq = ++st.seq;
+        auto hdl = caf::actor_cast<connection_actor>(self);
+        auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+            call.timeout);
+        if (timeout.count() <= 0)
+          timeout = std::chrono::milliseconds{1};
+        st.conn->async_exchange(
+            std::move(hreq), timeout, [hdl, seq](exchange_result res) {
+              caf::anon_send(hdl, io_done_atom_v,
+                             to_outcome(seq, std::move(res)));
+            });
+        return st.rp;
+      },
+      [=](io_done_atom, http_outcome& out) {
+        auto& st = self->state;
+        if (!st.busy || out.seq != st.seq)
+          return; // Stale completion (cannot happen with one exchange at a
+                  // time).
+        auto r = classify_outcome(std::move(out), st.expect,
+                                  st.env->upstream_name);
+        r.call_id = st.call_id;
+        st.busy = false;
+        st.rp.deliver(std::move(r));
+      },
+  };
+}
+
+} // namespace embedrt::detail

@@ -1,0 +1,64 @@
+// The connection actor: owns exactly one keep-alive HTTP(S) connection to an
+// upstream and runs one call at a time (DESIGN.md §3).
+//
+//   idle --call--> busy --io_done(seq)--> idle
+//                   |
+//                   +-- the transport guarantees io_done within the call's
+//                       timeout (it closes a stuck socket), so the actor
+//                       never waits forever.
+//
+// The socket lives in a `detail::http_connection` on the shared io_context;
+// its completion handler only sends `io_done` to this actor.
+#pragma once
+
+#include "embedrt/io_runtime.hpp"
+#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/protocol/openai.hpp"
+#include "http_transport.hpp"
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace embedrt::detail {
+
+/// Everything the connections of one upstream share (immutable).
+struct connection_env {
+  /// Keeps the io_context alive as long as any connection actor exists.
+  std::shared_ptr<io_runtime> io;
+  connection_options transport;
+  /// Request target, e.g. "/v1/embeddings".
+  std::string target;
+  /// Authentication header (secret value: never logged).
+  std::pair<std::string, std::string> auth;
+  std::string upstream_name;
+  /// Ask the upstream for base64 vectors.
+  bool base64 = true;
+  /// Chaos hook, off when empty: a call with an input equal to this marker
+  /// makes the handler throw (tests the supervisor's restart path).
+  std::string crash_marker;
+};
+
+struct connection_state {
+  static inline const char* name = "embedrt.connection";
+
+  ~connection_state();
+
+  std::shared_ptr<const connection_env> env;
+  std::shared_ptr<http_connection> conn;
+  uint64_t seq = 0;
+  /// The call in flight (valid while `busy`).
+  bool busy = false;
+  uint64_t call_id = 0;
+  openai::response_expectation expect;
+  caf::typed_response_promise<call_result> rp;
+};
+
+connection_actor::behavior_type
+connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
+                    std::shared_ptr<const connection_env> env);
+
+} // namespace embedrt::detail

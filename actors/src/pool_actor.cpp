@@ -1,0 +1,391 @@
+#include "pool_actor.hpp"
+
+#include "embedrt/log.hpp"
+#include "embedrt/protocol/errc.hpp"
+
+#include <algorithm>
+#include <caf/actor_cast.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/spawn_options.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/system_messages.hpp>
+
+namespace embedrt::detail {
+
+namespace {
+
+using self_ptr = pool_actor::stateful_pointer<pool_state>;
+
+/// Extra time granted to a connection actor beyond its attempt timeout before
+/// the pool considers it stuck (the transport itself closes the socket at the
+/// attempt timeout).
+constexpr auto stuck_grace = std::chrono::seconds{2};
+
+/// Calls that were held by this many dying connections fail instead of being
+/// re-queued again (a poison call must not take the upstream down).
+constexpr uint32_t max_crashes_per_call = 2;
+
+int64_t now_ns(self_ptr self) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             self->clock().now().time_since_epoch())
+      .count();
+}
+
+call_result failure(errc code, std::string detail, bool retryable = false,
+                    std::chrono::milliseconds retry_after = {}) {
+  call_result r;
+  r.error = make_error(code, std::move(detail), 0, retry_after);
+  r.retryable = retryable;
+  r.retry_after_ms = retry_after.count();
+  return r;
+}
+
+/// Answers an item and releases its share of the retry budget.
+void answer(self_ptr self, pool_item& item, call_result r) {
+  self->state.budget.release(item.call.is_retry);
+  item.rp.deliver(std::move(r));
+}
+
+void spawn_slot(self_ptr self, uint32_t idx) {
+  auto& st = self->state;
+  auto hdl = self->spawn<caf::monitored>(connection_actor_fn, st.env->conn_env);
+  auto& slot = st.slots[idx];
+  slot.hdl = hdl;
+  slot.st = pool_slot::state::idle;
+  slot.call_id = 0;
+  slot.batch.clear();
+  st.idle.push_back(idx);
+  if (st.env->on_connection_spawned)
+    st.env->on_connection_spawned(hdl);
+}
+
+/// Puts items back at the front of the queue, keeping their order.
+void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
+  auto& st = self->state;
+  for (auto i = items.rbegin(); i != items.rend(); ++i) {
+    if (crashed && ++i->crashes > max_crashes_per_call) {
+      answer(self, *i,
+             failure(errc::connection_failed,
+                     st.env->cfg.name
+                         + ": connection actor died repeatedly on this call",
+                     false));
+      continue;
+    }
+    st.queue_bytes += i->bytes;
+    st.queue.push_front(std::move(*i));
+  }
+  items.clear();
+}
+
+bool compatible(const pool_item& a, const pool_item& b) {
+  return !b.solo && a.call.model == b.call.model
+      && a.call.dimensions == b.call.dimensions && a.call.user == b.call.user;
+}
+
+void dispatch(self_ptr self);
+
+void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
+  auto& st = self->state;
+  auto& slot = st.slots[idx];
+  if (slot.st != pool_slot::state::busy || slot.call_id != call_id)
+    return; // The slot died meanwhile; its work was re-queued.
+  auto items = std::move(slot.batch);
+  slot.batch.clear();
+  slot.call_id = 0;
+  slot.st = pool_slot::state::idle;
+  slot.restarts = 0;
+  st.idle.push_back(idx);
+  if (r.error) {
+    if (items.size() > 1 && error_code(r.error) == errc::invalid_input) {
+      // One input of a merged batch was rejected: resend each caller's call
+      // alone so that only the bad one fails.
+      for (auto& item : items)
+        item.solo = true;
+      requeue_front(self, items, false);
+    } else {
+      for (auto& item : items) {
+        call_result copy;
+        copy.call_id = r.call_id;
+        copy.error = r.error;
+        copy.retryable = r.retryable;
+        copy.retry_after_ms = r.retry_after_ms;
+        copy.upstream_request_id = r.upstream_request_id;
+        copy.connected = r.connected;
+        copy.reused = r.reused;
+        copy.upstream_ns = r.upstream_ns;
+        answer(self, item, std::move(copy));
+      }
+    }
+  } else if (items.size() == 1) {
+    st.down_count = 0;
+    answer(self, items.front(), std::move(r));
+  } else {
+    st.down_count = 0;
+    std::size_t total_inputs = 0;
+    for (auto& item : items)
+      total_inputs += item.call.inputs.size();
+    std::size_t offset = 0;
+    for (auto& item : items) {
+      auto n = item.call.inputs.size();
+      call_result part;
+      part.call_id = r.call_id;
+      part.model = r.model;
+      part.upstream_request_id = r.upstream_request_id;
+      part.connected = r.connected;
+      part.reused = r.reused;
+      part.upstream_ns = r.upstream_ns;
+      part.embeddings.reserve(n);
+      for (std::size_t i = 0; i < n; ++i)
+        part.embeddings.emplace_back(std::move(r.embeddings[offset + i]));
+      // Usage is attributed in proportion to the inputs of each call.
+      part.usage.prompt_tokens = r.usage.prompt_tokens * static_cast<int64_t>(n)
+          / static_cast<int64_t>(total_inputs);
+      part.usage.total_tokens = r.usage.total_tokens * static_cast<int64_t>(n)
+          / static_cast<int64_t>(total_inputs);
+      offset += n;
+      answer(self, item, std::move(part));
+    }
+  }
+  dispatch(self);
+}
+
+void on_call_error(self_ptr self, uint32_t idx, uint64_t call_id,
+                   const caf::error& err) {
+  auto& st = self->state;
+  auto& slot = st.slots[idx];
+  if (slot.st != pool_slot::state::busy || slot.call_id != call_id)
+    return;
+  // The connection actor died (exception, exit) or is stuck past its own
+  // timeout: make sure it is gone; the down handler restarts the slot.
+  log(log_level::warn, "connection_failed",
+      {{"upstream", st.env->cfg.name},
+       {"slot", std::to_string(idx)},
+       {"error", caf::to_string(err)}});
+  requeue_front(self, slot.batch, true);
+  slot.call_id = 0;
+  self->send_exit(slot.hdl, caf::exit_reason::kill);
+  dispatch(self);
+}
+
+void go_down(self_ptr self) {
+  auto& st = self->state;
+  auto& sup = st.env->cfg.supervision;
+  st.down = true;
+  ++st.epoch;
+  auto wait = doubling_backoff(sup.down_backoff, sup.down_backoff_cap,
+                               st.down_count++);
+  st.down_until = self->clock().now().time_since_epoch() + wait;
+  log(log_level::error, "upstream_down",
+      {{"upstream", st.env->cfg.name},
+       {"restarts", std::to_string(st.intensity.recent())},
+       {"probe_in_ms", std::to_string(wait.count())}});
+  while (!st.queue.empty()) {
+    auto item = std::move(st.queue.front());
+    st.queue.pop_front();
+    st.queue_bytes -= item.bytes;
+    answer(self, item,
+           failure(errc::upstream_down,
+                   st.env->cfg.name
+                       + ": upstream marked down (restart intensity exceeded)",
+                   false, wait));
+  }
+  self->delayed_send(self, wait, probe_atom_v, st.epoch);
+}
+
+void dispatch(self_ptr self) {
+  auto& st = self->state;
+  if (st.down)
+    return;
+  const auto& prof = st.env->profile;
+  while (!st.idle.empty() && !st.queue.empty()) {
+    auto now = now_ns(self);
+    // Work whose deadline passed is answered, not sent.
+    auto& front = st.queue.front();
+    if (front.call.deadline_ns != 0 && front.call.deadline_ns <= now) {
+      auto item = std::move(front);
+      st.queue.pop_front();
+      st.queue_bytes -= item.bytes;
+      answer(self, item,
+             failure(errc::deadline_exceeded,
+                     "deadline passed while queued for " + st.env->cfg.name));
+      continue;
+    }
+    auto idx = st.idle.back();
+    st.idle.pop_back();
+    auto& slot = st.slots[idx];
+    slot.batch.clear();
+    std::size_t inputs = 0;
+    std::size_t tokens = 0;
+    std::size_t bytes = 0;
+    int64_t earliest = 0;
+    do {
+      auto& next = st.queue.front();
+      if (!slot.batch.empty()) {
+        if (!st.env->batching || !compatible(slot.batch.front(), next)
+            || slot.batch.front().solo
+            || inputs + next.call.inputs.size() > prof.max_inputs
+            || tokens + next.tokens > prof.max_tokens_per_request
+            || bytes + next.bytes > prof.max_request_bytes / 2)
+          break;
+        if (next.call.deadline_ns != 0 && next.call.deadline_ns <= now)
+          break; // Answered as expired by the next round.
+      }
+      inputs += next.call.inputs.size();
+      tokens += next.tokens;
+      bytes += next.bytes;
+      if (next.call.deadline_ns != 0
+          && (earliest == 0 || next.call.deadline_ns < earliest))
+        earliest = next.call.deadline_ns;
+      st.queue_bytes -= next.bytes;
+      slot.batch.emplace_back(std::move(next));
+      st.queue.pop_front();
+    } while (!st.queue.empty());
+    connection_call cc;
+    cc.call_id = ++st.next_call_id;
+    const auto& first = slot.batch.front().call;
+    cc.model = first.model;
+    cc.dimensions = first.dimensions;
+    cc.user = first.user;
+    cc.inputs.reserve(inputs);
+    for (auto& item : slot.batch)
+      cc.inputs.insert(cc.inputs.end(), item.call.inputs.begin(),
+                       item.call.inputs.end());
+    caf::timespan timeout = st.env->cfg.attempt_timeout;
+    if (earliest != 0)
+      timeout = std::min(timeout, caf::timespan{earliest - now});
+    cc.timeout = timeout;
+    slot.st = pool_slot::state::busy;
+    slot.call_id = cc.call_id;
+    auto call_id = cc.call_id;
+    self->request(slot.hdl, timeout + stuck_grace, call_atom_v, std::move(cc))
+        .then(
+            [self, idx, call_id](call_result& r) {
+              on_result(self, idx, call_id, r);
+            },
+            [self, idx, call_id](caf::error& err) {
+              on_call_error(self, idx, call_id, err);
+            });
+  }
+}
+
+} // namespace
+
+pool_actor::behavior_type
+pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
+              std::shared_ptr<const pool_env> env) {
+  auto& st = self->state;
+  st.env = env;
+  st.budget
+      = retry_budget{env->retry.budget_ratio, env->retry.budget_min_retries};
+  st.intensity = restart_intensity{env->cfg.supervision.max_restarts,
+                                   env->cfg.supervision.within};
+  st.slots.resize(std::max<uint32_t>(1, env->cfg.connections));
+  for (uint32_t i = 0; i < st.slots.size(); ++i)
+    spawn_slot(self, i);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto i = std::find_if(st.slots.begin(), st.slots.end(),
+                          [&](const pool_slot& s) {
+                            return s.hdl && s.hdl.address() == dm.source;
+                          });
+    if (i == st.slots.end())
+      return;
+    auto idx = static_cast<uint32_t>(i - st.slots.begin());
+    auto& slot = *i;
+    requeue_front(self, slot.batch, true);
+    slot.call_id = 0;
+    slot.st = pool_slot::state::dead;
+    slot.hdl = nullptr;
+    st.idle.erase(std::remove(st.idle.begin(), st.idle.end(), idx),
+                  st.idle.end());
+    auto& sup = st.env->cfg.supervision;
+    auto now = restart_intensity::time_point{
+        std::chrono::duration_cast<restart_intensity::time_point::duration>(
+            self->clock().now().time_since_epoch())};
+    log(log_level::warn, "connection_down",
+        {{"upstream", st.env->cfg.name},
+         {"slot", std::to_string(idx)},
+         {"reason", caf::to_string(dm.reason)}});
+    if (st.down)
+      return; // The probe respawns every dead slot.
+    if (!st.intensity.record(now)) {
+      go_down(self);
+      return;
+    }
+    auto wait = doubling_backoff(sup.restart_backoff, sup.restart_backoff_cap,
+                                 slot.restarts++);
+    self->delayed_send(self, wait, restart_atom_v, idx, st.epoch);
+  });
+  return {
+      [self](call_atom, upstream_call& call) -> caf::result<call_result> {
+        auto& st = self->state;
+        if (st.down) {
+          auto left = st.down_until - self->clock().now().time_since_epoch();
+          auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::max(left, caf::timespan{0}));
+          return failure(errc::upstream_down,
+                         st.env->cfg.name + ": upstream is down", false,
+                         left_ms);
+        }
+        pool_item item;
+        for (auto& in : call.inputs) {
+          item.bytes += in.size();
+          item.tokens += estimate_tokens(in);
+        }
+        if (st.queue.size() >= st.env->cfg.max_queue
+            || st.queue_bytes + item.bytes > st.env->cfg.max_queue_bytes)
+          return failure(errc::overloaded,
+                         st.env->cfg.name + ": queue full ("
+                             + std::to_string(st.queue.size()) + " calls, "
+                             + std::to_string(st.queue_bytes) + " bytes)");
+        if (!st.budget.try_admit(call.is_retry))
+          return failure(errc::overloaded,
+                         st.env->cfg.name + ": retry budget exhausted");
+        item.call = std::move(call);
+        item.rp = self->make_response_promise<call_result>();
+        auto rp = item.rp;
+        st.queue_bytes += item.bytes;
+        st.queue.emplace_back(std::move(item));
+        dispatch(self);
+        return rp;
+      },
+      [self](health_atom) -> upstream_health {
+        auto& st = self->state;
+        upstream_health h;
+        h.name = st.env->cfg.name;
+        h.base_url = st.env->cfg.base_url;
+        h.state = st.down ? "down" : "up";
+        for (auto& slot : st.slots)
+          if (slot.st != pool_slot::state::dead)
+            ++h.connections;
+        h.idle_connections = static_cast<int32_t>(st.idle.size());
+        h.queued_requests = static_cast<int32_t>(st.queue.size());
+        return h;
+      },
+      [self](restart_atom, uint32_t idx, uint64_t epoch) {
+        auto& st = self->state;
+        if (epoch != st.epoch || st.down || idx >= st.slots.size()
+            || st.slots[idx].st != pool_slot::state::dead)
+          return;
+        spawn_slot(self, idx);
+        dispatch(self);
+      },
+      [self](probe_atom, uint64_t epoch) {
+        auto& st = self->state;
+        if (epoch != st.epoch || !st.down)
+          return;
+        st.down = false;
+        st.intensity.reset();
+        for (uint32_t i = 0; i < st.slots.size(); ++i)
+          if (st.slots[i].st == pool_slot::state::dead) {
+            st.slots[i].restarts = 0;
+            spawn_slot(self, i);
+          }
+        log(log_level::info, "upstream_up", {{"upstream", st.env->cfg.name}});
+        dispatch(self);
+      },
+  };
+}
+
+} // namespace embedrt::detail

@@ -1,0 +1,102 @@
+// The pool actor: dispatcher and supervisor of one upstream.
+//
+// Dispatcher (Envoy's conn_pool, one actor instead of shared counters):
+// - a bounded FIFO of pending calls (count and bytes): full -> `overloaded`
+//   at once, never unbounded memory, never a hang;
+// - work goes only to idle connection actors, so the number of connection
+//   actors is the concurrency limit;
+// - continuous batching: when a connection becomes idle it takes as many
+//   queued calls (same model, dimensions and user) as fit one upstream
+//   request (provider profile: inputs, estimated tokens, bytes); at low load
+//   a call goes out alone and at once;
+// - retry budget: retries in flight are capped relative to all calls.
+//
+// Supervisor (Erlang/OTP one_for_one with intensity):
+//
+//          +-----------------------------------------------+
+//          v                                               |
+//   [up] --connection dies--> restart slot after backoff --+
+//    |        (work it held is re-queued at the front)
+//    +--more than R restarts in T--> [down] --probe timer--> [up]
+//                                     (calls fail fast with upstream_down)
+#pragma once
+
+#include "connection_actor.hpp"
+#include "embedrt/config.hpp"
+#include "embedrt/policies.hpp"
+#include "embedrt/protocol/interfaces.hpp"
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace embedrt::detail {
+
+/// Everything a pool needs (immutable after spawn).
+struct pool_env {
+  upstream_config cfg;
+  provider_profile profile;
+  std::shared_ptr<const connection_env> conn_env;
+  retry_config retry;
+  bool batching = true;
+  /// Test hook: called with every connection actor the pool spawns.
+  std::function<void(const connection_actor&)> on_connection_spawned;
+};
+
+/// A queued or in-flight call.
+struct pool_item {
+  upstream_call call;
+  caf::typed_response_promise<call_result> rp;
+  std::size_t bytes = 0;
+  std::size_t tokens = 0;
+  /// How often a connection died while holding this call.
+  uint32_t crashes = 0;
+  /// Never merge with other calls (set after a batch failed as a whole).
+  bool solo = false;
+};
+
+/// One connection slot of the pool.
+struct pool_slot {
+  enum class state {
+    idle, ///< Alive, no call.
+    busy, ///< Alive, one call in flight (`batch`).
+    dead, ///< Died; a restart is scheduled (or the upstream is down).
+  };
+  state st = state::dead;
+  connection_actor hdl;
+  /// The call in flight and the items it carries.
+  uint64_t call_id = 0;
+  std::vector<pool_item> batch;
+  /// Consecutive restarts of this slot (reset when a call succeeds).
+  uint32_t restarts = 0;
+};
+
+struct pool_state {
+  static inline const char* name = "embedrt.pool";
+
+  std::shared_ptr<const pool_env> env;
+  std::deque<pool_item> queue;
+  std::size_t queue_bytes = 0;
+  std::vector<pool_slot> slots;
+  std::vector<uint32_t> idle;
+  retry_budget budget{0.2, 10};
+  restart_intensity intensity{10, milliseconds{10000}};
+  /// Supervision epoch: bumped when the upstream goes down, so restart
+  /// timers of the previous epoch are ignored.
+  uint64_t epoch = 0;
+  bool down = false;
+  uint32_t down_count = 0;
+  caf::timespan down_until{0};
+  uint64_t next_call_id = 0;
+};
+
+pool_actor::behavior_type
+pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
+              std::shared_ptr<const pool_env> env);
+
+} // namespace embedrt::detail

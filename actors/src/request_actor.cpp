@@ -1,0 +1,290 @@
+#include "request_actor.hpp"
+
+#include "embedrt/log.hpp"
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/openai.hpp"
+
+#include <algorithm>
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/sec.hpp>
+#include <caf/stateful_actor.hpp>
+
+namespace embedrt::detail {
+
+namespace {
+
+using self_ptr = request_actor::stateful_pointer<request_state>;
+
+void finish(self_ptr self, caf::error err) {
+  auto& st = self->state;
+  if (st.finished)
+    return;
+  st.finished = true;
+  if (err) {
+    log(log_level::debug, "request_failed",
+        {{"request_id", st.req.request_id}, {"error", render_error(err)}});
+    st.rp.deliver(std::move(err));
+  } else {
+    st.result.request_id = st.req.request_id;
+    st.rp.deliver(std::move(st.result));
+  }
+  self->quit();
+}
+
+std::string attempts_note(const request_chunk& c) {
+  return " (after " + std::to_string(c.attempts) + " attempt"
+      + (c.attempts == 1 ? "" : "s") + ")";
+}
+
+void send_attempt(self_ptr self, uint32_t idx);
+
+void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
+  auto& st = self->state;
+  if (st.finished)
+    return;
+  auto& c = st.chunks[idx];
+  if (c.done)
+    return;
+  if (!r.error) {
+    auto n = c.end - c.begin;
+    if (r.embeddings.size() != n) {
+      finish(self,
+             make_error(errc::invalid_response,
+                        "upstream returned "
+                            + std::to_string(r.embeddings.size())
+                            + " vectors for " + std::to_string(n) + " inputs"));
+      return;
+    }
+    for (uint32_t i = 0; i < n; ++i)
+      st.result.embeddings[c.begin + i] = std::move(r.embeddings[i]);
+    st.result.usage.prompt_tokens += r.usage.prompt_tokens;
+    st.result.usage.total_tokens += r.usage.total_tokens;
+    if (st.result.model.empty())
+      st.result.model = std::move(r.model);
+    st.result.upstream = st.routes[c.route].name;
+    c.done = true;
+    if (--st.pending == 0)
+      finish(self, caf::error{});
+    return;
+  }
+  auto code = error_code(r.error);
+  // Failover: an upstream that is down is skipped if another serves the
+  // model (the attempt is not counted: nothing was sent).
+  if (code == errc::upstream_down && c.route + 1 < st.routes.size()) {
+    ++c.route;
+    c.last_error = r.error;
+    --c.attempts;
+    send_attempt(self, idx);
+    return;
+  }
+  // A retry rejected by the retry budget reports the error that made it
+  // retry.
+  if (code == errc::overloaded && c.attempts > 1 && c.last_error) {
+    finish(self,
+           make_error(error_code(c.last_error),
+                      error_detail(c.last_error) + "; retry budget exhausted"
+                          + attempts_note(c),
+                      error_http_status(c.last_error),
+                      error_retry_after(c.last_error)));
+    return;
+  }
+  c.last_error = r.error;
+  const auto& retry = st.env->retry;
+  if (!r.retryable || c.attempts >= retry.max_attempts) {
+    if (r.retryable)
+      finish(self,
+             make_error(code, error_detail(r.error) + attempts_note(c),
+                        error_http_status(r.error),
+                        error_retry_after(r.error)));
+    else
+      finish(self, std::move(r.error));
+    return;
+  }
+  auto hint = milliseconds{r.retry_after_ms};
+  if (hint > retry.max_retry_after) {
+    finish(self, std::move(r.error));
+    return;
+  }
+  auto delay = st.backoff.next_delay(c.attempts, hint);
+  auto now = self->clock().now();
+  if (now + delay >= st.deadline) {
+    finish(self,
+           make_error(code,
+                      error_detail(r.error) + attempts_note(c)
+                          + "; no time left before the deadline to retry",
+                      error_http_status(r.error), error_retry_after(r.error)));
+    return;
+  }
+  self->delayed_send(self, delay, retry_atom_v, idx, ++c.epoch);
+}
+
+void send_attempt(self_ptr self, uint32_t idx) {
+  auto& st = self->state;
+  auto& c = st.chunks[idx];
+  auto now = self->clock().now();
+  auto left = st.deadline - now;
+  if (left <= caf::timespan{0}) {
+    finish(self,
+           make_error(errc::deadline_exceeded,
+                      "deadline exceeded before attempt "
+                          + std::to_string(c.attempts + 1)));
+    return;
+  }
+  const auto& rt = st.routes[c.route];
+  upstream_call call;
+  call.model = rt.model;
+  call.inputs.assign(st.req.inputs.begin() + c.begin,
+                     st.req.inputs.begin() + c.end);
+  call.dimensions = st.req.dimensions;
+  call.user = st.req.user;
+  call.deadline_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         st.deadline.time_since_epoch())
+                         .count();
+  call.is_retry = c.attempts > 0;
+  call.request_id = st.req.request_id;
+  ++c.attempts;
+  self->request(rt.pool, left, call_atom_v, std::move(call))
+      .then(
+          [self, idx](call_result& r) {
+            on_chunk_result(self, idx, r);
+          },
+          [self, idx](caf::error& err) {
+            auto& st = self->state;
+            if (st.finished)
+              return;
+            auto& c = st.chunks[idx];
+            if (err == caf::sec::request_timeout) {
+              auto ms = std::chrono::duration_cast<milliseconds>(st.timeout);
+              std::string detail = "deadline of " + std::to_string(ms.count())
+                  + " ms exceeded" + attempts_note(c);
+              if (c.last_error)
+                detail += "; last error: " + render_error(c.last_error);
+              finish(self, make_error(errc::deadline_exceeded, detail));
+              return;
+            }
+            // The pool itself is gone: treat like a down upstream.
+            call_result r;
+            r.error
+                = make_error(errc::upstream_down,
+                             st.routes[c.route].name + ": pool unavailable ("
+                                 + caf::to_string(err) + ")");
+            on_chunk_result(self, idx, r);
+          });
+}
+
+} // namespace
+
+std::vector<request_chunk>
+split_into_chunks(const std::vector<std::string>& inputs,
+                  const provider_profile& profile) {
+  std::vector<request_chunk> chunks;
+  request_chunk cur;
+  std::size_t tokens = 0;
+  std::size_t bytes = 0;
+  for (uint32_t i = 0; i < inputs.size(); ++i) {
+    auto t = estimate_tokens(inputs[i]);
+    auto b = inputs[i].size();
+    auto n = cur.end - cur.begin;
+    if (n > 0
+        && (n + 1 > profile.max_inputs
+            || tokens + t > profile.max_tokens_per_request
+            || bytes + b > profile.max_request_bytes / 2)) {
+      chunks.push_back(cur);
+      cur = request_chunk{};
+      cur.begin = i;
+      tokens = 0;
+      bytes = 0;
+    }
+    cur.end = i + 1;
+    tokens += t;
+    bytes += b;
+  }
+  if (cur.end > cur.begin)
+    chunks.push_back(cur);
+  return chunks;
+}
+
+request_actor::behavior_type
+request_actor_fn(request_actor::stateful_pointer<request_state> self,
+                 std::shared_ptr<const request_env> env,
+                 std::vector<route> routes, uint64_t seed) {
+  self->state.env = env;
+  self->state.routes = std::move(routes);
+  self->state.backoff
+      = backoff_policy{env->retry.backoff_base, env->retry.backoff_cap, seed};
+  // An exception must not leave the caller without an answer.
+  self->set_exception_handler(
+      [self](caf::scheduled_actor*, std::exception_ptr&) -> caf::error {
+        finish(self, make_error(errc::cancelled, "internal error"));
+        return caf::exit_reason::unhandled_exception;
+      });
+  return {
+      [self](embed_atom, embed_request& req) -> caf::result<embed_result> {
+        auto& st = self->state;
+        st.rp = self->make_response_promise<embed_result>();
+        st.req = std::move(req);
+        auto timeout = st.req.timeout.count() > 0
+            ? st.req.timeout
+            : caf::timespan{st.env->default_timeout};
+        st.timeout = timeout;
+        st.deadline = self->clock().now() + timeout;
+        auto rp = st.rp;
+        if (st.req.model.empty()) {
+          finish(self, make_error(errc::invalid_input, "'model' is required"));
+          return rp;
+        }
+        if (st.req.dimensions < 0) {
+          finish(self,
+                 make_error(errc::invalid_input,
+                            "'dimensions' must be a positive integer"));
+          return rp;
+        }
+        if (st.routes.empty()) {
+          finish(self,
+                 make_error(errc::invalid_input,
+                            "no upstream serves model '" + st.req.model + "'"));
+          return rp;
+        }
+        // Validate against the strictest limits of all candidate upstreams so
+        // that failover never meets an input the first upstream accepted.
+        auto limits = st.routes.front().profile;
+        for (auto& rt : st.routes) {
+          limits.max_inputs
+              = std::min(limits.max_inputs, rt.profile.max_inputs);
+          limits.max_tokens_per_input = std::min(
+              limits.max_tokens_per_input, rt.profile.max_tokens_per_input);
+          limits.max_tokens_per_request = std::min(
+              limits.max_tokens_per_request, rt.profile.max_tokens_per_request);
+          limits.max_input_bytes
+              = std::min(limits.max_input_bytes, rt.profile.max_input_bytes);
+          limits.max_request_bytes = std::min(limits.max_request_bytes,
+                                              rt.profile.max_request_bytes);
+        }
+        auto unlimited = limits;
+        unlimited.max_inputs = std::numeric_limits<std::size_t>::max();
+        if (auto err
+            = openai::validate_inputs(st.req.inputs, unlimited, false)) {
+          finish(self, std::move(err));
+          return rp;
+        }
+        st.chunks = split_into_chunks(st.req.inputs, limits);
+        st.pending = st.chunks.size();
+        st.result.embeddings.resize(st.req.inputs.size());
+        for (uint32_t i = 0; i < st.chunks.size() && !st.finished; ++i)
+          send_attempt(self, i);
+        return rp;
+      },
+      [self](retry_atom, uint32_t idx, uint64_t epoch) {
+        auto& st = self->state;
+        if (st.finished || idx >= st.chunks.size())
+          return;
+        auto& c = st.chunks[idx];
+        if (c.done || c.epoch != epoch)
+          return;
+        send_attempt(self, idx);
+      },
+  };
+}
+
+} // namespace embedrt::detail

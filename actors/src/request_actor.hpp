@@ -1,0 +1,90 @@
+// The request actor: one per caller request (DESIGN.md §3).
+//
+//   [validate] --invalid--> reply invalid_input
+//       |
+//       v
+//   [split into chunks that fit one upstream request]
+//       |
+//       v           call_result ok                 all chunks done
+//   [in flight] ------------------------------> ... ---------------> reply
+//       |   \--retryable error, attempts and time left--> [backoff]
+//       |                                                  | retry(epoch)
+//       |   <----------------------------------------------+
+//       |--upstream_down and another upstream serves the model--> failover
+//       |--non-retryable error, or no attempt/time left--> reply error
+//       \--deadline (the timeout of every pool call) --> reply
+//                                                    deadline_exceeded
+//
+// Exactly one reply: `finish` delivers once and quits; late answers from
+// pools go to a terminated actor and are dropped.
+#pragma once
+
+#include "embedrt/config.hpp"
+#include "embedrt/policies.hpp"
+#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/protocol/provider.hpp"
+
+#include <caf/actor_clock.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace embedrt::detail {
+
+/// An upstream that can serve a request's model.
+struct route {
+  pool_actor pool;
+  std::string name;
+  provider_profile profile;
+  /// The model name as sent to this upstream.
+  std::string model;
+};
+
+/// Settings shared by all request actors of a service.
+struct request_env {
+  retry_config retry;
+  milliseconds default_timeout{30000};
+};
+
+/// A contiguous slice of the caller's inputs sent as one upstream call.
+struct request_chunk {
+  uint32_t begin = 0;
+  uint32_t end = 0;
+  uint32_t attempts = 0;
+  uint64_t epoch = 0;
+  std::size_t route = 0;
+  bool done = false;
+  caf::error last_error;
+};
+
+struct request_state {
+  static inline const char* name = "embedrt.request";
+
+  std::shared_ptr<const request_env> env;
+  std::vector<route> routes;
+  embed_request req;
+  caf::typed_response_promise<embed_result> rp;
+  std::vector<request_chunk> chunks;
+  embed_result result;
+  std::size_t pending = 0;
+  caf::actor_clock::time_point deadline;
+  caf::timespan timeout{0};
+  backoff_policy backoff{milliseconds{50}, milliseconds{2000}, 1};
+  bool finished = false;
+};
+
+/// Splits `inputs` into chunks that each fit one upstream request of
+/// `profile` (inputs, estimated tokens, bytes).
+std::vector<request_chunk>
+split_into_chunks(const std::vector<std::string>& inputs,
+                  const provider_profile& profile);
+
+request_actor::behavior_type
+request_actor_fn(request_actor::stateful_pointer<request_state> self,
+                 std::shared_ptr<const request_env> env,
+                 std::vector<route> routes, uint64_t seed);
+
+} // namespace embedrt::detail

@@ -1,0 +1,47 @@
+// The typed interfaces of embedrt's actors: one alias per role. The
+// interface is the documentation of the role (STYLE.md, "Actors and
+// messages"); docs/architecture.md shows how they talk to each other.
+#pragma once
+
+#include "embedrt/protocol/type_ids.hpp"
+
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+namespace embedrt {
+
+/// The one handle users talk to (library, gateway, remote nodes).
+/// - embed: vectors for the request's inputs, in order, or a typed error;
+/// - health: readiness and per-upstream state.
+using service_actor = caf::typed_actor<
+    caf::replies_to<embed_atom, embed_request>::with<embed_result>,
+    caf::replies_to<health_atom>::with<health_report>>;
+
+/// One per caller request: owns the single reply, the deadline and retries.
+/// Receives the caller's request by delegation from the service. The deadline
+/// is the timeout of every call it makes to a pool; retry timers are
+/// self-sent (chunk, epoch) so stale ones are ignored.
+using request_actor = caf::typed_actor<
+    caf::replies_to<embed_atom, embed_request>::with<embed_result>,
+    caf::reacts_to<retry_atom, uint32_t, uint64_t>>;
+
+/// Pool, dispatcher and supervisor of one upstream: a bounded queue in front
+/// of M connection actors, each busy with at most one call.
+/// - call: run one upstream call (answers exactly once, possibly with
+///   `overloaded`, `upstream_down` or `deadline_exceeded`);
+/// - health: state of the upstream;
+/// - restart / probe: self-sent supervision timers (slot, epoch).
+using pool_actor = caf::typed_actor<
+    caf::replies_to<call_atom, upstream_call>::with<call_result>,
+    caf::replies_to<health_atom>::with<upstream_health>,
+    caf::reacts_to<restart_atom, uint32_t, uint64_t>,
+    caf::reacts_to<probe_atom, uint64_t>>;
+
+/// Owns one keep-alive HTTP(S) connection; one call in flight.
+/// - call: send one upstream request, answer with its classified outcome;
+/// - io_done: completion of an exchange, sent from an I/O thread.
+using connection_actor = caf::typed_actor<
+    caf::replies_to<call_atom, connection_call>::with<call_result>,
+    caf::reacts_to<io_done_atom, http_outcome>>;
+
+} // namespace embedrt
