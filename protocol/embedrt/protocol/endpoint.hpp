@@ -5,7 +5,6 @@
 #include "embedrt/protocol/provider.hpp"
 
 #include <caf/expected.hpp>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -18,13 +17,20 @@ namespace embedrt {
 /// `http://127.0.0.1:8080/v1`.
 struct base_url {
   bool tls = false;
+  /// Host name or IP address as given; IPv6 addresses without brackets.
   std::string host;
+  /// The port; 80 or 443 when the URL names none.
   uint16_t port = 0;
   /// Path prefix without a trailing slash, e.g. "/v1" or "" (kept as given).
   std::string path;
 
-  /// Renders the URL back, e.g. "http://127.0.0.1:8080/v1".
+  /// Renders the URL back, e.g. "http://127.0.0.1:8080/v1" (the default
+  /// port of the scheme is omitted, IPv6 hosts are bracketed).
   std::string to_string() const;
+
+  /// The value of the HTTP `Host` header: host, bracketed if IPv6, plus
+  /// ":port" unless it is the scheme's default port.
+  std::string authority() const;
 };
 
 /// Parses `http[s]://host[:port][/path]` (IPv6 hosts in brackets). Rejects

@@ -55,8 +55,9 @@ std::string encode_request(const embeddings_request& req);
 /// `model`, a missing `input`, an `input` that is not a string or an array of
 /// strings (token arrays are not supported), an empty array, a
 /// `dimensions` that is not a positive integer, an unknown `encoding_format`,
-/// a non-string `user`. Text content is not validated here: call
-/// `validate_inputs` for that.
+/// a non-string `user`. Optional members that are JSON null count as absent.
+/// `model` and `user` must be valid UTF-8; input text content is not
+/// validated here: call `validate_inputs` for that.
 caf::expected<embeddings_request> decode_request(std::string_view body);
 
 /// Validates caller inputs against a provider profile before any network
@@ -83,7 +84,9 @@ struct embeddings_response {
 };
 
 /// Encodes a response body (server side); vectors are base64 little-endian
-/// float32 when `enc` is base64, JSON numbers otherwise.
+/// float32 when `enc` is base64, JSON numbers otherwise (shortest form that
+/// reads back as the same float; a non-finite value, which JSON cannot
+/// express, is written as null).
 std::string encode_response(const embeddings_response& resp, encoding enc);
 
 /// What the client expects of a response; used for strict validation.
@@ -123,7 +126,9 @@ struct api_error {
 std::string encode_error(const api_error& err);
 
 /// Decodes an error body; `std::nullopt` if the body is not an OpenAI-shaped
-/// error (the caller then uses the raw status).
+/// error (the caller then uses the raw status). Also understands the shapes
+/// of text-embeddings-inference (`{"error":"...","error_type":"..."}`) and
+/// vLLM (`{"object":"error","message",...}`); numeric codes become strings.
 std::optional<api_error> decode_error(std::string_view body);
 
 /// Base64 helpers for float32 vectors (little-endian, standard alphabet with

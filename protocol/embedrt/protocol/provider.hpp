@@ -48,8 +48,13 @@ provider_profile profile_for(provider_kind kind);
 /// A conservative (over-)estimate of the tokens a BPE tokenizer such as
 /// cl100k_base produces for `text`: never below the real count for ordinary
 /// text, so limits enforced on it are never exceeded upstream. Counts each
-/// word piece of up to 4 ASCII letters/digits as one token, each other ASCII
-/// character as one token, and each non-ASCII code point as one token.
+/// word piece of up to 4 ASCII letters as one token, each group of up to 3
+/// ASCII digits as one token (cl100k splits numbers into groups of 3), each
+/// other ASCII character as one token, and each non-ASCII code point as one
+/// token (2-byte UTF-8), two tokens (3-byte: CJK and other BMP scripts, which
+/// BPE vocabularies often split) or four tokens (4-byte: emoji and rare
+/// scripts, usually tokenized byte by byte). Invalid UTF-8 bytes count one
+/// token each.
 std::size_t estimate_tokens(std::string_view text);
 
 } // namespace embedrt
