@@ -1,0 +1,61 @@
+// The `embedrt` executable: dispatches to a subcommand.
+#include "cli_args.hpp"
+#include "commands.hpp"
+
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using embedrt::app::command;
+
+/// The dispatch table: one row per subcommand.
+constexpr command commands[] = {
+    {"mock", "run the built-in OpenAI-compatible upstream (tests, benchmarks)",
+     embedrt::app::cmd_mock},
+};
+
+void print_usage(std::ostream& out) {
+  out << "usage: embedrt <command> [options]\n"
+         "       embedrt <command> --help\n\ncommands:\n";
+  for (const auto& c : commands) {
+    out << "  " << c.name;
+    for (auto n = std::strlen(c.name); n < 8; ++n)
+      out << ' ';
+    out << "  " << c.summary << '\n';
+  }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(std::cerr);
+    return embedrt::cli::exit_usage;
+  }
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    print_usage(std::cout);
+    return 0;
+  }
+  if (name == "--version") {
+    std::cout << "embedrt " << EMBEDRT_VERSION << '\n';
+    return 0;
+  }
+  for (const auto& c : commands) {
+    if (name == c.name) {
+      std::vector<std::string> args(argv + 2, argv + argc);
+      try {
+        return c.run(args);
+      } catch (const std::exception& e) {
+        std::cerr << "embedrt " << name << ": " << e.what() << '\n';
+        return 1;
+      }
+    }
+  }
+  std::cerr << "embedrt: unknown command '" << name << "'\n";
+  print_usage(std::cerr);
+  return embedrt::cli::exit_usage;
+}
