@@ -353,3 +353,57 @@ TEST_CASE("mutated bodies are never accepted when malformed",
   CHECK(accepted > 0);
   CHECK(rejected > 0);
 }
+
+TEST_CASE("mutated requests and error bodies are never accepted when malformed",
+          "[openai][json]") {
+  embeddings_request req;
+  req.model = "text-embedding-3-small";
+  req.input = {"first \"quoted\" text", "second\ttext \xC3\xA9"};
+  req.dimensions = 64;
+  req.encoding_format = encoding::base64;
+  req.user = "u-1";
+  std::vector<std::string> seeds = {
+      encode_request(req),
+      R"({"model":"m","input":"x\u00e9\ud83d\ude00","extra":[{"a":null},1e3]})",
+      encode_error(
+          {"Rate limit reached", "requests", "", "rate_limit_exceeded"}),
+      R"({"error":"Input validation error","error_type":"Validation"})",
+      R"({"object":"error","message":"too long","type":"BadRequestError",)"
+      R"("param":null,"code":400})"};
+  const char alphabet[] = "{}[]\":,.-+eE0123456789 \\/ntfuabx\x01\x80";
+  std::mt19937 rng{11}; // fixed seed: deterministic
+  std::size_t accepted = 0, rejected = 0;
+  for (const auto& seed : seeds) {
+    for (int round = 0; round < 3000; ++round) {
+      std::string body = seed;
+      int edits = 1 + static_cast<int>(rng() % 3);
+      for (int e = 0; e < edits; ++e) {
+        auto pos = rng() % body.size();
+        auto c = alphabet[rng() % (sizeof(alphabet) - 1)];
+        switch (rng() % 3) {
+          case 0: body[pos] = c; break;
+          case 1: body.insert(body.begin() + pos, c); break;
+          default:
+            if (body.size() > 1)
+              body.erase(pos, 1);
+        }
+      }
+      INFO(body);
+      bool valid = is_valid_json(body);
+      auto request = decode_request(body);
+      if (request) {
+        CHECK(valid);
+        CHECK_FALSE(request->model.empty());
+        CHECK_FALSE(request->input.empty());
+      } else {
+        CHECK(error_code(request.error()) == errc::invalid_input);
+      }
+      auto error = decode_error(body);
+      if (error)
+        CHECK(valid);
+      (request || error ? accepted : rejected) += 1;
+    }
+  }
+  CHECK(accepted > 0);
+  CHECK(rejected > 0);
+}

@@ -120,7 +120,7 @@ TEST_CASE("request round trip", "[openai][request]") {
 TEST_CASE("decode_request rejects malformed JSON with its offset",
           "[openai][request]") {
   CHECK(rejection(R"({"model":"m","input":"x",})")
-        == "malformed JSON at offset 25: Missing a name for object member.");
+        == "malformed JSON at offset 25: expected a string key");
   CHECK(rejection("").rfind("malformed JSON at offset 0: ", 0) == 0);
   CHECK(rejection(R"({"model":"m"} trailing)").rfind("malformed JSON", 0) == 0);
   CHECK(rejection(R"({"model":"m","input":"x"})"s + '\0' + "junk")
@@ -146,6 +146,10 @@ TEST_CASE("decode_request rejects each malformed field with its own detail",
   CHECK(rejection("{\"model\":\"\xC0\xAF\",\"input\":\"x\"}")
         == "'model' is not valid UTF-8");
   CHECK(rejection(R"({"model":"m"})") == "'input' is required");
+  CHECK(rejection(R"({"model":"a","input":"x","model":"b"})")
+        == "duplicate key 'model' in request");
+  CHECK(rejection(R"({"model":"a","input":"x","input":["y"]})")
+        == "duplicate key 'input' in request");
   CHECK(rejection(R"({"model":"m","input":null})")
         == "'input' must be a string or an array of strings");
   CHECK(rejection(R"({"model":"m","input":42})")
