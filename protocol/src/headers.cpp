@@ -336,6 +336,12 @@ caf::expected<system_clock::time_point> parse_http_date(std::string_view text) {
     return invalid("HTTP-date", text);
   int64_t secs = days_from_civil(t.year, t.month, t.day) * 86400
       + int64_t{t.hour} * 3600 + int64_t{t.minute} * 60 + int64_t{t.second};
+  // system_clock counts nanoseconds in 64 bits: years 1678 to 2261 fit.
+  constexpr auto max_secs
+      = std::chrono::duration_cast<seconds>(system_clock::duration::max())
+            .count();
+  if (secs >= max_secs || secs <= -max_secs)
+    return invalid("HTTP-date (out of range)", text);
   return system_clock::time_point{
       std::chrono::duration_cast<system_clock::duration>(seconds{secs})};
 }

@@ -82,6 +82,9 @@ TEST_CASE("parse_http_date reads the three HTTP-date forms", "[headers]") {
   auto leap_day = parse_http_date("Thu, 29 Feb 2024 23:59:59 GMT");
   REQUIRE(leap_day);
   CHECK(*leap_day == system_clock::time_point{seconds{1709251199}});
+  auto far = parse_http_date("Wed, 01 Jan 2200 00:00:00 GMT");
+  REQUIRE(far);
+  CHECK(*far == system_clock::time_point{seconds{7258118400}});
   auto epoch = parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT");
   REQUIRE(epoch);
   CHECK(*epoch == system_clock::time_point{});
@@ -104,7 +107,9 @@ TEST_CASE("parse_http_date rejects malformed dates", "[headers]") {
         "Sun, 06 Nov 1994 24:00:00 GMT", "Sun, 06 Nov 1994 08:60:00 GMT",
         "Sun, 06 Nov 1994 08:49:61 GMT", "Sun, 06 Nov 1994 08:49:37 GMT extra",
         "Sunday, 06-Nov-1994 08:49:37 GMT", "Sun Nov 6 08:49:37 1994",
-        "1994-11-06T08:49:37Z"}) {
+        "1994-11-06T08:49:37Z",
+        // Outside the range of system_clock's nanoseconds.
+        "Sun, 06 Nov 0997 08:49:37 GMT", "Fri, 31 Dec 9999 23:59:59 GMT"}) {
     INFO(bad);
     check_rejected(parse_http_date(bad), bad);
   }
