@@ -49,7 +49,15 @@ void answer(self_ptr self, pool_item& item, call_result r) {
 
 void spawn_slot(self_ptr self, uint32_t idx) {
   auto& st = self->state;
-  auto hdl = self->spawn<caf::monitored>(connection_actor_fn, st.env->conn_env);
+  connection_actor hdl;
+  if (st.env->connection_behavior) {
+    auto fn = st.env->connection_behavior;
+    hdl = self->spawn<caf::monitored>([fn](connection_actor::pointer conn) {
+      return fn(conn);
+    });
+  } else {
+    hdl = self->spawn<caf::monitored>(connection_actor_fn, st.env->conn_env);
+  }
   auto& slot = st.slots[idx];
   slot.hdl = hdl;
   slot.st = pool_slot::state::idle;

@@ -46,6 +46,10 @@ struct pool_env {
   bool batching = true;
   /// Test hook: called with every connection actor the pool spawns.
   std::function<void(const connection_actor&)> on_connection_spawned;
+  /// Test hook: spawns this behavior instead of real connection actors
+  /// (virtual-time tests of dispatching and supervision).
+  std::function<connection_actor::behavior_type(connection_actor::pointer)>
+      connection_behavior;
 };
 
 /// A queued or in-flight call.
