@@ -7,6 +7,7 @@
 #include <caf/actor_cast.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
@@ -58,6 +59,7 @@ void spawn_slot(self_ptr self, uint32_t idx) {
   } else {
     hdl = self->spawn<caf::monitored>(connection_actor_fn, st.env->conn_env);
   }
+  st.children->push_back(hdl);
   auto& slot = st.slots[idx];
   slot.hdl = hdl;
   slot.st = pool_slot::state::idle;
@@ -71,8 +73,13 @@ void spawn_slot(self_ptr self, uint32_t idx) {
 /// Puts items back at the front of the queue, keeping their order.
 void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
   auto& st = self->state;
+  // A crash in a merged batch is not held against its calls: they are resent
+  // alone, so a poison call is isolated and only it can exhaust its crashes.
+  bool isolate = crashed && items.size() > 1;
   for (auto i = items.rbegin(); i != items.rend(); ++i) {
-    if (crashed && ++i->crashes > max_crashes_per_call) {
+    if (isolate) {
+      i->solo = true;
+    } else if (crashed && ++i->crashes > max_crashes_per_call) {
       answer(self, *i,
              failure(errc::connection_failed,
                      st.env->cfg.name
@@ -288,6 +295,12 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
       = retry_budget{env->retry.budget_ratio, env->retry.budget_min_retries};
   st.intensity = restart_intensity{env->cfg.supervision.max_restarts,
                                    env->cfg.supervision.within};
+  // When the pool ends, its connections end with it (closing their sockets)
+  // instead of lingering until their pending exchanges complete.
+  self->attach_functor([children = st.children](const caf::error&) {
+    for (auto& c : *children)
+      caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+  });
   st.slots.resize(std::max<uint32_t>(1, env->cfg.connections));
   for (uint32_t i = 0; i < st.slots.size(); ++i)
     spawn_slot(self, i);
@@ -304,6 +317,9 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
     requeue_front(self, slot.batch, true);
     slot.call_id = 0;
     slot.st = pool_slot::state::dead;
+    st.children->erase(
+        std::remove(st.children->begin(), st.children->end(), slot.hdl),
+        st.children->end());
     slot.hdl = nullptr;
     st.idle.erase(std::remove(st.idle.begin(), st.idle.end(), idx),
                   st.idle.end());

@@ -97,6 +97,10 @@ struct pool_state {
   uint32_t down_count = 0;
   caf::timespan down_until{0};
   uint64_t next_call_id = 0;
+  /// Live connection actors, shared with the exit functor that stops them
+  /// when the pool ends (only touched by this actor, also in that functor).
+  std::shared_ptr<std::vector<connection_actor>> children
+      = std::make_shared<std::vector<connection_actor>>();
 };
 
 pool_actor::behavior_type

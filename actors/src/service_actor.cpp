@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <caf/actor_cast.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
@@ -32,6 +33,9 @@ struct service_state {
   std::vector<upstream_entry> upstreams;
   uint64_t next_request = 0;
   std::mt19937_64 seeder;
+  /// Pools, shared with the exit functor that stops them with the service.
+  std::shared_ptr<std::vector<pool_actor>> pools
+      = std::make_shared<std::vector<pool_actor>>();
 };
 
 using service_ptr = service_actor::stateful_pointer<service_state>;
@@ -71,6 +75,7 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
             {{"upstream", up.env->cfg.name},
              {"reason", caf::to_string(dm.reason)}});
         up.pool = self->spawn<caf::monitored>(detail::pool_actor_fn, up.env);
+        self->state.pools->push_back(up.pool);
       }
   });
   return {
