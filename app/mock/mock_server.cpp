@@ -10,7 +10,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -60,7 +59,8 @@ std::string_view to_std(beast::string_view sv) {
 class session_base {
  public:
   virtual ~session_base() = default;
-  /// Closes the connection from any thread (posts to the session's strand).
+  /// Closes the connection from any thread (posts to the session's I/O
+  /// thread).
   virtual void close_async() = 0;
 };
 
@@ -95,7 +95,8 @@ struct server_core {
 
 /// One accepted connection: reads requests, lets the handler decide, and
 /// writes the replies, one at a time (HTTP/1.1 keep-alive). All members are
-/// touched only on the connection's strand.
+/// touched only on the connection's I/O thread (each io_context is run by
+/// exactly one thread).
 template <class Stream>
 class session : public session_base,
                 public std::enable_shared_from_this<session<Stream>> {
@@ -399,7 +400,7 @@ struct mock_server::impl {
       return false;
     }
     tcp::endpoint ep{addr, core.opts.port};
-    acceptor.emplace(net::make_strand(*ioc));
+    acceptor.emplace(iocs.front()->get_executor());
     accept_retry.emplace(acceptor->get_executor());
     auto fail = [&](const char* what) {
       error = std::string{what} + " " + core.opts.host + ":"
@@ -421,7 +422,10 @@ struct mock_server::impl {
   }
 
   void do_accept() {
-    acceptor->async_accept(net::make_strand(*ioc),
+    // Connections go round-robin to the I/O threads' io_contexts.
+    auto& target = *iocs[next_ioc];
+    next_ioc = (next_ioc + 1) % iocs.size();
+    acceptor->async_accept(target.get_executor(),
                            [this](beast::error_code ec, tcp::socket s) {
                              on_accept(ec, std::move(s));
                            });
@@ -450,10 +454,10 @@ struct mock_server::impl {
     do_accept();
   }
 
-  void run_thread() {
+  void run_thread(net::io_context& ioc) {
     for (;;) {
       try {
-        ioc->run();
+        ioc.run();
         return;
       } catch (const std::exception& e) {
         std::fprintf(stderr, "embedrt mock: exception in an I/O thread: %s\n",
@@ -471,16 +475,19 @@ struct mock_server::impl {
   void release() {
     accept_retry.reset();
     acceptor.reset();
-    ioc.reset();
+    iocs.clear();
     tls.reset();
   }
 
   server_core core;
-  std::unique_ptr<net::io_context> ioc;
+  /// One io_context per I/O thread (no locks or strands between threads: a
+  /// connection lives on one thread). The acceptor runs on the first.
+  std::vector<std::unique_ptr<net::io_context>> iocs;
+  std::size_t next_ioc = 0;
   std::optional<ssl::context> tls;
   std::optional<tcp::acceptor> acceptor;
   std::optional<net::steady_timer> accept_retry;
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
   std::vector<std::thread> threads;
   uint16_t port = 0;
   std::string error;
@@ -510,26 +517,28 @@ uint16_t mock_server::start() {
     return 0;
   }
   try {
-    d.ioc = std::make_unique<net::io_context>(
-        static_cast<int>(d.core.opts.threads));
+    for (std::size_t i = 0; i < d.core.opts.threads; ++i)
+      d.iocs.push_back(std::make_unique<net::io_context>(1));
     if ((d.core.opts.tls() && !d.init_tls()) || !d.listen()) {
       d.release();
       d.port = 0;
       return 0;
     }
-    d.work.emplace(d.ioc->get_executor());
+    for (auto& ioc : d.iocs)
+      d.work.push_back(net::make_work_guard(*ioc));
     net::post(d.acceptor->get_executor(), [&d] {
       d.do_accept();
     });
-    for (std::size_t i = 0; i < d.core.opts.threads; ++i)
-      d.threads.emplace_back([&d] {
-        d.run_thread();
+    for (auto& ioc : d.iocs)
+      d.threads.emplace_back([&d, &ctx = *ioc] {
+        d.run_thread(ctx);
       });
   } catch (const std::exception& e) {
     d.error = std::string{"cannot start the mock server: "} + e.what();
     if (!d.threads.empty()) {
-      d.work.reset();
-      d.ioc->stop();
+      d.work.clear();
+      for (auto& ioc : d.iocs)
+        ioc->stop();
       for (auto& t : d.threads)
         t.join();
       d.threads.clear();
@@ -572,8 +581,9 @@ void mock_server::stop() {
       return d.core.sessions.empty();
     });
   }
-  d.work.reset();
-  d.ioc->stop();
+  d.work.clear();
+  for (auto& ioc : d.iocs)
+    ioc->stop();
   for (auto& t : d.threads)
     t.join();
   d.threads.clear();

@@ -2,8 +2,9 @@
 // `embedrt mock` command, the embedded default upstream and the test and
 // benchmark upstream (DESIGN.md §2.5).
 //
-// A Beast HTTP/1.1 (optionally TLS) server with keep-alive on its own
-// io_context, run by `mock_options::threads` I/O threads. It serves
+// A Beast HTTP/1.1 (optionally TLS) server with keep-alive on its own I/O
+// threads (`mock_options::threads`, one io_context each; connections are
+// spread round-robin and stay on their thread). It serves
 //   POST /v1/embeddings (and /embeddings)  deterministic hash_embed vectors
 //   GET  /stats                            counters as JSON (mock_stats.hpp)
 //   POST /stats/reset                      zeroes the counters

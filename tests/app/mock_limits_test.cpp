@@ -88,7 +88,7 @@ TEST_CASE("rate_limiter admits within both limits and reports the wait") {
   CHECK_FALSE((rate_limiter{0, 0, t0}.enabled()));
 }
 
-TEST_CASE("--rpm emits x-ratelimit headers and 429 when exceeded") {
+TEST_CASE("the rpm limit emits x-ratelimit headers and 429 when exceeded") {
   mock_options opts;
   opts.rpm = 3;
   running_mock m{opts};
@@ -120,7 +120,7 @@ TEST_CASE("--rpm emits x-ratelimit headers and 429 when exceeded") {
   CHECK(m.server.stats().faults.empty()); // a real limit, not a fault
 }
 
-TEST_CASE("--tpm limits tokens per minute") {
+TEST_CASE("the tpm limit caps tokens per minute") {
   mock_options opts;
   opts.tpm = 60;
   running_mock m{opts};

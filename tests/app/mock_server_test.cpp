@@ -231,7 +231,7 @@ TEST_CASE("mock rejects a request over the OpenAI input limit") {
   CHECK(m.server.stats().inputs == 2048);
 }
 
-TEST_CASE("the [[mock:400]] marker fails the request naming the index") {
+TEST_CASE("the mock:400 marker fails the request naming the index") {
   running_mock m;
   http_client client{m.port};
   auto res = client.embed(embed_body({"a", "b", "c", "d [[mock:400]] e"}, 8));
