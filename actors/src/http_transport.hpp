@@ -5,8 +5,12 @@
 // Threading contract (the Asio side of the actor/Asio bridge):
 // - all socket state lives in `http_connection` and is only touched on its
 //   strand; public member functions are thread-safe (they post);
-// - `async_exchange` invokes `done` exactly once, on an I/O thread; the
-//   connection actor's `done` only sends a message to the actor.
+// - `async_exchange` invokes `done` exactly once, on an I/O thread (never
+//   inline in the caller), as long as the io_context keeps running; the
+//   connection actor's `done` only sends a message to the actor. `done` may
+//   call `async_exchange` or `close` again right away (they post).
+// - the object keeps itself alive while an exchange is pending (handlers hold
+//   a shared_ptr); dropping the last reference while idle closes the socket.
 #pragma once
 
 #include <chrono>
@@ -39,7 +43,9 @@ enum class transport_errc : uint8_t {
   timeout,
   /// The peer closed or reset the connection before a complete response.
   connection_closed,
-  /// The response was not valid HTTP/1.1.
+  /// The response was not valid HTTP/1.1 (also: the request could not be put
+  /// on the wire — bad method, target, header name or value — or another
+  /// exchange was already pending, message "exchange already pending").
   protocol_error,
   /// The response body exceeded `max_body_bytes`.
   body_too_large,
@@ -79,12 +85,15 @@ struct exchange_result {
   /// Human-readable description of `error` (never contains header values).
   std::string message;
   http_response response;
-  /// True if a new TCP (and TLS) connection was opened for this exchange.
+  /// True if a new TCP (and TLS) connection was established for this
+  /// exchange (also when the exchange failed afterwards, and after the
+  /// transparent reconnect of a stale reused connection).
   bool connected = false;
   /// True if the request went over a connection that had carried a previous
   /// request (keep-alive reuse). `connected` and `reused` are exclusive.
   bool reused = false;
-  /// Time spent connecting (resolve + TCP + TLS), zero when reused.
+  /// Time spent connecting (resolve + TCP + TLS) of the connection that was
+  /// established, zero when reused or when no connection was established.
   std::chrono::nanoseconds connect_time{0};
   /// Time from the start of the exchange to its completion.
   std::chrono::nanoseconds total_time{0};
@@ -97,7 +106,8 @@ struct tls_options {
   /// Verify the server's certificate chain and host name (default; turning it
   /// off is for tests only).
   bool verify = true;
-  /// PEM file with extra trusted CAs; empty = the system's default paths.
+  /// PEM file with the trusted CAs (used instead of the system's); empty =
+  /// the system's default paths.
   std::string ca_file;
 };
 
@@ -125,20 +135,27 @@ public:
   virtual ~http_connection() = default;
 
   /// Sends one request and reads its response; at most one exchange may be
-  /// pending. Connects lazily (first use, after the server closed the
-  /// connection, after `Connection: close`, after an error). If a reused
-  /// connection fails before any byte of the response arrived (the server
-  /// closed an idle keep-alive connection), reconnects and resends once.
-  /// The whole exchange, connect included, is bounded by `timeout`: on expiry
-  /// the socket is closed and `done` gets `transport_errc::timeout`.
-  /// `done` is invoked exactly once, on an I/O thread.
+  /// pending (a second one completes at once with protocol_error "exchange
+  /// already pending", the first is unaffected). Connects lazily (first use,
+  /// after the server closed the connection, after `Connection: close`, after
+  /// any error, timeout or `close()`). If a reused connection fails with
+  /// EOF/reset on the write or before any byte of the response arrived (the
+  /// server closed an idle keep-alive connection), reconnects and resends
+  /// once, within the same deadline; the result then has connected = true.
+  /// The whole exchange, resolve and connect included, is bounded by
+  /// `timeout` (<= 0: completes at once with timeout, nothing sent): on expiry
+  /// `done` gets `transport_errc::timeout` at once and the socket is closed.
+  /// A request that cannot be sent fails with protocol_error and leaves an
+  /// idle connection in place. `done` is invoked exactly once, on an I/O
+  /// thread.
   virtual void async_exchange(http_request req,
                               std::chrono::milliseconds timeout,
                               completion done)
     = 0;
 
   /// Closes the socket (thread-safe, asynchronous). A pending exchange
-  /// completes with `transport_errc::cancelled`.
+  /// completes with `transport_errc::cancelled`. Not terminal: a later
+  /// exchange connects again.
   virtual void close() = 0;
 };
 
