@@ -194,6 +194,22 @@ class session : public session_base,
   }
 
   void read_body() {
+    // Usually the body arrived with the header: parse what is buffered
+    // synchronously instead of starting another (immediately completing)
+    // asynchronous operation.
+    beast::error_code ec;
+    while (!parser_->is_done() && buffer_.size() > 0) {
+      auto n = parser_->put(buffer_.data(), ec);
+      buffer_.consume(n);
+      if (ec || n == 0)
+        break;
+    }
+    if (ec == http::error::need_more)
+      ec = {};
+    if (ec || parser_->is_done()) {
+      on_read(ec);
+      return;
+    }
     http::async_read(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](beast::error_code ec, std::size_t) {

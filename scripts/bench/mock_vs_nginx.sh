@@ -9,6 +9,7 @@
 #   DURATION     wrk duration per run (default 10s)
 #   CONNECTIONS  wrk connections (default 8)
 #   WRK_THREADS  wrk threads (default 2)
+#   REPEAT       rounds over all four servers (default 3; the median counts)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -23,6 +24,7 @@ bin=${EMBEDRT_BIN:-$root/build/app/embedrt}
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-8}
 wrk_threads=${WRK_THREADS:-2}
+repeat=${REPEAT:-3}
 if [ ! -x "$bin" ]; then
   echo "mock_vs_nginx: $bin not found; build embedrt_cli or set EMBEDRT_BIN" >&2
   exit 1
@@ -81,24 +83,29 @@ run_wrk() {
   echo "$2|$rps|$avg|$p99|${errors:-0}" >>"$results"
 }
 
-sample_body=""
-for threads in 1 2; do
-  "$bin" mock --listen 127.0.0.1:0 --threads "$threads" >"$tmp/mock.out" \
+# The response nginx serves: the mock's own answer to the benchmark request.
+"$bin" mock --listen 127.0.0.1:0 >"$tmp/mock.out" 2>"$tmp/mock.err" &
+server_pid=$!
+url=$(wait_for_line "$tmp/mock.out")/embeddings
+sample_body=$(curl -sf -H 'Content-Type: application/json' \
+  -d "$request_body" "$url")
+stop_server
+
+run_mock() {
+  "$bin" mock --listen 127.0.0.1:0 --threads "$1" >"$tmp/mock.out" \
     2>"$tmp/mock.err" &
   server_pid=$!
+  local url
   url=$(wait_for_line "$tmp/mock.out")/embeddings
-  if [ -z "$sample_body" ]; then
-    sample_body=$(curl -sf -H 'Content-Type: application/json' \
-      -d "$request_body" "$url")
-  fi
-  run_wrk "$url" "embedrt mock, $threads I/O thread(s)"
+  run_wrk "$url" "embedrt mock, $1 I/O thread(s)"
   stop_server
-done
+}
 
 mkdir -p "$tmp/nginx"
-for workers in 1 2; do
+run_nginx() {
+  local port url nginx_body
   port=$(free_port)
-  sed -e "s|@WORKERS@|$workers|" -e "s|@PREFIX@|$tmp/nginx|g" \
+  sed -e "s|@WORKERS@|$1|" -e "s|@PREFIX@|$tmp/nginx|g" \
     -e "s|@PORT@|$port|" -e "s|@BODY@|$sample_body|" \
     "$bench_dir/nginx.conf.in" >"$tmp/nginx/nginx.conf"
   "$nginx_bin" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
@@ -114,24 +121,44 @@ for workers in 1 2; do
     echo "mock_vs_nginx: nginx does not serve the mock's body" >&2
     exit 1
   fi
-  run_wrk "$url" "nginx static return, $workers worker(s)"
+  run_wrk "$url" "nginx static return, $1 worker(s)"
   kill -QUIT "$server_pid"
   wait "$server_pid" || true
   server_pid=""
+}
+
+# Rounds interleave the four servers, so that load from other processes on
+# the machine hits all of them alike; the table shows the median round.
+for round in $(seq 1 "$repeat"); do
+  echo "round $round/$repeat" >&2
+  run_mock 1
+  run_mock 2
+  run_nginx 1
+  run_nginx 2
 done
 
 echo "wrk -t$wrk_threads -c$connections -d$duration -s scripts/bench/post.lua," \
   "response body ${#sample_body} bytes: $sample_body"
 echo
-echo "| server | req/s | avg latency | p99 latency | non-2xx | vs nginx (same thread count) |"
-echo "|---|---:|---:|---:|---:|---:|"
-nginx1=$(awk -F'|' '/^nginx.*1 worker/ {print $2}' "$results")
-nginx2=$(awk -F'|' '/^nginx.*2 worker/ {print $2}' "$results")
-while IFS='|' read -r name rps avg p99 errors; do
-  ratio="1.00"
+echo "| server | req/s (median) | req/s (all rounds) | avg latency | p99 latency | non-2xx | vs nginx, same thread count |"
+echo "|---|---:|---|---:|---:|---:|---:|"
+# median NAME: the line of the median round (by req/s) of a server.
+median() {
+  grep -F "$1|" "$results" | sort -t'|' -k2 -g |
+    awk -v n="$repeat" 'NR == int((n + 1) / 2)'
+}
+all_rounds() {
+  grep -F "$1|" "$results" | cut -d'|' -f2 | paste -sd' '
+}
+nginx1=$(median "nginx static return, 1 worker(s)" | cut -d'|' -f2)
+nginx2=$(median "nginx static return, 2 worker(s)" | cut -d'|' -f2)
+for name in "embedrt mock, 1 I/O thread(s)" "embedrt mock, 2 I/O thread(s)" \
+  "nginx static return, 1 worker(s)" "nginx static return, 2 worker(s)"; do
+  IFS='|' read -r _ rps avg p99 errors <<<"$(median "$name")"
   case "$name" in
-    "embedrt mock, 1"*) ratio=$(awk -v a="$rps" -v b="$nginx1" 'BEGIN {printf "%.2f", a / b}') ;;
-    "embedrt mock, 2"*) ratio=$(awk -v a="$rps" -v b="$nginx2" 'BEGIN {printf "%.2f", a / b}') ;;
+    *"1 I/O"* | *"1 worker"*) base=$nginx1 ;;
+    *) base=$nginx2 ;;
   esac
-  echo "| $name | $rps | $avg | $p99 | $errors | $ratio |"
-done <"$results"
+  ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN {printf "%.2f", a / b}')
+  echo "| $name | $rps | $(all_rounds "$name") | $avg | $p99 | $errors | $ratio |"
+done

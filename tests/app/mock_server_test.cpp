@@ -218,6 +218,33 @@ TEST_CASE("mock rejects bad requests with OpenAI-shaped errors") {
   CHECK(ok.status == 200);
 }
 
+TEST_CASE("mock reads bodies sent in pieces and honours 100-continue") {
+  running_mock m;
+  http_client client{m.port};
+  auto body = embed_body({"split body"}, 8);
+  auto head = "POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              "Content-Type: application/json\r\nContent-Length: "
+      + std::to_string(body.size()) + "\r\n";
+  SECTION("header and body in separate writes") {
+    REQUIRE(client.send_raw(head + "\r\n" + body.substr(0, 10))
+            == failure::none);
+    auto res = client.raw(body.substr(10));
+    auto decoded = decode(res, 1, 8, openai::encoding::float32);
+    CHECK(decoded.data[0] == hash_embed("split body", 8));
+  }
+  SECTION("Expect: 100-continue") {
+    auto interim = client.raw(head + "Expect: 100-continue\r\n\r\n");
+    REQUIRE(interim.ok());
+    CHECK(interim.status == 100);
+    auto res = client.raw(body);
+    auto decoded = decode(res, 1, 8, openai::encoding::float32);
+    CHECK(decoded.data[0] == hash_embed("split body", 8));
+  }
+  // The connection stays usable.
+  CHECK(client.embed(embed_body({"next"}, 8)).status == 200);
+  CHECK(client.connects() == 1);
+}
+
 TEST_CASE("mock rejects a request over the OpenAI input limit") {
   running_mock m;
   http_client client{m.port};

@@ -280,14 +280,13 @@ failure http_client::send_only(std::string_view method, std::string_view target,
                       msg);
 }
 
-http_response http_client::raw(std::string_view bytes,
-                               std::chrono::milliseconds timeout) {
-  http_response out;
+failure http_client::send_raw(std::string_view bytes,
+                              std::chrono::milliseconds timeout) {
+  std::string msg;
   if (!impl_->open || impl_->reopen) {
     impl_->reopen = false;
-    out.error = impl_->connect(timeout, out.error_message);
-    if (!out.ok())
-      return out;
+    if (auto f = impl_->connect(timeout, msg); f != failure::none)
+      return f;
   }
   beast::error_code result;
   impl_->lowest().expires_after(timeout);
@@ -299,11 +298,19 @@ http_response http_client::raw(std::string_view bytes,
   });
   impl_->run();
   if (result) {
-    out.error = classify(result);
-    out.error_message = result.message();
+    auto f = classify(result);
     impl_->close();
-    return out;
+    return f;
   }
+  return failure::none;
+}
+
+http_response http_client::raw(std::string_view bytes,
+                               std::chrono::milliseconds timeout) {
+  http_response out;
+  out.error = send_raw(bytes, timeout);
+  if (!out.ok())
+    return out;
   return impl_->read(timeout);
 }
 

@@ -106,6 +106,10 @@ class http_client {
   http_response raw(std::string_view bytes,
                     std::chrono::milliseconds timeout = 5s);
 
+  /// Sends raw bytes without reading.
+  failure send_raw(std::string_view bytes,
+                   std::chrono::milliseconds timeout = 2s);
+
   /// Waits until the server closes the connection (true) or the timeout
   /// passes (false). Discards anything received.
   bool wait_for_close(std::chrono::milliseconds timeout);
