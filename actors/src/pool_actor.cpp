@@ -108,6 +108,11 @@ void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
   auto items = std::move(slot.batch);
   slot.batch.clear();
   slot.call_id = 0;
+  ++st.upstream_calls;
+  if (r.connected)
+    ++st.connects;
+  if (r.reused)
+    ++st.reuses;
   slot.st = pool_slot::state::idle;
   slot.restarts = 0;
   st.idle.push_back(idx);
@@ -337,6 +342,7 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
       go_down(self);
       return;
     }
+    ++st.restarts;
     auto wait = doubling_backoff(sup.restart_backoff, sup.restart_backoff_cap,
                                  slot.restarts++);
     self->delayed_send(self, wait, restart_atom_v, idx, st.epoch);
@@ -358,14 +364,18 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
           item.tokens += estimate_tokens(in);
         }
         if (st.queue.size() >= st.env->cfg.max_queue
-            || st.queue_bytes + item.bytes > st.env->cfg.max_queue_bytes)
+            || st.queue_bytes + item.bytes > st.env->cfg.max_queue_bytes) {
+          ++st.rejected;
           return failure(errc::overloaded,
                          st.env->cfg.name + ": queue full ("
                              + std::to_string(st.queue.size()) + " calls, "
                              + std::to_string(st.queue_bytes) + " bytes)");
-        if (!st.budget.try_admit(call.is_retry))
+        }
+        if (!st.budget.try_admit(call.is_retry)) {
+          ++st.rejected;
           return failure(errc::overloaded,
                          st.env->cfg.name + ": retry budget exhausted");
+        }
         item.call = std::move(call);
         item.rp = self->make_response_promise<call_result>();
         auto rp = item.rp;
@@ -385,6 +395,11 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
             ++h.connections;
         h.idle_connections = static_cast<int32_t>(st.idle.size());
         h.queued_requests = static_cast<int32_t>(st.queue.size());
+        h.upstream_calls = st.upstream_calls;
+        h.connects = st.connects;
+        h.reuses = st.reuses;
+        h.restarts = st.restarts;
+        h.rejected = st.rejected;
         return h;
       },
       [self](restart_atom, uint32_t idx, uint64_t epoch) {

@@ -97,6 +97,12 @@ struct pool_state {
   uint32_t down_count = 0;
   caf::timespan down_until{0};
   uint64_t next_call_id = 0;
+  /// Counters reported by `health`.
+  int64_t upstream_calls = 0;
+  int64_t connects = 0;
+  int64_t reuses = 0;
+  int64_t restarts = 0;
+  int64_t rejected = 0;
   /// Live connection actors, shared with the exit functor that stops them
   /// when the pool ends (only touched by this actor, also in that functor).
   std::shared_ptr<std::vector<connection_actor>> children

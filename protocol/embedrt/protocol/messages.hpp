@@ -79,6 +79,15 @@ struct upstream_health {
   int32_t connections = 0;
   int32_t idle_connections = 0;
   int32_t queued_requests = 0;
+  /// Counters since start: upstream HTTP attempts completed, of which over a
+  /// new connection (`connects`) or a kept-alive one (`reuses`); connection
+  /// actor restarts; calls rejected as overloaded (queue full or retry
+  /// budget).
+  int64_t upstream_calls = 0;
+  int64_t connects = 0;
+  int64_t reuses = 0;
+  int64_t restarts = 0;
+  int64_t rejected = 0;
 };
 
 template <class Inspector>
