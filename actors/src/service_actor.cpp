@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <caf/actor_cast.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
@@ -64,9 +65,17 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   st.io = std::move(io);
   st.req_env = std::move(req_env);
   st.seeder.seed(seed);
-  for (auto& env : envs)
+  for (auto& env : envs) {
     st.upstreams.push_back(
         {env, self->spawn<caf::monitored>(detail::pool_actor_fn, env)});
+    st.pools->push_back(st.upstreams.back().pool);
+  }
+  // When the service ends, its pools end with it (and they stop their
+  // connections) instead of lingering until their last request timeout.
+  self->attach_functor([pools = st.pools](const caf::error&) {
+    for (auto& p : *pools)
+      caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+  });
   // A pool only dies through a bug; restart it so the upstream stays usable.
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto& up : self->state.upstreams)
