@@ -20,4 +20,7 @@ struct command {
 /// `embedrt mock`: the built-in OpenAI-compatible upstream (cmd_mock.cpp).
 int cmd_mock(const std::vector<std::string>& args);
 
+/// `embedrt bench`: the closed-loop load generator (cmd_bench.cpp).
+int cmd_bench(const std::vector<std::string>& args);
+
 } // namespace embedrt::app

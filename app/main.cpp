@@ -15,6 +15,8 @@ using embedrt::app::command;
 constexpr command commands[] = {
     {"mock", "run the built-in OpenAI-compatible upstream (tests, benchmarks)",
      embedrt::app::cmd_mock},
+    {"bench", "closed-loop load generator: throughput, latency, threads, reuse",
+     embedrt::app::cmd_bench},
 };
 
 void print_usage(std::ostream& out) {

@@ -1,0 +1,366 @@
+// `embedrt bench`: the closed-loop load generator used by the benchmarks.
+//
+// Spawns the runtime (service, pool, connection actors) in its own actor
+// system, runs a warm-up and then the measured phase with `--concurrency`
+// requests in flight (bench/load_driver.hpp), and prints exactly one JSON
+// line to stdout (bench/bench_report.hpp). Diagnostics go to stderr. Exit
+// codes: 0 when the run completed (even with failed requests), 2 for bad
+// usage, 1 when the run could not be set up (bad URL, unreadable CA file,
+// the built-in upstream failing to start).
+#include "bench/bench_report.hpp"
+#include "bench/load_driver.hpp"
+#include "bench/proc_stats.hpp"
+#include "cli_args.hpp"
+#include "commands.hpp"
+#include "embedrt/log.hpp"
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/type_ids.hpp"
+#include "embedrt/service.hpp"
+#include "mock/mock_server.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/atom.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace embedrt::app {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr const char* prefix = "embedrt bench: ";
+
+cli::arg_parser make_parser() {
+  cli::arg_parser p{
+      "embedrt bench [options]",
+      "Closed-loop load generator: C concurrent callers embed N requests "
+      "through the\nruntime (pool, batching, keep-alive connections) and one "
+      "JSON line with\nthroughput, latency percentiles, threads, connection "
+      "reuse, CPU and memory\nis printed to stdout."};
+  p.option("upstream", "URL",
+           "base URL of the upstream, e.g. http://127.0.0.1:8080/v1 (default: "
+           "$OPENAI_BASE_URL, else the built-in upstream in this process)")
+      .option("requests", "N", "requests to answer in total (default 10000)")
+      .option("concurrency", "C",
+              "requests in flight; each answer releases the next (default 64)")
+      .option("inputs", "K", "texts per request (default 1)")
+      .option("dims", "D",
+              "requested dimensions, 0 = model default (default 8)")
+      .option("connections", "M", "upstream connections (default 8)")
+      .option("model", "NAME", "model name (default bench-model)")
+      .flag("no-batching",
+            "do not merge queued requests into one upstream call")
+      .option("deadline-ms", "N", "deadline of every request (default 30000)")
+      .option("ca-file", "FILE", "extra CA certificates (PEM) for an https URL")
+      .option("api-key-env", "VAR",
+              "environment variable holding the API key (default "
+              "OPENAI_API_KEY; none needed for the built-in upstream)")
+      .option("io-threads", "N", "I/O threads of the runtime (default 1)")
+      .option("text-bytes", "B", "bytes per text (default 40)")
+      .option("warmup", "N",
+              "unmeasured requests before the run (default 2 x connections)")
+      .option("seed", "S",
+              "seed of the text filler and retry jitter (default 1)")
+      .option("workers", "N",
+              "CAF scheduler threads (default: the usable cores)")
+      .option("scheduler", "POLICY",
+              "CAF scheduler policy: stealing (default) or sharing")
+      .option("max-queue", "N",
+              "bound of the upstream's request queue (default: the "
+              "runtime's, 10000)")
+      .option("log-level", "LEVEL",
+              "runtime log level: debug, info, warn (default), error, off");
+  return p;
+}
+
+int usage_error(const std::string& msg) {
+  std::cerr << prefix << msg
+            << "\n(run 'embedrt bench --help' for the options)\n";
+  return cli::exit_usage;
+}
+
+/// Everything the command line and the environment decided.
+struct settings {
+  std::string upstream; // empty: the built-in upstream
+  std::string api_key;
+  std::string ca_file;
+  uint64_t requests = 10000;
+  uint64_t concurrency = 64;
+  uint32_t inputs = 1;
+  int32_t dims = 8;
+  uint32_t connections = 8;
+  std::string model = "bench-model";
+  bool batching = true;
+  milliseconds deadline{30000};
+  std::size_t io_threads = 1;
+  std::size_t text_bytes = 40;
+  uint64_t warmup = 16;
+  uint64_t seed = 1;
+  std::size_t workers = 1;
+  std::string scheduler = "stealing";
+  /// The pool's queue bound (default: the runtime's).
+  std::optional<uint32_t> max_queue;
+};
+
+/// Parses the options into `s`; returns an error message or "".
+std::string parse_settings(cli::arg_parser& p, settings& s) {
+  int64_t inputs = s.inputs;
+  int64_t dims = s.dims;
+  int64_t connections = s.connections;
+  int64_t deadline = s.deadline.count();
+  int64_t io_threads = static_cast<int64_t>(s.io_threads);
+  int64_t text_bytes = static_cast<int64_t>(s.text_bytes);
+  int64_t workers = static_cast<int64_t>(bench::usable_cores());
+  constexpr auto u64max = std::numeric_limits<uint64_t>::max();
+  if (!p.get("upstream", s.upstream)
+      || !p.get("requests", s.requests, 1, uint64_t{1} << 40)
+      || !p.get("concurrency", s.concurrency, 1, 10'000'000)
+      || !p.get("inputs", inputs, 1, 2048) || !p.get("dims", dims, 0, 65536)
+      || !p.get("connections", connections, 1, 4096) || !p.get("model", s.model)
+      || !p.get("deadline-ms", deadline, 1, 86'400'000)
+      || !p.get("ca-file", s.ca_file)
+      || !p.get("io-threads", io_threads, 1, 256)
+      || !p.get("text-bytes", text_bytes, 1, int64_t{1} << 24)
+      || !p.get("seed", s.seed, 0, u64max) || !p.get("workers", workers, 1, 256)
+      || !p.get("scheduler", s.scheduler))
+    return p.error();
+  s.inputs = static_cast<uint32_t>(inputs);
+  s.dims = static_cast<int32_t>(dims);
+  s.connections = static_cast<uint32_t>(connections);
+  s.deadline = milliseconds{deadline};
+  s.io_threads = static_cast<std::size_t>(io_threads);
+  s.text_bytes = static_cast<std::size_t>(text_bytes);
+  s.workers = static_cast<std::size_t>(workers);
+  s.warmup = 2 * uint64_t{s.connections};
+  if (!p.get("warmup", s.warmup, 0, uint64_t{1} << 40))
+    return p.error();
+  if (p.has("max-queue")) {
+    int64_t max_queue = 0;
+    if (!p.get("max-queue", max_queue, 1, std::numeric_limits<uint32_t>::max()))
+      return p.error();
+    s.max_queue = static_cast<uint32_t>(max_queue);
+  }
+  s.batching = !p.has("no-batching");
+  if (p.has("upstream") && s.upstream.empty())
+    return "--upstream: empty URL";
+  if (s.model.empty())
+    return "--model: empty name";
+  if (s.scheduler != "stealing" && s.scheduler != "sharing")
+    return "--scheduler: expected 'stealing' or 'sharing', got '" + s.scheduler
+        + "'";
+  if (auto lvl = p.value("log-level")) {
+    log_level parsed;
+    if (!parse_log_level(*lvl, parsed))
+      return "--log-level: expected debug, info, warn, error or off, got '"
+          + *lvl + "'";
+    set_log_level(parsed);
+  } else {
+    set_log_level(log_level::warn);
+  }
+  // The key only ever comes from the environment (never from a flag value,
+  // which would show in `ps`), and it is never printed.
+  std::string key_var = "OPENAI_API_KEY";
+  if (auto var = p.value("api-key-env")) {
+    if (var->empty())
+      return "--api-key-env: empty variable name";
+    key_var = *var;
+    if (std::getenv(key_var.c_str()) == nullptr)
+      std::cerr << prefix << "environment variable " << key_var
+                << " is not set: sending no API key\n";
+  }
+  if (const char* key = std::getenv(key_var.c_str()))
+    s.api_key = key;
+  if (s.upstream.empty())
+    if (const char* url = std::getenv("OPENAI_BASE_URL"); url && *url)
+      s.upstream = url;
+  return {};
+}
+
+/// Upstream counters summed over the service's upstreams.
+struct upstream_counters {
+  int64_t connects = 0;
+  int64_t calls = 0;
+  int64_t reuses = 0;
+  int64_t restarts = 0;
+  int64_t rejected = 0;
+};
+
+std::optional<upstream_counters> read_counters(caf::actor_system& sys,
+                                               const service_actor& svc) {
+  caf::scoped_actor self{sys};
+  std::optional<upstream_counters> out;
+  self->request(svc, std::chrono::seconds{5}, health_atom_v)
+      .receive(
+          [&](health_report& h) {
+            upstream_counters c;
+            for (const auto& u : h.upstreams) {
+              c.connects += u.connects;
+              c.calls += u.upstream_calls;
+              c.reuses += u.reuses;
+              c.restarts += u.restarts;
+              c.rejected += u.rejected;
+            }
+            out = c;
+          },
+          [&](caf::error& err) {
+            std::cerr << prefix << "no health report from the service: "
+                      << render_error(err) << '\n';
+          });
+  return out;
+}
+
+/// Warm-up, measured run and report, with the service `svc`. Returns the
+/// exit code.
+int measure(caf::actor_system& sys, const service_actor& svc, const settings& s,
+            bench::bench_report& rep) {
+  bench::load_params lp;
+  lp.service = svc;
+  lp.concurrency = s.concurrency;
+  lp.inputs = s.inputs;
+  lp.text_bytes = s.text_bytes;
+  lp.dims = s.dims;
+  lp.model = s.model;
+  lp.deadline = s.deadline;
+  lp.seed = s.seed;
+  if (s.warmup > 0) {
+    lp.requests = s.warmup;
+    auto warm = bench::run_load(sys, lp);
+    if (!warm) {
+      std::cerr << prefix << "warm-up failed: " << render_error(warm.error())
+                << '\n';
+      return 1;
+    }
+    if (warm->ok == 0)
+      std::cerr << prefix << "warning: no warm-up request succeeded\n";
+  }
+  auto before = read_counters(sys, svc);
+  lp.requests = s.requests;
+  lp.first_request = s.warmup;
+  rep.threads_start = bench::thread_count();
+  auto usage0 = bench::sample_usage();
+  auto out = bench::run_load(sys, lp);
+  auto usage1 = bench::sample_usage();
+  rep.threads_end = bench::thread_count();
+  if (!out) {
+    std::cerr << prefix << "run failed: " << render_error(out.error()) << '\n';
+    return 1;
+  }
+  auto after = read_counters(sys, svc);
+  rep.ok = out->ok;
+  rep.errors = std::move(out->errors);
+  rep.seconds = std::chrono::duration<double>(out->elapsed).count();
+  rep.ok_latency = bench::summarize(std::move(out->ok_ns));
+  rep.error_latency = bench::summarize(std::move(out->error_ns));
+  rep.threads_peak
+      = std::max({rep.threads_start, out->threads_peak, rep.threads_end});
+  if (before && after) {
+    rep.connections_opened = after->connects - before->connects;
+    rep.upstream_requests = after->calls - before->calls;
+    rep.connection_reuses = after->reuses - before->reuses;
+    rep.restarts = after->restarts - before->restarts;
+    rep.rejected = after->rejected - before->rejected;
+  }
+  rep.cpu_s = usage1.cpu_s - usage0.cpu_s;
+  rep.cpu_s_process = usage1.cpu_s;
+  rep.max_rss_mb = usage1.max_rss_mb;
+  return 0;
+}
+
+} // namespace
+
+int cmd_bench(const std::vector<std::string>& args) {
+  auto p = make_parser();
+  if (!p.parse(args))
+    return usage_error(p.error());
+  if (p.help_requested()) {
+    std::cout << p.help();
+    return 0;
+  }
+  settings s;
+  if (auto msg = parse_settings(p, s); !msg.empty())
+    return usage_error(msg);
+  // The built-in upstream, if used, must outlive the actor system (declared
+  // first, destroyed last).
+  std::unique_ptr<mock::mock_server> embedded;
+  if (s.upstream.empty()) {
+    embedded = std::make_unique<mock::mock_server>(mock::mock_options{});
+    if (embedded->start() == 0) {
+      std::cerr << prefix
+                << "cannot start the built-in upstream: " << embedded->error()
+                << '\n';
+      return 1;
+    }
+    s.upstream = embedded->base_url();
+    std::cerr << prefix
+              << "no --upstream and OPENAI_BASE_URL is not set: using the "
+                 "built-in upstream at "
+              << s.upstream
+              << " (in this process: its thread and CPU time are included)\n";
+  }
+  runtime_config rc;
+  upstream_config up;
+  up.name = "bench";
+  up.base_url = s.upstream;
+  up.api_key = s.api_key;
+  up.connections = s.connections;
+  up.batching = s.batching;
+  up.ca_file = s.ca_file;
+  if (s.max_queue)
+    up.max_queue = *s.max_queue;
+  rc.upstreams.push_back(std::move(up));
+  rc.default_timeout = s.deadline;
+  rc.io_threads = s.io_threads;
+  rc.seed = s.seed;
+
+  caf::actor_system_config cfg;
+  register_types(cfg);
+  cfg.set("scheduler.max-threads", s.workers);
+  cfg.set("scheduler.policy",
+          s.scheduler == "sharing" ? caf::atom("sharing")
+                                   : caf::atom("stealing"));
+  caf::actor_system sys{cfg};
+  bench::bench_report rep;
+  rep.requests = s.requests;
+  rep.concurrency = s.concurrency;
+  rep.inputs = s.inputs;
+  rep.dims = s.dims;
+  rep.connections = s.connections;
+  rep.batching = s.batching;
+  rep.model = s.model;
+  rep.warmup = s.warmup;
+  rep.text_bytes = s.text_bytes;
+  rep.deadline_ms = s.deadline.count();
+  rep.workers = s.workers;
+  rep.scheduler = s.scheduler;
+  rep.io_threads = s.io_threads;
+  rep.seed = s.seed;
+  rep.embedded_upstream = embedded != nullptr;
+  int rc_code = 0;
+  {
+    auto svc = spawn_service(sys, rc);
+    if (!svc) {
+      std::cerr << prefix
+                << "cannot set up the runtime: " << render_error(svc.error())
+                << '\n';
+      return 1;
+    }
+    rc_code = measure(sys, *svc, s, rep);
+    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+  }
+  if (rc_code != 0)
+    return rc_code;
+  std::cout << bench::to_json(rep) << std::endl;
+  return 0;
+}
+
+} // namespace embedrt::app
