@@ -1,16 +1,61 @@
 # Install rules and the CMake package (find_package(embedrt)).
+#
+#   cmake --install <build> --prefix <prefix>
+#
+# installs the static libraries (embedrt::protocol, embedrt::embedrt), the
+# public headers (protocol/embedrt/**.hpp, actors/embedrt/**.hpp; never
+# actors/src), the `embedrt` command and, under <libdir>/cmake/embedrt, the
+# package files and FindCAF.cmake. A consumer then writes
+#
+#   find_package(embedrt 0.1 REQUIRED)
+#   target_link_libraries(app PRIVATE embedrt::embedrt)
+#
+# with -DCMAKE_PREFIX_PATH=<prefix> (docs/examples/host_app).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
+set(EMBEDRT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/embedrt)
+
+# embedrt_protocol links embedrt_rapidjson privately, so the static library's
+# export names it as $<LINK_ONLY:embedrt::embedrt_rapidjson> and the target
+# has to be exported too. It carries nothing a consumer links (RapidJSON is
+# header-only and only used inside the libraries), so its include directory
+# is kept to the build tree: the installed package neither records this
+# machine's RapidJSON path nor needs RapidJSON to be found.
+get_target_property(_embedrt_rj_inc embedrt_rapidjson
+                    INTERFACE_INCLUDE_DIRECTORIES)
+get_target_property(_embedrt_rj_sys embedrt_rapidjson
+                    INTERFACE_SYSTEM_INCLUDE_DIRECTORIES)
+if(_embedrt_rj_inc)
+  set_target_properties(
+    embedrt_rapidjson PROPERTIES INTERFACE_INCLUDE_DIRECTORIES
+                                 "$<BUILD_INTERFACE:${_embedrt_rj_inc}>")
+endif()
+if(_embedrt_rj_sys)
+  set_target_properties(
+    embedrt_rapidjson PROPERTIES INTERFACE_SYSTEM_INCLUDE_DIRECTORIES
+                                 "$<BUILD_INTERFACE:${_embedrt_rj_sys}>")
+endif()
+
+# Static libraries built with sanitizers need the sanitizer runtime in every
+# executable that links them: the installed targets say so.
+if(EMBEDRT_SANITIZE)
+  set_property(
+    TARGET embedrt_protocol
+    APPEND
+    PROPERTY INTERFACE_LINK_OPTIONS
+             "$<INSTALL_INTERFACE:${EMBEDRT_SANITIZER_FLAGS}>")
+endif()
+
+# The include directories come from the targets' $<INSTALL_INTERFACE:include>.
 install(
   TARGETS embedrt_protocol embedrt embedrt_rapidjson
   EXPORT embedrtTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
-  INCLUDES
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
+# Public headers only: embedrt/protocol/*.hpp and embedrt/*.hpp.
 install(
   DIRECTORY ${PROJECT_SOURCE_DIR}/protocol/embedrt
             ${PROJECT_SOURCE_DIR}/actors/embedrt
@@ -21,12 +66,12 @@ install(
 install(
   EXPORT embedrtTargets
   NAMESPACE embedrt::
-  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/embedrt)
+  DESTINATION ${EMBEDRT_INSTALL_CMAKEDIR})
 
 configure_package_config_file(
   ${PROJECT_SOURCE_DIR}/cmake/embedrtConfig.cmake.in
   ${PROJECT_BINARY_DIR}/embedrtConfig.cmake
-  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/embedrt)
+  INSTALL_DESTINATION ${EMBEDRT_INSTALL_CMAKEDIR})
 write_basic_package_version_file(
   ${PROJECT_BINARY_DIR}/embedrtConfigVersion.cmake
   VERSION ${PROJECT_VERSION}
@@ -34,4 +79,4 @@ write_basic_package_version_file(
 install(FILES ${PROJECT_BINARY_DIR}/embedrtConfig.cmake
               ${PROJECT_BINARY_DIR}/embedrtConfigVersion.cmake
               ${PROJECT_SOURCE_DIR}/cmake/FindCAF.cmake
-        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/embedrt)
+        DESTINATION ${EMBEDRT_INSTALL_CMAKEDIR})
