@@ -24,7 +24,10 @@ class io_runtime {
   /// Starts `threads` (>= 1) I/O threads running one io_context.
   explicit io_runtime(std::size_t threads = 1);
 
-  /// Stops the io_context and joins the I/O threads.
+  /// Stops the io_context and joins the I/O threads. If the last owner lets
+  /// go on one of the I/O threads themselves, a short-lived reaper thread
+  /// joins them and destroys the io_context instead (a thread cannot join
+  /// itself).
   ~io_runtime();
 
   io_runtime(const io_runtime&) = delete;

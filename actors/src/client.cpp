@@ -30,23 +30,26 @@ void client::embed(embed_request req, embed_callback cb) {
       = req.timeout.count() > 0 ? req.timeout : caf::timespan{default_timeout_};
   if (req.timeout.count() == 0)
     req.timeout = timeout;
-  auto svc = service_;
-  sys_.spawn([svc, timeout, req = std::move(req),
-              cb = std::move(cb)](caf::event_based_actor* self) mutable {
-    self->request(svc, timeout + facade_grace, embed_atom_v, std::move(req))
-        .then(
-            [self, cb](embed_result& r) {
-              cb(std::move(r));
-              self->quit();
-            },
-            [self, cb](caf::error& err) {
-              if (err == caf::sec::request_timeout)
-                err = make_error(errc::deadline_exceeded,
-                                 "the service did not answer in time");
-              cb(std::move(err));
-              self->quit();
-            });
-  });
+  // The request travels as a spawn argument: CAF 0.17.6 dereferences a null
+  // argument tuple when spawning a function with no arguments (UBSan).
+  sys_.spawn(
+      [](caf::event_based_actor* self, service_actor svc, caf::timespan timeout,
+         embed_request req, embed_callback cb) {
+        self->request(svc, timeout + facade_grace, embed_atom_v, std::move(req))
+            .then(
+                [self, cb](embed_result& r) {
+                  cb(std::move(r));
+                  self->quit();
+                },
+                [self, cb](caf::error& err) {
+                  if (err == caf::sec::request_timeout)
+                    err = make_error(errc::deadline_exceeded,
+                                     "the service did not answer in time");
+                  cb(std::move(err));
+                  self->quit();
+                });
+      },
+      service_, timeout, std::move(req), std::move(cb));
 }
 
 std::future<caf::expected<embed_result>> client::embed(embed_request req) {

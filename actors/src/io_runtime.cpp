@@ -1,5 +1,6 @@
 #include "embedrt/io_runtime.hpp"
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <optional>
@@ -23,8 +24,8 @@ io_runtime::io_runtime(std::size_t threads)
     threads = 1;
   threads_.reserve(threads);
   for (std::size_t i = 0; i < threads; ++i)
-    threads_.emplace_back([this] {
-      impl_->ctx.run();
+    threads_.emplace_back([ctx = &impl_->ctx] {
+      ctx->run();
     });
 }
 
@@ -41,6 +42,26 @@ void io_runtime::stop() {
     return;
   impl_->guard.reset();
   impl_->ctx.stop();
+  auto self_id = std::this_thread::get_id();
+  auto own = std::any_of(threads_.begin(), threads_.end(),
+                         [&](const std::thread& t) {
+                           return t.get_id() == self_id;
+                         });
+  if (own) {
+    // The last owner let go on one of our own I/O threads (e.g. a completion
+    // handler held the last reference to a connection actor). That thread
+    // cannot join itself, and the io_context must outlive its run() call:
+    // hand the threads and the io_context to a reaper that joins them all
+    // (this one once its handler returned) and then destroys the context.
+    std::thread{[impl = std::move(impl_),
+                 threads = std::move(threads_)]() mutable {
+      for (auto& t : threads)
+        if (t.joinable())
+          t.join();
+    }}.detach();
+    threads_.clear();
+    return;
+  }
   for (auto& t : threads_)
     if (t.joinable())
       t.join();

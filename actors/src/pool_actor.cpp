@@ -52,10 +52,12 @@ void spawn_slot(self_ptr self, uint32_t idx) {
   auto& st = self->state;
   connection_actor hdl;
   if (st.env->connection_behavior) {
-    auto fn = st.env->connection_behavior;
-    hdl = self->spawn<caf::monitored>([fn](connection_actor::pointer conn) {
-      return fn(conn);
-    });
+    using factory = decltype(st.env->connection_behavior);
+    hdl = self->spawn<caf::monitored>(
+        [](connection_actor::pointer conn, const factory& fn) {
+          return fn(conn);
+        },
+        st.env->connection_behavior);
   } else {
     hdl = self->spawn<caf::monitored>(connection_actor_fn, st.env->conn_env);
   }

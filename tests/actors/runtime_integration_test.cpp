@@ -246,7 +246,9 @@ TEST_CASE("non-retryable and persistent faults map to typed errors") {
       auto svc = spawn_service(*f.sys, make_config(srv->base_url(), 2));
       REQUIRE(svc);
       client c{*f.sys, *svc};
+      auto start = steady::now();
       auto r = c.embed(make_request({"some text"}, 8, 8000ms)).get();
+      CHECK(steady::now() - start <= 8000ms + deadline_grace);
       REQUIRE(!r);
       INFO(render_error(r.error()));
       CHECK(error_code(r.error()) == e.code);
@@ -384,4 +386,53 @@ TEST_CASE("connection actors killed under load: every request answered") {
   std::lock_guard<std::mutex> guard{mtx};
   CHECK(conns.size() > 4); // connections were restarted
   conns.clear();
+}
+
+TEST_CASE("a down upstream is skipped: requests fail over to the next one") {
+  system_fixture f;
+  auto srv_a = start_mock();
+  auto srv_b = start_mock();
+  service_hooks hooks;
+  hooks.crash_marker = "__crash__";
+  auto rc = make_config(srv_a->base_url(), 2);
+  rc.upstreams[0].name = "a";
+  rc.upstreams[0].supervision.max_restarts = 0; // first crash: down
+  rc.upstreams[0].supervision.down_backoff = 60000ms;
+  auto b = rc.upstreams[0];
+  b.name = "b";
+  b.base_url = srv_b->base_url();
+  b.supervision.max_restarts = 1000;
+  rc.upstreams.push_back(b);
+  auto svc = spawn_service(*f.sys, rc, hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  // Before: "a" serves (first in the list).
+  auto before = c.embed(make_request({"first"}, 8)).get();
+  REQUIRE(before);
+  CHECK(before->upstream == "a");
+  // A poison call takes "a" down (and then fails alone on "b").
+  auto poison = c.embed(make_request({"__crash__"}, 8, 8000ms)).get();
+  REQUIRE(!poison);
+  auto health = c.health();
+  REQUIRE(health);
+  REQUIRE(health->upstreams.size() == 2);
+  for (auto& h : health->upstreams)
+    CHECK(h.state == (h.name == "a" ? "down" : "up"));
+  CHECK(health->ready);
+  // After: every request is answered by "b", with the right vectors.
+  srv_a->reset_stats();
+  std::vector<embed_request> reqs;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 50; ++i) {
+    texts.push_back("failover " + std::to_string(i));
+    reqs.push_back(make_request({texts.back()}, 8, 8000ms));
+  }
+  auto results = embed_concurrently(c, std::move(reqs));
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    auto& r = results[i].result;
+    REQUIRE(r);
+    CHECK(r->upstream == "b");
+    CHECK(vector_matches(r->embeddings[0], texts[i], 8));
+  }
+  CHECK(srv_a->stats().embedding_requests == 0);
 }
