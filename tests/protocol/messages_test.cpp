@@ -38,7 +38,10 @@ inline bool operator==(const upstream_health& a, const upstream_health& b) {
   return a.name == b.name && a.base_url == b.base_url && a.state == b.state
       && a.connections == b.connections
       && a.idle_connections == b.idle_connections
-      && a.queued_requests == b.queued_requests;
+      && a.queued_requests == b.queued_requests
+      && a.upstream_calls == b.upstream_calls && a.connects == b.connects
+      && a.reuses == b.reuses && a.restarts == b.restarts
+      && a.rejected == b.rejected;
 }
 
 inline bool operator==(const health_report& a, const health_report& b) {
@@ -125,7 +128,8 @@ health_report sample_health() {
   health_report rep;
   rep.ready = true;
   rep.upstreams = {{"a", "https://api.openai.com/v1", "up", 8, 3, 0},
-                   {"b", "http://127.0.0.1:8080/v1", "breaker_open", 4, 0, 12}};
+                   {"b", "http://127.0.0.1:8080/v1", "breaker_open", 4, 0, 12,
+                    1000, 7, 993, 2, 5}};
   return rep;
 }
 
@@ -168,6 +172,11 @@ TEST_CASE_METHOD(fixture, "every message type round-trips", "[messages]") {
     CHECK(y.connections == 4);
     CHECK(y.idle_connections == 0);
     CHECK(y.queued_requests == 12);
+    CHECK(y.upstream_calls == 1000);
+    CHECK(y.connects == 7);
+    CHECK(y.reuses == 993);
+    CHECK(y.restarts == 2);
+    CHECK(y.rejected == 5);
   }
   SECTION("health_report") {
     auto x = sample_health();

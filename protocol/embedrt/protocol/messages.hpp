@@ -93,7 +93,8 @@ struct upstream_health {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
   return f(caf::meta::type_name("embedrt.upstream_health"), x.name, x.base_url,
-           x.state, x.connections, x.idle_connections, x.queued_requests);
+           x.state, x.connections, x.idle_connections, x.queued_requests,
+           x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream
