@@ -126,11 +126,11 @@ struct connection_options {
 };
 
 class http_connection : public std::enable_shared_from_this<http_connection> {
-public:
+ public:
   using completion = std::function<void(exchange_result)>;
 
-  static std::shared_ptr<http_connection>
-  make(boost::asio::io_context& ctx, connection_options opts);
+  static std::shared_ptr<http_connection> make(boost::asio::io_context& ctx,
+                                               connection_options opts);
 
   virtual ~http_connection() = default;
 
@@ -151,7 +151,7 @@ public:
   virtual void async_exchange(http_request req,
                               std::chrono::milliseconds timeout,
                               completion done)
-    = 0;
+      = 0;
 
   /// Closes the socket (thread-safe, asynchronous). A pending exchange
   /// completes with `transport_errc::cancelled`. Not terminal: a later

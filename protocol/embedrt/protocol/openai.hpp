@@ -13,7 +13,6 @@
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
-
 #include <cstddef>
 #include <cstdint>
 #include <optional>
