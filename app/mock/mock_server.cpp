@@ -132,8 +132,6 @@ class session : public session_base,
   }
 
  private:
-  using self_ptr = std::shared_ptr<session>;
-
   beast::tcp_stream& lowest() {
     return beast::get_lowest_layer(stream_);
   }
