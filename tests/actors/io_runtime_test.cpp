@@ -35,12 +35,19 @@ TEST_CASE("io_runtime can be released from one of its own threads") {
   for (int round = 0; round < 20; ++round) {
     auto io = std::make_shared<io_runtime>(2);
     std::promise<void> released;
+    std::promise<void> posted;
     auto fut = released.get_future();
     auto* ctx = &io->context();
-    boost::asio::post(*ctx, [io = std::move(io), &released]() mutable {
-      io.reset(); // last reference, on an I/O thread
-      released.set_value();
-    });
+    boost::asio::post(
+        *ctx,
+        [io = std::move(io), &released,
+         was_posted = posted.get_future()]() mutable {
+          was_posted
+              .wait(); // post() has returned: nobody else uses the context
+          io.reset();  // last reference, on an I/O thread
+          released.set_value();
+        });
+    posted.set_value();
     REQUIRE(fut.wait_for(std::chrono::seconds{10})
             == std::future_status::ready);
   }
