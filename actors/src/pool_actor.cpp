@@ -126,18 +126,8 @@ void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
         item.solo = true;
       requeue_front(self, items, false);
     } else {
-      for (auto& item : items) {
-        call_result copy;
-        copy.call_id = r.call_id;
-        copy.error = r.error;
-        copy.retryable = r.retryable;
-        copy.retry_after_ms = r.retry_after_ms;
-        copy.upstream_request_id = r.upstream_request_id;
-        copy.connected = r.connected;
-        copy.reused = r.reused;
-        copy.upstream_ns = r.upstream_ns;
-        answer(self, item, std::move(copy));
-      }
+      for (auto& item : items)
+        answer(self, item, r); // a failure carries no vectors: cheap copy
     }
   } else if (items.size() == 1) {
     st.down_count = 0;
