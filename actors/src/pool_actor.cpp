@@ -79,6 +79,16 @@ void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
   // alone, so a poison call is isolated and only it can exhaust its crashes.
   bool isolate = crashed && items.size() > 1;
   for (auto i = items.rbegin(); i != items.rend(); ++i) {
+    if (st.down) {
+      // Nothing is dispatched while down: answer now (callers fail over).
+      answer(
+          self, *i,
+          failure(errc::upstream_down, st.env->cfg.name + ": upstream is down",
+                  false,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                      st.down_until - self->clock().now().time_since_epoch())));
+      continue;
+    }
     if (isolate) {
       i->solo = true;
     } else if (crashed && ++i->crashes > max_crashes_per_call) {

@@ -411,8 +411,12 @@ TEST_CASE("a down upstream is skipped: requests fail over to the next one") {
   REQUIRE(before);
   CHECK(before->upstream == "a");
   // A poison call takes "a" down (and then fails alone on "b").
+  auto poison_start = steady::now();
   auto poison = c.embed(make_request({"__crash__"}, 8, 8000ms)).get();
   REQUIRE(!poison);
+  // Work re-queued by a dying connection of a down upstream is answered at
+  // once (and fails over), not left queued until its deadline.
+  CHECK(steady::now() - poison_start < 4000ms);
   auto health = c.health();
   REQUIRE(health);
   REQUIRE(health->upstreams.size() == 2);
