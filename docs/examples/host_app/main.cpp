@@ -101,10 +101,14 @@ struct printer_state {
   int32_t printed = 0;
 };
 
+/// Writes to `sink`. (Passing at least one spawn argument also avoids a
+/// CAF 0.17.6 quirk: spawning a function actor without arguments binds a
+/// reference to a null tuple, which UBSan reports; see CAF017.md.)
 printer_actor::behavior_type
-printer(printer_actor::stateful_pointer<printer_state> self) {
+printer(printer_actor::stateful_pointer<printer_state> self,
+        std::ostream* sink) {
   return {
-      [self](const vector_line& x) {
+      [self, sink](const vector_line& x) {
         std::ostringstream out;
         out << x.via << '[' << x.index << "] dims=" << x.dims << " norm=";
         out << std::fixed << std::setprecision(6) << x.norm;
@@ -112,7 +116,7 @@ printer(printer_actor::stateful_pointer<printer_state> self) {
         for (std::size_t i = 0; i < x.head.size(); ++i)
           out << (i == 0 ? "" : ",") << x.head[i];
         out << " text=\"" << x.text << "\"\n";
-        std::cout << out.str() << std::flush;
+        *sink << out.str() << std::flush;
         ++self->state.printed;
       },
       [self](flush_atom) {
@@ -217,7 +221,7 @@ int run(caf::actor_system& sys, const std::string& base_url,
   auto svc = embedrt::spawn_service(sys, std::move(rc));
   if (!svc)
     return fail(svc.error());
-  auto out = sys.spawn(printer);
+  auto out = sys.spawn(printer, &std::cout);
   // Stops the host's actors and the runtime on every way out of run().
   auto stop = [&] {
     caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
