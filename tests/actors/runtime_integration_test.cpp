@@ -177,7 +177,9 @@ TEST_CASE("multi-input requests keep their order") {
   std::vector<std::string> texts;
   for (int i = 0; i < 300; ++i)
     texts.push_back("input number " + std::to_string(i));
-  auto r = c.embed(make_request(texts, 8)).get();
+  auto start = steady::now();
+  auto r = c.embed(make_request(texts, 8, 10000ms)).get();
+  CHECK(steady::now() - start <= 10000ms + deadline_grace);
   REQUIRE(r);
   REQUIRE(r->embeddings.size() == texts.size());
   for (std::size_t i = 0; i < texts.size(); ++i)
@@ -327,7 +329,9 @@ TEST_CASE("TLS: verified with the CA file, tls_failed without it") {
     auto svc = spawn_service(*f.sys, make_config(srv->base_url(), 2));
     REQUIRE(svc);
     client c{*f.sys, *svc};
+    auto start = steady::now();
     auto r = c.embed(make_request({"secure text"}, 8, 3000ms)).get();
+    CHECK(steady::now() - start <= 3000ms + deadline_grace);
     REQUIRE(!r);
     CHECK(error_code(r.error()) == errc::tls_failed);
   }
@@ -360,6 +364,7 @@ TEST_CASE("connection actors killed under load: every request answered") {
   std::vector<std::string> texts;
   std::vector<std::future<caf::expected<embed_result>>> futs;
   std::vector<std::future<caf::expected<embed_result>>> crashes;
+  auto load_start = steady::now();
   for (int i = 0; i < 400; ++i) {
     texts.push_back("load " + std::to_string(i));
     futs.push_back(c.embed(make_request({texts.back()}, 8, 8000ms)));
@@ -383,6 +388,8 @@ TEST_CASE("connection actors killed under load: every request answered") {
     auto r = fut.get();
     REQUIRE(!r); // the poison call fails alone, after bounded retries
   }
+  // Every request was issued after load_start with an 8 s deadline.
+  CHECK(steady::now() - load_start <= 8000ms + deadline_grace);
   std::lock_guard<std::mutex> guard{mtx};
   CHECK(conns.size() > 4); // connections were restarted
   conns.clear();
@@ -435,6 +442,7 @@ TEST_CASE("a down upstream is skipped: requests fail over to the next one") {
   for (std::size_t i = 0; i < results.size(); ++i) {
     auto& r = results[i].result;
     REQUIRE(r);
+    CHECK(results[i].took <= 8000ms + deadline_grace);
     CHECK(r->upstream == "b");
     CHECK(vector_matches(r->embeddings[0], texts[i], 8));
   }
