@@ -132,12 +132,13 @@ bool parse_number(const std::string& text, T& out) {
 
 } // namespace
 
-bool arg_parser::get(std::string_view name, int64_t& out, int64_t min,
-                     int64_t max) {
+template <class Int>
+bool arg_parser::get_integer(std::string_view name, Int& out, Int min,
+                             Int max) {
   auto v = value(name);
   if (!v)
     return true;
-  int64_t x = 0;
+  Int x = 0;
   if (!parse_number(*v, x) || x < min || x > max)
     return fail("option '--" + std::string{name} + "': '" + *v
                 + "' is not an integer in [" + std::to_string(min) + ", "
@@ -146,18 +147,14 @@ bool arg_parser::get(std::string_view name, int64_t& out, int64_t min,
   return true;
 }
 
+bool arg_parser::get(std::string_view name, int64_t& out, int64_t min,
+                     int64_t max) {
+  return get_integer(name, out, min, max);
+}
+
 bool arg_parser::get(std::string_view name, uint64_t& out, uint64_t min,
                      uint64_t max) {
-  auto v = value(name);
-  if (!v)
-    return true;
-  uint64_t x = 0;
-  if (!parse_number(*v, x) || x < min || x > max)
-    return fail("option '--" + std::string{name} + "': '" + *v
-                + "' is not an integer in [" + std::to_string(min) + ", "
-                + std::to_string(max) + "]");
-  out = x;
-  return true;
+  return get_integer(name, out, min, max);
 }
 
 bool arg_parser::get(std::string_view name, double& out, double min,

@@ -76,6 +76,10 @@ class arg_parser {
   std::string help() const;
 
  private:
+  /// Shared body of the integer overloads of `get`.
+  template <class Int>
+  bool get_integer(std::string_view name, Int& out, Int min, Int max);
+
   struct spec {
     std::string name;
     std::string value_name; // empty: a flag
