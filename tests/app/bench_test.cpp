@@ -6,6 +6,7 @@
 #include "bench/proc_stats.hpp"
 #include "mock/mock_server.hpp"
 #include "mock_test_util.hpp"
+#include "spawn_util.hpp"
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -57,32 +58,16 @@ cli_run run_cli(std::vector<std::string> args,
                 std::chrono::milliseconds timeout = 20s) {
   args.insert(args.begin(), EMBEDRT_CLI_PATH);
   auto env = child_env(extra_env);
-  int out[2];
-  int err[2];
-  REQUIRE(pipe2(out, O_CLOEXEC) == 0);
-  REQUIRE(pipe2(err, O_CLOEXEC) == 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
-  std::vector<char*> argv;
-  for (auto& a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
   std::vector<char*> envp;
   for (auto& e : env)
     envp.push_back(e.data());
   envp.push_back(nullptr);
-  pid_t pid = -1;
-  int rc
-      = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-  close(err[1]);
-  REQUIRE(rc == 0);
+  auto child = test::spawn_with_pipes(std::move(args), envp.data());
+  REQUIRE(child.rc == 0);
+  auto pid = child.pid;
   cli_run res;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  pollfd fds[2] = {{child.out, POLLIN, 0}, {child.err, POLLIN, 0}};
   std::string* sinks[2] = {&res.out, &res.err};
   int open_fds = 2;
   bool killed = false;
@@ -110,8 +95,8 @@ cli_run run_cli(std::vector<std::string> args,
       }
     }
   }
-  close(out[0]);
-  close(err[0]);
+  close(child.out);
+  close(child.err);
   int status = 0;
   waitpid(pid, &status, 0);
   if (!killed && WIFEXITED(status))

@@ -2,6 +2,7 @@
 #include "embedrt/protocol/hash_embedder.hpp"
 #include "embedrt/protocol/openai.hpp"
 #include "mock_test_client.hpp"
+#include "spawn_util.hpp"
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -28,26 +29,11 @@ class child_process {
  public:
   explicit child_process(std::vector<std::string> args) {
     args.insert(args.begin(), EMBEDRT_CLI_PATH);
-    int out[2];
-    int err[2];
-    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
-    REQUIRE(pipe2(err, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc
-        = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    close(err[1]);
-    out_ = out[0];
-    err_ = err[0];
-    REQUIRE(rc == 0);
+    auto child = test::spawn_with_pipes(std::move(args), environ);
+    REQUIRE(child.rc == 0);
+    pid_ = child.pid;
+    out_ = child.out;
+    err_ = child.err;
   }
 
   ~child_process() {
