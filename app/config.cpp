@@ -1,0 +1,603 @@
+#include "config.hpp"
+
+#include "embedrt/protocol/endpoint.hpp"
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/provider.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <utility>
+
+extern char** environ;
+
+namespace embedrt::app {
+
+// -- environment --------------------------------------------------------------
+
+environment::environment(std::map<std::string, std::string> vars)
+    : vars_(std::move(vars)) {
+  // nop
+}
+
+environment environment::from_process() {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view kv{*e};
+    auto eq = kv.find('=');
+    if (eq == std::string_view::npos)
+      continue;
+    vars.emplace(std::string{kv.substr(0, eq)}, std::string{kv.substr(eq + 1)});
+  }
+  return environment{std::move(vars)};
+}
+
+std::optional<std::string> environment::get(const std::string& name) const {
+  auto i = vars_.find(name);
+  if (i == vars_.end())
+    return std::nullopt;
+  return i->second;
+}
+
+namespace {
+
+// -- the config file ----------------------------------------------------------
+
+/// One `key = value` line.
+struct entry {
+  std::string value;
+  int line = 0;
+};
+
+/// A section: the global one (name ""), [serve] or [upstream NAME].
+struct section {
+  std::string name;
+  int line = 0;
+  std::map<std::string, entry> keys;
+
+  const entry* find(const std::string& key) const {
+    auto i = keys.find(key);
+    return i == keys.end() ? nullptr : &i->second;
+  }
+};
+
+struct file_data {
+  std::string path;
+  section global;
+  section serve;
+  std::vector<section> upstreams;
+};
+
+const std::set<std::string> global_keys{
+    "connections", "io_threads", "deadline_ms", "max_queue", "log_level",
+    "model",       "dimensions", "api_key_env", "ca_file"};
+const std::set<std::string> serve_keys{"listen", "auth_token_env", "auth_token",
+                                       "max_body_bytes", "grace_ms"};
+const std::set<std::string> upstream_keys{
+    "base_url",           "provider",
+    "api_key_env",        "api_key",
+    "connections",        "models",
+    "model_map",          "ca_file",
+    "tls_verify",         "azure_api_version",
+    "batching",           "max_queue",
+    "max_response_bytes", "attempt_timeout_ms"};
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+    s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+    s.remove_suffix(1);
+  return s;
+}
+
+std::string join(const std::set<std::string>& names) {
+  std::string out;
+  for (const auto& n : names)
+    out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+bool valid_name(std::string_view s, bool allow_dots) {
+  if (s.empty())
+    return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_'
+        || (allow_dots && (c == '-' || c == '.'));
+  });
+}
+
+/// Parses the text of a config file; returns an error message or "".
+std::string parse_file(std::string_view text, file_data& out) {
+  auto where = [&](int line) {
+    return out.path + ":" + std::to_string(line) + ": ";
+  };
+  section* current = &out.global;
+  int line_no = 0;
+  std::set<std::string> upstream_names;
+  while (!text.empty()) {
+    ++line_no;
+    auto nl = text.find('\n');
+    auto raw = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{}
+                                        : text.substr(nl + 1);
+    auto line = trim(raw);
+    if (line.empty() || line.front() == '#' || line.front() == ';')
+      continue;
+    if (line.front() == '[') {
+      if (line.back() != ']')
+        return where(line_no) + "expected ']' at the end of a section header";
+      auto inner = trim(line.substr(1, line.size() - 2));
+      if (inner == "serve") {
+        if (out.serve.line != 0)
+          return where(line_no) + "section [serve] repeated (first on line "
+              + std::to_string(out.serve.line) + ")";
+        out.serve.name = "serve";
+        out.serve.line = line_no;
+        current = &out.serve;
+        continue;
+      }
+      if (inner.substr(0, 8) == "upstream"
+          && (inner.size() == 8
+              || std::isspace(static_cast<unsigned char>(inner[8])))) {
+        auto name = trim(inner.substr(8));
+        if (!valid_name(name, true))
+          return where(line_no)
+              + "[upstream NAME] needs a name of letters, digits, '_', "
+                "'-' or '.'";
+        if (!upstream_names.emplace(name).second)
+          return where(line_no) + "upstream '" + std::string{name}
+          + "' is defined twice";
+        out.upstreams.push_back(section{std::string{name}, line_no, {}});
+        current = &out.upstreams.back();
+        continue;
+      }
+      return where(line_no) + "unknown section [" + std::string{inner}
+      + "] (known: [serve], [upstream NAME])";
+    }
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos)
+      return where(line_no) + "expected 'key = value'";
+    auto key = std::string{trim(line.substr(0, eq))};
+    auto value = trim(line.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    const auto& known = current == &out.global ? global_keys
+        : current == &out.serve                ? serve_keys
+                                               : upstream_keys;
+    auto section_name = current == &out.global ? std::string{"global section"}
+        : current == &out.serve                ? std::string{"[serve]"}
+                                : "[upstream " + current->name + "]";
+    if (known.count(key) == 0)
+      return where(line_no) + "unknown key '" + key + "' in " + section_name
+          + " (known: " + join(known) + ")";
+    if (auto prev = current->find(key))
+      return where(line_no) + "key '" + key + "' repeated in " + section_name
+          + " (first on line " + std::to_string(prev->line) + ")";
+    current->keys.emplace(key, entry{std::string{value}, line_no});
+  }
+  for (const auto& up : out.upstreams)
+    if (up.find("base_url") == nullptr)
+      return where(up.line) + "[upstream " + up.name + "] has no base_url";
+  return {};
+}
+
+// -- values -------------------------------------------------------------------
+
+/// A value with where it came from ("--connections", "EMBEDRT_CONNECTIONS",
+/// "FILE:LINE: connections").
+struct candidate {
+  std::string value;
+  std::string where;
+};
+
+template <class T>
+bool parse_integer(const std::string& text, T& out) {
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  if (first != last && *first == '+')
+    ++first;
+  auto [end, ec] = std::from_chars(first, last, out);
+  return !text.empty() && ec == std::errc{} && end == last;
+}
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    auto item = trim(text.substr(0, comma));
+    if (!item.empty())
+      out.emplace_back(item);
+    if (comma == std::string_view::npos)
+      break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+/// Resolves settings in precedence order and collects the first error.
+class resolver {
+ public:
+  resolver(const cli::arg_parser& p, const environment& env,
+           const file_data& file)
+      : p_(p), env_(env), file_(file) {
+    // nop
+  }
+
+  /// The highest-precedence candidate among the flag, the environment
+  /// variable and the file entries (most specific first). Empty environment
+  /// values count as unset.
+  std::optional<candidate>
+  pick(const char* flag, const char* env_var,
+       std::initializer_list<std::pair<const section*, const char*>> files)
+      const {
+    if (flag != nullptr)
+      if (auto v = p_.value(flag))
+        return candidate{*v, std::string{"--"} + flag};
+    if (env_var != nullptr)
+      if (auto v = env_.get(env_var); v && !v->empty())
+        return candidate{*v, env_var};
+    for (const auto& [sec, key] : files)
+      if (sec != nullptr)
+        if (auto e = sec->find(key))
+          return candidate{e->value,
+                           file_.path + ":" + std::to_string(e->line) + ": "
+                               + key};
+    return std::nullopt;
+  }
+
+  template <class T>
+  bool integer(const std::optional<candidate>& c, T& out, T min, T max) {
+    if (!c)
+      return true;
+    T x{};
+    if (!parse_integer(c->value, x) || x < min || x > max)
+      return fail(c->where + ": '" + c->value + "' is not an integer in ["
+                  + std::to_string(min) + ", " + std::to_string(max) + "]");
+    out = x;
+    return true;
+  }
+
+  bool boolean(const std::optional<candidate>& c, bool& out) {
+    if (!c)
+      return true;
+    if (c->value == "true" || c->value == "yes" || c->value == "on"
+        || c->value == "1")
+      out = true;
+    else if (c->value == "false" || c->value == "no" || c->value == "off"
+             || c->value == "0")
+      out = false;
+    else
+      return fail(c->where + ": '" + c->value
+                  + "' is not a boolean (true or false)");
+    return true;
+  }
+
+  bool millis(const std::optional<candidate>& c, std::chrono::milliseconds& out,
+              int64_t min, int64_t max) {
+    int64_t ms = out.count();
+    if (!integer(c, ms, min, max))
+      return false;
+    out = std::chrono::milliseconds{ms};
+    return true;
+  }
+
+  bool fail(std::string msg) {
+    if (error.empty())
+      error = std::move(msg);
+    return false;
+  }
+
+  std::string error;
+
+ private:
+  const cli::arg_parser& p_;
+  const environment& env_;
+  const file_data& file_;
+};
+
+constexpr uint32_t max_connections = 4096;
+constexpr int64_t max_ms = 86'400'000;
+
+/// Reads the whole file; returns an error message or "".
+std::string read_file(const std::string& path, std::string& out) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in)
+    return "cannot read config file '" + path + "': " + std::strerror(errno);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad())
+    return "cannot read config file '" + path + "'";
+  out = buf.str();
+  return {};
+}
+
+/// Checks a base URL; returns an error message or "".
+std::string check_url(const std::string& url, const std::string& where) {
+  if (url.empty())
+    return where + ": empty URL";
+  auto parsed = parse_base_url(url);
+  if (!parsed)
+    return where + ": " + error_detail(parsed.error());
+  return {};
+}
+
+} // namespace
+
+void add_config_options(cli::arg_parser& p) {
+  p.option("config", "FILE",
+           "config file (default: $EMBEDRT_CONFIG; see docs/cli.md)")
+      .option("upstream", "URL|NAME",
+              "upstream base URL as in OPENAI_BASE_URL, or the name of an "
+              "[upstream NAME] of the config file (default: "
+              "$OPENAI_BASE_URL, else the config file's, else the built-in "
+              "upstream)",
+              true)
+      .option("connections", "M", "connections per upstream (default 8)")
+      .option("api-key-env", "VAR",
+              "environment variable holding the upstream API key (default "
+              "OPENAI_API_KEY)")
+      .option("ca-file", "FILE", "extra CA certificates (PEM) for https")
+      .option("io-threads", "N", "I/O threads of the runtime (default 1)")
+      .option("deadline-ms", "N",
+              "default deadline of a request (default 30000)")
+      .option("max-queue", "N",
+              "bound of each upstream's request queue; beyond it requests "
+              "are rejected as overloaded (default 10000)")
+      .option("log-level", "LEVEL", "log level: debug, info, warn, error, off");
+}
+
+config_result load_config(const cli::arg_parser& p, const environment& env,
+                          log_level default_log_level) {
+  config_result result;
+  auto fail = [&](std::string msg) {
+    result.config.reset();
+    result.error = std::move(msg);
+    return std::move(result);
+  };
+  app_config cfg;
+  cfg.log = default_log_level;
+  file_data file;
+  // The file: --config > EMBEDRT_CONFIG > none.
+  if (auto path = p.value("config")) {
+    file.path = *path;
+  } else if (auto var = env.get("EMBEDRT_CONFIG"); var && !var->empty()) {
+    file.path = *var;
+  }
+  if (p.has("config") && file.path.empty())
+    return fail("--config: empty file name");
+  if (!file.path.empty()) {
+    std::string text;
+    if (auto msg = read_file(file.path, text); !msg.empty())
+      return fail(msg);
+    if (auto msg = parse_file(text, file); !msg.empty())
+      return fail(msg);
+    cfg.config_file = file.path;
+  }
+  resolver r{p, env, file};
+  const section* g = &file.global;
+  const section* sv = file.serve.line != 0 ? &file.serve : nullptr;
+
+  // -- global settings ----------------------------------------------------
+  r.integer(r.pick("connections", "EMBEDRT_CONNECTIONS", {{g, "connections"}}),
+            cfg.connections, uint32_t{1}, max_connections);
+  r.integer(r.pick("max-queue", "EMBEDRT_MAX_QUEUE", {{g, "max_queue"}}),
+            cfg.max_queue, uint32_t{1}, uint32_t{100'000'000});
+  r.integer(r.pick("io-threads", "EMBEDRT_IO_THREADS", {{g, "io_threads"}}),
+            cfg.runtime.io_threads, std::size_t{1}, std::size_t{256});
+  r.millis(r.pick("deadline-ms", "EMBEDRT_DEADLINE_MS", {{g, "deadline_ms"}}),
+           cfg.runtime.default_timeout, 1, max_ms);
+  if (auto c = r.pick("log-level", "EMBEDRT_LOG_LEVEL", {{g, "log_level"}}))
+    if (!parse_log_level(c->value, cfg.log))
+      r.fail(c->where + ": '" + c->value
+             + "' is not a log level (debug, info, warn, error, off)");
+  if (auto c = r.pick("model", "EMBEDRT_MODEL", {{g, "model"}})) {
+    if (c->value.empty())
+      r.fail(c->where + ": empty model name");
+    cfg.model = c->value;
+  }
+  r.integer(r.pick("dims", "EMBEDRT_DIMENSIONS", {{g, "dimensions"}}),
+            cfg.dimensions, int32_t{0}, int32_t{65536});
+  if (!r.error.empty())
+    return fail(r.error);
+
+  // -- serve --------------------------------------------------------------
+  if (auto c = r.pick("listen", "EMBEDRT_LISTEN", {{sv, "listen"}}))
+    cfg.serve.listen = c->value;
+  r.integer(r.pick("max-body-bytes", "EMBEDRT_MAX_BODY_BYTES",
+                   {{sv, "max_body_bytes"}}),
+            cfg.serve.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
+  r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
+           cfg.serve.grace, 0, max_ms);
+  if (!r.error.empty())
+    return fail(r.error);
+  // The client token: from the variable named by --auth-token-env (which
+  // must then be set), else [serve] auth_token_env (likewise), else
+  // EMBEDRT_AUTH_TOKEN if set, else an explicit [serve] auth_token.
+  if (auto c = r.pick("auth-token-env", nullptr, {{sv, "auth_token_env"}})) {
+    if (c->value.empty())
+      return fail(c->where + ": empty variable name");
+    cfg.serve.auth_token_env = c->value;
+    auto token = env.get(c->value);
+    if (!token || token->empty())
+      return fail(c->where + ": environment variable " + c->value
+                  + " is not set or empty");
+    cfg.serve.auth_token = *token;
+  } else if (auto token = env.get(cfg.serve.auth_token_env);
+             token && !token->empty()) {
+    cfg.serve.auth_token = *token;
+  } else if (auto e = sv ? sv->find("auth_token") : nullptr) {
+    if (e->value.empty())
+      return fail(file.path + ":" + std::to_string(e->line)
+                  + ": auth_token: empty token");
+    cfg.serve.auth_token = e->value;
+  }
+
+  // -- upstreams ----------------------------------------------------------
+  // The key source for URL upstreams: --api-key-env > global api_key_env >
+  // OPENAI_API_KEY. (Per-upstream api_key_env / api_key apply to file
+  // upstreams; --api-key-env overrides those too.)
+  std::string key_var = "OPENAI_API_KEY";
+  if (auto c = r.pick("api-key-env", nullptr, {{g, "api_key_env"}})) {
+    if (c->value.empty())
+      return fail(c->where + ": empty variable name");
+    key_var = c->value;
+    if (!env.get(key_var))
+      cfg.warnings.push_back("environment variable " + key_var
+                             + " is not set: sending no API key");
+  }
+  auto global_ca = r.pick("ca-file", "EMBEDRT_CA_FILE", {{g, "ca_file"}});
+
+  auto url_upstream = [&](const std::string& url, const std::string& where) {
+    upstream_config up;
+    up.base_url = url;
+    up.api_key = env.get(key_var).value_or("");
+    up.connections = cfg.connections;
+    up.max_queue = cfg.max_queue;
+    if (global_ca)
+      up.ca_file = global_ca->value;
+    if (auto msg = check_url(url, where); !msg.empty())
+      r.fail(msg);
+    return up;
+  };
+
+  auto file_upstream = [&](const section& s) {
+    upstream_config up;
+    up.name = s.name;
+    const section* u = &s;
+    up.base_url = u->find("base_url")->value;
+    auto where = [&](const char* key) {
+      return file.path + ":" + std::to_string(u->find(key)->line) + ": " + key;
+    };
+    if (auto msg = check_url(up.base_url, where("base_url")); !msg.empty())
+      r.fail(msg);
+    if (auto e = u->find("provider")) {
+      if (auto kind = parse_provider(e->value))
+        up.provider = *kind;
+      else
+        r.fail(where("provider") + ": '" + e->value
+               + "' is not a provider (openai, azure, tei, generic)");
+    }
+    // Key: --api-key-env > explicit api_key > the section's api_key_env >
+    // the global key variable.
+    if (auto flag = p.value("api-key-env")) {
+      up.api_key = env.get(*flag).value_or("");
+    } else if (auto e = u->find("api_key")) {
+      up.api_key = e->value;
+    } else {
+      std::string var = key_var;
+      if (auto e = u->find("api_key_env")) {
+        if (e->value.empty())
+          r.fail(where("api_key_env") + ": empty variable name");
+        var = e->value;
+        if (!env.get(var))
+          cfg.warnings.push_back("upstream " + up.name
+                                 + ": environment variable " + var
+                                 + " is not set: sending no API key");
+      }
+      up.api_key = env.get(var).value_or("");
+    }
+    r.integer(r.pick("connections", "EMBEDRT_CONNECTIONS",
+                     {{u, "connections"}, {g, "connections"}}),
+              up.connections, uint32_t{1}, max_connections);
+    r.integer(r.pick("max-queue", "EMBEDRT_MAX_QUEUE",
+                     {{u, "max_queue"}, {g, "max_queue"}}),
+              up.max_queue, uint32_t{1}, uint32_t{100'000'000});
+    if (auto c = r.pick("ca-file", "EMBEDRT_CA_FILE",
+                        {{u, "ca_file"}, {g, "ca_file"}}))
+      up.ca_file = c->value;
+    if (auto e = u->find("models")) {
+      up.models = split_list(e->value);
+      if (up.models.empty())
+        r.fail(where("models") + ": empty list");
+    }
+    if (auto e = u->find("model_map")) {
+      for (const auto& item : split_list(e->value)) {
+        auto eq = item.find('=');
+        auto from = eq == std::string::npos
+            ? std::string_view{}
+            : trim(std::string_view{item}.substr(0, eq));
+        auto to = eq == std::string::npos
+            ? std::string_view{}
+            : trim(std::string_view{item}.substr(eq + 1));
+        if (from.empty() || to.empty()) {
+          r.fail(where("model_map") + ": '" + item
+                 + "' is not CALLER_MODEL=UPSTREAM_MODEL");
+          break;
+        }
+        if (!up.model_map.emplace(std::string{from}, std::string{to}).second)
+          r.fail(where("model_map") + ": model '" + std::string{from}
+                 + "' mapped twice");
+      }
+    }
+    if (auto e = u->find("azure_api_version"))
+      up.azure_api_version = e->value;
+    r.boolean(r.pick(nullptr, nullptr, {{u, "tls_verify"}}), up.tls_verify);
+    r.boolean(r.pick(nullptr, nullptr, {{u, "batching"}}), up.batching);
+    r.integer(r.pick(nullptr, nullptr, {{u, "max_response_bytes"}}),
+              up.max_response_bytes, std::size_t{1024}, std::size_t{1} << 32);
+    r.millis(r.pick(nullptr, nullptr, {{u, "attempt_timeout_ms"}}),
+             up.attempt_timeout, 1, max_ms);
+    return up;
+  };
+
+  auto find_file_upstream = [&](const std::string& name) -> const section* {
+    for (const auto& s : file.upstreams)
+      if (s.name == name)
+        return &s;
+    return nullptr;
+  };
+
+  // Which upstreams: --upstream (URLs or file names) > OPENAI_BASE_URL >
+  // the file's [upstream] sections > an API key alone means OpenAI's API >
+  // the embedded default.
+  if (auto flags = p.values("upstream"); !flags.empty()) {
+    for (const auto& v : flags) {
+      if (v.find("://") != std::string::npos || v.empty()) {
+        cfg.runtime.upstreams.push_back(url_upstream(v, "--upstream"));
+      } else if (auto s = find_file_upstream(v)) {
+        cfg.runtime.upstreams.push_back(file_upstream(*s));
+      } else {
+        return fail("--upstream: '" + v
+                    + "' is neither a URL nor an [upstream] of the config "
+                      "file"
+                    + (file.path.empty() ? std::string{" (no config file)"}
+                                         : " " + file.path));
+      }
+    }
+  } else if (auto url = env.get("OPENAI_BASE_URL"); url && !url->empty()) {
+    cfg.runtime.upstreams.push_back(url_upstream(*url, "OPENAI_BASE_URL"));
+  } else if (!file.upstreams.empty()) {
+    for (const auto& s : file.upstreams)
+      cfg.runtime.upstreams.push_back(file_upstream(s));
+  } else if (auto key = env.get(key_var); key && !key->empty()) {
+    cfg.runtime.upstreams.push_back(
+        url_upstream("https://api.openai.com/v1", key_var));
+  } else {
+    cfg.uses_embedded_default = true;
+  }
+  if (!r.error.empty())
+    return fail(r.error);
+  // Names must be unique (health, metrics, logs).
+  std::set<std::string> names;
+  for (const auto& up : cfg.runtime.upstreams)
+    if (!up.name.empty() && !names.insert(up.name).second)
+      return fail("upstream '" + up.name + "' is used twice");
+  result.config = std::move(cfg);
+  return result;
+}
+
+void use_embedded_upstream(app_config& cfg, std::string base_url) {
+  upstream_config up;
+  up.name = "embedded";
+  up.base_url = std::move(base_url);
+  up.connections = cfg.connections;
+  up.max_queue = cfg.max_queue;
+  cfg.runtime.upstreams.push_back(std::move(up));
+}
+
+} // namespace embedrt::app

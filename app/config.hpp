@@ -1,0 +1,144 @@
+// One configuration for every `embedrt` command: flags > environment >
+// config file > defaults (docs/cli.md, "Configuration").
+//
+//   auto p = make_parser();             // the command's own options ...
+//   app::add_config_options(p);         // ... plus the shared ones
+//   if (!p.parse(args)) ...
+//   auto cfg = app::load_config(p, app::environment::from_process());
+//   if (!cfg) { std::cerr << cfg.error << '\n'; return cli::exit_usage; }
+//   for (auto& w : cfg->warnings) std::cerr << w << '\n';
+//   if (cfg->uses_embedded_default) ... start the built-in upstream
+//   (embedded_default.hpp) ...
+//   spawn_service(sys, cfg->runtime);
+//
+// The config file is a strict INI file (format below and in docs/cli.md):
+// unknown sections and keys, duplicates and bad values are errors naming the
+// file and line. API keys are read from environment variables named in the
+// configuration (`api_key_env`); a key is only taken from the file when it
+// says so explicitly (`api_key = ...`). No function here prints or returns a
+// key in a message.
+//
+//   # global keys (before any section)
+//   connections = 8
+//   log_level = info
+//   [serve]
+//   listen = 127.0.0.1:8080
+//   auth_token_env = EMBEDRT_AUTH_TOKEN
+//   [upstream openai]
+//   base_url = https://api.openai.com/v1
+//   provider = openai
+//   api_key_env = OPENAI_API_KEY
+//   model_map = small=text-embedding-3-small, large=text-embedding-3-large
+#pragma once
+
+#include "cli_args.hpp"
+#include "embedrt/config.hpp"
+#include "embedrt/log.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace embedrt::app {
+
+/// Environment variables as a name -> value map: the process's, or a test's.
+class environment {
+ public:
+  environment() = default;
+  explicit environment(std::map<std::string, std::string> vars);
+
+  /// A copy of the process environment (`environ`).
+  static environment from_process();
+
+  /// The variable's value; std::nullopt if it is not set (an empty value is
+  /// returned as "").
+  std::optional<std::string> get(const std::string& name) const;
+
+ private:
+  std::map<std::string, std::string> vars_;
+};
+
+/// Settings of `embedrt serve` (section `[serve]`).
+struct serve_config {
+  /// HOST:PORT to listen on (IPv4, [IPv6] or localhost; port 0 = any).
+  std::string listen = "127.0.0.1:8080";
+  /// Variable holding the client bearer token.
+  std::string auth_token_env = "EMBEDRT_AUTH_TOKEN";
+  /// The resolved client token; empty: clients need no token.
+  std::string auth_token;
+  /// Largest request body; larger bodies get 413.
+  std::size_t max_body_bytes = 16 * 1024 * 1024;
+  /// Drain period on SIGTERM/SIGINT before the rest is answered 503.
+  std::chrono::milliseconds grace{10000};
+};
+
+/// Everything a command needs, resolved from flags, environment, the config
+/// file and defaults.
+struct app_config {
+  /// Upstreams (with their API keys), deadlines, I/O threads. Empty
+  /// `upstreams` iff `uses_embedded_default`.
+  runtime_config runtime;
+  /// True when no upstream is configured anywhere (no --upstream, no
+  /// OPENAI_BASE_URL, no [upstream] in the file) and no API key is set: the
+  /// command starts the built-in upstream in-process (embedded_default.hpp).
+  bool uses_embedded_default = false;
+  /// The config file that was read ("" if none).
+  std::string config_file;
+  /// Runtime log level.
+  log_level log = log_level::warn;
+  /// Default model name and dimensions for commands that send requests
+  /// themselves (`embed`); "" / 0 = the command's own default.
+  std::string model;
+  int32_t dimensions = 0;
+  /// Connections and queue bound of upstreams that do not set their own
+  /// (URL upstreams, the embedded default).
+  uint32_t connections = 8;
+  uint32_t max_queue = 10000;
+  serve_config serve;
+  /// Non-fatal remarks for stderr (e.g. a key variable that is not set).
+  /// Never contain a secret.
+  std::vector<std::string> warnings;
+};
+
+/// The outcome of `load_config`: a configuration, or an error message that
+/// names the offending flag, variable, or file and line. Every error is bad
+/// usage (exit code `cli::exit_usage`).
+struct config_result {
+  std::optional<app_config> config;
+  std::string error;
+
+  explicit operator bool() const noexcept {
+    return config.has_value();
+  }
+  app_config& operator*() {
+    return *config;
+  }
+  app_config* operator->() {
+    return &*config;
+  }
+};
+
+/// Declares the options every command shares: --config, --upstream
+/// (repeatable), --connections, --api-key-env, --ca-file, --io-threads,
+/// --deadline-ms, --max-queue, --log-level.
+void add_config_options(cli::arg_parser& p);
+
+/// Resolves the configuration: flags > environment > config file > defaults.
+/// Reads the options declared by `add_config_options` and, when the command
+/// declares them, --model, --dims (embed) and --listen, --auth-token-env,
+/// --max-body-bytes, --grace-ms (serve). `default_log_level` is the level
+/// when nothing sets one.
+config_result load_config(const cli::arg_parser& p, const environment& env,
+                          log_level default_log_level = log_level::warn);
+
+/// Points a configuration with `uses_embedded_default` at the built-in
+/// upstream running at `base_url` (one upstream named "embedded", with the
+/// resolved connections and queue bound).
+void use_embedded_upstream(app_config& cfg, std::string base_url);
+
+} // namespace embedrt::app

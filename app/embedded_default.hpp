@@ -1,0 +1,22 @@
+// The embedded default upstream: with no upstream and no API key configured
+// (app_config::uses_embedded_default), a command runs the built-in upstream
+// (`embedrt mock`'s server) in its own process on 127.0.0.1 and sends its
+// requests there, so the whole path - HTTP, pool, batching - runs for real.
+#pragma once
+
+#include "config.hpp"
+#include "mock/mock_server.hpp"
+
+#include <memory>
+#include <string>
+
+namespace embedrt::app {
+
+/// Starts the built-in upstream on 127.0.0.1 (a free port) and points `cfg`
+/// at it (`use_embedded_upstream`). Returns the running server, which must
+/// outlive every actor system using it (declare it first); on failure
+/// returns null and sets `error`.
+std::unique_ptr<mock::mock_server> start_embedded_default(app_config& cfg,
+                                                          std::string& error);
+
+} // namespace embedrt::app

@@ -1,0 +1,333 @@
+#include "config.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace embedrt;
+using namespace embedrt::app;
+
+namespace {
+
+/// A config file in /tmp, removed at scope exit.
+class temp_file {
+ public:
+  explicit temp_file(const std::string& text) {
+    char name[] = "/tmp/embedrt-config-test-XXXXXX";
+    int fd = mkstemp(name);
+    REQUIRE(fd >= 0);
+    close(fd);
+    path_ = name;
+    std::ofstream out{path_};
+    out << text;
+  }
+  ~temp_file() {
+    std::remove(path_.c_str());
+  }
+  const std::string& path() const {
+    return path_;
+  }
+
+ private:
+  std::string path_;
+};
+
+/// A parser as a command declares it: the shared options plus serve's and
+/// embed's own.
+cli::arg_parser make_parser() {
+  cli::arg_parser p{"embedrt test [options]", "test"};
+  add_config_options(p);
+  p.option("listen", "HOST:PORT", "")
+      .option("auth-token-env", "VAR", "")
+      .option("max-body-bytes", "N", "")
+      .option("grace-ms", "N", "")
+      .option("model", "NAME", "")
+      .option("dims", "D", "");
+  return p;
+}
+
+config_result load(std::vector<std::string> args,
+                   std::map<std::string, std::string> env = {}) {
+  auto p = make_parser();
+  REQUIRE(p.parse(args));
+  return load_config(p, environment{std::move(env)});
+}
+
+std::string load_error(const std::string& file_text,
+                       std::vector<std::string> args = {},
+                       std::map<std::string, std::string> env = {}) {
+  temp_file f{file_text};
+  args.insert(args.begin(), {"--config", f.path()});
+  auto r = load(args, std::move(env));
+  REQUIRE_FALSE(r);
+  // Every file error names the file.
+  CHECK_THAT(r.error, Catch::Contains(f.path()));
+  return r.error;
+}
+
+} // namespace
+
+TEST_CASE("config: defaults without flags, environment or file") {
+  auto r = load({});
+  REQUIRE(r);
+  CHECK(r->uses_embedded_default);
+  CHECK(r->runtime.upstreams.empty());
+  CHECK(r->connections == 8);
+  CHECK(r->runtime.io_threads == 1);
+  CHECK(r->runtime.default_timeout == std::chrono::milliseconds{30000});
+  CHECK(r->log == log_level::warn);
+  CHECK(r->serve.listen == "127.0.0.1:8080");
+  CHECK(r->serve.auth_token.empty());
+  CHECK(r->config_file.empty());
+  use_embedded_upstream(*r, "http://127.0.0.1:1234/v1");
+  REQUIRE(r->runtime.upstreams.size() == 1);
+  CHECK(r->runtime.upstreams[0].base_url == "http://127.0.0.1:1234/v1");
+  CHECK(r->runtime.upstreams[0].connections == 8);
+}
+
+TEST_CASE("config: flags beat environment beat file beat defaults") {
+  temp_file f{"connections = 3\nio_threads = 2\nlog_level = error\n"
+              "[serve]\nlisten = 127.0.0.1:7000\ngrace_ms = 111\n"};
+  // File over defaults.
+  auto r = load({"--config", f.path()});
+  REQUIRE(r);
+  CHECK(r->connections == 3);
+  CHECK(r->runtime.io_threads == 2);
+  CHECK(r->log == log_level::error);
+  CHECK(r->serve.listen == "127.0.0.1:7000");
+  CHECK(r->serve.grace == std::chrono::milliseconds{111});
+  CHECK(r->config_file == f.path());
+  // Environment over file; the file also found through EMBEDRT_CONFIG.
+  std::map<std::string, std::string> env{{"EMBEDRT_CONFIG", f.path()},
+                                         {"EMBEDRT_CONNECTIONS", "5"},
+                                         {"EMBEDRT_LOG_LEVEL", "debug"},
+                                         {"EMBEDRT_LISTEN", "127.0.0.1:7001"}};
+  r = load({}, env);
+  REQUIRE(r);
+  CHECK(r->connections == 5);
+  CHECK(r->runtime.io_threads == 2);
+  CHECK(r->log == log_level::debug);
+  CHECK(r->serve.listen == "127.0.0.1:7001");
+  // Flags over environment.
+  r = load({"--connections", "7", "--log-level", "info", "--listen",
+            "127.0.0.1:0", "--upstream", "http://127.0.0.1:9/v1"},
+           env);
+  REQUIRE(r);
+  CHECK(r->connections == 7);
+  CHECK(r->log == log_level::info);
+  CHECK(r->serve.listen == "127.0.0.1:0");
+  REQUIRE(r->runtime.upstreams.size() == 1);
+  CHECK(r->runtime.upstreams[0].connections == 7);
+  // An empty environment value counts as unset.
+  r = load({"--config", f.path()}, {{"EMBEDRT_CONNECTIONS", ""}});
+  REQUIRE(r);
+  CHECK(r->connections == 3);
+}
+
+TEST_CASE("config: which upstreams are used") {
+  temp_file f{"[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"
+              "[upstream b]\nbase_url = http://127.0.0.1:2/v1\n"};
+  // The file's upstreams, in order.
+  auto r = load({"--config", f.path()});
+  REQUIRE(r);
+  CHECK_FALSE(r->uses_embedded_default);
+  REQUIRE(r->runtime.upstreams.size() == 2);
+  CHECK(r->runtime.upstreams[0].name == "a");
+  CHECK(r->runtime.upstreams[1].name == "b");
+  // OPENAI_BASE_URL replaces them.
+  r = load({"--config", f.path()},
+           {{"OPENAI_BASE_URL", "http://127.0.0.1:3/v1"}});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 1);
+  CHECK(r->runtime.upstreams[0].base_url == "http://127.0.0.1:3/v1");
+  // --upstream replaces both, and may name the file's sections.
+  r = load({"--config", f.path(), "--upstream", "b", "--upstream",
+            "http://127.0.0.1:4/v1"},
+           {{"OPENAI_BASE_URL", "http://127.0.0.1:3/v1"}});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 2);
+  CHECK(r->runtime.upstreams[0].name == "b");
+  CHECK(r->runtime.upstreams[0].base_url == "http://127.0.0.1:2/v1");
+  CHECK(r->runtime.upstreams[1].base_url == "http://127.0.0.1:4/v1");
+  // An unknown name is an error.
+  r = load({"--config", f.path(), "--upstream", "c"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains("'c'"));
+  // A bad URL is an error naming its source.
+  r = load({"--upstream", "ftp://x/v1"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::StartsWith("--upstream"));
+  r = load({}, {{"OPENAI_BASE_URL", "http://"}});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::StartsWith("OPENAI_BASE_URL"));
+  // An API key alone means OpenAI's API, not the embedded default.
+  r = load({}, {{"OPENAI_API_KEY", "sk-secret"}});
+  REQUIRE(r);
+  CHECK_FALSE(r->uses_embedded_default);
+  REQUIRE(r->runtime.upstreams.size() == 1);
+  CHECK(r->runtime.upstreams[0].base_url == "https://api.openai.com/v1");
+  CHECK(r->runtime.upstreams[0].api_key == "sk-secret");
+}
+
+TEST_CASE("config: upstream sections carry every key") {
+  temp_file f{"# a comment\n"
+              "connections = 2\n"
+              "ca_file = /global/ca.pem\n"
+              "\n"
+              "[upstream azure-east]\n"
+              "base_url = https://res.openai.azure.com/openai/deployments/d\n"
+              "provider = azure\n"
+              "api_key_env = AZURE_KEY\n"
+              "connections = 16\n"
+              "models = small, large\n"
+              "model_map = small=text-embedding-3-small, large = te3-large\n"
+              "ca_file = \"/etc/ca.pem\"\n"
+              "azure_api_version = 2024-06-01\n"
+              "tls_verify = false\n"
+              "batching = no\n"
+              "max_queue = 50\n"
+              "attempt_timeout_ms = 2500\n"
+              "max_response_bytes = 4096\n"
+              "[upstream local]\n"
+              "  base_url = http://127.0.0.1:8080/v1  \n"
+              "  api_key = sk-inline\n"};
+  auto r = load({"--config", f.path()},
+                {{"AZURE_KEY", "az-secret"}, {"OPENAI_API_KEY", "sk-env"}});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 2);
+  const auto& a = r->runtime.upstreams[0];
+  CHECK(a.name == "azure-east");
+  CHECK(a.provider == provider_kind::azure);
+  CHECK(a.api_key == "az-secret");
+  CHECK(a.connections == 16);
+  CHECK(a.models == std::vector<std::string>{"small", "large"});
+  CHECK(a.model_map.at("small") == "text-embedding-3-small");
+  CHECK(a.model_map.at("large") == "te3-large");
+  CHECK(a.ca_file == "/etc/ca.pem");
+  CHECK(a.azure_api_version == "2024-06-01");
+  CHECK_FALSE(a.tls_verify);
+  CHECK_FALSE(a.batching);
+  CHECK(a.max_queue == 50);
+  CHECK(a.attempt_timeout == std::chrono::milliseconds{2500});
+  CHECK(a.max_response_bytes == 4096);
+  const auto& b = r->runtime.upstreams[1];
+  CHECK(b.base_url == "http://127.0.0.1:8080/v1");
+  CHECK(b.api_key == "sk-inline"); // explicit api_key in the file
+  CHECK(b.connections == 2);       // the global value
+  CHECK(b.ca_file == "/global/ca.pem");
+  // Flags override the file's per-upstream values and key sources.
+  r = load({"--config", f.path(), "--connections", "4", "--api-key-env",
+            "OTHER_KEY", "--ca-file", "/flag/ca.pem"},
+           {{"AZURE_KEY", "az-secret"}, {"OTHER_KEY", "other-secret"}});
+  REQUIRE(r);
+  for (const auto& up : r->runtime.upstreams) {
+    CHECK(up.connections == 4);
+    CHECK(up.api_key == "other-secret");
+    CHECK(up.ca_file == "/flag/ca.pem");
+  }
+}
+
+TEST_CASE("config: a key variable that is not set is a warning without "
+          "secrets") {
+  temp_file f{"[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"
+              "api_key_env = MISSING_KEY\n"};
+  auto r = load({"--config", f.path()}, {{"OPENAI_API_KEY", "sk-secret"}});
+  REQUIRE(r);
+  REQUIRE(r->warnings.size() == 1);
+  CHECK_THAT(r->warnings[0], Catch::Contains("MISSING_KEY"));
+  CHECK_THAT(r->warnings[0], !Catch::Contains("sk-secret"));
+  CHECK(r->runtime.upstreams[0].api_key.empty());
+}
+
+TEST_CASE("config: file errors name the file and line") {
+  struct bad {
+    const char* text;
+    const char* mentions;
+  };
+  for (const auto& [text, mentions] : std::vector<bad>{
+           {"connections = 8\nconection = 9\n", ":2: unknown key 'conection'"},
+           {"[serve]\nlisten = 1\nbase_url = x\n",
+            ":3: unknown key 'base_url' in [serve]"},
+           {"[upstream a]\nbase_url = http://h/v1\nlisten = x\n",
+            ":3: unknown key 'listen' in [upstream a]"},
+           {"\n[server]\n", ":2: unknown section [server]"},
+           {"[upstream]\n", ":1: [upstream NAME] needs a name"},
+           {"[upstream a\n", ":1: expected ']'"},
+           {"connections 8\n", ":1: expected 'key = value'"},
+           {"connections = 8\nconnections = 9\n",
+            ":2: key 'connections' repeated"},
+           {"[upstream a]\nbase_url = http://h/v1\n[upstream a]\n",
+            ":3: upstream 'a' is defined twice"},
+           {"[serve]\n[serve]\n", ":2: section [serve] repeated"},
+           {"x = 1\n", "unknown key 'x'"},
+           {"\n\n[upstream a]\nprovider = openai\n",
+            ":3: [upstream a] has no base_url"},
+           {"connections = many\n",
+            ":1: connections: 'many' is not an integer"},
+           {"connections = 0\n",
+            ":1: connections: '0' is not an integer in [1"},
+           {"log_level = loud\n", ":1: log_level: 'loud' is not a log level"},
+           {"[upstream a]\nbase_url = http://h/v1\nprovider = acme\n",
+            ":3: provider: 'acme' is not a provider"},
+           {"[upstream a]\nbase_url = http://h/v1\ntls_verify = maybe\n",
+            ":3: tls_verify: 'maybe' is not a boolean"},
+           {"[upstream a]\nbase_url = http://h/v1\nmodel_map = a:b\n",
+            ":3: model_map: 'a:b' is not CALLER_MODEL=UPSTREAM_MODEL"},
+           {"[upstream a]\nbase_url = gopher://h/v1\n", ":2: base_url: "},
+           {"[serve]\ngrace_ms = -1\n", ":2: grace_ms: '-1'"},
+       }) {
+    INFO(text);
+    CHECK_THAT(load_error(text), Catch::Contains(mentions));
+  }
+}
+
+TEST_CASE("config: flag, environment and file value errors") {
+  auto r = load({"--connections", "0"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::StartsWith("--connections: '0'"));
+  r = load({}, {{"EMBEDRT_CONNECTIONS", "lots"}});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::StartsWith("EMBEDRT_CONNECTIONS: 'lots'"));
+  r = load({"--dims", "-3"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::StartsWith("--dims"));
+  r = load({"--config", "/nonexistent/embedrt.ini"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error,
+             Catch::Contains("cannot read config file "
+                             "'/nonexistent/embedrt.ini'"));
+  r = load({}, {{"EMBEDRT_CONFIG", "/nonexistent/embedrt.ini"}});
+  REQUIRE_FALSE(r);
+}
+
+TEST_CASE("config: the client auth token") {
+  // EMBEDRT_AUTH_TOKEN is the default source.
+  auto r = load({}, {{"EMBEDRT_AUTH_TOKEN", "tok-1"}});
+  REQUIRE(r);
+  CHECK(r->serve.auth_token == "tok-1");
+  // --auth-token-env names another variable, which must be set.
+  r = load({"--auth-token-env", "MY_TOKEN"},
+           {{"EMBEDRT_AUTH_TOKEN", "tok-1"}, {"MY_TOKEN", "tok-2"}});
+  REQUIRE(r);
+  CHECK(r->serve.auth_token == "tok-2");
+  r = load({"--auth-token-env", "MY_TOKEN"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains("MY_TOKEN is not set"));
+  // The file may name the variable or, explicitly, hold the token.
+  temp_file f{"[serve]\nauth_token = tok-file\n"};
+  r = load({"--config", f.path()});
+  REQUIRE(r);
+  CHECK(r->serve.auth_token == "tok-file");
+  r = load({"--config", f.path()}, {{"EMBEDRT_AUTH_TOKEN", "tok-env"}});
+  REQUIRE(r);
+  CHECK(r->serve.auth_token == "tok-env");
+  temp_file g{"[serve]\nauth_token_env = FILE_TOKEN\n"};
+  r = load({"--config", g.path()}, {{"FILE_TOKEN", "tok-3"}});
+  REQUIRE(r);
+  CHECK(r->serve.auth_token == "tok-3");
+  CHECK(r->serve.auth_token_env == "FILE_TOKEN");
+}
