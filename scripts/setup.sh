@@ -10,7 +10,7 @@ set -euo pipefail
 profile=${1:-build}
 build_pkgs=(g++ make cmake libcaf-dev libboost1.81-dev libssl-dev rapidjson-dev
   ca-certificates curl)
-test_pkgs=(catch2 openssl python3 procps util-linux)
+test_pkgs=(catch2 openssl python3 procps util-linux python3-prometheus-client)
 bench_pkgs=(wrk nginx libnginx-mod-http-js python3-httpx python3-aiohttp
   gnuplot-nox)
 

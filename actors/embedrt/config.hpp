@@ -93,6 +93,10 @@ struct runtime_config {
   std::size_t io_threads = 1;
   /// Seed of the request actors' jitter (0: from std::random_device).
   uint64_t seed = 0;
+  /// Record request and upstream metrics (counters, histograms; see
+  /// docs/operations.md). Off: actors send no metric events; `metrics`
+  /// still answers with the pools' gauges and process figures.
+  bool metrics = true;
 };
 
 } // namespace embedrt

@@ -75,4 +75,19 @@ caf::expected<health_report> client::health(std::chrono::milliseconds timeout) {
   return result;
 }
 
+caf::expected<metrics_snapshot>
+client::metrics(std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys_};
+  caf::expected<metrics_snapshot> result{metrics_snapshot{}};
+  self->request(service_, timeout, metrics_atom_v)
+      .receive(
+          [&](metrics_snapshot& m) {
+            result = std::move(m);
+          },
+          [&](caf::error& err) {
+            result = std::move(err);
+          });
+  return result;
+}
+
 } // namespace embedrt

@@ -4,6 +4,7 @@
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/service.hpp"
+#include "metrics_actor.hpp"
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
 
@@ -33,6 +34,10 @@ struct service_state {
   std::shared_ptr<const detail::request_env> req_env;
   std::vector<upstream_entry> upstreams;
   uint64_t next_request = 0;
+  /// Requests accepted so far (requests in flight = accepted - answered).
+  int64_t accepted = 0;
+  /// Aggregates metrics; answers `metrics` (metrics_actor.hpp).
+  detail::metrics_actor metrics;
   std::mt19937_64 seeder;
   /// Pools, shared with the exit functor that stops them with the service.
   std::shared_ptr<std::vector<pool_actor>> pools
@@ -60,8 +65,9 @@ service_actor::behavior_type
 service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
            std::shared_ptr<const detail::request_env> req_env,
            std::vector<std::shared_ptr<const detail::pool_env>> envs,
-           uint64_t seed) {
+           uint64_t seed, detail::metrics_actor metrics) {
   auto& st = self->state;
+  st.metrics = std::move(metrics);
   st.io = std::move(io);
   st.req_env = std::move(req_env);
   st.seeder.seed(seed);
@@ -90,6 +96,7 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   return {
       [self](embed_atom, embed_request& req) -> caf::delegated<embed_result> {
         auto& st = self->state;
+        ++st.accepted;
         if (req.request_id.empty())
           req.request_id = "req-" + std::to_string(++st.next_request);
         std::vector<detail::route> routes;
@@ -110,6 +117,14 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
         auto worker = self->spawn(detail::request_actor_fn, st.req_env,
                                   std::move(routes), st.seeder());
         return self->delegate(worker, embed_atom_v, std::move(req));
+      },
+      [self](metrics_atom) -> caf::delegated<metrics_snapshot> {
+        auto& st = self->state;
+        std::vector<pool_actor> pools;
+        for (auto& up : st.upstreams)
+          pools.push_back(up.pool);
+        return self->delegate(st.metrics, metrics_atom_v, std::move(pools),
+                              st.accepted);
       },
       [self](health_atom) -> caf::result<health_report> {
         auto& st = self->state;
@@ -206,8 +221,12 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
   renv->retry = cfg.retry;
   renv->default_timeout = cfg.default_timeout;
   auto seed = cfg.seed != 0 ? cfg.seed : std::random_device{}();
+  std::vector<std::string> names;
+  for (auto& env : envs)
+    names.push_back(env->cfg.name);
+  auto metrics = detail::spawn_metrics_actor(sys, cfg.metrics, names);
   return sys.spawn(service_fn, std::move(io), std::move(renv), std::move(envs),
-                   seed);
+                   seed, std::move(metrics));
 }
 
 } // namespace embedrt

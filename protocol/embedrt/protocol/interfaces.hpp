@@ -12,10 +12,13 @@ namespace embedrt {
 
 /// The one handle users talk to (library, gateway, remote nodes).
 /// - embed: vectors for the request's inputs, in order, or a typed error;
-/// - health: readiness and per-upstream state.
+/// - health: readiness and per-upstream state;
+/// - metrics: counters, histograms and gauges (render_prometheus() turns
+///   the snapshot into Prometheus text).
 using service_actor = caf::typed_actor<
     caf::replies_to<embed_atom, embed_request>::with<embed_result>,
-    caf::replies_to<health_atom>::with<health_report>>;
+    caf::replies_to<health_atom>::with<health_report>,
+    caf::replies_to<metrics_atom>::with<metrics_snapshot>>;
 
 /// One per caller request: owns the single reply, the deadline and retries.
 /// Receives the caller's request by delegation from the service. The deadline

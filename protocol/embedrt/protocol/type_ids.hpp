@@ -15,6 +15,7 @@
 
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/messages.hpp"
+#include "embedrt/protocol/metrics.hpp"
 
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
@@ -47,6 +48,20 @@ CAF_ADD_ATOM(embedrt, embedrt, io_done_atom, "io_done")
 CAF_ADD_ATOM(embedrt, embedrt, retry_atom, "retry")
 CAF_ADD_ATOM(embedrt, embedrt, restart_atom, "restart")
 CAF_ADD_ATOM(embedrt, embedrt, probe_atom, "probe")
+
+// -- metrics (appended at the end so that earlier IDs keep their values) ----
+CAF_ADD_TYPE_ID(embedrt, (embedrt::log_histogram))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::request_counter))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::request_latency))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call_counter))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_transition_counter))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_metrics))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::process_metrics))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::metrics_snapshot))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::request_record))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call_record))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_transition_event))
+CAF_ADD_ATOM(embedrt, embedrt, metrics_atom, "metrics")
 
 CAF_END_TYPE_ID_BLOCK(embedrt)
 

@@ -1,0 +1,406 @@
+#include "embedrt/protocol/metrics.hpp"
+
+#include <charconv>
+#include <cstdio>
+#include <initializer_list>
+#include <map>
+#include <utility>
+
+namespace embedrt {
+
+const char* breaker_state_name(uint8_t state) {
+  switch (state) {
+    case breaker_closed: return "closed";
+    case breaker_open: return "open";
+    case breaker_half_open: return "half_open";
+    default: return "unknown";
+  }
+}
+
+log_histogram metrics_snapshot::all_request_latencies() const {
+  log_histogram all;
+  for (const auto& l : latencies)
+    all.merge(l.latency_ns);
+  return all;
+}
+
+namespace {
+
+using label = std::pair<const char*, std::string>;
+
+/// Prometheus bucket bounds of a histogram: upper bounds of buckets of
+/// log_histogram (so counts are exact), two per power of two.
+std::vector<uint64_t> bounds(uint32_t first_pow, uint32_t last_pow) {
+  std::vector<uint64_t> out;
+  if (first_pow == 0)
+    out.push_back(1);
+  for (uint32_t k = std::max<uint32_t>(first_pow, 1); k <= last_pow; ++k) {
+    if (k >= 2)
+      out.push_back(uint64_t{3} << (k - 2)); // 1.5 * 2^(k-1)
+    out.push_back(uint64_t{1} << k);
+  }
+  return out;
+}
+
+/// Latencies: 1.024 us .. 137 s (2^10 .. 2^37 ns).
+const std::vector<uint64_t>& latency_bounds() {
+  static const auto b = [] {
+    auto v = bounds(10, 37);
+    v.erase(v.begin()); // 1.5 * 2^9 is below the range
+    return v;
+  }();
+  return b;
+}
+
+/// Batch sizes: 1 .. 4096 inputs.
+const std::vector<uint64_t>& size_bounds() {
+  static const auto b = bounds(0, 12);
+  return b;
+}
+
+class writer {
+ public:
+  explicit writer(std::string& out) : out_(out) {
+    // nop
+  }
+
+  /// `# HELP` and `# TYPE` of a family.
+  void family(const char* name, const char* type, const char* help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    for (const char* c = help; *c != '\0'; ++c) {
+      if (*c == '\\')
+        out_ += "\\\\";
+      else if (*c == '\n')
+        out_ += "\\n";
+      else
+        out_ += *c;
+    }
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+
+  void sample(const char* name, const char* suffix,
+              std::initializer_list<label> labels, const char* extra_key,
+              const std::string& extra_value, double value) {
+    begin(name, suffix, labels, extra_key, extra_value);
+    number(value);
+    out_ += '\n';
+  }
+
+  void sample(const char* name, const char* suffix,
+              std::initializer_list<label> labels, const char* extra_key,
+              const std::string& extra_value, uint64_t value) {
+    begin(name, suffix, labels, extra_key, extra_value);
+    out_ += std::to_string(value);
+    out_ += '\n';
+  }
+
+  template <class T>
+  void sample(const char* name, std::initializer_list<label> labels, T value) {
+    sample(name, "", labels, nullptr, std::string{}, value);
+  }
+
+  void sample(const char* name, std::initializer_list<label> labels,
+              int64_t value) {
+    begin(name, "", labels, nullptr, std::string{});
+    out_ += std::to_string(value);
+    out_ += '\n';
+  }
+
+  void sample(const char* name, std::initializer_list<label> labels,
+              int32_t value) {
+    sample(name, labels, static_cast<int64_t>(value));
+  }
+
+  /// One histogram series: cumulative buckets at `bnds` (divided by
+  /// `scale` for rendering), +Inf, _sum and _count.
+  void histogram(const char* name, std::initializer_list<label> labels,
+                 const log_histogram& h, const std::vector<uint64_t>& bnds,
+                 double scale) {
+    for (auto b : bnds) {
+      std::string le;
+      number_to(le, static_cast<double>(b) / scale);
+      sample(name, "_bucket", labels, "le", le, h.count_at_most(b));
+    }
+    sample(name, "_bucket", labels, "le", "+Inf", h.count);
+    if (scale == 1.0)
+      sample(name, "_sum", labels, nullptr, std::string{}, h.sum);
+    else
+      sample(name, "_sum", labels, nullptr, std::string{},
+             static_cast<double>(h.sum) / scale);
+    sample(name, "_count", labels, nullptr, std::string{}, h.count);
+  }
+
+ private:
+  void begin(const char* name, const char* suffix,
+             std::initializer_list<label> labels, const char* extra_key,
+             const std::string& extra_value) {
+    out_ += name;
+    out_ += suffix;
+    bool any = labels.size() > 0 || extra_key != nullptr;
+    if (any) {
+      out_ += '{';
+      bool first = true;
+      auto put = [&](const char* k, const std::string& v) {
+        if (!first)
+          out_ += ',';
+        first = false;
+        out_ += k;
+        out_ += "=\"";
+        for (char c : v) {
+          if (c == '\\')
+            out_ += "\\\\";
+          else if (c == '"')
+            out_ += "\\\"";
+          else if (c == '\n')
+            out_ += "\\n";
+          else
+            out_ += c;
+        }
+        out_ += '"';
+      };
+      for (const auto& [k, v] : labels)
+        put(k, v);
+      if (extra_key != nullptr)
+        put(extra_key, extra_value);
+      out_ += '}';
+    }
+    out_ += ' ';
+  }
+
+  static void number_to(std::string& out, double v) {
+    char buf[64];
+    auto res = std::to_chars(buf, buf + sizeof(buf), v);
+    out.append(buf, res.ptr);
+  }
+
+  void number(double v) {
+    number_to(out_, v);
+  }
+
+  std::string& out_;
+};
+
+std::string label_or_none(const std::string& s) {
+  return s.empty() ? std::string{"none"} : s;
+}
+
+} // namespace
+
+std::string render_prometheus(const metrics_snapshot& snap) {
+  std::string out;
+  out.reserve(16 * 1024);
+  writer w{out};
+  constexpr double ns_per_s = 1e9;
+
+  // -- requests --------------------------------------------------------------
+  w.family("embedrt_metrics_enabled", "gauge",
+           "1 if request metrics are recorded (runtime_config.metrics), else "
+           "0.");
+  w.sample("embedrt_metrics_enabled", {}, int64_t{snap.enabled ? 1 : 0});
+  w.family("embedrt_requests_in_flight", "gauge",
+           "Caller requests accepted by the service and not answered yet.");
+  w.sample("embedrt_requests_in_flight", {}, snap.requests_in_flight);
+  w.family("embedrt_requests_total", "counter",
+           "Caller requests answered, by upstream, model, outcome and error "
+           "kind.");
+  for (const auto& r : snap.requests)
+    w.sample("embedrt_requests_total",
+             {{"upstream", label_or_none(r.upstream)},
+              {"model", r.model},
+              {"outcome", r.outcome},
+              {"error", label_or_none(r.error)}},
+             r.requests);
+  w.family("embedrt_texts_total", "counter",
+           "Input texts of the caller requests answered, by upstream, model, "
+           "outcome and error kind.");
+  for (const auto& r : snap.requests)
+    w.sample("embedrt_texts_total",
+             {{"upstream", label_or_none(r.upstream)},
+              {"model", r.model},
+              {"outcome", r.outcome},
+              {"error", label_or_none(r.error)}},
+             r.texts);
+  // Retries per upstream (summed over models and outcomes).
+  std::map<std::string, std::pair<int64_t, int64_t>> retries;
+  for (const auto& u : snap.upstreams)
+    retries[u.name];
+  for (const auto& r : snap.requests)
+    retries[label_or_none(r.upstream)].first += r.retries;
+  for (const auto& u : snap.upstreams)
+    retries[u.name].second += u.retry_budget_rejections;
+  w.family("embedrt_retries_total", "counter",
+           "Retried upstream attempts made for caller requests.");
+  for (const auto& [up, n] : retries)
+    w.sample("embedrt_retries_total", {{"upstream", up}}, n.first);
+  w.family("embedrt_retry_budget_rejections_total", "counter",
+           "Retries refused by the pool's retry budget (the request failed "
+           "with the error that made it retry).");
+  for (const auto& [up, n] : retries)
+    w.sample("embedrt_retry_budget_rejections_total", {{"upstream", up}},
+             n.second);
+  w.family("embedrt_request_duration_seconds", "histogram",
+           "End-to-end latency of caller requests, from arrival at the "
+           "service to the reply.");
+  for (const auto& l : snap.latencies)
+    w.histogram("embedrt_request_duration_seconds",
+                {{"upstream", label_or_none(l.upstream)},
+                 {"model", l.model},
+                 {"outcome", l.outcome}},
+                l.latency_ns, latency_bounds(), ns_per_s);
+
+  // -- upstreams -------------------------------------------------------------
+  auto gauge
+      = [&](const char* name, const char* type, const char* help, auto get) {
+          w.family(name, type, help);
+          for (const auto& u : snap.upstreams)
+            w.sample(name, {{"upstream", u.name}}, get(u));
+        };
+  gauge("embedrt_upstream_up", "gauge",
+        "1 if the upstream's pool is up (not marked down by its supervisor).",
+        [](const upstream_metrics& u) {
+          return int64_t{u.state == "up" ? 1 : 0};
+        });
+  gauge("embedrt_connections_open", "gauge",
+        "Connection actors alive (each owns one keep-alive connection).",
+        [](const upstream_metrics& u) {
+          return u.connections_open;
+        });
+  gauge("embedrt_connections_idle", "gauge",
+        "Connection actors alive and without a call.",
+        [](const upstream_metrics& u) {
+          return u.connections_idle;
+        });
+  gauge("embedrt_connections_busy", "gauge",
+        "Connection actors with an upstream request in flight.",
+        [](const upstream_metrics& u) {
+          return u.connections_busy;
+        });
+  gauge("embedrt_queue_depth", "gauge",
+        "Calls waiting in the pool's queue for an idle connection.",
+        [](const upstream_metrics& u) {
+          return u.queue_depth;
+        });
+  gauge("embedrt_connects_total", "counter",
+        "Upstream attempts that opened a new connection.",
+        [](const upstream_metrics& u) {
+          return u.connects;
+        });
+  gauge("embedrt_connection_reuses_total", "counter",
+        "Upstream attempts sent over a kept-alive connection.",
+        [](const upstream_metrics& u) {
+          return u.reuses;
+        });
+  gauge("embedrt_connection_restarts_total", "counter",
+        "Connection actors restarted by the pool's supervisor.",
+        [](const upstream_metrics& u) {
+          return u.restarts;
+        });
+  gauge("embedrt_rejected_total", "counter",
+        "Calls the pool rejected as overloaded (queue full or retry budget).",
+        [](const upstream_metrics& u) {
+          return u.rejected;
+        });
+  gauge("embedrt_prompt_tokens_total", "counter",
+        "Prompt tokens reported by the upstream (usage.prompt_tokens).",
+        [](const upstream_metrics& u) {
+          return u.prompt_tokens;
+        });
+  gauge("embedrt_tokens_total", "counter",
+        "Tokens reported by the upstream (usage.total_tokens).",
+        [](const upstream_metrics& u) {
+          return u.total_tokens;
+        });
+  w.family("embedrt_ratelimit_remaining_requests", "gauge",
+           "Last x-ratelimit-remaining-requests the upstream sent (absent "
+           "until one was seen).");
+  for (const auto& u : snap.upstreams)
+    if (u.ratelimit_remaining_requests >= 0)
+      w.sample("embedrt_ratelimit_remaining_requests", {{"upstream", u.name}},
+               u.ratelimit_remaining_requests);
+  w.family("embedrt_ratelimit_remaining_tokens", "gauge",
+           "Last x-ratelimit-remaining-tokens the upstream sent (absent until "
+           "one was seen).");
+  for (const auto& u : snap.upstreams)
+    if (u.ratelimit_remaining_tokens >= 0)
+      w.sample("embedrt_ratelimit_remaining_tokens", {{"upstream", u.name}},
+               u.ratelimit_remaining_tokens);
+  gauge("embedrt_breaker_state", "gauge",
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+        [](const upstream_metrics& u) {
+          return int64_t{u.breaker_state};
+        });
+  w.family("embedrt_breaker_transitions_total", "counter",
+           "Circuit breaker state changes, by from and to state.");
+  for (const auto& u : snap.upstreams) {
+    // The four transitions a breaker makes are always present (0 until
+    // they happen), so rate() and increase() see them from the start.
+    std::map<std::pair<uint8_t, uint8_t>, int64_t> trans{
+        {{breaker_closed, breaker_open}, 0},
+        {{breaker_open, breaker_half_open}, 0},
+        {{breaker_half_open, breaker_closed}, 0},
+        {{breaker_half_open, breaker_open}, 0}};
+    for (const auto& t : u.breaker_transitions)
+      trans[{t.from, t.to}] += t.count;
+    for (const auto& [k, n] : trans)
+      w.sample("embedrt_breaker_transitions_total",
+               {{"upstream", u.name},
+                {"from", breaker_state_name(k.first)},
+                {"to", breaker_state_name(k.second)}},
+               n);
+  }
+  w.family("embedrt_upstream_requests_total", "counter",
+           "Upstream HTTP attempts completed, by outcome and error kind.");
+  for (const auto& u : snap.upstreams)
+    for (const auto& c : u.calls)
+      w.sample("embedrt_upstream_requests_total",
+               {{"upstream", u.name},
+                {"outcome", c.outcome},
+                {"error", label_or_none(c.error)}},
+               c.calls);
+  w.family("embedrt_upstream_request_duration_seconds", "histogram",
+           "Time on the wire of one upstream attempt (connect included).");
+  for (const auto& u : snap.upstreams)
+    w.histogram("embedrt_upstream_request_duration_seconds",
+                {{"upstream", u.name}}, u.upstream_latency_ns, latency_bounds(),
+                ns_per_s);
+  w.family("embedrt_queue_wait_seconds", "histogram",
+           "Time a call waited in the pool's queue before a connection took "
+           "it.");
+  for (const auto& u : snap.upstreams)
+    w.histogram("embedrt_queue_wait_seconds", {{"upstream", u.name}},
+                u.queue_wait_ns, latency_bounds(), ns_per_s);
+  w.family("embedrt_batch_inputs", "histogram",
+           "Inputs per upstream request (continuous batching merges queued "
+           "calls).");
+  for (const auto& u : snap.upstreams)
+    w.histogram("embedrt_batch_inputs", {{"upstream", u.name}}, u.batch_inputs,
+                size_bounds(), 1.0);
+
+  // -- process (the standard names of Prometheus client libraries) -----------
+  const auto& p = snap.process;
+  w.family("process_cpu_seconds_total", "counter",
+           "Total user and system CPU time spent in seconds.");
+  w.sample("process_cpu_seconds_total", {}, p.cpu_seconds);
+  w.family("process_resident_memory_bytes", "gauge",
+           "Resident memory size in bytes.");
+  w.sample("process_resident_memory_bytes", {}, p.resident_bytes);
+  w.family("process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
+  w.sample("process_start_time_seconds", {}, p.start_time_seconds);
+  w.family("embedrt_process_max_resident_memory_bytes", "gauge",
+           "Peak resident memory size of the process in bytes.");
+  w.sample("embedrt_process_max_resident_memory_bytes", {},
+           p.max_resident_bytes);
+  w.family("embedrt_process_threads", "gauge",
+           "Threads of the process (CAF workers, I/O threads, others).");
+  w.sample("embedrt_process_threads", {}, p.threads);
+  return out;
+}
+
+} // namespace embedrt
