@@ -4,7 +4,8 @@
 #
 #   scripts/setup.sh build   # compiler, CMake, CAF, Boost, OpenSSL, RapidJSON
 #   scripts/setup.sh test    # build + Catch2 and the tools the tests use
-#   scripts/setup.sh bench   # test + wrk, nginx, python3-httpx, python3-aiohttp
+#   scripts/setup.sh bench   # test + wrk, nginx + njs, python3-httpx,
+#                            # python3-aiohttp, gnuplot, linux-perf
 set -euo pipefail
 
 profile=${1:-build}
@@ -12,7 +13,7 @@ build_pkgs=(g++ make cmake libcaf-dev libboost1.81-dev libssl-dev rapidjson-dev
   ca-certificates curl)
 test_pkgs=(catch2 openssl python3 procps util-linux python3-prometheus-client)
 bench_pkgs=(wrk nginx libnginx-mod-http-js python3-httpx python3-aiohttp
-  gnuplot-nox)
+  gnuplot-nox linux-perf)
 
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The benchmark matrix in one command (issue 7; DESIGN.md §6, P1–P5):
+# installs the Debian packages (scripts/setup.sh bench, idempotent), builds
+# embedrt (Release) and runs every contestant (wrk, httpx, aiohttp, embedrt
+# bench) against the same nginx+njs and embedrt mock upstreams on 127.0.0.1;
+# writes docs/benchmarks.md (between its matrix markers), docs/bench/*.png and
+# docs/bench/matrix-results.jsonl. See scripts/bench/README.md.
+#
+#   bash scripts/bench/matrix.sh            # full run (about 5 min of runs)
+#   SCALE=0.05 DURATION=1 bash scripts/bench/matrix.sh   # smoke test
+#
+# Environment:
+#   BUILD_DIR    build directory (default: build-bench); reused if present
+#   EMBEDRT_BIN  use this embedrt executable instead of building one
+#   SCALE        multiplies every request count (default 1)
+#   DURATION     seconds per wrk run (default 5)
+#   DOC, PLOTS   output document / plot directory (default docs/benchmarks.md,
+#                docs/bench)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+bash scripts/setup.sh bench
+
+if [ -n "${EMBEDRT_BIN:-}" ]; then
+  bin=$EMBEDRT_BIN
+else
+  build=${BUILD_DIR:-$root/build-bench}
+  if [ ! -f "$build/CMakeCache.txt" ]; then
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$build" -j"$(nproc)" --target embedrt_cli
+  bin=$build/app/embedrt
+fi
+
+args=(--embedrt "$bin" --scale "${SCALE:-1}" --duration "${DURATION:-5}"
+  --command "bash scripts/bench/matrix.sh")
+if [ -n "${DOC:-}" ]; then args+=(--doc "$DOC"); fi
+if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
+exec /usr/bin/python3 scripts/bench/matrix.py "${args[@]}"
