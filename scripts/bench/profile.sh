@@ -16,6 +16,7 @@ root=$PWD
 bin=${EMBEDRT_BIN:-$root/build-bench/app/embedrt}
 requests=${REQUESTS:-30000}
 out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
 if [ ! -x "$bin" ]; then
   echo "profile: $bin not found; build embedrt_cli or set EMBEDRT_BIN" >&2
   exit 1
@@ -61,7 +62,7 @@ import re, sys
 n = int(sys.argv[2]) + 16
 for line in open(sys.argv[1]):
     m = re.match(r"\s*([\d,.]+)\s+(?:msec\s+)?(\S+)", line)
-    if m and not line.strip().startswith("#"):
+    if m and not line.strip().startswith("#") and m.group(2) != "seconds":
         v = float(m.group(1).replace(",", ""))
         unit = " us" if m.group(2) == "task-clock" else ""
         scale = 1000.0 if m.group(2) == "task-clock" else 1.0
