@@ -405,8 +405,9 @@ def targets(results):
     added = None if not (e and w) else e["p99_ms"] - w["p99_ms"]
     rows.append(("P4", "64 callers, 64 conns, 50 ms upstream: p99 added over "
                  "wrk's p99 on the same upstream", "≤ 1 ms",
-                 "p99 %s vs %s ms" % (fmt(e and e["p99_ms"], 2),
-                                      fmt(w and w["p99_ms"], 2)),
+                 "p99 %s vs %s ms (p50 %s vs %s ms)" % (
+                     fmt(e and e["p99_ms"], 2), fmt(w and w["p99_ms"], 2),
+                     fmt(e and e["p50_ms"], 2), fmt(w and w["p50_ms"], 2)),
                  "%s ms" % fmt(added, 2),
                  None if added is None else added <= 1.0 and nerr(e) == 0))
     p5 = g("P5", "embedrt")
@@ -568,7 +569,7 @@ def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
-def report(results, meta, doc, plotdir):
+def report(results, meta, doc, plotdir, results_path):
     rows = targets(results)
     pngs = plots(results, plotdir)
     rel = os.path.relpath(plotdir, os.path.dirname(doc))
@@ -678,7 +679,7 @@ def report(results, meta, doc, plotdir):
         "timers fire late and even wrk stays below 320 req/s.")
     L.append("- Raw results of this run (one JSON line per run, with the exact "
              "command of each): `%s`." % os.path.relpath(
-                 meta["results"], os.path.dirname(os.path.dirname(doc))))
+                 results_path, os.path.dirname(os.path.dirname(os.path.abspath(doc)))))
     section = "\n".join(L)
     text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n"
     block = BEGIN + "\n" + section + "\n" + END
@@ -764,7 +765,7 @@ def main():
         with open(meta_path, "w") as f:
             json.dump(meta, f)
         results = m.results
-    report(results, meta, a.doc, a.plots)
+    report(results, meta, a.doc, a.plots, os.path.abspath(a.results))
     log("wrote %s and %s" % (a.doc, a.plots))
 
 
