@@ -23,4 +23,7 @@ int cmd_mock(const std::vector<std::string>& args);
 /// `embedrt bench`: the closed-loop load generator (cmd_bench.cpp).
 int cmd_bench(const std::vector<std::string>& args);
 
+/// `embedrt serve`: the OpenAI-compatible embeddings gateway (cmd_serve.cpp).
+int cmd_serve(const std::vector<std::string>& args);
+
 } // namespace embedrt::app

@@ -13,6 +13,8 @@ using embedrt::app::command;
 
 /// The dispatch table: one row per subcommand.
 constexpr command commands[] = {
+    {"serve", "OpenAI-compatible embeddings gateway: /v1/embeddings, health",
+     embedrt::app::cmd_serve},
     {"mock", "run the built-in OpenAI-compatible upstream (tests, benchmarks)",
      embedrt::app::cmd_mock},
     {"bench", "closed-loop load generator: throughput, latency, threads, reuse",

@@ -1,0 +1,285 @@
+#include "serve/gateway.hpp"
+
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/metrics.hpp"
+#include "embedrt/protocol/openai.hpp"
+#include "serve/replies.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <cctype>
+#include <charconv>
+#include <functional>
+#include <utility>
+
+namespace embedrt::serve {
+
+namespace {
+
+std::string_view path_of(std::string_view target) {
+  auto q = target.find('?');
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+bool iequals_prefix(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size())
+    return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(text[i]))
+        != std::tolower(static_cast<unsigned char>(prefix[i])))
+      return false;
+  return true;
+}
+
+front_reply method_not_allowed(const front_request& req, const char* allow) {
+  auto r = error_reply(405,
+                       "Method " + req.method + " is not allowed on "
+                           + std::string{path_of(req.target)} + " (use " + allow
+                           + ")",
+                       "invalid_request_error", "method_not_allowed");
+  r.headers.emplace_back("allow", allow);
+  return r;
+}
+
+/// One request to the service from a short-lived actor (the facade's
+/// `health` and `metrics` block; this does not). `cb` runs exactly once, on a
+/// CAF worker.
+template <class Result, class Atom>
+void ask_service(caf::actor_system& sys, const service_actor& svc,
+                 caf::timespan timeout, Atom atom,
+                 std::function<void(caf::expected<Result>)> cb) {
+  sys.spawn(
+      [](caf::event_based_actor* self, service_actor svc, caf::timespan timeout,
+         Atom atom, std::function<void(caf::expected<Result>)> cb) {
+        self->request(svc, timeout, atom)
+            .then(
+                [self, cb](Result& x) {
+                  cb(std::move(x));
+                  self->quit();
+                },
+                [self, cb](caf::error& err) {
+                  cb(std::move(err));
+                  self->quit();
+                });
+      },
+      svc, timeout, atom, std::move(cb));
+}
+
+front_reply unauthorized(const front_request& req) {
+  auto r = error_reply(401,
+                       req.authorization.empty()
+                           ? "Missing bearer token (Authorization: Bearer "
+                             "TOKEN)"
+                           : "Incorrect bearer token",
+                       "invalid_request_error", "invalid_api_key");
+  r.headers.emplace_back("www-authenticate", "Bearer");
+  return r;
+}
+
+/// `{"ready":B,"upstreams":[{"name":..,"state":..},..]}`.
+std::string readiness_body(const health_report& h) {
+  auto quote = [](const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+      if (c == '"' || c == '\\')
+        out += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20)
+        out += c;
+    }
+    return out + "\"";
+  };
+  std::string body = h.ready ? "{\"ready\":true" : "{\"ready\":false";
+  body += ",\"upstreams\":[";
+  for (std::size_t i = 0; i < h.upstreams.size(); ++i) {
+    const auto& u = h.upstreams[i];
+    body += (i == 0 ? "" : ",");
+    body += "{\"name\":" + quote(u.name) + ",\"state\":" + quote(u.state)
+        + ",\"connections\":" + std::to_string(u.connections)
+        + ",\"queued\":" + std::to_string(u.queued_requests) + "}";
+  }
+  return body + "]}";
+}
+
+} // namespace
+
+bool token_matches(std::string_view given, std::string_view expected) {
+  if (expected.empty())
+    return false;
+  unsigned diff = given.size() == expected.size() ? 0u : 1u;
+  for (std::size_t i = 0; i < given.size(); ++i)
+    diff |= static_cast<unsigned char>(given[i])
+        ^ static_cast<unsigned char>(expected[i % expected.size()]);
+  return diff == 0;
+}
+
+gateway::gateway(caf::actor_system& sys, service_actor svc,
+                 gateway_options opts)
+    : sys_(sys),
+      service_(svc),
+      client_(sys, svc, opts.default_timeout),
+      opts_(std::move(opts)) {
+  // nop
+}
+
+bool gateway::authorized(const front_request& req) const {
+  if (opts_.auth_token.empty())
+    return true;
+  std::string_view value = req.authorization;
+  constexpr std::string_view scheme = "Bearer ";
+  if (!iequals_prefix(value, scheme))
+    return false;
+  value.remove_prefix(scheme.size());
+  while (!value.empty() && value.front() == ' ')
+    value.remove_prefix(1);
+  while (!value.empty() && value.back() == ' ')
+    value.remove_suffix(1);
+  return token_matches(value, opts_.auth_token);
+}
+
+void gateway::handle(front_request req, responder respond) {
+  auto path = path_of(req.target);
+  if (path == "/v1/embeddings" || path == "/embeddings") {
+    if (req.method != "POST") {
+      respond(method_not_allowed(req, "POST"));
+      return;
+    }
+    if (!authorized(req)) {
+      respond(unauthorized(req));
+      return;
+    }
+    embeddings(req, respond);
+    return;
+  }
+  if (path == "/healthz") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      respond(method_not_allowed(req, "GET"));
+      return;
+    }
+    front_reply r;
+    r.body = "{\"status\":\"ok\"}";
+    respond(std::move(r));
+    return;
+  }
+  if (path == "/readyz") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      respond(method_not_allowed(req, "GET"));
+      return;
+    }
+    readiness(respond);
+    return;
+  }
+  if (path == "/metrics") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      respond(method_not_allowed(req, "GET"));
+      return;
+    }
+    if (!authorized(req)) {
+      respond(unauthorized(req));
+      return;
+    }
+    metrics(respond);
+    return;
+  }
+  respond(error_reply(
+      404, "Unknown request URL: " + req.method + " " + std::string{path},
+      "invalid_request_error", "unknown_url"));
+}
+
+void gateway::embeddings(front_request& req, responder& respond) {
+  auto decoded = openai::decode_request(req.body);
+  if (!decoded) {
+    respond(reply_for_error(decoded.error()));
+    return;
+  }
+  embed_request er;
+  er.model = std::move(decoded->model);
+  er.inputs = std::move(decoded->input);
+  er.dimensions = decoded->dimensions.value_or(0);
+  er.user = std::move(decoded->user);
+  er.request_id = std::move(req.request_id);
+  auto timeout = opts_.default_timeout;
+  if (req.has_timeout_ms) {
+    int64_t ms = 0;
+    const auto& text = req.timeout_ms;
+    auto [end, ec]
+        = std::from_chars(text.data(), text.data() + text.size(), ms);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size()
+        || ms < 1 || ms > opts_.max_timeout.count()) {
+      respond(error_reply(400,
+                          std::string{"Header "} + timeout_header
+                              + " must be an integer number of milliseconds "
+                                "in [1, "
+                              + std::to_string(opts_.max_timeout.count()) + "]",
+                          "invalid_request_error", "invalid_input",
+                          timeout_header));
+      return;
+    }
+    timeout = std::chrono::milliseconds{ms};
+  }
+  er.timeout = std::chrono::duration_cast<caf::timespan>(timeout);
+  auto enc = decoded->encoding_format;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  client_.embed(
+      std::move(er),
+      [respond = std::move(respond), enc, deadline,
+       timeout](caf::expected<embed_result> r) {
+        if (r) {
+          respond(reply_for_result(std::move(*r), enc));
+          return;
+        }
+        // An attempt cut short by the caller's deadline comes back as a
+        // connection failure (its timeout was the time left); past the
+        // deadline, the client's answer is 504 whatever the last attempt said.
+        if (error_code(r.error()) == errc::connection_failed
+            && std::chrono::steady_clock::now() >= deadline) {
+          respond(reply_for_error(make_error(
+              errc::deadline_exceeded,
+              "deadline of " + std::to_string(timeout.count())
+                  + " ms exceeded; last error: " + error_detail(r.error()))));
+          return;
+        }
+        respond(reply_for_error(r.error()));
+      });
+}
+
+void gateway::readiness(responder& respond) {
+  ask_service<health_report>(
+      sys_, service_,
+      std::chrono::duration_cast<caf::timespan>(opts_.health_timeout),
+      health_atom_v,
+      [respond = std::move(respond)](caf::expected<health_report> h) {
+        front_reply r;
+        if (!h) {
+          r = error_reply(503,
+                          "no health report from the runtime: "
+                              + render_error(h.error()),
+                          "server_error", "not_ready");
+        } else {
+          r.status = h->ready ? 200 : 503;
+          r.body = readiness_body(*h);
+        }
+        if (r.status == 503)
+          r.headers.emplace_back("retry-after", "1");
+        respond(std::move(r));
+      });
+}
+
+void gateway::metrics(responder& respond) {
+  ask_service<metrics_snapshot>(
+      sys_, service_,
+      std::chrono::duration_cast<caf::timespan>(opts_.health_timeout),
+      metrics_atom_v,
+      [respond = std::move(respond)](caf::expected<metrics_snapshot> m) {
+        if (!m) {
+          respond(error_reply(
+              503, "no metrics from the runtime: " + render_error(m.error()),
+              "server_error", "metrics_unavailable"));
+          return;
+        }
+        front_reply r;
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = render_prometheus(*m);
+        respond(std::move(r));
+      });
+}
+
+} // namespace embedrt::serve

@@ -1,0 +1,558 @@
+#include "serve/http_front.hpp"
+
+#include <array>
+#include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+namespace embedrt::serve {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+/// After a response with `Connection: close` we stop sending and read
+/// (discarding) until the peer closes or this time passes: closing with
+/// unread request bytes in the socket makes the kernel send RST, which can
+/// destroy the response before the client reads it (e.g. a 413 sent while
+/// the client is still uploading).
+constexpr auto linger_timeout = 2s;
+/// Pause before accepting again after an accept error (e.g. EMFILE).
+constexpr auto accept_retry_delay = 50ms;
+
+std::string to_string(beast::string_view sv) {
+  return std::string{sv.data(), sv.size()};
+}
+
+class session;
+
+} // namespace
+
+/// State shared by the front end and its sessions (sessions hold it by
+/// shared_ptr, so it outlives them all).
+struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
+  impl(net::io_context& ctx, front_options o, request_handler h)
+      : ioc(ctx),
+        opts(std::move(o)),
+        handler(std::move(h)),
+        acceptor(net::make_strand(ctx)),
+        accept_retry(acceptor.get_executor()),
+        grace_timer(acceptor.get_executor()) {
+    // nop
+  }
+
+  bool listen();
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket s);
+  void add(const std::shared_ptr<session>& s);
+  void remove(session* s);
+  std::vector<std::shared_ptr<session>> snapshot();
+  void expire_all();
+
+  net::io_context& ioc;
+  front_options opts;
+  request_handler handler;
+  tcp::acceptor acceptor;
+  net::steady_timer accept_retry;
+  net::steady_timer grace_timer;
+  uint16_t port = 0;
+  std::string error;
+  /// Sessions by address (weak: a session lives as long as its I/O does).
+  mutable std::mutex mtx;
+  std::unordered_map<session*, std::weak_ptr<session>> sessions;
+  bool draining = false;
+  std::function<void()> on_drained;
+  bool drained_called = false;
+};
+
+namespace {
+
+/// One client connection: reads a request, hands it to the handler, writes
+/// the reply, and reads the next (HTTP/1.1 keep-alive; one request at a
+/// time). All members are touched only on the session's strand.
+class session : public std::enable_shared_from_this<session> {
+ public:
+  enum class phase {
+    /// Waiting for the next request (nothing of it received yet, as far as
+    /// the buffer shows).
+    idle,
+    /// Receiving a request.
+    reading,
+    /// The handler has the request; waiting for its reply.
+    waiting,
+    /// Sending a reply.
+    writing,
+    /// Closing after a `Connection: close` reply (reading until EOF).
+    lingering,
+    closed,
+  };
+
+  session(std::shared_ptr<http_front::impl> core, tcp::socket s)
+      : core_(std::move(core)), stream_(std::move(s)) {
+    // nop
+  }
+
+  ~session() {
+    core_->remove(this);
+  }
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->do_read();
+    });
+  }
+
+  /// Graceful shutdown began: an idle connection closes now; a request in
+  /// progress completes and its reply says `Connection: close`.
+  void begin_drain() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->draining_ = true;
+      if (self->phase_ == phase::idle && self->buffer_.size() == 0)
+        self->hard_close();
+    });
+  }
+
+  /// The grace period is over: a request still waiting for its reply gets a
+  /// 503 now; a request still being received is abandoned (it was never
+  /// accepted), and the connection closes.
+  void expire() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->draining_ = true;
+      switch (self->phase_) {
+        case phase::waiting: {
+          auto r = error_reply(503,
+                               "The server is shutting down and could not "
+                               "finish this request in time; retry it",
+                               "server_error", "shutting_down");
+          r.headers.emplace_back("retry-after", "1");
+          self->write(std::move(r));
+          break;
+        }
+        case phase::idle:
+        case phase::reading: self->hard_close(); break;
+        default: break;
+      }
+    });
+  }
+
+  /// Closes at once (destructor of the front end).
+  void close_now() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->hard_close();
+    });
+  }
+
+ private:
+  void do_read() {
+    if (phase_ == phase::closed)
+      return;
+    if (draining_) {
+      // The previous reply said `Connection: close`; nothing more is read.
+      lingering_close();
+      return;
+    }
+    phase_ = phase::idle;
+    parser_.emplace();
+    parser_->body_limit(core_->opts.max_body_bytes);
+    stream_.expires_after(buffer_.size() == 0 ? core_->opts.idle_timeout
+                                              : core_->opts.io_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          self->on_header(ec);
+        });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (phase_ == phase::closed)
+      return;
+    phase_ = phase::reading;
+    if (ec) {
+      on_read_error(ec);
+      return;
+    }
+    stream_.expires_after(core_->opts.io_timeout);
+    auto expect = parser_->get()[http::field::expect];
+    if (beast::iequals(expect, "100-continue")) {
+      static constexpr std::string_view continue_line
+          = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(
+          stream_, net::buffer(continue_line.data(), continue_line.size()),
+          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (ec || self->phase_ == phase::closed) {
+              self->hard_close();
+              return;
+            }
+            self->read_body();
+          });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          self->on_read(ec);
+        });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    keep_alive_ = false;
+    if (ec == http::error::body_limit) {
+      write(error_reply(413,
+                        "Request body too large: the limit is "
+                            + std::to_string(core_->opts.max_body_bytes)
+                            + " bytes",
+                        "invalid_request_error", "request_too_large"));
+      return;
+    }
+    // A malformed request (as opposed to a closed, timed out or failed
+    // connection) gets a 400 before the connection is closed.
+    static const auto& http_category
+        = http::make_error_code(http::error::bad_target).category();
+    if (ec.category() == http_category && ec != http::error::end_of_stream
+        && ec != http::error::partial_message) {
+      write(error_reply(400, "Malformed HTTP request: " + ec.message(),
+                        "invalid_request_error", "bad_http"));
+      return;
+    }
+    hard_close();
+  }
+
+  void on_read(beast::error_code ec) {
+    if (phase_ == phase::closed)
+      return;
+    if (ec) {
+      on_read_error(ec);
+      return;
+    }
+    auto& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    front_request fr;
+    fr.method = to_string(req.method_string());
+    fr.target = to_string(req.target());
+    fr.body = std::move(req.body());
+    if (auto i = req.find(http::field::authorization); i != req.end())
+      fr.authorization = to_string(i->value());
+    if (auto i = req.find(timeout_header); i != req.end()) {
+      fr.timeout_ms = to_string(i->value());
+      fr.has_timeout_ms = true;
+    }
+    if (auto i = req.find("x-request-id"); i != req.end())
+      fr.request_id = to_string(i->value());
+    phase_ = phase::waiting;
+    stream_.expires_never();
+    // No I/O is pending while the handler has the request: the session keeps
+    // itself alive until the reply comes or the connection closes (the
+    // responder only holds a weak reference).
+    hold_ = shared_from_this();
+    auto seq = ++seq_;
+    std::weak_ptr<session> weak = shared_from_this();
+    auto executor = stream_.get_executor();
+    responder respond = [weak, executor, seq](front_reply r) {
+      if (auto self = weak.lock())
+        net::post(executor, [self, seq, r = std::move(r)]() mutable {
+          self->on_reply(seq, std::move(r));
+        });
+    };
+    // The handler runs here, on the I/O thread; it must not block.
+    try {
+      core_->handler(std::move(fr), std::move(respond));
+    } catch (const std::exception& e) {
+      write(error_reply(500, std::string{"internal error: "} + e.what(),
+                        "server_error", "internal_error"));
+    }
+  }
+
+  void on_reply(uint64_t seq, front_reply r) {
+    if (phase_ != phase::waiting || seq != seq_)
+      return; // answered already (e.g. 503 at the end of the grace period)
+    write(std::move(r));
+  }
+
+  void write(front_reply r) {
+    if (phase_ == phase::closed)
+      return;
+    phase_ = phase::writing;
+    auto keep = std::move(hold_); // the write's handler holds it now
+    if (draining_)
+      keep_alive_ = false;
+    res_ = http::response<http::string_body>{};
+    res_.version(11);
+    res_.result(static_cast<unsigned>(r.status));
+    res_.set(http::field::server, "embedrt");
+    res_.set(http::field::content_type, r.content_type);
+    for (auto& [name, value] : r.headers)
+      res_.set(name, value);
+    res_.keep_alive(keep_alive_);
+    res_.body() = std::move(r.body);
+    res_.prepare_payload();
+    stream_.expires_after(core_->opts.io_timeout);
+    http::async_write(
+        stream_, res_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          self->on_write(ec);
+        });
+  }
+
+  void on_write(beast::error_code ec) {
+    if (phase_ == phase::closed)
+      return;
+    if (ec) {
+      hard_close();
+      return;
+    }
+    if (!keep_alive_) {
+      lingering_close();
+      return;
+    }
+    do_read();
+  }
+
+  void lingering_close() {
+    phase_ = phase::lingering;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(linger_timeout);
+    drain_input();
+  }
+
+  /// Reads and discards until an error (peer closed, timeout, close).
+  void drain_input() {
+    stream_.async_read_some(
+        net::buffer(drain_buf_),
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          if (ec || self->phase_ == phase::closed) {
+            self->hard_close();
+            return;
+          }
+          self->drain_input();
+        });
+  }
+
+  void hard_close() {
+    if (phase_ == phase::closed)
+      return;
+    phase_ = phase::closed;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+    // A closed connection no longer counts for the drain, even if a reply
+    // to it is still on its way.
+    core_->remove(this);
+    auto keep = std::move(hold_);
+  }
+
+  std::shared_ptr<http_front::impl> core_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> res_;
+  std::array<char, 4096> drain_buf_;
+  /// Set while waiting for the handler's reply (see on_read).
+  std::shared_ptr<session> hold_;
+  phase phase_ = phase::idle;
+  uint64_t seq_ = 0;
+  bool keep_alive_ = true;
+  bool draining_ = false;
+};
+
+} // namespace
+
+bool http_front::impl::listen() {
+  beast::error_code ec;
+  auto addr = net::ip::make_address(opts.host, ec);
+  if (ec) {
+    error = "invalid host '" + opts.host + "'";
+    return false;
+  }
+  tcp::endpoint ep{addr, opts.port};
+  auto fail = [&](const char* what) {
+    error = std::string{what} + " " + opts.host + ":"
+        + std::to_string(opts.port) + ": " + ec.message();
+    return false;
+  };
+  if (acceptor.open(ep.protocol(), ec))
+    return fail("cannot open a socket for");
+  if (acceptor.set_option(net::socket_base::reuse_address(true), ec))
+    return fail("cannot set SO_REUSEADDR for");
+  if (acceptor.bind(ep, ec))
+    return fail("cannot bind");
+  if (acceptor.listen(net::socket_base::max_listen_connections, ec))
+    return fail("cannot listen on");
+  port = acceptor.local_endpoint(ec).port();
+  if (ec)
+    return fail("cannot read the local port of");
+  return true;
+}
+
+void http_front::impl::do_accept() {
+  acceptor.async_accept(
+      net::make_strand(ioc),
+      [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
+        self->on_accept(ec, std::move(s));
+      });
+}
+
+void http_front::impl::on_accept(beast::error_code ec, tcp::socket s) {
+  if (ec == net::error::operation_aborted || !acceptor.is_open())
+    return;
+  if (ec) {
+    accept_retry.expires_after(accept_retry_delay);
+    accept_retry.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec && self->acceptor.is_open())
+        self->do_accept();
+    });
+    return;
+  }
+  beast::error_code ignored;
+  s.set_option(tcp::no_delay(true), ignored);
+  auto sess = std::make_shared<session>(shared_from_this(), std::move(s));
+  add(sess);
+  sess->start();
+  do_accept();
+}
+
+void http_front::impl::add(const std::shared_ptr<session>& s) {
+  std::lock_guard<std::mutex> guard{mtx};
+  sessions.emplace(s.get(), s);
+  if (draining)
+    s->begin_drain();
+}
+
+void http_front::impl::remove(session* s) {
+  std::function<void()> done;
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    sessions.erase(s);
+    if (draining && sessions.empty() && !drained_called && on_drained) {
+      drained_called = true;
+      done = std::move(on_drained);
+    }
+  }
+  if (done)
+    done();
+}
+
+std::vector<std::shared_ptr<session>> http_front::impl::snapshot() {
+  std::vector<std::shared_ptr<session>> out;
+  std::lock_guard<std::mutex> guard{mtx};
+  out.reserve(sessions.size());
+  for (auto& [ptr, weak] : sessions)
+    if (auto s = weak.lock())
+      out.push_back(std::move(s));
+  return out;
+}
+
+void http_front::impl::expire_all() {
+  for (auto& s : snapshot())
+    s->expire();
+}
+
+http_front::http_front(net::io_context& ioc, front_options opts,
+                       request_handler handler)
+    : impl_(std::make_shared<impl>(ioc, std::move(opts), std::move(handler))) {
+  // nop
+}
+
+http_front::~http_front() {
+  {
+    auto d = impl_;
+    net::dispatch(d->acceptor.get_executor(), [d] {
+      beast::error_code ec;
+      d->acceptor.close(ec);
+      d->accept_retry.cancel();
+      d->grace_timer.cancel();
+    });
+    for (auto& s : d->snapshot())
+      s->close_now();
+  }
+  // Wait (bounded) until the aborted operations and closed sessions have
+  // released the shared state, so that its acceptor and timers are
+  // destroyed here and not later by the io_context's destructor. The
+  // io_context must still be running (see the header).
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (impl_.use_count() > 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+}
+
+uint16_t http_front::start() {
+  if (!impl_->listen())
+    return 0;
+  net::post(impl_->acceptor.get_executor(), [d = impl_] {
+    d->do_accept();
+  });
+  return impl_->port;
+}
+
+const std::string& http_front::error() const noexcept {
+  return impl_->error;
+}
+
+void http_front::drain(std::chrono::milliseconds grace,
+                       std::function<void()> done) {
+  auto d = impl_;
+  {
+    std::lock_guard<std::mutex> guard{d->mtx};
+    if (d->draining)
+      return;
+    d->draining = true;
+    d->on_drained = std::move(done);
+  }
+  net::dispatch(d->acceptor.get_executor(), [d, grace] {
+    beast::error_code ec;
+    d->acceptor.close(ec);
+    d->accept_retry.cancel();
+    d->grace_timer.expires_after(grace);
+    d->grace_timer.async_wait([d](beast::error_code ec) {
+      if (!ec)
+        d->expire_all();
+    });
+  });
+  for (auto& s : d->snapshot())
+    s->begin_drain();
+  // No connection at all: done at once (remove() never runs).
+  std::function<void()> now;
+  {
+    std::lock_guard<std::mutex> guard{d->mtx};
+    if (d->sessions.empty() && !d->drained_called && d->on_drained) {
+      d->drained_called = true;
+      now = std::move(d->on_drained);
+    }
+  }
+  if (now)
+    net::post(d->acceptor.get_executor(), std::move(now));
+}
+
+void http_front::expire_grace() {
+  auto d = impl_;
+  net::dispatch(d->acceptor.get_executor(), [d] {
+    d->grace_timer.cancel();
+    d->expire_all();
+  });
+}
+
+std::size_t http_front::connections() const {
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  return impl_->sessions.size();
+}
+
+} // namespace embedrt::serve

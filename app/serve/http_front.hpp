@@ -1,0 +1,120 @@
+// The HTTP/1.1 front end of `embedrt serve`: accepts client connections on an
+// Asio io_context (the node's io_runtime), reads requests with keep-alive,
+// enforces the body limit and read timeouts, and hands each complete request
+// to a handler together with a one-shot `responder`. The handler (the
+// gateway, CAF side) answers later, from any thread; the responder posts the
+// reply back onto the connection's strand. No thread ever waits for a reply.
+//
+// Graceful shutdown (`drain`): the listener closes (new connections are
+// refused), idle keep-alive connections close, requests in flight run on and
+// are answered with `Connection: close`; when the grace period ends, every
+// request still waiting gets a 503 (`shutting_down`), so none is dropped
+// silently. `done` runs once the last connection is gone.
+//
+// The interface is free of CAF and Beast.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace boost::asio {
+class io_context;
+} // namespace boost::asio
+
+namespace embedrt::serve {
+
+/// One complete client request.
+struct front_request {
+  std::string method;
+  /// Path and query, as sent.
+  std::string target;
+  std::string body;
+  /// Header values the gateway needs ("" if absent). `authorization` is a
+  /// secret: never log it.
+  std::string authorization;
+  std::string timeout_ms;
+  bool has_timeout_ms = false;
+  std::string request_id;
+};
+
+/// The answer to one request.
+struct front_reply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+/// Completes one request; callable from any thread, exactly one call counts
+/// (later calls, and calls after the connection closed, are ignored).
+using responder = std::function<void(front_reply)>;
+
+/// Called on an I/O thread for every request; must not block.
+using request_handler = std::function<void(front_request, responder)>;
+
+/// The name of the header carrying a per-request deadline in milliseconds.
+constexpr const char* timeout_header = "x-embedrt-timeout-ms";
+
+struct front_options {
+  /// IP literal to bind (IPv4 or IPv6 without brackets) and port (0 = any).
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  /// Larger request bodies get 413.
+  std::size_t max_body_bytes = 16 * 1024 * 1024;
+  /// A kept-alive connection idle for this long is closed.
+  std::chrono::milliseconds idle_timeout{60000};
+  /// Time allowed to receive one request once it started, and to send one
+  /// response.
+  std::chrono::milliseconds io_timeout{30000};
+};
+
+class http_front {
+ public:
+  /// Serves on `ioc` (run by the caller's threads; each connection gets its
+  /// own strand). `ioc` must outlive this object.
+  http_front(boost::asio::io_context& ioc, front_options opts,
+             request_handler handler);
+
+  /// Closes the listener and every connection at once (no drain) and waits
+  /// (up to 5 s) until the I/O threads have let go of them. Call it from a
+  /// thread that is not an I/O thread, while the io_context still runs.
+  ~http_front();
+
+  http_front(const http_front&) = delete;
+  http_front& operator=(const http_front&) = delete;
+
+  /// Binds and listens; returns the port, or 0 with `error()` set.
+  uint16_t start();
+
+  const std::string& error() const noexcept;
+
+  /// Starts the graceful shutdown (see above); `done` runs once, on an I/O
+  /// thread, when no connection is left. Idempotent.
+  void drain(std::chrono::milliseconds grace, std::function<void()> done);
+
+  /// Ends the grace period now (e.g. a second signal).
+  void expire_grace();
+
+  /// Connections open right now.
+  std::size_t connections() const;
+
+  /// Implementation detail (shared with the connections).
+  struct impl;
+
+ private:
+  std::shared_ptr<impl> impl_;
+};
+
+/// An OpenAI-shaped error reply: `{"error":{"message","type","param","code"}}`
+/// (param null when empty, code null when empty).
+front_reply error_reply(int status, const std::string& message,
+                        const std::string& type, const std::string& code,
+                        const std::string& param = {});
+
+} // namespace embedrt::serve

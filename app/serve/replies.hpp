@@ -1,0 +1,27 @@
+// HTTP replies of `embedrt serve` built from the runtime's answers: a result
+// becomes an OpenAI embeddings response (float or base64), a typed error an
+// OpenAI-shaped error body with the matching status (docs/cli.md, "embedrt
+// serve", has the table):
+//   invalid_input 400; overloaded, rate_limited, quota_exceeded 429;
+//   auth_failed, upstream_error, invalid_response, connection_failed,
+//   tls_failed 502; breaker_open, upstream_down, cancelled, node_down 503;
+//   deadline_exceeded 504; anything else 500.
+// 429 and 503 carry `Retry-After` (whole seconds, at least 1) and
+// `retry-after-ms` when the runtime knows how long to wait.
+#pragma once
+
+#include "embedrt/protocol/messages.hpp"
+#include "embedrt/protocol/openai.hpp"
+#include "serve/http_front.hpp"
+
+#include <caf/error.hpp>
+
+namespace embedrt::serve {
+
+/// The reply for a failed request.
+front_reply reply_for_error(const caf::error& err);
+
+/// The 200 reply for a successful request.
+front_reply reply_for_result(embed_result&& res, openai::encoding enc);
+
+} // namespace embedrt::serve

@@ -1,0 +1,570 @@
+// End to end: the real `embedrt serve` binary in front of the real
+// `embedrt mock` binary, driven by a plain HTTP client (issue 6, acceptance
+// 2). Every status the gateway promises, the health and metrics endpoints,
+// an OpenAI SDK-shaped request, and the drain on SIGTERM.
+#include "embedrt/protocol/hash_embedder.hpp"
+#include "embedrt/protocol/openai.hpp"
+#include "mock_test_client.hpp"
+#include "spawn_util.hpp"
+
+#include <arpa/inet.h>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <netinet/in.h>
+#include <optional>
+#include <poll.h>
+#include <signal.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+extern char** environ;
+
+using namespace embedrt;
+using namespace embedrt::test;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+namespace {
+
+/// The test's environment without anything that would configure embedrt
+/// (OPENAI_*, EMBEDRT_*), plus `extra` ("NAME=VALUE").
+std::vector<std::string> clean_env(std::vector<std::string> extra = {}) {
+  std::vector<std::string> out;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv{*e};
+    if (kv.rfind("OPENAI_", 0) == 0 || kv.rfind("EMBEDRT_", 0) == 0)
+      continue;
+    out.push_back(std::move(kv));
+  }
+  for (auto& kv : extra)
+    out.push_back(std::move(kv));
+  return out;
+}
+
+/// A running `embedrt` subcommand; killed at scope exit if still running.
+class process {
+ public:
+  explicit process(std::vector<std::string> args,
+                   std::vector<std::string> env = clean_env()) {
+    args.insert(args.begin(), EMBEDRT_CLI_PATH);
+    env_ = std::move(env);
+    std::vector<char*> envp;
+    for (auto& kv : env_)
+      envp.push_back(kv.data());
+    envp.push_back(nullptr);
+    auto child = spawn_with_pipes(std::move(args), envp.data());
+    REQUIRE(child.rc == 0);
+    pid_ = child.pid;
+    out_ = child.out;
+    err_ = child.err;
+  }
+
+  ~process() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+    close(out_);
+    close(err_);
+  }
+
+  /// One line of stdout; std::nullopt on EOF or timeout.
+  std::optional<std::string> read_line(milliseconds timeout) {
+    auto deadline = steady_clock::now() + timeout;
+    for (;;) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        auto line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      auto left = std::chrono::duration_cast<milliseconds>(
+          deadline - steady_clock::now());
+      if (left.count() <= 0)
+        return std::nullopt;
+      pollfd pfd{out_, POLLIN, 0};
+      if (poll(&pfd, 1, static_cast<int>(left.count())) <= 0)
+        continue;
+      char chunk[512];
+      auto n = read(out_, chunk, sizeof(chunk));
+      if (n <= 0)
+        return std::nullopt;
+      buf_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+  /// The port of the "listening on http://127.0.0.1:PORT[/v1]" line.
+  uint16_t wait_listening() {
+    auto line = read_line(std::chrono::seconds{20});
+    REQUIRE(line);
+    const std::string prefix = "listening on http://127.0.0.1:";
+    INFO("stdout line: " << *line);
+    REQUIRE(line->rfind(prefix, 0) == 0);
+    auto rest = line->substr(prefix.size());
+    auto port = std::stoi(rest.substr(0, rest.find('/')));
+    REQUIRE(port > 0);
+    return static_cast<uint16_t>(port);
+  }
+
+  void signal(int sig) {
+    kill(pid_, sig);
+  }
+
+  /// The exit code, or -1 if it did not exit in time (then killed) or died
+  /// from a signal.
+  int wait_exit(milliseconds timeout) {
+    auto deadline = steady_clock::now() + timeout;
+    int status = 0;
+    for (;;) {
+      auto r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_)
+        break;
+      if (steady_clock::now() >= deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        exited_ = true;
+        return -1;
+      }
+      std::this_thread::sleep_for(milliseconds{5});
+    }
+    exited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  /// Everything written to stderr (after the exit).
+  std::string stderr_text() {
+    std::string text;
+    char chunk[512];
+    ssize_t n = 0;
+    while ((n = read(err_, chunk, sizeof(chunk))) > 0)
+      text.append(chunk, static_cast<std::size_t>(n));
+    return text;
+  }
+
+ private:
+  std::vector<std::string> env_;
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int err_ = -1;
+  std::string buf_;
+  bool exited_ = false;
+};
+
+/// `embedrt mock` with extra options; its base URL.
+struct mock_proc {
+  explicit mock_proc(std::vector<std::string> extra = {})
+      : proc([&] {
+          std::vector<std::string> args{"mock", "--listen", "127.0.0.1:0"};
+          args.insert(args.end(), extra.begin(), extra.end());
+          return process{args};
+        }()) {
+    port = proc.wait_listening();
+    url = "http://127.0.0.1:" + std::to_string(port) + "/v1";
+  }
+  process proc;
+  uint16_t port = 0;
+  std::string url;
+};
+
+/// `embedrt serve` with the given options; its port.
+struct serve_proc {
+  explicit serve_proc(std::vector<std::string> extra,
+                      std::vector<std::string> env = clean_env())
+      : proc([&] {
+          std::vector<std::string> args{"serve", "--listen", "127.0.0.1:0",
+                                        "--log-level", "warn"};
+          args.insert(args.end(), extra.begin(), extra.end());
+          return process{args, env};
+        }()) {
+    port = proc.wait_listening();
+  }
+  process proc;
+  uint16_t port = 0;
+};
+
+/// A TCP port on 127.0.0.1 with nothing listening (bound, then closed).
+uint16_t closed_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// The `error` object of an OpenAI error body.
+openai::api_error error_of(const http_response& res) {
+  auto e = openai::decode_error(res.body);
+  INFO("body: " << res.body);
+  REQUIRE(e);
+  return *e;
+}
+
+std::vector<std::vector<float>> vectors_of(const http_response& res,
+                                           std::size_t inputs, int dims,
+                                           bool base64 = false) {
+  INFO("status " << res.status << " body: " << res.body.substr(0, 300));
+  REQUIRE(res.status == 200);
+  openai::response_expectation expect;
+  expect.inputs = inputs;
+  expect.dimensions = dims;
+  expect.encoding_format
+      = base64 ? openai::encoding::base64 : openai::encoding::float32;
+  auto decoded = openai::decode_response(res.body, expect);
+  REQUIRE(decoded);
+  return decoded->data;
+}
+
+/// Sends the same request on `n` connections at once (each its own client
+/// and thread); returns the responses.
+std::vector<http_response>
+concurrently(uint16_t port, std::size_t n, const std::string& body,
+             const header_list& headers = {},
+             milliseconds timeout = milliseconds{10000}) {
+  std::vector<std::future<http_response>> futs;
+  for (std::size_t i = 0; i < n; ++i)
+    futs.push_back(std::async(std::launch::async, [=] {
+      http_client c{port};
+      return c.embed(body, headers, timeout);
+    }));
+  std::vector<http_response> out;
+  for (auto& f : futs)
+    out.push_back(f.get());
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("serve: 200 with the mock's vectors, float and base64, keep-alive") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  std::vector<std::string> texts{"the quick brown fox", "jumps over",
+                                 "the lazy dog"};
+  // Array input, float.
+  auto res = client.embed(embed_body(texts, 16));
+  auto vecs = vectors_of(res, 3, 16);
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    CHECK(vecs[i] == hash_embed(texts[i], 16));
+  CHECK(res.keep_alive);
+  // String input, base64, on the /embeddings alias.
+  res = client.request("POST", "/embeddings",
+                       R"({"model":"m","input":"hello gateway","dimensions":8,)"
+                       R"("encoding_format":"base64","user":"u-1"})");
+  vecs = vectors_of(res, 1, 8, true);
+  CHECK(vecs[0] == hash_embed("hello gateway", 8));
+  CHECK_THAT(res.body, Catch::Contains("\"usage\""));
+  // The same connection served every request.
+  CHECK(client.connects() == 1);
+  // healthz and readyz.
+  res = client.request("GET", "/healthz");
+  CHECK(res.status == 200);
+  res = client.request("GET", "/readyz");
+  CHECK(res.status == 200);
+  CHECK_THAT(res.body, Catch::Contains("\"ready\":true"));
+  // Unknown paths and methods.
+  CHECK(client.request("GET", "/v2/other").status == 404);
+  res = client.request("GET", "/v1/embeddings");
+  CHECK(res.status == 405);
+  CHECK(res.header("allow") == "POST");
+}
+
+TEST_CASE("serve: an OpenAI SDK-shaped request works unchanged") {
+  // What openai-python 1.x sends for
+  //   OpenAI(base_url="http://127.0.0.1:PORT/v1", api_key=...)
+  //     .embeddings.create(model=..., input=[...])
+  // (base64 is its default encoding_format; it decodes the vectors itself).
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  header_list headers{{"Authorization", "Bearer sk-anything"},
+                      {"Accept", "application/json"},
+                      {"User-Agent", "OpenAI/Python 1.54.0"},
+                      {"X-Stainless-Lang", "python"},
+                      {"X-Stainless-Package-Version", "1.54.0"},
+                      {"X-Stainless-Retry-Count", "0"},
+                      {"x-stainless-read-timeout", "600"}};
+  auto res = client.request(
+      "POST", "/v1/embeddings",
+      R"({"input":["sdk text one","sdk text two"],"model":"text-embedding-3-small","encoding_format":"base64"})",
+      headers);
+  // No dimensions: the mock's default (256).
+  auto vecs = vectors_of(res, 2, 256, true);
+  CHECK(vecs[0] == hash_embed("sdk text one", 256));
+  CHECK(vecs[1] == hash_embed("sdk text two", 256));
+  CHECK_THAT(res.header("content-type"), Catch::StartsWith("application/json"));
+  CHECK_THAT(res.body, Catch::Contains("\"object\":\"list\""));
+  CHECK_THAT(res.body, Catch::Contains("\"object\":\"embedding\""));
+  CHECK_THAT(res.body, Catch::Contains("\"model\":\"text-embedding-3-small\""));
+}
+
+TEST_CASE("serve: 400 for invalid requests, OpenAI-shaped") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  struct bad {
+    std::string body;
+    header_list headers;
+  };
+  for (const auto& [body, headers] : std::vector<bad>{
+           {R"({"model":"m","input":["a")", {}}, // malformed JSON
+           {R"([1,2])", {}},                     // not an object
+           {R"({"model":"m","input":5})", {}},   // wrong type
+           {R"({"model":7,"input":"a"})", {}},   // wrong type
+           {R"({"input":"a"})", {}},             // no model
+           {R"({"model":"m","input":[]})", {}},  // no inputs
+           {R"({"model":"m","input":"a","dimensions":-3})", {}},
+           {R"({"model":"m","input":"a","encoding_format":"hex"})", {}},
+           {R"({"model":"m","input":["ok","   "]})", {}}, // whitespace only
+           {std::string{R"({"model":"m","input":"a\u0000b"})"}, {}}, // NUL
+           {R"({"model":"m","input":"a"})", {{"x-embedrt-timeout-ms", "-5"}}},
+           {R"({"model":"m","input":"a"})", {{"x-embedrt-timeout-ms", "soon"}}},
+           // Rejected by the upstream: its 400 becomes ours.
+           {R"({"model":"m","input":["fine","bad [[mock:400]] input"]})", {}},
+       }) {
+    INFO("body: " << body);
+    auto res = client.embed(body, headers);
+    CHECK(res.status == 400);
+    if (res.status == 400) {
+      auto e = error_of(res);
+      CHECK(e.type == "invalid_request_error");
+      CHECK_FALSE(e.message.empty());
+    }
+  }
+  // Malformed HTTP gets a 400 too.
+  http_client raw{serve.port};
+  auto res = raw.raw("NONSENSE\r\n\r\n");
+  CHECK(res.status == 400);
+}
+
+TEST_CASE("serve: 401 without the client token, 413 over the body limit") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url, "--auth-token-env", "GW_TOKEN",
+                    "--max-body-bytes", "2048"},
+                   clean_env({"GW_TOKEN=let-me-in"})};
+  http_client client{serve.port};
+  auto body = embed_body({"authorized text"}, 8);
+  auto res = client.embed(body);
+  CHECK(res.status == 401);
+  CHECK(error_of(res).code == "invalid_api_key");
+  CHECK(res.header("www-authenticate") == "Bearer");
+  res = client.embed(body, {{"Authorization", "Bearer let-me-i"}});
+  CHECK(res.status == 401);
+  res = client.embed(body, {{"Authorization", "Bearer let-me-inn"}});
+  CHECK(res.status == 401);
+  res = client.embed(body, {{"Authorization", "Basic let-me-in"}});
+  CHECK(res.status == 401);
+  CHECK_THAT(res.body, !Catch::Contains("let-me-in"));
+  res = client.embed(body, {{"Authorization", "Bearer let-me-in"}});
+  CHECK(vectors_of(res, 1, 8)[0] == hash_embed("authorized text", 8));
+  // Probes need no token.
+  CHECK(client.request("GET", "/healthz").status == 200);
+  CHECK(client.request("GET", "/readyz").status == 200);
+  // 413: a body over 2048 bytes, whatever the token.
+  http_client big{serve.port};
+  res = big.embed(embed_body({std::string(4096, 'x')}),
+                  {{"Authorization", "Bearer let-me-in"}});
+  CHECK(res.status == 413);
+  CHECK(error_of(res).code == "request_too_large");
+}
+
+TEST_CASE("serve: 429 overloaded with Retry-After when the queue is full") {
+  mock_proc mock{{"--latency-ms", "400"}};
+  serve_proc serve{
+      {"--upstream", mock.url, "--connections", "1", "--max-queue", "1"}};
+  // One call on the connection, one queued (and possibly merged into the
+  // next batch), the rest rejected at once.
+  auto results = concurrently(serve.port, 8, embed_body({"crowd"}, 8));
+  int ok = 0;
+  int overloaded = 0;
+  for (const auto& res : results) {
+    if (res.status == 200) {
+      ++ok;
+    } else if (res.status == 429) {
+      ++overloaded;
+      CHECK(error_of(res).code == "overloaded");
+      CHECK(std::stoi(res.header("retry-after")) >= 1);
+    } else {
+      FAIL("unexpected status " << res.status << ": " << res.body);
+    }
+  }
+  CHECK(ok >= 1);
+  CHECK(overloaded >= 1);
+}
+
+TEST_CASE("serve: 429 rate_limited with Retry-After when the upstream keeps "
+          "limiting") {
+  mock_proc mock{{"--fault", "429:1", "--retry-after-ms", "30"}};
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  auto res = client.embed(embed_body({"limited"}, 8));
+  REQUIRE(res.status == 429);
+  CHECK(error_of(res).code == "rate_limited");
+  CHECK(std::stoi(res.header("retry-after")) >= 1);
+}
+
+TEST_CASE("serve: 504 when the deadline header is shorter than the upstream") {
+  mock_proc mock{{"--latency-ms", "3000"}};
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  auto start = steady_clock::now();
+  auto res = client.embed(embed_body({"slow"}, 8),
+                          {{"x-embedrt-timeout-ms", "200"}});
+  auto took = steady_clock::now() - start;
+  CHECK(res.status == 504);
+  CHECK(error_of(res).code == "deadline_exceeded");
+  CHECK(took < milliseconds{1500});
+}
+
+TEST_CASE("serve: 503 with Retry-After and readyz 503 when the upstream is "
+          "down") {
+  auto port = closed_port();
+  serve_proc serve{{"--upstream",
+                    "http://127.0.0.1:" + std::to_string(port) + "/v1",
+                    "--connections", "2"}};
+  http_client client{serve.port};
+  // Connection failures trip the breaker (or mark the upstream down); from
+  // then on requests fail fast with 503 and a Retry-After.
+  std::optional<http_response> unavailable;
+  for (int i = 0; i < 30 && !unavailable; ++i) {
+    auto res = client.embed(embed_body({"anyone there"}, 8), {},
+                            milliseconds{10000});
+    REQUIRE(res.ok());
+    CHECK((res.status == 502 || res.status == 503));
+    if (res.status == 503)
+      unavailable = res;
+  }
+  REQUIRE(unavailable);
+  auto code = error_of(*unavailable).code;
+  CHECK((code == "breaker_open" || code == "upstream_down"));
+  CHECK(std::stoi(unavailable->header("retry-after")) >= 1);
+  auto ready = client.request("GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK_THAT(ready.body, Catch::Contains("\"ready\":false"));
+  CHECK(client.request("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("serve: /metrics is Prometheus text") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  REQUIRE(client.embed(embed_body({"counted"}, 8)).status == 200);
+  auto res = client.request("GET", "/metrics");
+  REQUIRE(res.status == 200);
+  CHECK_THAT(res.header("content-type"), Catch::StartsWith("text/plain"));
+  CHECK_THAT(res.body, Catch::Contains("# TYPE "));
+  CHECK_THAT(res.body, Catch::Contains("embedrt_"));
+}
+
+TEST_CASE("serve: SIGTERM drains in-flight requests, refuses new "
+          "connections and exits 0") {
+  mock_proc mock{{"--latency-ms", "800"}};
+  serve_proc serve{{"--upstream", mock.url, "--grace-ms", "8000"}};
+  // An idle keep-alive connection: closed by the drain.
+  http_client idle{serve.port};
+  REQUIRE(idle.request("GET", "/healthz").status == 200);
+  constexpr std::size_t n = 5;
+  std::vector<std::future<http_response>> slow;
+  for (std::size_t i = 0; i < n; ++i)
+    slow.push_back(std::async(std::launch::async, [port = serve.port, i] {
+      http_client c{port};
+      return c.embed(embed_body({"slow " + std::to_string(i)}, 8));
+    }));
+  // Wait until every request reached the upstream (they are in flight).
+  http_client stats{mock.port};
+  for (int i = 0; i < 400; ++i) {
+    auto s = stats.request("GET", "/stats");
+    if (s.body.find("\"inputs\":" + std::to_string(n)) != std::string::npos)
+      break;
+    std::this_thread::sleep_for(milliseconds{5});
+  }
+  auto start = steady_clock::now();
+  serve.proc.signal(SIGTERM);
+  // New connections are refused soon after the signal.
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    http_client late{serve.port};
+    refused = late.connect(milliseconds{500}) == failure::connect;
+    if (!refused)
+      std::this_thread::sleep_for(milliseconds{10});
+  }
+  CHECK(refused);
+  CHECK(idle.wait_for_close(milliseconds{2000}));
+  for (std::size_t i = 0; i < n; ++i) {
+    auto res = slow[i].get();
+    INFO("request " << i << ": " << res.error_message << " " << res.body);
+    CHECK(res.status == 200);
+    CHECK_FALSE(res.keep_alive); // answered with Connection: close
+  }
+  CHECK(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  CHECK(steady_clock::now() - start < milliseconds{8000});
+}
+
+TEST_CASE("serve: at the end of the grace period the rest get 503") {
+  mock_proc mock{{"--latency-ms", "5000"}};
+  serve_proc serve{{"--upstream", mock.url, "--grace-ms", "300"}};
+  auto pending = std::async(std::launch::async, [port = serve.port] {
+    http_client c{port};
+    return c.embed(embed_body({"too slow"}, 8), {}, milliseconds{10000});
+  });
+  http_client stats{mock.port};
+  for (int i = 0; i < 400; ++i) {
+    if (stats.request("GET", "/stats").body.find("\"inputs\":1")
+        != std::string::npos)
+      break;
+    std::this_thread::sleep_for(milliseconds{5});
+  }
+  auto start = steady_clock::now();
+  serve.proc.signal(SIGTERM);
+  auto res = pending.get();
+  CHECK(res.status == 503);
+  CHECK(error_of(res).code == "shutting_down");
+  CHECK(res.has_header("retry-after"));
+  CHECK(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  CHECK(steady_clock::now() - start < milliseconds{4000});
+}
+
+TEST_CASE("serve: usage errors exit 2, a busy port exits 1, --help exits 0") {
+  {
+    process p{{"serve", "--bogus"}};
+    CHECK(p.wait_exit(milliseconds{10000}) == 2);
+    CHECK_THAT(p.stderr_text(), Catch::Contains("unknown option '--bogus'"));
+  }
+  {
+    process p{{"serve", "--listen", "nowhere"}};
+    CHECK(p.wait_exit(milliseconds{10000}) == 2);
+  }
+  {
+    process p{{"serve", "--upstream", "ftp://x/v1"}};
+    CHECK(p.wait_exit(milliseconds{10000}) == 2);
+    CHECK_THAT(p.stderr_text(), Catch::Contains("--upstream"));
+  }
+  {
+    process p{{"serve", "--auth-token-env", "UNSET_TOKEN_VAR"}};
+    CHECK(p.wait_exit(milliseconds{10000}) == 2);
+    CHECK_THAT(p.stderr_text(), Catch::Contains("UNSET_TOKEN_VAR"));
+  }
+  {
+    process p{{"serve", "--help"}};
+    auto line = p.read_line(milliseconds{10000});
+    REQUIRE(line);
+    CHECK_THAT(*line, Catch::StartsWith("usage: embedrt serve"));
+    CHECK(p.wait_exit(milliseconds{10000}) == 0);
+  }
+  mock_proc mock;
+  process busy{{"serve", "--listen", "127.0.0.1:" + std::to_string(mock.port),
+                "--upstream", mock.url}};
+  CHECK(busy.wait_exit(milliseconds{10000}) == 1);
+  CHECK_THAT(busy.stderr_text(), Catch::Contains("cannot bind"));
+}

@@ -1,0 +1,105 @@
+#include "embedrt/protocol/errc.hpp"
+#include "serve/gateway.hpp"
+#include "serve/replies.hpp"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+
+using namespace embedrt;
+using namespace embedrt::serve;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::string header(const front_reply& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers)
+    if (k == name)
+      return v;
+  return {};
+}
+
+} // namespace
+
+TEST_CASE("serve: every runtime error maps to its HTTP status") {
+  struct row {
+    errc code;
+    int status;
+    const char* wire_code;
+    bool retry_after;
+  };
+  for (const auto& [code, status, wire_code, retry_after] : std::vector<row>{
+           {errc::invalid_input, 400, "invalid_input", false},
+           {errc::overloaded, 429, "overloaded", true},
+           {errc::rate_limited, 429, "rate_limited", true},
+           {errc::quota_exceeded, 429, "insufficient_quota", false},
+           {errc::breaker_open, 503, "breaker_open", true},
+           {errc::upstream_down, 503, "upstream_down", true},
+           {errc::cancelled, 503, "cancelled", true},
+           {errc::node_down, 503, "node_down", true},
+           {errc::deadline_exceeded, 504, "deadline_exceeded", false},
+           {errc::auth_failed, 502, "upstream_auth_failed", false},
+           {errc::upstream_error, 502, "upstream_error", false},
+           {errc::invalid_response, 502, "invalid_response", false},
+           {errc::connection_failed, 502, "connection_failed", false},
+           {errc::tls_failed, 502, "tls_failed", false},
+       }) {
+    INFO(to_string(code));
+    auto r = reply_for_error(make_error(code, "what happened"));
+    CHECK(r.status == status);
+    auto e = openai::decode_error(r.body);
+    REQUIRE(e);
+    CHECK(e->code == wire_code);
+    CHECK(e->message == "what happened");
+    CHECK_FALSE(e->type.empty());
+    CHECK(header(r, "retry-after").empty() == !retry_after);
+  }
+}
+
+TEST_CASE("serve: Retry-After rounds the runtime's hint up to seconds") {
+  auto r = reply_for_error(
+      make_error(errc::breaker_open, "open", 0, milliseconds{2300}));
+  CHECK(r.status == 503);
+  CHECK(header(r, "retry-after") == "3");
+  CHECK(header(r, "retry-after-ms") == "2300");
+  r = reply_for_error(make_error(errc::overloaded, "full", 0, milliseconds{0}));
+  CHECK(header(r, "retry-after") == "1");
+  CHECK(header(r, "retry-after-ms").empty());
+  r = reply_for_error(
+      make_error(errc::rate_limited, "slow down", 0, milliseconds{20}));
+  CHECK(header(r, "retry-after") == "1");
+  CHECK(header(r, "retry-after-ms") == "20");
+}
+
+TEST_CASE("serve: a result becomes an OpenAI embeddings response") {
+  embed_result res;
+  res.model = "m";
+  res.embeddings = {{0.5f, -0.25f}, {1.0f, 0.0f}};
+  res.usage.prompt_tokens = 3;
+  res.usage.total_tokens = 3;
+  res.request_id = "req-1";
+  for (auto enc : {openai::encoding::float32, openai::encoding::base64}) {
+    auto copy = res;
+    auto r = reply_for_result(std::move(copy), enc);
+    CHECK(r.status == 200);
+    CHECK(header(r, "x-request-id") == "req-1");
+    openai::response_expectation expect;
+    expect.inputs = 2;
+    expect.encoding_format = enc;
+    auto decoded = openai::decode_response(r.body, expect);
+    REQUIRE(decoded);
+    CHECK(decoded->data == res.embeddings);
+    CHECK(decoded->model == "m");
+    CHECK(decoded->usage.total_tokens == 3);
+  }
+}
+
+TEST_CASE("serve: token comparison") {
+  CHECK(token_matches("secret", "secret"));
+  CHECK_FALSE(token_matches("secreT", "secret"));
+  CHECK_FALSE(token_matches("secre", "secret"));
+  CHECK_FALSE(token_matches("secrets", "secret"));
+  CHECK_FALSE(token_matches("", "secret"));
+  CHECK_FALSE(token_matches("", ""));
+  CHECK_FALSE(token_matches("secretsecret", "secret"));
+}
