@@ -531,7 +531,7 @@ plot %s
     c64 = os.path.join(tmp, "c64.dat")
     gp = """set terminal pngcairo size 900,520 font 'DejaVu Sans,10'
 set output '%s'
-set title 'Latency percentiles, 64 callers, 8 connections, zero-latency nginx+njs'
+set title "Latency percentiles, 64 callers, 8 connections, zero-latency nginx+njs\\n(wrk: its 8 connections are its callers)"
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
@@ -546,7 +546,7 @@ plot '%s' using 2:xtic(1) title 'p50', '' using 3 title 'p95', '' using 4 title 
     names.append("latency.png")
     gp = """set terminal pngcairo size 900,520 font 'DejaVu Sans,10'
 set output '%s'
-set multiplot layout 1,2 title 'Cost per request and memory, 64 callers, 8 connections, zero-latency nginx+njs'
+set multiplot layout 1,2 title "Cost per request and memory, 64 callers (wrk: 8), 8 connections, zero-latency nginx+njs"
 set style data histogram
 set style fill solid 0.8 border -1
 set xtics rotate by -30
@@ -556,6 +556,7 @@ set key off
 set title 'CPU ms per 1000 requests (log)'
 plot '%s' using 6:xtic(1) lc rgb '#4477aa'
 unset logscale y
+set yrange [0:*]
 set title 'max RSS, MB'
 plot '%s' using 7:xtic(1) lc rgb '#cc6677'
 unset multiplot
