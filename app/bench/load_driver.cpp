@@ -21,6 +21,13 @@ using steady = std::chrono::steady_clock;
 /// How long the driver waits beyond a request's deadline for the service's
 /// answer (the service enforces the deadline; this only guards against a
 /// lost reply, CAF017.md trap 1).
+///
+/// The guard is the driver's periodic tick, not a timeout per request: CAF
+/// 0.17 never cancels a request timeout when the response arrives, so every
+/// `request(..., timeout, ...)` leaves an entry in the actor clock (and a
+/// wake-up of its thread) until the timeout would have fired, i.e. for the
+/// whole deadline (docs/profile.md). The instrument must not add that cost
+/// to the runtime it measures.
 constexpr auto answer_grace = std::chrono::seconds{5};
 
 struct driver_state {
@@ -30,6 +37,9 @@ struct driver_state {
   uint64_t sent = 0;
   uint64_t answered = 0;
   steady::time_point started;
+  /// When the last answer arrived (or the load started).
+  steady::time_point last_answer;
+  bool finished = false;
   load_outcome out;
   /// Completed once, with the outcome, by the last answer. If the actor dies
   /// first, the promise is destroyed with the state and the waiting thread
@@ -59,6 +69,31 @@ bool has_expected_shape(const load_params& p, const embed_result& r) {
 
 void issue_next(driver_ptr self);
 
+void finish(driver_ptr self) {
+  auto& st = self->state;
+  st.finished = true;
+  st.out.elapsed = steady::now() - st.started;
+  sample_threads(st);
+  st.done->set_value(std::move(st.out));
+  self->quit();
+}
+
+/// Called by the tick: if no answer arrived for a deadline plus the grace,
+/// the requests still in flight are lost; they count as `request_timeout`
+/// and the load ends.
+void check_lost(driver_ptr self) {
+  auto& st = self->state;
+  if (steady::now() - st.last_answer <= st.p.deadline + answer_grace)
+    return;
+  auto lost = st.sent - st.answered;
+  st.out.errors[caf::to_string(caf::sec::request_timeout)] += lost;
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(st.p.deadline
+                                                                 + answer_grace)
+                .count();
+  st.out.error_ns.insert(st.out.error_ns.end(), lost, ns);
+  finish(self);
+}
+
 void on_answer(driver_ptr self, steady::time_point start,
                const embed_result* res, const caf::error* err) {
   auto& st = self->state;
@@ -72,11 +107,9 @@ void on_answer(driver_ptr self, steady::time_point start,
     ++st.out.errors[res != nullptr ? "wrong_shape" : error_kind(*err)];
     st.out.error_ns.push_back(ns);
   }
+  st.last_answer = steady::now();
   if (++st.answered == st.p.requests) {
-    st.out.elapsed = steady::now() - st.started;
-    sample_threads(st);
-    st.done->set_value(std::move(st.out));
-    self->quit();
+    finish(self);
     return;
   }
   if (st.sent < st.p.requests)
@@ -94,8 +127,7 @@ void issue_next(driver_ptr self) {
   req.dimensions = st.p.dims;
   req.timeout = caf::timespan{st.p.deadline};
   auto start = steady::now();
-  self->request(st.p.service, st.p.deadline + answer_grace, embed_atom_v,
-                std::move(req))
+  self->request(st.p.service, caf::infinite, embed_atom_v, std::move(req))
       .then(
           [self, start](embed_result& r) {
             on_answer(self, start, &r, nullptr);
@@ -113,6 +145,7 @@ caf::behavior driver_fn(driver_ptr self, load_params p,
   st.out.ok_ns.reserve(st.p.requests);
   sample_threads(st);
   st.started = steady::now();
+  st.last_answer = st.started;
   auto first = std::min(st.p.concurrency, st.p.requests);
   for (uint64_t i = 0; i < first; ++i)
     issue_next(self);
@@ -120,6 +153,9 @@ caf::behavior driver_fn(driver_ptr self, load_params p,
   return {
       [self](caf::tick_atom) {
         sample_threads(self->state);
+        check_lost(self);
+        if (self->state.finished)
+          return;
         self->delayed_send(self, self->state.p.sample_interval,
                            caf::tick_atom_v);
       },
