@@ -10,7 +10,9 @@
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <future>
 #include <netinet/in.h>
 #include <optional>
@@ -290,15 +292,24 @@ TEST_CASE("serve: an OpenAI SDK-shaped request works unchanged") {
   http_client client{serve.port};
   header_list headers{{"Authorization", "Bearer sk-anything"},
                       {"Accept", "application/json"},
+                      {"Accept-Encoding", "gzip, deflate"},
+                      {"Connection", "keep-alive"},
                       {"User-Agent", "OpenAI/Python 1.54.0"},
                       {"X-Stainless-Lang", "python"},
                       {"X-Stainless-Package-Version", "1.54.0"},
-                      {"X-Stainless-Retry-Count", "0"},
+                      {"X-Stainless-OS", "Linux"},
+                      {"X-Stainless-Arch", "x64"},
+                      {"X-Stainless-Runtime", "CPython"},
+                      {"X-Stainless-Runtime-Version", "3.11.2"},
+                      {"X-Stainless-Async", "false"},
+                      {"x-stainless-retry-count", "0"},
                       {"x-stainless-read-timeout", "600"}};
-  auto res = client.request(
-      "POST", "/v1/embeddings",
-      R"({"input":["sdk text one","sdk text two"],"model":"text-embedding-3-small","encoding_format":"base64"})",
-      headers);
+  // httpx serializes with json.dumps' default separators.
+  auto res = client.request("POST", "/v1/embeddings",
+                            R"({"input": ["sdk text one", "sdk text two"], )"
+                            R"("model": "text-embedding-3-small", )"
+                            R"("encoding_format": "base64"})",
+                            headers);
   // No dimensions: the mock's default (256).
   auto vecs = vectors_of(res, 2, 256, true);
   CHECK(vecs[0] == hash_embed("sdk text one", 256));
@@ -567,4 +578,64 @@ TEST_CASE("serve: usage errors exit 2, a busy port exits 1, --help exits 0") {
                 "--upstream", mock.url}};
   CHECK(busy.wait_exit(milliseconds{10000}) == 1);
   CHECK_THAT(busy.stderr_text(), Catch::Contains("cannot bind"));
+}
+
+TEST_CASE("serve: a config file names the upstreams and the client token") {
+  mock_proc mock;
+  char path[] = "/tmp/embedrt-serve-config-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  std::string text = "# serve e2e\nconnections = 2\n[serve]\n"
+                     "auth_token = from-the-file\n[upstream primary]\n"
+                     "base_url = "
+      + mock.url + "\nmodels = m, other\n";
+  REQUIRE(write(fd, text.data(), text.size())
+          == static_cast<ssize_t>(text.size()));
+  close(fd);
+  {
+    serve_proc serve{{"--config", path}};
+    http_client client{serve.port};
+    auto body = embed_body({"configured"}, 8);
+    CHECK(client.embed(body).status == 401);
+    auto res = client.embed(body, {{"Authorization", "Bearer from-the-file"}});
+    CHECK(vectors_of(res, 1, 8)[0] == hash_embed("configured", 8));
+    auto ready = client.request("GET", "/readyz");
+    CHECK(ready.status == 200);
+    CHECK_THAT(ready.body, Catch::Contains("\"name\":\"primary\""));
+    CHECK_THAT(ready.body, Catch::Contains("\"connections\":2"));
+  }
+  {
+    // The environment beats the file: EMBEDRT_AUTH_TOKEN replaces its token.
+    serve_proc serve{{"--config", path},
+                     clean_env({"EMBEDRT_AUTH_TOKEN=from-the-env"})};
+    http_client client{serve.port};
+    auto body = embed_body({"configured"}, 8);
+    CHECK(client.embed(body, {{"Authorization", "Bearer from-the-file"}}).status
+          == 401);
+    CHECK(client.embed(body, {{"Authorization", "Bearer from-the-env"}}).status
+          == 200);
+  }
+  {
+    // A bad file is bad usage, with the file and line in the message.
+    std::string bad = std::string{path} + ".bad";
+    {
+      std::ofstream out{bad};
+      out << "[upstream x]\nbase_url = http://127.0.0.1:1/v1\nconections = 3\n";
+    }
+    process p{{"serve", "--config", bad}};
+    CHECK(p.wait_exit(milliseconds{10000}) == 2);
+    CHECK_THAT(p.stderr_text(), Catch::Contains(bad + ":3: unknown key"));
+    std::remove(bad.c_str());
+  }
+  std::remove(path);
+}
+
+TEST_CASE("serve: with no upstream it serves through the built-in one") {
+  serve_proc serve{{}};
+  http_client client{serve.port};
+  auto res = client.embed(embed_body({"embedded default"}, 32));
+  CHECK(vectors_of(res, 1, 32)[0] == hash_embed("embedded default", 32));
+  serve.proc.signal(SIGINT);
+  CHECK(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  CHECK_THAT(serve.proc.stderr_text(), Catch::Contains("built-in"));
 }
