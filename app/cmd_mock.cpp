@@ -40,6 +40,8 @@ cli::arg_parser make_parser() {
       .option("seed", "N", "seed of the fault and latency RNGs (default 1)")
       .option("max-body-bytes", "N",
               "largest request body, larger gets 413 (default 16777216)")
+      .option("max-tokens-per-request", "N",
+              "tokens one request may carry in total (default 300000)")
       .option("retry-after-ms", "N",
               "retry-after-ms of an injected 429 (default 20)")
       .option("model", "NAME",
@@ -113,6 +115,8 @@ int cmd_mock(const std::vector<std::string>& args) {
       || !p.get("seed", opts.seed, 0, std::numeric_limits<uint64_t>::max())
       || !p.get("max-body-bytes", max_body, 64, int64_t{1} << 40)
       || !p.get("retry-after-ms", opts.retry_after_ms, 0, 3600000)
+      || !p.get("max-tokens-per-request", opts.max_tokens_per_request, 1,
+                i64max)
       || !p.get("model", opts.model))
     return usage_error(p.error());
   opts.dims_default = static_cast<int32_t>(dims);

@@ -130,6 +130,10 @@ void mock_handler::handle(const mock_request& req, mock_reply& out) {
     stats_endpoint(req, out);
     return;
   }
+  if (path == "/outage") {
+    outage_endpoint(req, out);
+    return;
+  }
   counters_.request();
   if (path == "/v1/embeddings" || path == "/embeddings") {
     if (req.method != "POST") {
@@ -191,6 +195,48 @@ void mock_handler::stats_endpoint(const mock_request& req, mock_reply& out) {
   }
   counters_.reset();
   respond_json(out, 200, "{\"reset\":true}");
+}
+
+void mock_handler::set_outage(fault f) noexcept {
+  outage_.store(static_cast<uint64_t>(f.kind) << 32
+                | static_cast<uint32_t>(f.status));
+}
+
+fault mock_handler::outage() const noexcept {
+  auto packed = outage_.load();
+  fault f;
+  f.kind = static_cast<fault_kind>(packed >> 32);
+  f.status = static_cast<int>(packed & 0xffffffffu);
+  return f;
+}
+
+void mock_handler::outage_endpoint(const mock_request& req, mock_reply& out) {
+  if (req.method == "GET") {
+    respond_json(out, 200, "{\"outage\":\"" + to_string(outage()) + "\"}");
+    return;
+  }
+  if (req.method != "POST") {
+    out.headers.emplace_back("allow", "GET, POST");
+    error(out, 405, "Use GET or POST /outage", "invalid_request_error", nullptr,
+          nullptr);
+    return;
+  }
+  // The body is a fault as in x-mock-fault ("500", "reset", ...) or "none".
+  std::string spec{req.body};
+  while (!spec.empty() && (spec.back() == '\n' || spec.back() == ' '))
+    spec.pop_back();
+  fault f;
+  if (spec != "none" && !spec.empty()) {
+    auto parsed = parse_fault(spec);
+    if (!parsed) {
+      error(out, 400, "outage: " + parsed.error, "invalid_request_error",
+            nullptr, nullptr);
+      return;
+    }
+    f = *parsed.value;
+  }
+  set_outage(f);
+  respond_json(out, 200, "{\"outage\":\"" + to_string(f) + "\"}");
 }
 
 void mock_handler::respond_json(mock_reply& out, int status, std::string body) {
@@ -323,11 +369,25 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
           "invalid_request_error", "dimensions", nullptr);
     return;
   }
-  if (auto err = openai::validate_inputs(body.input,
-                                         profile_for(provider_kind::openai))) {
+  if (auto err = openai::validate_inputs(
+          body.input, profile_for(provider_kind::openai), false)) {
     error(out, 400, error_detail(err), "invalid_request_error", "input",
           nullptr);
     return;
+  }
+  {
+    int64_t tokens = 0;
+    for (auto& in : body.input)
+      tokens += static_cast<int64_t>(estimate_tokens(in));
+    if (tokens > opts_.max_tokens_per_request) {
+      // OpenAI's answer when a request's inputs are too many tokens in total.
+      error(out, 400,
+            "Requested " + std::to_string(tokens) + " tokens, max "
+                + std::to_string(opts_.max_tokens_per_request)
+                + " tokens per request",
+            "max_tokens_per_request", nullptr, "max_tokens_per_request");
+      return;
+    }
   }
   for (std::size_t i = 0; i < body.input.size(); ++i) {
     if (body.input[i].find(rejection_marker) != std::string::npos) {
@@ -347,6 +407,8 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
       return;
     }
     f = *parsed.value;
+  } else if (auto o = outage(); o.kind != fault_kind::none) {
+    f = o;
   } else {
     f = draw_fault();
   }

@@ -73,6 +73,11 @@ class mock_handler {
     return counters_;
   }
 
+  /// Every embeddings request without an `x-mock-fault` header gets this
+  /// fault until it is set back to none (an outage; also `POST /outage`).
+  void set_outage(fault f) noexcept;
+  fault outage() const noexcept;
+
   const mock_counters& counters() const noexcept {
     return counters_;
   }
@@ -80,6 +85,7 @@ class mock_handler {
  private:
   void embeddings(const mock_request& req, mock_reply& out);
   void stats_endpoint(const mock_request& req, mock_reply& out);
+  void outage_endpoint(const mock_request& req, mock_reply& out);
   void error(mock_reply& out, int status, std::string message, const char* type,
              const char* param, const char* code);
   void injected_error(const fault& f, mock_reply& out);
@@ -94,6 +100,8 @@ class mock_handler {
   mock_options opts_;
   mock_counters counters_;
   std::atomic<uint64_t> next_request_id_{1};
+  /// The outage fault, packed as kind << 32 | status (0: none).
+  std::atomic<uint64_t> outage_{0};
   std::mutex mtx_;
   std::mt19937_64 fault_rng_;
   std::mt19937_64 latency_rng_;

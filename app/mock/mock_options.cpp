@@ -46,7 +46,7 @@ constexpr named_kind named_kinds[] = {
     {"quota", fault_kind::quota},     {"hang", fault_kind::hang},
     {"reset", fault_kind::reset},     {"malformed", fault_kind::malformed},
     {"baddims", fault_kind::baddims}, {"nan", fault_kind::nan},
-    {"close", fault_kind::close},
+    {"close", fault_kind::close},     {"none", fault_kind::none},
 };
 
 } // namespace

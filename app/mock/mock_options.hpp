@@ -139,6 +139,9 @@ struct mock_options {
   int32_t dims_max = 4096;
   /// Largest request body; larger bodies get 413.
   std::size_t max_body_bytes = 16 * 1024 * 1024;
+  /// Tokens (estimated as in provider.hpp) one request may carry in total;
+  /// more -> 400 with OpenAI's `max_tokens_per_request` code.
+  int64_t max_tokens_per_request = 300000;
   /// `retry-after-ms` of an injected 429.
   int64_t retry_after_ms = 20;
   /// If non-empty, responses report this model instead of echoing the

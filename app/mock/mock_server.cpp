@@ -633,4 +633,8 @@ void mock_server::reset_stats() {
   impl_->core.handler.counters().reset();
 }
 
+void mock_server::set_outage(fault f) {
+  impl_->core.handler.set_outage(f);
+}
+
 } // namespace embedrt::mock

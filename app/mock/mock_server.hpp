@@ -62,6 +62,10 @@ class mock_server {
   /// Zeroes the counters (as POST /stats/reset does).
   void reset_stats();
 
+  /// Starts (or with a `none` fault ends) an outage: every embeddings request
+  /// without an `x-mock-fault` header gets `f` (as POST /outage does).
+  void set_outage(fault f);
+
  private:
   struct impl;
   std::unique_ptr<impl> impl_;

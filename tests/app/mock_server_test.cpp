@@ -245,6 +245,50 @@ TEST_CASE("mock reads bodies sent in pieces and honours 100-continue") {
   CHECK(client.connects() == 1);
 }
 
+TEST_CASE("an outage switched on over HTTP fails every request until healed") {
+  running_mock m;
+  http_client client{m.port};
+  REQUIRE(client.embed(embed_body({"a"}, 8)).status == 200);
+  auto on = client.request("POST", "/outage", "503");
+  REQUIRE(on.status == 200);
+  CHECK(on.body == R"({"outage":"503"})");
+  for (int i = 0; i < 3; ++i)
+    CHECK(client.embed(embed_body({"b"}, 8)).status == 503);
+  // A per-request fault header still wins.
+  CHECK(client.embed(embed_body({"c"}, 8), {{"x-mock-fault", "none"}}).status
+        == 200);
+  CHECK(client.request("GET", "/outage").body == R"({"outage":"503"})");
+  CHECK(client.request("POST", "/outage", "bogus").status == 400);
+  CHECK(client.request("DELETE", "/outage").status == 405);
+  REQUIRE(client.request("POST", "/outage", "none").status == 200);
+  CHECK(client.embed(embed_body({"d"}, 8)).status == 200);
+  // The in-process switch does the same.
+  m.server.set_outage(mock::fault{mock::fault_kind::status, 500});
+  CHECK(client.embed(embed_body({"e"}, 8)).status == 500);
+  m.server.set_outage(mock::fault{});
+  CHECK(client.embed(embed_body({"f"}, 8)).status == 200);
+  CHECK(m.server.stats().fault_count("503") == 3);
+  CHECK(m.server.stats().fault_count("500") == 1);
+}
+
+TEST_CASE("mock answers OpenAI's max_tokens_per_request error over its "
+          "token limit") {
+  mock::mock_options opts;
+  opts.max_tokens_per_request = 50;
+  running_mock m{opts};
+  http_client client{m.port};
+  std::vector<std::string> texts(10,
+                                 "some words that make about ten tokens ok");
+  auto res = client.embed(embed_body(texts, 8));
+  CHECK(res.status == 400);
+  CHECK(error_field(res.body, "code") == "max_tokens_per_request");
+  CHECK(error_message(res.body, "max_tokens_per_request")
+            .find("tokens per request")
+        != std::string::npos);
+  texts.resize(2);
+  CHECK(client.embed(embed_body(texts, 8)).status == 200);
+}
+
 TEST_CASE("mock rejects a request over the OpenAI input limit") {
   running_mock m;
   http_client client{m.port};
