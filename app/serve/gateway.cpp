@@ -1,5 +1,6 @@
 #include "serve/gateway.hpp"
 
+#include "embedrt/log.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/metrics.hpp"
 #include "embedrt/protocol/openai.hpp"
@@ -137,6 +138,24 @@ bool gateway::authorized(const front_request& req) const {
 
 void gateway::handle(front_request req, responder respond) {
   auto path = path_of(req.target);
+  if (log_enabled(log_level::debug)) {
+    // One access-log line per request, when it is answered.
+    respond = [inner = std::move(respond), method = req.method,
+               target = std::string{path},
+               start = std::chrono::steady_clock::now()](front_reply r) {
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - start)
+                    .count();
+      log(log_level::debug, "http_request",
+          {{"method", method},
+           {"path", target},
+           {"status", std::to_string(r.status)},
+           {"ms",
+            std::to_string(us / 1000) + "."
+                + std::to_string(us % 1000 / 100)}});
+      inner(std::move(r));
+    };
+  }
   if (path == "/v1/embeddings" || path == "/embeddings") {
     if (req.method != "POST") {
       respond(method_not_allowed(req, "POST"));

@@ -33,6 +33,8 @@ using namespace std::chrono_literals;
 /// destroy the response before the client reads it (e.g. a 413 sent while
 /// the client is still uploading).
 constexpr auto linger_timeout = 2s;
+/// At the end of the grace period, the time left to a reply being written.
+constexpr auto final_write_timeout = 1s;
 /// Pause before accepting again after an accept error (e.g. EMFILE).
 constexpr auto accept_retry_delay = 50ms;
 
@@ -146,6 +148,12 @@ class session : public std::enable_shared_from_this<session> {
         }
         case phase::idle:
         case phase::reading: self->hard_close(); break;
+        case phase::writing:
+        case phase::lingering:
+          // A reply on its way (or the wait for the client to close) gets
+          // one more second, not the full I/O timeout.
+          self->stream_.expires_after(final_write_timeout);
+          break;
         default: break;
       }
     });
