@@ -23,6 +23,9 @@ int cmd_mock(const std::vector<std::string>& args);
 /// `embedrt bench`: the closed-loop load generator (cmd_bench.cpp).
 int cmd_bench(const std::vector<std::string>& args);
 
+/// `embedrt embed`: the bulk job, JSONL in, vectors out (cmd_embed.cpp).
+int cmd_embed(const std::vector<std::string>& args);
+
 /// `embedrt serve`: the OpenAI-compatible embeddings gateway (cmd_serve.cpp).
 int cmd_serve(const std::vector<std::string>& args);
 

@@ -13,6 +13,8 @@ using embedrt::app::command;
 
 /// The dispatch table: one row per subcommand.
 constexpr command commands[] = {
+    {"embed", "embed a JSONL or text file: vectors out, resumable, progress",
+     embedrt::app::cmd_embed},
     {"serve", "OpenAI-compatible embeddings gateway: /v1/embeddings, health",
      embedrt::app::cmd_serve},
     {"mock", "run the built-in OpenAI-compatible upstream (tests, benchmarks)",
