@@ -60,6 +60,9 @@ cli::arg_parser make_parser() {
       .option("model", "NAME", "model name (default bench-model)")
       .flag("no-batching",
             "do not merge queued requests into one upstream call")
+      .flag("no-metrics",
+            "run the runtime with metrics off (runtime_config::metrics; "
+            "measures their overhead)")
       .option("deadline-ms", "N", "deadline of every request (default 30000)")
       .option("ca-file", "FILE", "extra CA certificates (PEM) for an https URL")
       .option("api-key-env", "VAR",
@@ -101,6 +104,7 @@ struct settings {
   uint32_t connections = 8;
   std::string model = "bench-model";
   bool batching = true;
+  bool metrics = true;
   milliseconds deadline{30000};
   std::size_t io_threads = 1;
   std::size_t text_bytes = 40;
@@ -151,6 +155,7 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
     s.max_queue = static_cast<uint32_t>(max_queue);
   }
   s.batching = !p.has("no-batching");
+  s.metrics = !p.has("no-metrics");
   if (p.has("upstream") && s.upstream.empty())
     return "--upstream: empty URL";
   if (s.model.empty())
@@ -321,6 +326,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   rc.default_timeout = s.deadline;
   rc.io_threads = s.io_threads;
   rc.seed = s.seed;
+  rc.metrics = s.metrics;
 
   caf::actor_system_config cfg;
   register_types(cfg);
@@ -336,6 +342,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   rep.dims = s.dims;
   rep.connections = s.connections;
   rep.batching = s.batching;
+  rep.metrics = s.metrics;
   rep.model = s.model;
   rep.warmup = s.warmup;
   rep.text_bytes = s.text_bytes;

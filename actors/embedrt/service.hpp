@@ -31,6 +31,10 @@ struct service_hooks {
   /// A call with an input equal to this marker makes its connection actor
   /// throw (exercises supervision).
   std::string crash_marker;
+  /// Called by the metrics actor with every request it records (in its
+  /// context: must be quick and thread-safe); tests compare histograms with
+  /// the exact samples.
+  std::function<void(const request_record&)> on_request_recorded;
 };
 
 /// Validates `cfg` (URLs, TLS files, limits) and spawns the service.

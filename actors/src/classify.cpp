@@ -25,6 +25,8 @@ call_result classify_outcome(http_outcome&& out,
   r.reused = out.reused;
   r.upstream_ns = out.total_ns;
   r.upstream_request_id = std::move(out.request_id);
+  r.ratelimit_remaining_requests = out.ratelimit_remaining_requests;
+  r.ratelimit_remaining_tokens = out.ratelimit_remaining_tokens;
   if (out.retry_after_ms > 0)
     r.retry_after_ms = out.retry_after_ms;
   auto fail

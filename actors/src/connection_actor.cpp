@@ -1,6 +1,7 @@
 #include "connection_actor.hpp"
 
 #include "classify.hpp"
+#include "redact.hpp"
 #include "embedrt/protocol/headers.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -33,6 +34,10 @@ http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
   if (hints.should_retry)
     out.should_retry = *hints.should_retry ? 1 : 0;
   out.request_id = std::move(hints.request_id);
+  out.ratelimit_remaining_requests
+      = hints.rate_limit.remaining_requests.value_or(-1);
+  out.ratelimit_remaining_tokens
+      = hints.rate_limit.remaining_tokens.value_or(-1);
   if (out.status != 200)
     if (auto err = openai::decode_error(resp.body))
       out.error_code = std::move(err->code);
@@ -107,6 +112,10 @@ connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
         if (!st.busy || out.seq != st.seq)
           return; // Stale completion (cannot happen with one exchange at a
                   // time).
+        if (out.status != 200) {
+          redact_secret(out.body, st.env->auth.second);
+          redact_secret(out.error_message, st.env->auth.second);
+        }
         auto r = classify_outcome(std::move(out), st.expect,
                                   st.env->upstream_name);
         r.call_id = st.call_id;

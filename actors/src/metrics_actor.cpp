@@ -7,6 +7,7 @@
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -51,6 +52,8 @@ struct metrics_state {
   std::map<std::tuple<std::string, std::string, bool>, log_histogram> latencies;
   std::set<std::string> models;
   int64_t answered = 0;
+  /// Test hook (service_hooks::on_request_recorded).
+  std::function<void(const request_record&)> on_record;
 
   upstream_acc& upstream(const std::string& name) {
     auto i = upstreams.find(name);
@@ -167,10 +170,12 @@ struct snapshot_collector {
   }
 };
 
-metrics_actor::behavior_type metrics_fn(self_ptr self, bool enabled,
-                                        std::vector<std::string> upstreams) {
+metrics_actor::behavior_type
+metrics_fn(self_ptr self, bool enabled, std::vector<std::string> upstreams,
+           std::function<void(const request_record&)> on_record) {
   auto& st = self->state;
   st.enabled = enabled;
+  st.on_record = std::move(on_record);
   for (auto& name : upstreams)
     st.upstream(name);
   return {
@@ -183,6 +188,8 @@ metrics_actor::behavior_type metrics_fn(self_ptr self, bool enabled,
         acc.texts += r.texts;
         acc.retries += r.retries;
         st.latencies[{r.upstream, model, r.error == 0}].record(r.latency_ns);
+        if (st.on_record)
+          st.on_record(r);
       },
       [self](upstream_call_record& r) {
         auto& acc = self->state.upstream(r.upstream);
@@ -237,9 +244,12 @@ metrics_actor::behavior_type metrics_fn(self_ptr self, bool enabled,
 
 } // namespace
 
-metrics_actor spawn_metrics_actor(caf::actor_system& sys, bool enabled,
-                                  std::vector<std::string> upstreams) {
-  return sys.spawn(metrics_fn, enabled, std::move(upstreams));
+metrics_actor
+spawn_metrics_actor(caf::actor_system& sys, bool enabled,
+                    std::vector<std::string> upstreams,
+                    std::function<void(const request_record&)> on_record) {
+  return sys.spawn(metrics_fn, enabled, std::move(upstreams),
+                   std::move(on_record));
 }
 
 void record_request(caf::local_actor* self, const metrics_actor& sink,
@@ -278,6 +288,8 @@ void record_upstream_call(const metrics_actor& sink,
   rec.queue_wait_ns = std::move(queue_wait_ns);
   rec.prompt_tokens = r.usage.prompt_tokens;
   rec.total_tokens = r.usage.total_tokens;
+  rec.ratelimit_remaining_requests = r.ratelimit_remaining_requests;
+  rec.ratelimit_remaining_tokens = r.ratelimit_remaining_tokens;
   caf::anon_send(sink, std::move(rec));
 }
 

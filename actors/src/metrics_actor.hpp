@@ -22,6 +22,7 @@
 #include <caf/typed_actor.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,9 @@ using metrics_actor
 /// Spawns the metrics actor of a service. `enabled` is reported in the
 /// snapshot; `upstreams` are listed in configuration order even before any
 /// event names them.
-metrics_actor spawn_metrics_actor(caf::actor_system& sys, bool enabled,
-                                  std::vector<std::string> upstreams);
+metrics_actor spawn_metrics_actor(
+    caf::actor_system& sys, bool enabled, std::vector<std::string> upstreams,
+    std::function<void(const request_record&)> on_record = nullptr);
 
 /// Most distinct `model` label values kept; further models are counted as
 /// model "other" (callers choose model names: bounded label cardinality).
@@ -64,6 +66,23 @@ void record_upstream_call(const metrics_actor& sink,
                           const std::string& upstream, const call_result& r,
                           uint32_t batch_inputs,
                           std::vector<int64_t> queue_wait_ns);
+
+/// Pool, when an upstream attempt completed: `items` are the pool's queue
+/// items merged into it (each with `call.inputs` and `queue_ns`).
+template <class Items>
+void record_pool_call(const metrics_actor& sink, const std::string& upstream,
+                      const call_result& r, const Items& items) {
+  if (!sink)
+    return;
+  uint32_t inputs = 0;
+  std::vector<int64_t> waits;
+  waits.reserve(items.size());
+  for (const auto& item : items) {
+    inputs += static_cast<uint32_t>(item.call.inputs.size());
+    waits.push_back(item.queue_ns);
+  }
+  record_upstream_call(sink, upstream, r, inputs, std::move(waits));
+}
 
 /// Pool, when its retry budget refused a retry.
 void record_retry_budget_rejection(const metrics_actor& sink,

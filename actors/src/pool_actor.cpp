@@ -120,6 +120,7 @@ void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
   auto items = std::move(slot.batch);
   slot.batch.clear();
   slot.call_id = 0;
+  record_pool_call(st.env->metrics, st.env->cfg.name, r, items);
   ++st.upstream_calls;
   if (r.connected)
     ++st.connects;
@@ -260,6 +261,7 @@ void dispatch(self_ptr self) {
           && (earliest == 0 || next.call.deadline_ns < earliest))
         earliest = next.call.deadline_ns;
       st.queue_bytes -= next.bytes;
+      next.queue_ns = now - next.enqueued_ns;
       slot.batch.emplace_back(std::move(next));
       st.queue.pop_front();
     } while (!st.queue.empty());
@@ -375,6 +377,7 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
         }
         if (!st.budget.try_admit(call.is_retry)) {
           ++st.rejected;
+          record_retry_budget_rejection(st.env->metrics, st.env->cfg.name);
           return failure(errc::overloaded,
                          st.env->cfg.name + ": retry budget exhausted");
         }
@@ -382,6 +385,7 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
         item.rp = self->make_response_promise<call_result>();
         auto rp = item.rp;
         st.queue_bytes += item.bytes;
+        item.enqueued_ns = now_ns(self);
         st.queue.emplace_back(std::move(item));
         dispatch(self);
         return rp;

@@ -25,6 +25,7 @@
 #include "embedrt/config.hpp"
 #include "embedrt/policies.hpp"
 #include "embedrt/protocol/interfaces.hpp"
+#include "metrics_actor.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -44,6 +45,8 @@ struct pool_env {
   std::shared_ptr<const connection_env> conn_env;
   retry_config retry;
   bool batching = true;
+  /// Where upstream attempts are recorded (null: metrics off).
+  metrics_actor metrics;
   /// Test hook: called with every connection actor the pool spawns.
   std::function<void(const connection_actor&)> on_connection_spawned;
   /// Test hook: spawns this behavior instead of real connection actors
@@ -62,6 +65,10 @@ struct pool_item {
   uint32_t crashes = 0;
   /// Never merge with other calls (set after a batch failed as a whole).
   bool solo = false;
+  /// When the pool admitted the call, and how long it then waited for a
+  /// connection (metrics: queue wait).
+  int64_t enqueued_ns = 0;
+  int64_t queue_ns = 0;
 };
 
 /// One connection slot of the pool.

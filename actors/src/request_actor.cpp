@@ -3,6 +3,7 @@
 #include "embedrt/log.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/openai.hpp"
+#include "request_report.hpp"
 
 #include <algorithm>
 #include <caf/event_based_actor.hpp>
@@ -21,9 +22,8 @@ void finish(self_ptr self, caf::error err) {
   if (st.finished)
     return;
   st.finished = true;
+  report_request(self, st, st.upstream_request_id, err);
   if (err) {
-    log(log_level::debug, "request_failed",
-        {{"request_id", st.req.request_id}, {"error", render_error(err)}});
     st.rp.deliver(std::move(err));
   } else {
     st.result.request_id = st.req.request_id;
@@ -46,6 +46,7 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
   auto& c = st.chunks[idx];
   if (c.done)
     return;
+  note_attempt(st, st.upstream_request_id, idx, r);
   if (!r.error) {
     auto n = c.end - c.begin;
     if (r.embeddings.size() != n) {

@@ -23,6 +23,7 @@
 #include "embedrt/policies.hpp"
 #include "embedrt/protocol/interfaces.hpp"
 #include "embedrt/protocol/provider.hpp"
+#include "metrics_actor.hpp"
 
 #include <caf/actor_clock.hpp>
 #include <caf/stateful_actor.hpp>
@@ -47,6 +48,8 @@ struct route {
 struct request_env {
   retry_config retry;
   milliseconds default_timeout{30000};
+  /// Where the reply is recorded (null: metrics off).
+  metrics_actor metrics;
 };
 
 /// A contiguous slice of the caller's inputs sent as one upstream call.
@@ -72,6 +75,8 @@ struct request_state {
   std::size_t pending = 0;
   caf::actor_clock::time_point deadline;
   caf::timespan timeout{0};
+  /// The last x-request-id an upstream sent for this request (logs).
+  std::string upstream_request_id;
   backoff_policy backoff{milliseconds{50}, milliseconds{2000}, 1};
   bool finished = false;
 };

@@ -167,6 +167,17 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
     return make_error(errc::invalid_input, "retry.max_attempts must be >= 1");
   auto io
       = std::make_shared<io_runtime>(std::max<std::size_t>(1, cfg.io_threads));
+  // The metrics actor knows the upstreams by name from the start.
+  std::vector<std::string> names;
+  for (auto& up : cfg.upstreams) {
+    if (up.name.empty())
+      if (auto url = parse_base_url(up.base_url))
+        up.name = url->host + ":" + std::to_string(url->port);
+    names.push_back(up.name);
+  }
+  auto metrics = detail::spawn_metrics_actor(sys, cfg.metrics, names,
+                                             hooks.on_request_recorded);
+  detail::metrics_actor sink = cfg.metrics ? metrics : detail::metrics_actor{};
   std::vector<std::shared_ptr<const detail::pool_env>> envs;
   for (auto& up : cfg.upstreams) {
     auto url = parse_base_url(up.base_url);
@@ -208,6 +219,7 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
     penv->conn_env = std::move(cenv);
     penv->retry = cfg.retry;
     penv->batching = up.batching;
+    penv->metrics = sink;
     if (hooks.on_connection_spawned) {
       auto cb = hooks.on_connection_spawned;
       auto name = up.name;
@@ -220,11 +232,8 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
   auto renv = std::make_shared<detail::request_env>();
   renv->retry = cfg.retry;
   renv->default_timeout = cfg.default_timeout;
+  renv->metrics = sink;
   auto seed = cfg.seed != 0 ? cfg.seed : std::random_device{}();
-  std::vector<std::string> names;
-  for (auto& env : envs)
-    names.push_back(env->cfg.name);
-  auto metrics = detail::spawn_metrics_actor(sys, cfg.metrics, names);
   return sys.spawn(service_fn, std::move(io), std::move(renv), std::move(envs),
                    seed, std::move(metrics));
 }

@@ -18,23 +18,27 @@ int64_t nearest_rank(const std::vector<int64_t>& sorted, double p) {
   return sorted[rank - 1];
 }
 
-latency_summary summarize(std::vector<int64_t> ns) {
+latency_summary summarize(const std::vector<int64_t>& ns) {
+  log_histogram h;
+  for (auto x : ns)
+    h.record(x);
+  return summarize_histogram(h);
+}
+
+latency_summary summarize_histogram(const log_histogram& ns) {
   latency_summary s;
-  s.count = ns.size();
-  if (ns.empty())
+  s.count = static_cast<std::size_t>(ns.count);
+  if (ns.count == 0)
     return s;
-  std::sort(ns.begin(), ns.end());
-  auto ms = [](int64_t x) {
+  auto ms = [](uint64_t x) {
     return static_cast<double>(x) / 1e6;
   };
-  s.p50_ms = ms(nearest_rank(ns, 50));
-  s.p95_ms = ms(nearest_rank(ns, 95));
-  s.p99_ms = ms(nearest_rank(ns, 99));
-  s.p999_ms = ms(nearest_rank(ns, 99.9));
-  s.max_ms = ms(ns.back());
-  long double sum = std::accumulate(ns.begin(), ns.end(), 0.0L);
-  s.mean_ms
-      = static_cast<double>(sum / static_cast<long double>(ns.size())) / 1e6;
+  s.p50_ms = ms(ns.percentile(50));
+  s.p95_ms = ms(ns.percentile(95));
+  s.p99_ms = ms(ns.percentile(99));
+  s.p999_ms = ms(ns.percentile(99.9));
+  s.max_ms = ms(ns.max);
+  s.mean_ms = static_cast<double>(ns.sum) / static_cast<double>(ns.count) / 1e6;
   return s;
 }
 
@@ -145,6 +149,8 @@ std::string to_json(const bench_report& r) {
   w.Uint(r.connections);
   key(w, "batching");
   w.Bool(r.batching);
+  key(w, "metrics");
+  w.Bool(r.metrics);
   key(w, "model");
   w.String(r.model.data(), static_cast<rapidjson::SizeType>(r.model.size()));
   key(w, "warmup");

@@ -1,7 +1,11 @@
 // The measurements of `embedrt bench` and their one-line JSON rendering, plus
-// the helpers the load generator uses: exact nearest-rank percentiles and the
-// distinct, deterministic input texts. Free of CAF and Beast.
+// the helpers the load generator uses: percentiles from the runtime's
+// log_histogram (the same buckets as the `metrics` snapshot and the
+// Prometheus histograms), exact nearest-rank percentiles, and the distinct,
+// deterministic input texts. Free of CAF and Beast.
 #pragma once
+
+#include "embedrt/protocol/histogram.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -17,7 +21,10 @@ namespace embedrt::bench {
 /// `sorted[ceil(p / 100 * n) - 1]`. Requires a non-empty sample.
 int64_t nearest_rank(const std::vector<int64_t>& sorted, double p);
 
-/// Exact latency figures of a sample of durations in nanoseconds.
+/// Latency figures of a sample of durations in nanoseconds: percentiles
+/// from log_histogram (the upper bound of the bucket holding the
+/// nearest-rank sample: never below the exact value, at most 12.5 % above
+/// it), exact max and mean.
 struct latency_summary {
   std::size_t count = 0;
   /// Milliseconds; meaningless (and rendered as null) when count == 0.
@@ -29,8 +36,11 @@ struct latency_summary {
   double mean_ms = 0;
 };
 
-/// Sorts `ns` and summarizes it.
-latency_summary summarize(std::vector<int64_t> ns);
+/// Records `ns` in a log_histogram and summarizes it.
+latency_summary summarize(const std::vector<int64_t>& ns);
+
+/// Summarizes a histogram of durations in nanoseconds.
+latency_summary summarize_histogram(const log_histogram& ns);
 
 /// The text of input `input` of request `request`: "bench text R-I " followed
 /// by filler words picked deterministically from `seed`, exactly `bytes`
@@ -48,6 +58,8 @@ struct bench_report {
   int32_t dims = 0;
   uint32_t connections = 0;
   bool batching = true;
+  /// Runtime metrics on (`--no-metrics` turns them off).
+  bool metrics = true;
   std::string model;
   uint64_t warmup = 0;
   std::size_t text_bytes = 0;

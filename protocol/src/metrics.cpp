@@ -262,9 +262,12 @@ std::string render_prometheus(const metrics_snapshot& snap) {
             w.sample(name, {{"upstream", u.name}}, get(u));
         };
   gauge("embedrt_upstream_up", "gauge",
-        "1 if the upstream's pool is up (not marked down by its supervisor).",
+        "1 if the upstream's pool answers and is not marked down by its "
+        "supervisor (the breaker has its own gauge).",
         [](const upstream_metrics& u) {
-          return int64_t{u.state == "up" ? 1 : 0};
+          bool up = u.state != "down" && u.state != "unresponsive"
+              && u.state != "unknown";
+          return int64_t{up ? 1 : 0};
         });
   gauge("embedrt_connections_open", "gauge",
         "Connection actors alive (each owns one keep-alive connection).",

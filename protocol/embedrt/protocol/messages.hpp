@@ -179,13 +179,17 @@ struct call_result {
   bool reused = false;
   /// Time spent on the wire for this attempt (connect included).
   int64_t upstream_ns = 0;
+  /// The response's x-ratelimit-remaining-{requests,tokens}; -1 = absent.
+  int64_t ratelimit_remaining_requests = -1;
+  int64_t ratelimit_remaining_tokens = -1;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, call_result& x) {
   return f(caf::meta::type_name("embedrt.call_result"), x.call_id, x.error,
            x.retryable, x.retry_after_ms, x.model, x.embeddings, x.usage,
-           x.upstream_request_id, x.connected, x.reused, x.upstream_ns);
+           x.upstream_request_id, x.connected, x.reused, x.upstream_ns,
+           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens);
 }
 
 /// What an I/O thread reports to a connection actor when an HTTP exchange
@@ -209,6 +213,9 @@ struct http_outcome {
   bool connected = false;
   bool reused = false;
   int64_t total_ns = 0;
+  /// x-ratelimit-remaining-{requests,tokens}; -1 = absent or malformed.
+  int64_t ratelimit_remaining_requests = -1;
+  int64_t ratelimit_remaining_tokens = -1;
 };
 
 template <class Inspector>
@@ -216,7 +223,8 @@ typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
   return f(caf::meta::type_name("embedrt.http_outcome"), x.seq,
            x.transport_error, x.error_message, x.status, x.body,
            x.retry_after_ms, x.should_retry, x.request_id, x.error_code,
-           x.connected, x.reused, x.total_ns);
+           x.connected, x.reused, x.total_ns,
+           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens);
 }
 
 } // namespace embedrt
