@@ -639,3 +639,39 @@ TEST_CASE("serve: with no upstream it serves through the built-in one") {
   CHECK(serve.proc.wait_exit(milliseconds{10000}) == 0);
   CHECK_THAT(serve.proc.stderr_text(), Catch::Contains("built-in"));
 }
+
+TEST_CASE("serve: readyz follows the upstream through an outage and back") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url, "--connections", "2"}};
+  http_client client{serve.port};
+  http_client control{mock.port};
+  auto body = embed_body({"outage"}, 8);
+  REQUIRE(client.embed(body).status == 200);
+  REQUIRE(client.request("GET", "/readyz").status == 200);
+  // The upstream fails every request: the breaker opens, requests fail fast
+  // with 503, and the node is not ready.
+  REQUIRE(control.request("POST", "/outage", "500").status == 200);
+  std::optional<http_response> unavailable;
+  for (int i = 0; i < 30 && !unavailable; ++i) {
+    auto res = client.embed(body);
+    REQUIRE(res.ok());
+    CHECK((res.status == 502 || res.status == 503));
+    if (res.status == 503)
+      unavailable = res;
+  }
+  REQUIRE(unavailable);
+  CHECK(error_of(*unavailable).code == "breaker_open");
+  CHECK(unavailable->has_header("retry-after"));
+  CHECK(client.request("GET", "/readyz").status == 503);
+  // Healed: after the open period a probe succeeds, requests and readiness
+  // come back.
+  REQUIRE(control.request("POST", "/outage", "none").status == 200);
+  bool served = false;
+  for (int i = 0; i < 150 && !served; ++i) {
+    served = client.embed(body).status == 200;
+    if (!served)
+      std::this_thread::sleep_for(milliseconds{100});
+  }
+  CHECK(served);
+  CHECK(client.request("GET", "/readyz").status == 200);
+}
