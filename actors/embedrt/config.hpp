@@ -49,6 +49,37 @@ struct supervision_config {
   milliseconds down_backoff_cap{30000};
 };
 
+/// Circuit breaker of one upstream (DESIGN.md §3; actors/src/breaker.hpp has
+/// the state diagram). Failures: connection failures and attempt timeouts,
+/// TLS failures, invalid responses, 5xx, 408 and 429 rate limits; slow calls
+/// when `slow_call_threshold` is set. Not failures: the caller's own errors
+/// (400, 413, 422), auth and quota errors, and attempts cut short by the
+/// caller's deadline.
+struct breaker_config {
+  bool enabled = true;
+  /// Closed -> open after this many consecutive failures.
+  uint32_t consecutive_failures = 5;
+  /// ... or when the failure rate over the last `window` calls reaches
+  /// `failure_rate`, once at least `min_calls` calls are in the window
+  /// (resilience4j's count-based window: 50 % over 100, minimum 20).
+  double failure_rate = 0.5;
+  uint32_t window = 100;
+  uint32_t min_calls = 20;
+  /// A successful call slower than this counts as a failure (0: off).
+  milliseconds slow_call_threshold{0};
+  /// Open time: reset_timeout * 2^(trips-1), capped at max_reset_timeout,
+  /// times (1 + jitter * uniform[0,1)) (Akka's backoff with random factor);
+  /// the upstream's Retry-After instead when it is longer (capped at
+  /// max_retry_after).
+  milliseconds reset_timeout{1000};
+  milliseconds max_reset_timeout{60000};
+  double jitter = 0.2;
+  milliseconds max_retry_after{300000};
+  /// Half-open: this many probe calls may go out; all must succeed to close,
+  /// any failure re-opens.
+  uint32_t half_open_probes = 1;
+};
+
 /// One OpenAI-compatible upstream.
 struct upstream_config {
   /// Name used in logs, metrics and health (default: host:port).
@@ -81,6 +112,7 @@ struct upstream_config {
   /// Request vectors base64-encoded upstream (4x smaller, no float parsing).
   bool base64 = true;
   supervision_config supervision;
+  breaker_config breaker;
 };
 
 /// The whole runtime.

@@ -35,6 +35,11 @@ struct service_hooks {
   /// context: must be quick and thread-safe); tests compare histograms with
   /// the exact samples.
   std::function<void(const request_record&)> on_request_recorded;
+  /// Called on every breaker transition (in the breaker actor's context:
+  /// must be quick and thread-safe).
+  std::function<void(const std::string& upstream, breaker_state from,
+                     breaker_state to)>
+      on_breaker_transition;
 };
 
 /// Validates `cfg` (URLs, TLS files, limits) and spawns the service.

@@ -38,6 +38,7 @@ call_result classify_outcome(http_outcome&& out,
             r.retryable = out.should_retry == 1;
         };
   auto terr = static_cast<transport_errc>(out.transport_error);
+  r.timed_out = terr == transport_errc::timeout;
   if (terr != transport_errc::none) {
     auto what = upstream_name + ": " + out.error_message;
     switch (terr) {
@@ -78,8 +79,18 @@ call_result classify_outcome(http_outcome&& out,
       else
         fail(errc::rate_limited, std::move(detail), true, status);
       break;
-    case 400:
     case 413:
+      r.too_large = true;
+      fail(errc::invalid_input, std::move(detail), false, status);
+      break;
+    case 400:
+      // OpenAI: {"code": "max_tokens_per_request"} when a request's inputs
+      // are too many tokens in total (each may be fine alone).
+      r.too_large = out.error_code == "max_tokens_per_request";
+      r.request_level = !r.too_large && !out.error_param.empty()
+          && out.error_param != "input";
+      fail(errc::invalid_input, std::move(detail), false, status);
+      break;
     case 422:
       fail(errc::invalid_input, std::move(detail), false, status);
       break;

@@ -39,8 +39,10 @@ http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
   out.ratelimit_remaining_tokens
       = hints.rate_limit.remaining_tokens.value_or(-1);
   if (out.status != 200)
-    if (auto err = openai::decode_error(resp.body))
+    if (auto err = openai::decode_error(resp.body)) {
       out.error_code = std::move(err->code);
+      out.error_param = std::move(err->param);
+    }
   out.body = std::move(resp.body);
   return out;
 }

@@ -7,6 +7,7 @@
 #include <caf/actor_cast.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/exit_reason.hpp>
+#include <caf/sec.hpp>
 #include <caf/send.hpp>
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
@@ -40,6 +41,40 @@ call_result failure(errc code, std::string detail, bool retryable = false,
   r.retryable = retryable;
   r.retry_after_ms = retry_after.count();
   return r;
+}
+
+std::chrono::milliseconds breaker_time_left(self_ptr self) {
+  auto& st = self->state;
+  if (st.view.state == breaker_state::half_open)
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::min(caf::timespan{st.env->cfg.attempt_timeout},
+                 caf::timespan{std::chrono::seconds{1}}));
+  auto left = st.view.open_until_ns - now_ns(self);
+  return std::chrono::milliseconds{
+      std::max<int64_t>(1, (left + 999999) / 1000000)};
+}
+
+call_result breaker_failure(self_ptr self) {
+  auto& st = self->state;
+  auto left = breaker_time_left(self);
+  std::string detail = st.env->cfg.name + ": circuit breaker "
+      + to_string(st.view.state) + " (" + st.view.reason + "); retry in "
+      + std::to_string(left.count()) + " ms";
+  return failure(errc::breaker_open, std::move(detail), false, left);
+}
+
+/// Tells the breaker how a call went (no breaker: nothing to do).
+void report(self_ptr self, const pool_slot& slot, const call_result& r) {
+  auto& st = self->state;
+  if (!st.breaker)
+    return;
+  breaker_outcome out;
+  out.epoch = slot.breaker_epoch;
+  out.verdict = judge_call(r, slot.deadline_capped, st.env->breaker->cfg);
+  out.retry_after_ms = r.retry_after_ms;
+  if (out.verdict == call_verdict::failure)
+    out.what = r.error ? render_error(r.error) : "slow call";
+  self->send(st.breaker, outcome_atom_v, std::move(out));
 }
 
 /// Answers an item and releases its share of the retry budget.
@@ -120,6 +155,7 @@ void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
   auto items = std::move(slot.batch);
   slot.batch.clear();
   slot.call_id = 0;
+  report(self, slot, r);
   record_pool_call(st.env->metrics, st.env->cfg.name, r, items);
   ++st.upstream_calls;
   if (r.connected)
@@ -130,7 +166,19 @@ void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
   slot.restarts = 0;
   st.idle.push_back(idx);
   if (r.error) {
-    if (items.size() > 1 && error_code(r.error) == errc::invalid_input) {
+    if (items.size() > 1 && r.too_large) {
+      // The upstream accepts fewer tokens per request than the profile says:
+      // learn a smaller cap and re-batch under it.
+      auto cap = std::max<std::size_t>(1, slot.tokens / 2);
+      if (st.token_cap == 0 || cap < st.token_cap) {
+        st.token_cap = cap;
+        log(log_level::warn, "token_cap_lowered",
+            {{"upstream", st.env->cfg.name},
+             {"tokens_per_request", std::to_string(cap)},
+             {"error", render_error(r.error)}});
+      }
+      requeue_front(self, items, false);
+    } else if (items.size() > 1 && error_code(r.error) == errc::invalid_input) {
       // One input of a merged batch was rejected: resend each caller's call
       // alone so that only the bad one fails.
       for (auto& item : items)
@@ -185,6 +233,20 @@ void on_call_error(self_ptr self, uint32_t idx, uint64_t call_id,
       {{"upstream", st.env->cfg.name},
        {"slot", std::to_string(idx)},
        {"error", caf::to_string(err)}});
+  if (err == caf::sec::request_timeout) {
+    // Stuck past its own attempt timeout: the upstream did not answer.
+    call_result r;
+    r.error = make_error(errc::connection_failed,
+                         st.env->cfg.name
+                             + ": no answer within the attempt "
+                               "timeout");
+    r.timed_out = true;
+    report(self, slot, r);
+  } else {
+    call_result r;
+    r.error = make_error(errc::cancelled, "connection actor died");
+    report(self, slot, r); // ignored: gives a half-open permit back
+  }
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   self->send_exit(slot.hdl, caf::exit_reason::kill);
@@ -216,12 +278,53 @@ void go_down(self_ptr self) {
   self->delayed_send(self, wait, probe_atom_v, st.epoch);
 }
 
+void spawn_breaker(self_ptr self) {
+  auto& st = self->state;
+  if (!st.env->breaker)
+    return;
+  st.breaker = self->spawn<caf::monitored>(breaker_actor_fn, st.env->breaker,
+                                           self->address());
+  *st.breaker_box = st.breaker;
+}
+
+/// Fails every queued call (the breaker opened or the upstream went down).
+void fail_queue(self_ptr self, const call_result& why) {
+  auto& st = self->state;
+  while (!st.queue.empty()) {
+    auto item = std::move(st.queue.front());
+    st.queue.pop_front();
+    st.queue_bytes -= item.bytes;
+    answer(self, item, why);
+  }
+}
+
+void on_breaker_view(self_ptr self, breaker_view& v) {
+  auto& st = self->state;
+  if (v.epoch == st.view.epoch) {
+    // More probe permits within the same half-open period.
+    if (v.state == breaker_state::half_open)
+      st.permits += v.permits;
+  } else {
+    st.view = std::move(v);
+    st.permits
+        = st.view.state == breaker_state::half_open ? st.view.permits : 0;
+    if (st.view.state == breaker_state::open)
+      fail_queue(self, breaker_failure(self));
+  }
+  dispatch(self);
+}
+
 void dispatch(self_ptr self) {
   auto& st = self->state;
-  if (st.down)
+  if (st.down || st.view.state == breaker_state::open)
     return;
   const auto& prof = st.env->profile;
+  auto token_limit = prof.max_tokens_per_request;
+  if (st.token_cap != 0)
+    token_limit = std::min(token_limit, st.token_cap);
   while (!st.idle.empty() && !st.queue.empty()) {
+    if (st.view.state == breaker_state::half_open && st.permits == 0)
+      return; // Wait for the probes.
     auto now = now_ns(self);
     // Work whose deadline passed is answered, not sent.
     auto& front = st.queue.front();
@@ -248,7 +351,7 @@ void dispatch(self_ptr self) {
         if (!st.env->batching || !compatible(slot.batch.front(), next)
             || slot.batch.front().solo
             || inputs + next.call.inputs.size() > prof.max_inputs
-            || tokens + next.tokens > prof.max_tokens_per_request
+            || tokens + next.tokens > token_limit
             || bytes + next.bytes > prof.max_request_bytes / 2)
           break;
         if (next.call.deadline_ns != 0 && next.call.deadline_ns <= now)
@@ -276,9 +379,16 @@ void dispatch(self_ptr self) {
       cc.inputs.insert(cc.inputs.end(), item.call.inputs.begin(),
                        item.call.inputs.end());
     caf::timespan timeout = st.env->cfg.attempt_timeout;
-    if (earliest != 0)
-      timeout = std::min(timeout, caf::timespan{earliest - now});
+    slot.deadline_capped = false;
+    if (earliest != 0 && caf::timespan{earliest - now} < timeout) {
+      timeout = caf::timespan{earliest - now};
+      slot.deadline_capped = true;
+    }
     cc.timeout = timeout;
+    slot.tokens = tokens;
+    slot.breaker_epoch = st.view.epoch;
+    if (st.view.state == breaker_state::half_open)
+      --st.permits;
     slot.st = pool_slot::state::busy;
     slot.call_id = cc.call_id;
     auto call_id = cc.call_id;
@@ -306,10 +416,16 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
                                    env->cfg.supervision.within};
   // When the pool ends, its connections end with it (closing their sockets)
   // instead of lingering until their pending exchanges complete.
-  self->attach_functor([children = st.children](const caf::error&) {
-    for (auto& c : *children)
-      caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
-  });
+  self->attach_functor(
+      [children = st.children, breaker = st.breaker_box](const caf::error&) {
+        for (auto& c : *children)
+          caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+        if (*breaker)
+          caf::anon_send_exit(*breaker, caf::exit_reason::user_shutdown);
+      });
+  // The breaker's first view has epoch 1 and state closed.
+  st.view.epoch = 1;
+  spawn_breaker(self);
   st.slots.resize(std::max<uint32_t>(1, env->cfg.connections));
   for (uint32_t i = 0; i < st.slots.size(); ++i)
     spawn_slot(self, i);
@@ -319,8 +435,16 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
                           [&](const pool_slot& s) {
                             return s.hdl && s.hdl.address() == dm.source;
                           });
-    if (i == st.slots.end())
+    if (i == st.slots.end()) {
+      if (st.breaker && st.breaker.address() == dm.source) {
+        // The breaker died (a bug): start a fresh, closed one.
+        log(log_level::error, "breaker_down",
+            {{"upstream", st.env->cfg.name},
+             {"reason", caf::to_string(dm.reason)}});
+        spawn_breaker(self);
+      }
       return;
+    }
     auto idx = static_cast<uint32_t>(i - st.slots.begin());
     auto& slot = *i;
     requeue_front(self, slot.batch, true);
@@ -362,6 +486,10 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
                          st.env->cfg.name + ": upstream is down", false,
                          left_ms);
         }
+        if (st.view.state == breaker_state::open
+            || (st.view.state == breaker_state::half_open
+                && st.permits <= st.queue.size()))
+          return breaker_failure(self);
         pool_item item;
         for (auto& in : call.inputs) {
           item.bytes += in.size();
@@ -395,7 +523,10 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
         upstream_health h;
         h.name = st.env->cfg.name;
         h.base_url = st.env->cfg.base_url;
-        h.state = st.down ? "down" : "up";
+        h.state = st.down                               ? "down"
+            : st.view.state == breaker_state::open      ? "breaker_open"
+            : st.view.state == breaker_state::half_open ? "half_open"
+                                                        : "up";
         for (auto& slot : st.slots)
           if (slot.st != pool_slot::state::dead)
             ++h.connections;
@@ -415,6 +546,9 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
           return;
         spawn_slot(self, idx);
         dispatch(self);
+      },
+      [self](breaker_atom, breaker_view& v) {
+        on_breaker_view(self, v);
       },
       [self](probe_atom, uint64_t epoch) {
         auto& st = self->state;

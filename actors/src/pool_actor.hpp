@@ -19,8 +19,19 @@
 //    |        (work it held is re-queued at the front)
 //    +--more than R restarts in T--> [down] --probe timer--> [up]
 //                                     (calls fail fast with upstream_down)
+//
+// Breaker: the pool spawns its upstream's breaker actor (breaker.hpp), reports
+// every upstream call's verdict to it and follows the views it sends: open ->
+// calls fail at once with `breaker_open` and the time left (queued calls too);
+// half-open -> only the permitted probe calls go out, other calls fail fast.
+//
+// A 400 on a merged batch resends each caller's call alone (the request actor
+// bisects a caller's own multi-input call); a batch the upstream refuses as
+// too large as a whole (413, `max_tokens_per_request`) halves the pool's
+// learned token cap and is re-batched under it.
 #pragma once
 
+#include "breaker.hpp"
 #include "connection_actor.hpp"
 #include "embedrt/config.hpp"
 #include "embedrt/policies.hpp"
@@ -49,6 +60,8 @@ struct pool_env {
   metrics_actor metrics;
   /// Test hook: called with every connection actor the pool spawns.
   std::function<void(const connection_actor&)> on_connection_spawned;
+  /// The breaker of this upstream (nullptr: no breaker).
+  std::shared_ptr<const breaker_env> breaker;
   /// Test hook: spawns this behavior instead of real connection actors
   /// (virtual-time tests of dispatching and supervision).
   std::function<connection_actor::behavior_type(connection_actor::pointer)>
@@ -85,6 +98,12 @@ struct pool_slot {
   std::vector<pool_item> batch;
   /// Consecutive restarts of this slot (reset when a call succeeds).
   uint32_t restarts = 0;
+  /// Breaker epoch the call in flight was dispatched under.
+  uint64_t breaker_epoch = 0;
+  /// The call's timeout was shortened to its earliest caller deadline.
+  bool deadline_capped = false;
+  /// Estimated tokens of the call in flight.
+  std::size_t tokens = 0;
 };
 
 struct pool_state {
@@ -104,6 +123,14 @@ struct pool_state {
   uint32_t down_count = 0;
   caf::timespan down_until{0};
   uint64_t next_call_id = 0;
+  /// The breaker and the pool's copy of its last view (the breaker owns the
+  /// state; `permits` are the probe calls this pool may still start).
+  breaker_actor breaker;
+  breaker_view view;
+  uint32_t permits = 0;
+  /// Tokens per upstream request the upstream accepted to learn (0: the
+  /// profile's limit), lowered when it refuses a batch as too large.
+  std::size_t token_cap = 0;
   /// Counters reported by `health`.
   int64_t upstream_calls = 0;
   int64_t connects = 0;
@@ -114,6 +141,9 @@ struct pool_state {
   /// when the pool ends (only touched by this actor, also in that functor).
   std::shared_ptr<std::vector<connection_actor>> children
       = std::make_shared<std::vector<connection_actor>>();
+  /// The breaker, shared with the same exit functor.
+  std::shared_ptr<breaker_actor> breaker_box
+      = std::make_shared<breaker_actor>();
 };
 
 pool_actor::behavior_type

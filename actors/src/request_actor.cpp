@@ -39,6 +39,33 @@ std::string attempts_note(const request_chunk& c) {
 
 void send_attempt(self_ptr self, uint32_t idx);
 
+/// A chunk is settled (done or rejected input): the last one replies.
+void chunk_settled(self_ptr self) {
+  auto& st = self->state;
+  if (--st.pending != 0)
+    return;
+  if (st.rejected.empty()) {
+    finish(self, caf::error{});
+    return;
+  }
+  std::sort(st.rejected.begin(), st.rejected.end(),
+            [](const rejected_input& a, const rejected_input& b) {
+              return a.index < b.index;
+            });
+  constexpr std::size_t max_listed = 10;
+  std::string detail = st.rejected.size() == 1 ? "input " : "inputs ";
+  for (std::size_t i = 0; i < st.rejected.size() && i < max_listed; ++i) {
+    if (i > 0)
+      detail += ", ";
+    detail += std::to_string(st.rejected[i].index);
+  }
+  if (st.rejected.size() > max_listed)
+    detail
+        += " and " + std::to_string(st.rejected.size() - max_listed) + " more";
+  detail += " rejected by the upstream: " + st.rejected.front().message;
+  finish(self, make_error(errc::invalid_input, std::move(detail), 400));
+}
+
 void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
   auto& st = self->state;
   if (st.finished)
@@ -65,14 +92,41 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
       st.result.model = std::move(r.model);
     st.result.upstream = st.routes[c.route].name;
     c.done = true;
-    if (--st.pending == 0)
-      finish(self, caf::error{});
+    chunk_settled(self);
     return;
   }
   auto code = error_code(r.error);
-  // Failover: an upstream that is down is skipped if another serves the
-  // model (the attempt is not counted: nothing was sent).
-  if (code == errc::upstream_down && c.route + 1 < st.routes.size()) {
+  if (code == errc::invalid_input && !r.request_level) {
+    if (c.end - c.begin > 1) {
+      // Bisect: one bad input (or a batch too large as a whole) must not
+      // fail the others. Halves are new sends, not retries.
+      auto mid = c.begin + (c.end - c.begin) / 2;
+      request_chunk upper;
+      upper.begin = mid;
+      upper.end = c.end;
+      upper.route = c.route;
+      c.end = mid;
+      c.attempts = 0;
+      ++c.epoch;
+      st.chunks.push_back(upper);
+      ++st.pending;
+      auto upper_idx = static_cast<uint32_t>(st.chunks.size() - 1);
+      send_attempt(self, idx);
+      if (!st.finished)
+        send_attempt(self, upper_idx);
+      return;
+    }
+    // A lone input the upstream rejects: record it, the others go on.
+    st.rejected.push_back(rejected_input{c.begin, error_detail(r.error)});
+    c.done = true;
+    chunk_settled(self);
+    return;
+  }
+  // Failover: an upstream that is down or whose breaker is open is skipped
+  // if another serves the model (the attempt is not counted: nothing was
+  // sent).
+  if ((code == errc::upstream_down || code == errc::breaker_open)
+      && c.route + 1 < st.routes.size()) {
     ++c.route;
     c.last_error = r.error;
     --c.attempts;

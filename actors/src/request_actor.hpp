@@ -10,7 +10,11 @@
 //       |   \--retryable error, attempts and time left--> [backoff]
 //       |                                                  | retry(epoch)
 //       |   <----------------------------------------------+
-//       |--upstream_down and another upstream serves the model--> failover
+//       |--upstream_down or breaker_open and another upstream serves the
+//       |  model--> failover
+//       |--400/413 on a chunk of several inputs--> bisect: both halves are
+//       |  sent (a lone input that fails is recorded with the upstream's
+//       |  message; the reply names every such input)
 //       |--non-retryable error, or no attempt/time left--> reply error
 //       \--deadline (the timeout of every pool call) --> reply
 //                                                    deadline_exceeded
@@ -63,6 +67,12 @@ struct request_chunk {
   caf::error last_error;
 };
 
+/// An input the upstream rejected on its own (found by bisection).
+struct rejected_input {
+  uint32_t index = 0;
+  std::string message;
+};
+
 struct request_state {
   static inline const char* name = "embedrt.request";
 
@@ -73,6 +83,9 @@ struct request_state {
   std::vector<request_chunk> chunks;
   embed_result result;
   std::size_t pending = 0;
+  /// Inputs rejected by the upstream (a chunk that fails with a 400 is
+  /// bisected until the failing inputs stand alone).
+  std::vector<rejected_input> rejected;
   caf::actor_clock::time_point deadline;
   caf::timespan timeout{0};
   /// The last x-request-id an upstream sent for this request (logs).

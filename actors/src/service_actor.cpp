@@ -53,7 +53,7 @@ struct health_collector {
   caf::typed_response_promise<health_report> rp;
 
   void add(upstream_health h) {
-    if (h.state == "up" && h.connections > 0)
+    if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
       report.ready = true;
     report.upstreams.emplace_back(std::move(h));
     if (--pending == 0)
@@ -220,6 +220,21 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
     penv->retry = cfg.retry;
     penv->batching = up.batching;
     penv->metrics = sink;
+    if (up.breaker.enabled) {
+      auto benv = std::make_shared<detail::breaker_env>();
+      benv->upstream = up.name;
+      benv->cfg = up.breaker;
+      benv->seed
+          = (cfg.seed != 0 ? cfg.seed : std::random_device{}()) + envs.size();
+      if (hooks.on_breaker_transition) {
+        auto cb = hooks.on_breaker_transition;
+        benv->on_transition = [cb](const std::string& upstream,
+                                   const detail::breaker_transition& t) {
+          cb(upstream, t.from, t.to);
+        };
+      }
+      penv->breaker = std::move(benv);
+    }
     if (hooks.on_connection_spawned) {
       auto cb = hooks.on_connection_spawned;
       auto name = up.name;

@@ -398,6 +398,8 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
     }
   }
   counters_.inputs(body.input.size());
+  if (body.encoding_format == openai::encoding::base64)
+    counters_.base64_request();
   fault f;
   if (req.fault_header) {
     auto parsed = parse_fault(*req.fault_header);

@@ -37,6 +37,7 @@ std::string to_json(const mock_stats& stats) {
   field("requests", stats.requests);
   field("embedding_requests", stats.embedding_requests);
   field("inputs", stats.inputs);
+  field("base64_requests", stats.base64_requests);
   out += "\"by_status\":{";
   bool first = true;
   for (const auto& [status, n] : stats.by_status) {
@@ -88,6 +89,10 @@ void mock_counters::inputs(uint64_t n) noexcept {
   inputs_.fetch_add(n, relaxed);
 }
 
+void mock_counters::base64_request() noexcept {
+  base64_requests_.fetch_add(1, relaxed);
+}
+
 void mock_counters::response(int status) noexcept {
   if (status >= 0 && status < max_status)
     by_status_[static_cast<std::size_t>(status)].fetch_add(1, relaxed);
@@ -109,6 +114,7 @@ void mock_counters::reset() noexcept {
   requests_.store(0, relaxed);
   embedding_requests_.store(0, relaxed);
   inputs_.store(0, relaxed);
+  base64_requests_.store(0, relaxed);
   for (auto& x : by_status_)
     x.store(0, relaxed);
   for (auto& x : status_faults_)
@@ -124,6 +130,7 @@ mock_stats mock_counters::snapshot() const {
   s.requests = requests_.load(relaxed);
   s.embedding_requests = embedding_requests_.load(relaxed);
   s.inputs = inputs_.load(relaxed);
+  s.base64_requests = base64_requests_.load(relaxed);
   for (int i = 0; i < max_status; ++i) {
     if (auto n = by_status_[static_cast<std::size_t>(i)].load(relaxed))
       s.by_status[i] = n;

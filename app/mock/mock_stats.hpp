@@ -26,6 +26,8 @@ struct mock_stats {
   uint64_t embedding_requests = 0;
   /// Inputs of the embedding requests that passed validation.
   uint64_t inputs = 0;
+  /// Of those requests, the ones asking for base64 vectors.
+  uint64_t base64_requests = 0;
   /// Responses sent by HTTP status (non-zero entries only).
   std::map<int, uint64_t> by_status;
   /// Injected faults by name (see `to_string(const fault&)`), non-zero only.
@@ -51,6 +53,7 @@ class mock_counters {
   void request() noexcept;
   void embedding_request() noexcept;
   void inputs(uint64_t n) noexcept;
+  void base64_request() noexcept;
   void response(int status) noexcept;
   void injected(const fault& f) noexcept;
 
@@ -68,6 +71,7 @@ class mock_counters {
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> embedding_requests_{0};
   std::atomic<uint64_t> inputs_{0};
+  std::atomic<uint64_t> base64_requests_{0};
   std::array<std::atomic<uint64_t>, max_status> by_status_;
   /// Faults of kind `status`, by status.
   std::array<std::atomic<uint64_t>, max_status> status_faults_;

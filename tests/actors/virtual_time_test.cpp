@@ -14,6 +14,7 @@
 #include <catch2/catch.hpp>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 
 using namespace embedrt;
@@ -107,6 +108,7 @@ pool_actor::behavior_type scripted_pool(pool_actor::pointer self,
       },
       [](restart_atom, uint32_t, uint64_t) {},
       [](probe_atom, uint64_t) {},
+      [](breaker_atom, breaker_view&) {},
   };
 }
 
@@ -412,6 +414,12 @@ namespace {
 /// terminates with an error.
 struct fake_connections {
   int spawned = 0;
+  /// Inputs of every upstream call, in dispatch order.
+  std::vector<std::vector<std::string>> calls;
+  /// A call with more inputs than this is refused as too large (0: any).
+  std::size_t max_batch = 0;
+  /// `release` answers held calls with a 500 instead of vectors.
+  bool release_fails = false;
   std::vector<caf::typed_response_promise<call_result>> held;
   std::vector<connection_actor> conns;
 
@@ -452,7 +460,25 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
     return {
         [self, fc](call_atom,
                    connection_call& call) -> caf::result<call_result> {
+          fc->calls.push_back(call.inputs);
+          if (fc->max_batch != 0 && call.inputs.size() > fc->max_batch) {
+            auto r = err_result(errc::invalid_input, false);
+            r.too_large = true;
+            r.call_id = call.call_id;
+            return r;
+          }
           for (auto& in : call.inputs) {
+            if (in == "fail" || in == "bad") {
+              call_result r;
+              if (in == "fail") {
+                r.error = make_error(errc::upstream_error, "fake 500", 500);
+                r.retryable = true;
+              } else {
+                r.error = make_error(errc::invalid_input, "fake 400", 400);
+              }
+              r.call_id = call.call_id;
+              return r;
+            }
             if (in == "crash")
               throw std::runtime_error("fake connection crashed");
             if (in == "exit") {
@@ -473,9 +499,18 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
         },
         [fc](io_done_atom, http_outcome&) {
           auto held = std::move(fc->held);
+          auto fails = fc->release_fails;
           fc->clear();
-          for (auto& rp : held)
-            rp.deliver(ok_result(1));
+          for (auto& rp : held) {
+            if (fails) {
+              call_result r;
+              r.error = make_error(errc::upstream_error, "fake 500", 500);
+              r.retryable = true;
+              rp.deliver(std::move(r));
+            } else {
+              rp.deliver(ok_result(1));
+            }
+          }
         },
     };
   };
@@ -713,4 +748,638 @@ TEST_CASE("queued work whose deadline passed is answered, not sent") {
   CHECK(!answers[0].error);
   CHECK(error_code(answers[1].error) == errc::deadline_exceeded);
   fc->clear();
+}
+
+// -- breaker: the state machine
+// ------------------------------------------------
+
+namespace {
+
+breaker_config test_breaker_config() {
+  breaker_config cfg;
+  cfg.consecutive_failures = 3;
+  cfg.failure_rate = 0.5;
+  cfg.window = 10;
+  cfg.min_calls = 6;
+  cfg.reset_timeout = 1000ms;
+  cfg.max_reset_timeout = 5000ms;
+  cfg.jitter = 0.0;
+  cfg.max_retry_after = 20000ms;
+  cfg.half_open_probes = 1;
+  return cfg;
+}
+
+constexpr auto F = call_verdict::failure;
+constexpr auto S = call_verdict::success;
+constexpr auto I = call_verdict::ignored;
+
+} // namespace
+
+TEST_CASE("breaker: closed -> open after N consecutive failures") {
+  circuit_breaker cb{test_breaker_config(), 1};
+  CHECK(!cb.record(F, 0ms, "x"));
+  CHECK(!cb.record(F, 0ms, "x"));
+  CHECK(!cb.record(S, 0ms, "")); // a success resets the run
+  CHECK(!cb.record(F, 0ms, "x"));
+  CHECK(!cb.record(F, 0ms, "x"));
+  CHECK(!cb.record(I, 0ms, "")); // ignored verdicts count for nothing
+  auto t = cb.record(F, 0ms, "boom");
+  REQUIRE(t);
+  CHECK(t->from == breaker_state::closed);
+  CHECK(t->to == breaker_state::open);
+  CHECK(t->open_for == 1000ms);
+  CHECK(t->reason.find("3 consecutive failures") != std::string::npos);
+  CHECK(cb.state() == breaker_state::open);
+  // Open: verdicts of calls still in flight change nothing.
+  CHECK(!cb.record(S, 0ms, ""));
+  CHECK(!cb.record(F, 0ms, "x"));
+  CHECK(cb.state() == breaker_state::open);
+}
+
+TEST_CASE("breaker: closed -> open on the failure rate once the window has "
+          "its minimum of calls") {
+  auto cfg = test_breaker_config();
+  cfg.consecutive_failures = 0; // rate only
+  circuit_breaker cb{cfg, 1};
+  // F S F S F: 3 of 5 failed, but fewer than min_calls (6) calls.
+  for (auto v : {F, S, F, S, F})
+    CHECK(!cb.record(v, 0ms, "x"));
+  CHECK(cb.window_calls() == 5);
+  CHECK(cb.window_failures() == 3);
+  auto t = cb.record(S, 0ms, ""); // 3 of 6 = 50 %, but a success never trips
+  CHECK(!t);
+  t = cb.record(F, 0ms, "x"); // 4 of 7 >= 50 %
+  REQUIRE(t);
+  CHECK(t->to == breaker_state::open);
+  CHECK(t->reason.find("failure rate 4/7") != std::string::npos);
+}
+
+TEST_CASE("breaker: the sliding window forgets calls older than its size") {
+  auto cfg = test_breaker_config();
+  cfg.consecutive_failures = 0;
+  cfg.window = 4;
+  cfg.min_calls = 4;
+  circuit_breaker cb{cfg, 1};
+  for (auto v : {F, S, S, S, S, S}) // the failure leaves the window
+    CHECK(!cb.record(v, 0ms, "x"));
+  CHECK(cb.window_calls() == 4);
+  CHECK(cb.window_failures() == 0);
+  CHECK(!cb.record(F, 0ms, "x"));  // 1 of 4
+  auto t = cb.record(F, 0ms, "x"); // 2 of 4 = 50 %
+  REQUIRE(t);
+  CHECK(t->to == breaker_state::open);
+}
+
+TEST_CASE("breaker: open time grows exponentially with trips, capped") {
+  circuit_breaker cb{test_breaker_config(), 1};
+  auto trip = [&] {
+    std::optional<breaker_transition> t;
+    if (cb.state() == breaker_state::closed) {
+      for (int i = 0; i < 3 && !t; ++i)
+        t = cb.record(F, 0ms, "x");
+    } else {
+      REQUIRE(cb.open_time_over());
+      CHECK(cb.state() == breaker_state::half_open);
+      t = cb.record(F, 0ms, "probe"); // the probe fails: open again
+    }
+    REQUIRE(t);
+    CHECK(t->to == breaker_state::open);
+    return t->open_for;
+  };
+  CHECK(trip() == 1000ms);
+  CHECK(trip() == 2000ms);
+  CHECK(trip() == 4000ms);
+  CHECK(trip() == 5000ms); // max_reset_timeout
+  CHECK(trip() == 5000ms);
+  CHECK(cb.trips() == 5);
+  // Closing resets the growth.
+  REQUIRE(cb.open_time_over());
+  auto closed = cb.record(S, 0ms, "");
+  REQUIRE(closed);
+  CHECK(closed->to == breaker_state::closed);
+  CHECK(cb.trips() == 0);
+  CHECK(trip() == 1000ms);
+}
+
+TEST_CASE("breaker: jitter lengthens the open time by up to its factor") {
+  auto cfg = test_breaker_config();
+  cfg.jitter = 0.5;
+  cfg.consecutive_failures = 1;
+  std::set<int64_t> seen;
+  for (uint64_t seed = 1; seed <= 50; ++seed) {
+    circuit_breaker cb{cfg, seed};
+    auto t = cb.record(F, 0ms, "x");
+    REQUIRE(t);
+    CHECK(t->open_for >= 1000ms);
+    CHECK(t->open_for < 1500ms);
+    seen.insert(t->open_for.count());
+  }
+  CHECK(seen.size() > 10); // actually random
+}
+
+TEST_CASE("breaker: an upstream Retry-After longer than the backoff sets "
+          "the open time") {
+  auto cfg = test_breaker_config();
+  circuit_breaker cb{cfg, 1};
+  CHECK(!cb.record(F, 7000ms, "429"));
+  CHECK(!cb.record(F, 0ms, "500"));
+  auto t = cb.record(F, 3000ms, "429");
+  REQUIRE(t);
+  CHECK(t->open_for == 7000ms); // the longest hint since the last success
+  CHECK(t->reason.find("retry after 7000 ms") != std::string::npos);
+  // A hint shorter than the backoff does not shorten it.
+  REQUIRE(cb.open_time_over());
+  t = cb.record(F, 500ms, "probe");
+  REQUIRE(t);
+  CHECK(t->open_for == 2000ms);
+  // Hints are capped at max_retry_after.
+  REQUIRE(cb.open_time_over());
+  t = cb.record(F, 600000ms, "probe");
+  REQUIRE(t);
+  CHECK(t->open_for == 20000ms);
+  // A success forgets earlier hints.
+  circuit_breaker cb2{cfg, 1};
+  CHECK(!cb2.record(F, 9000ms, "429"));
+  CHECK(!cb2.record(S, 0ms, ""));
+  for (int i = 0; i < 2; ++i)
+    CHECK(!cb2.record(F, 0ms, "x"));
+  t = cb2.record(F, 0ms, "x");
+  REQUIRE(t);
+  CHECK(t->open_for == 1000ms);
+}
+
+TEST_CASE("breaker: half-open closes after all probes succeed, re-opens on "
+          "a failed probe") {
+  auto cfg = test_breaker_config();
+  cfg.half_open_probes = 2;
+  circuit_breaker cb{cfg, 1};
+  CHECK(!cb.open_time_over()); // only from open
+  for (int i = 0; i < 2; ++i)
+    CHECK(!cb.record(F, 0ms, "x"));
+  REQUIRE(cb.record(F, 0ms, "x"));
+  auto h = cb.open_time_over();
+  REQUIRE(h);
+  CHECK(h->from == breaker_state::open);
+  CHECK(h->to == breaker_state::half_open);
+  CHECK(!cb.record(S, 0ms, "")); // 1 of 2 probes
+  CHECK(!cb.record(I, 0ms, "")); // ignored: still waiting
+  auto c = cb.record(S, 0ms, "");
+  REQUIRE(c);
+  CHECK(c->from == breaker_state::half_open);
+  CHECK(c->to == breaker_state::closed);
+  // Again, and this time the second probe fails.
+  for (int i = 0; i < 2; ++i)
+    CHECK(!cb.record(F, 0ms, "x"));
+  REQUIRE(cb.record(F, 0ms, "x"));
+  REQUIRE(cb.open_time_over());
+  CHECK(!cb.record(S, 0ms, ""));
+  auto o = cb.record(F, 0ms, "probe 2");
+  REQUIRE(o);
+  CHECK(o->from == breaker_state::half_open);
+  CHECK(o->to == breaker_state::open);
+  CHECK(o->reason.find("probe failed") != std::string::npos);
+}
+
+TEST_CASE("breaker: what counts as a failure") {
+  auto cfg = test_breaker_config();
+  auto verdict = [&](errc code, int32_t status = 0, bool timed_out = false,
+                     bool capped = false) {
+    call_result r;
+    r.error = make_error(code, "x", status);
+    r.timed_out = timed_out;
+    return judge_call(r, capped, cfg);
+  };
+  CHECK(verdict(errc::connection_failed) == F);
+  CHECK(verdict(errc::connection_failed, 0, true) == F);
+  CHECK(verdict(errc::connection_failed, 0, true, true) == I); // caller's
+  CHECK(verdict(errc::tls_failed) == F);
+  CHECK(verdict(errc::invalid_response) == F);
+  CHECK(verdict(errc::rate_limited, 429) == F);
+  CHECK(verdict(errc::upstream_error, 500) == F);
+  CHECK(verdict(errc::upstream_error, 503) == F);
+  CHECK(verdict(errc::upstream_error, 408) == F);
+  CHECK(verdict(errc::upstream_error, 404) == I);
+  CHECK(verdict(errc::invalid_input, 400) == I);
+  CHECK(verdict(errc::invalid_input, 413) == I);
+  CHECK(verdict(errc::invalid_input, 422) == I);
+  CHECK(verdict(errc::auth_failed, 401) == I);
+  CHECK(verdict(errc::quota_exceeded, 429) == I);
+  CHECK(verdict(errc::deadline_exceeded) == I);
+  CHECK(verdict(errc::cancelled) == I);
+  call_result ok;
+  ok.upstream_ns = 3'000'000'000;
+  CHECK(judge_call(ok, false, cfg) == S);
+  cfg.slow_call_threshold = 2000ms;
+  CHECK(judge_call(ok, false, cfg) == F); // slow calls count when configured
+  ok.upstream_ns = 1'000'000'000;
+  CHECK(judge_call(ok, false, cfg) == S);
+}
+
+// -- breaker: the actor, in virtual time
+// ---------------------------------------
+
+namespace {
+
+/// Stands in for the pool: records every view the breaker sends.
+struct view_log {
+  std::vector<breaker_view> views;
+};
+
+breaker_listener::behavior_type listener_fn(breaker_listener::pointer,
+                                            std::shared_ptr<view_log> log) {
+  return {
+      [log](breaker_atom, breaker_view& v) {
+        log->views.push_back(std::move(v));
+      },
+  };
+}
+
+breaker_outcome outcome(uint64_t epoch, call_verdict v, int64_t hint_ms = 0) {
+  breaker_outcome out;
+  out.epoch = epoch;
+  out.verdict = v;
+  out.retry_after_ms = hint_ms;
+  out.what = "scripted";
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("breaker actor: every transition in virtual time, with the epoch "
+          "guard") {
+  virtual_time vt;
+  auto log = std::make_shared<view_log>();
+  auto listener = vt.sys->spawn(listener_fn, log);
+  auto env = std::make_shared<breaker_env>();
+  env->upstream = "up";
+  env->cfg = test_breaker_config();
+  std::vector<std::pair<breaker_state, breaker_state>> events;
+  env->on_transition
+      = [&events](const std::string&, const breaker_transition& t) {
+          events.emplace_back(t.from, t.to);
+        };
+  auto brk
+      = vt.sys->spawn(breaker_actor_fn, std::shared_ptr<const breaker_env>{env},
+                      listener.address());
+  vt.sched->run();
+  REQUIRE(log->views.size() == 1);
+  CHECK(log->views[0].epoch == 1);
+  CHECK(log->views[0].state == breaker_state::closed);
+  // Outcomes of another epoch are stale: ignored.
+  for (int i = 0; i < 5; ++i)
+    caf::anon_send(brk, outcome_atom_v, outcome(0, F));
+  vt.sched->run();
+  CHECK(log->views.size() == 1);
+  // Three failures of the current epoch open it for 1 s.
+  auto t0 = vt.now();
+  for (int i = 0; i < 3; ++i)
+    caf::anon_send(brk, outcome_atom_v, outcome(1, F));
+  vt.sched->run();
+  REQUIRE(log->views.size() == 2);
+  auto open = log->views[1];
+  CHECK(open.epoch == 2);
+  CHECK(open.state == breaker_state::open);
+  CHECK(open.open_until_ns
+        == std::chrono::duration_cast<std::chrono::nanoseconds>(
+               (t0 + 1000ms).time_since_epoch())
+               .count());
+  // Nothing happens before the open time is over ...
+  vt.sched->advance_time(999ms);
+  vt.sched->run();
+  CHECK(log->views.size() == 2);
+  // ... and exactly then it turns half-open with one probe permit.
+  vt.sched->advance_time(1ms);
+  vt.sched->run();
+  REQUIRE(log->views.size() == 3);
+  CHECK(log->views[2].state == breaker_state::half_open);
+  CHECK(log->views[2].epoch == 3);
+  CHECK(log->views[2].permits == 1);
+  // An ignored probe gives its permit back (same epoch, one more permit).
+  caf::anon_send(brk, outcome_atom_v, outcome(3, I));
+  vt.sched->run();
+  REQUIRE(log->views.size() == 4);
+  CHECK(log->views[3].epoch == 3);
+  CHECK(log->views[3].permits == 1);
+  // The probe fails: open again for twice as long.
+  caf::anon_send(brk, outcome_atom_v, outcome(3, F));
+  vt.sched->run();
+  REQUIRE(log->views.size() == 5);
+  CHECK(log->views[4].state == breaker_state::open);
+  CHECK(log->views[4].epoch == 4);
+  // A stale timer (of the first open period) does not end this one.
+  caf::anon_send(brk, half_open_atom_v, uint64_t{2});
+  vt.sched->run();
+  CHECK(log->views.size() == 5);
+  vt.sched->advance_time(1999ms);
+  vt.sched->run();
+  CHECK(log->views.size() == 5);
+  vt.sched->advance_time(1ms);
+  vt.sched->run();
+  REQUIRE(log->views.size() == 6);
+  CHECK(log->views[5].state == breaker_state::half_open);
+  // A successful probe closes it.
+  caf::anon_send(brk, outcome_atom_v, outcome(5, S));
+  vt.sched->run();
+  REQUIRE(log->views.size() == 7);
+  CHECK(log->views[6].state == breaker_state::closed);
+  CHECK(log->views[6].epoch == 6);
+  using bs = breaker_state;
+  CHECK(events
+        == std::vector<std::pair<bs, bs>>{{bs::closed, bs::open},
+                                          {bs::open, bs::half_open},
+                                          {bs::half_open, bs::open},
+                                          {bs::open, bs::half_open},
+                                          {bs::half_open, bs::closed}});
+  // The health request reports the current view.
+  caf::scoped_actor self{*vt.sys};
+  auto h = self->request(brk, caf::infinite, health_atom_v);
+  vt.sched->run();
+  h.receive(
+      [](breaker_view& v) {
+        CHECK(v.state == breaker_state::closed);
+        CHECK(v.epoch == 6);
+      },
+      [](caf::error& err) {
+        FAIL(caf::to_string(err));
+      });
+  caf::anon_send_exit(brk, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(listener, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("breaker actor: Retry-After sets the open time in virtual time") {
+  virtual_time vt;
+  auto log = std::make_shared<view_log>();
+  auto listener = vt.sys->spawn(listener_fn, log);
+  auto env = std::make_shared<breaker_env>();
+  env->upstream = "up";
+  env->cfg = test_breaker_config();
+  auto brk
+      = vt.sys->spawn(breaker_actor_fn, std::shared_ptr<const breaker_env>{env},
+                      listener.address());
+  vt.sched->run();
+  for (int i = 0; i < 3; ++i)
+    caf::anon_send(brk, outcome_atom_v, outcome(1, F, 4000));
+  vt.sched->run();
+  REQUIRE(log->views.size() == 2);
+  CHECK(log->views[1].state == breaker_state::open);
+  vt.sched->advance_time(3999ms);
+  vt.sched->run();
+  CHECK(log->views.size() == 2);
+  vt.sched->advance_time(1ms);
+  vt.sched->run();
+  REQUIRE(log->views.size() == 3);
+  CHECK(log->views[2].state == breaker_state::half_open);
+  caf::anon_send_exit(brk, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(listener, caf::exit_reason::user_shutdown);
+}
+
+// -- breaker and pool
+// -----------------------------------------------------------
+
+namespace {
+
+std::shared_ptr<pool_env>
+make_breaker_pool_env(std::shared_ptr<fake_connections> fc,
+                      uint32_t connections, uint32_t probes = 1) {
+  auto env = make_pool_env(fc, connections);
+  auto benv = std::make_shared<breaker_env>();
+  benv->upstream = "fake";
+  benv->cfg = test_breaker_config();
+  benv->cfg.half_open_probes = probes;
+  env->breaker = benv;
+  env->retry.budget_min_retries = 100;
+  return env;
+}
+
+} // namespace
+
+TEST_CASE("pool and breaker: open fails fast with the time left, half-open "
+          "lets only the permitted probes through, a good probe closes") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn,
+      std::shared_ptr<const pool_env>{make_breaker_pool_env(fc, 4)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  auto health_state = [&] {
+    std::string state;
+    auto h = c.self->request(pool, caf::infinite, health_atom_v);
+    vt.sched->run();
+    h.receive(
+        [&](upstream_health& uh) {
+          state = uh.state;
+        },
+        [](caf::error& err) {
+          FAIL(caf::to_string(err));
+        });
+    return state;
+  };
+  CHECK(health_state() == "up");
+  // Three upstream failures open the breaker.
+  for (int i = 0; i < 3; ++i) {
+    c.self->send(pool, call_atom_v, make_call("fail"));
+    vt.sched->run();
+  }
+  auto failed = c.answers();
+  REQUIRE(failed.size() == 3);
+  for (auto& r : failed)
+    CHECK(error_code(r.error) == errc::upstream_error);
+  CHECK(health_state() == "breaker_open");
+  auto calls_before = fc->calls.size();
+  // While open: fail fast, nothing sent, time left in the error.
+  vt.sched->advance_time(400ms);
+  c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  auto rejected = c.answers();
+  REQUIRE(rejected.size() == 1);
+  CHECK(error_code(rejected[0].error) == errc::breaker_open);
+  CHECK(error_retry_after(rejected[0].error) == 600ms);
+  CHECK(fc->calls.size() == calls_before);
+  // Half-open after 1 s: one probe goes out, the others fail fast.
+  vt.sched->advance_time(600ms);
+  vt.sched->run();
+  CHECK(health_state() == "half_open");
+  c.self->send(pool, call_atom_v, make_call("hold")); // the probe, held
+  c.self->send(pool, call_atom_v, make_call("second"));
+  c.self->send(pool, call_atom_v, make_call("third"));
+  vt.sched->run();
+  CHECK(fc->calls.size() == calls_before + 1);
+  auto fast = c.answers();
+  REQUIRE(fast.size() == 2);
+  for (auto& r : fast)
+    CHECK(error_code(r.error) == errc::breaker_open);
+  // The probe succeeds: closed, calls flow again.
+  fc->release(vt);
+  vt.sched->run();
+  auto probe = c.answers();
+  REQUIRE(probe.size() == 1);
+  CHECK(!probe[0].error);
+  CHECK(health_state() == "up");
+  for (int i = 0; i < 5; ++i)
+    c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  auto ok = c.answers();
+  REQUIRE(ok.size() == 5);
+  for (auto& r : ok)
+    CHECK(!r.error);
+  fc->clear();
+}
+
+TEST_CASE("pool and breaker: calls queued when the breaker opens are "
+          "answered at once; caller errors do not open it") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn,
+      std::shared_ptr<const pool_env>{make_breaker_pool_env(fc, 1)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  // Bad input (400) ten times: not the upstream's fault.
+  for (int i = 0; i < 10; ++i)
+    c.self->send(pool, call_atom_v, make_call("bad"));
+  vt.sched->run();
+  auto bad = c.answers();
+  REQUIRE(bad.size() == 10);
+  for (auto& r : bad)
+    CHECK(error_code(r.error) == errc::invalid_input);
+  // Two failures, then a third that completes while calls are queued.
+  for (int i = 0; i < 2; ++i) {
+    c.self->send(pool, call_atom_v, make_call("fail"));
+    vt.sched->run();
+  }
+  REQUIRE(c.answers().size() == 2);
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  for (int i = 0; i < 3; ++i)
+    c.self->send(pool, call_atom_v, make_call("q" + std::to_string(i)));
+  vt.sched->run();
+  CHECK(c.answers().empty()); // queued behind the held call
+  fc->release_fails = true;
+  fc->release(vt);
+  vt.sched->run();
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 4); // each exactly once
+  CHECK(error_code(answers[0].error) == errc::upstream_error);
+  // The first queued call was dispatched with the failure's completion; the
+  // breaker's open view then answers what is still queued at once.
+  int successes = 0;
+  int open_rejections = 0;
+  for (std::size_t i = 1; i < answers.size(); ++i) {
+    if (!answers[i].error)
+      ++successes;
+    else if (error_code(answers[i].error) == errc::breaker_open)
+      ++open_rejections;
+  }
+  CHECK(successes >= 1);
+  CHECK(open_rejections >= 1);
+  CHECK(successes + open_rejections == 3);
+  fc->clear();
+}
+
+TEST_CASE("pool: a batch refused as too large is re-batched under a learned "
+          "token cap") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto env = make_pool_env(fc, 1);
+  env->batching = true;
+  env->retry.budget_min_retries = 100;
+  fc->max_batch = 3;
+  auto pool
+      = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  for (int i = 0; i < 8; ++i)
+    c.self->send(pool, call_atom_v, make_call("t" + std::to_string(i)));
+  vt.sched->run();
+  fc->release(vt); // the 8 queued calls go out as one batch: too large
+  vt.sched->run();
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 9);
+  for (auto& r : answers) {
+    CHECK(!r.error);
+    CHECK(r.embeddings.size() == 1);
+  }
+  // hold, 8 (refused), 4 (refused), then batches of at most 2.
+  REQUIRE(fc->calls.size() >= 4);
+  CHECK(fc->calls[1].size() == 8);
+  CHECK(fc->calls[2].size() == 4);
+  for (std::size_t i = 3; i < fc->calls.size(); ++i)
+    CHECK(fc->calls[i].size() <= 3);
+  fc->clear();
+}
+
+// -- request actor: bisection of a rejected batch
+// --------------------------------
+
+namespace {
+
+/// A pool that rejects (400) every call containing an input starting with
+/// "bad" and answers the others with vectors that encode the input text.
+pool_actor::behavior_type judging_pool(pool_actor::pointer self,
+                                       std::shared_ptr<int> calls) {
+  return {
+      [self, calls](call_atom, upstream_call& call) -> call_result {
+        ++*calls;
+        call_result r;
+        for (auto& in : call.inputs)
+          if (in.rfind("bad", 0) == 0) {
+            r.error = make_error(errc::invalid_input,
+                                 "upstream says " + in + " is bad", 400);
+            return r;
+          }
+        for (auto& in : call.inputs)
+          r.embeddings.push_back({static_cast<float>(std::stoi(in.substr(1)))});
+        r.model = "m";
+        return r;
+      },
+      [](health_atom) {
+        return upstream_health{};
+      },
+      [](restart_atom, uint32_t, uint64_t) {},
+      [](probe_atom, uint64_t) {},
+      [](breaker_atom, breaker_view&) {},
+  };
+}
+
+} // namespace
+
+TEST_CASE("a 400 on a multi-input call is bisected: the reply names only the "
+          "bad inputs, with the upstream's message") {
+  virtual_time vt;
+  auto calls = std::make_shared<int>(0);
+  auto pool = vt.sys->spawn(judging_pool, calls);
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 16; ++i)
+    inputs.push_back(i == 5 || i == 11 ? "bad" + std::to_string(i)
+                                       : "t" + std::to_string(i));
+  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+                           std::vector<route>{make_route(pool)}, uint64_t{1});
+  caller c{*vt.sys};
+  c.send(req, make_request(inputs));
+  vt.sched->run();
+  auto res = c.answer();
+  REQUIRE(!res);
+  CHECK(error_code(res.error()) == errc::invalid_input);
+  CHECK(error_http_status(res.error()) == 400);
+  auto detail = error_detail(res.error());
+  CHECK(detail.find("inputs 5, 11 rejected by the upstream") == 0);
+  CHECK(detail.find("upstream says bad5 is bad") != std::string::npos);
+  // 1 + bisection of 16 with two bad leaves: far fewer than one per input.
+  CHECK(*calls <= 1 + 2 * 2 * 4);
+  // Without bad inputs: one call, vectors in order.
+  for (int i = 0; i < 16; ++i)
+    inputs[i] = "t" + std::to_string(i);
+  auto req2 = vt.sys->spawn(request_actor_fn, make_request_env(),
+                            std::vector<route>{make_route(pool)}, uint64_t{1});
+  *calls = 0;
+  c.send(req2, make_request(inputs));
+  vt.sched->run();
+  auto ok = c.answer();
+  REQUIRE(ok);
+  CHECK(*calls == 1);
+  for (int i = 0; i < 16; ++i)
+    CHECK(ok->embeddings[i][0] == static_cast<float>(i));
 }

@@ -82,6 +82,10 @@ TEST_CASE("mock answers base64 requests with the exact hash_embed vectors") {
   }
   auto decoded = decode(res, texts.size(), 64, openai::encoding::base64);
   CHECK(decoded.data[1] == hash_embed("beta gamma", 64));
+  CHECK(m.server.stats().base64_requests == 1);
+  REQUIRE(client.embed(embed_body(texts, 64)).status == 200); // floats
+  CHECK(m.server.stats().base64_requests == 1);
+  CHECK(m.server.stats().embedding_requests == 2);
 }
 
 TEST_CASE("mock honours the default dimensions, the model option and paths") {
@@ -139,6 +143,7 @@ TEST_CASE("mock serves /stats and resets it") {
   CHECK(doc["requests"].GetUint64() == 2);
   CHECK(doc["embedding_requests"].GetUint64() == 1);
   CHECK(doc["inputs"].GetUint64() == 3);
+  CHECK(doc["base64_requests"].GetUint64() == 0);
   CHECK(doc["by_status"]["200"].GetUint64() == 1);
   CHECK(doc["by_status"]["404"].GetUint64() == 1);
   CHECK(doc["faults"].IsObject());

@@ -34,11 +34,27 @@ using request_actor = caf::typed_actor<
 ///   `overloaded`, `upstream_down` or `deadline_exceeded`);
 /// - health: state of the upstream;
 /// - restart / probe: self-sent supervision timers (slot, epoch).
+/// - breaker: the breaker's current view (state, open-until, probe permits).
 using pool_actor = caf::typed_actor<
     caf::replies_to<call_atom, upstream_call>::with<call_result>,
     caf::replies_to<health_atom>::with<upstream_health>,
     caf::reacts_to<restart_atom, uint32_t, uint64_t>,
-    caf::reacts_to<probe_atom, uint64_t>>;
+    caf::reacts_to<probe_atom, uint64_t>,
+    caf::reacts_to<breaker_atom, breaker_view>>;
+
+/// What a breaker talks to: the pool of its upstream (or a test probe).
+using breaker_listener
+    = caf::typed_actor<caf::reacts_to<breaker_atom, breaker_view>>;
+
+/// Circuit breaker of one upstream, the only owner of its state
+/// (actors/src/breaker.hpp has the state diagram).
+/// - outcome: how one upstream call went (from the pool);
+/// - half_open: self-sent end of the open time (epoch);
+/// - health: the current view.
+using breaker_actor
+    = caf::typed_actor<caf::reacts_to<outcome_atom, breaker_outcome>,
+                       caf::reacts_to<half_open_atom, uint64_t>,
+                       caf::replies_to<health_atom>::with<breaker_view>>;
 
 /// Owns one keep-alive HTTP(S) connection; one call in flight.
 /// - call: send one upstream request, answer with its classified outcome;

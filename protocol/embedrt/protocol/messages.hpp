@@ -74,7 +74,8 @@ typename Inspector::result_type inspect(Inspector& f, embed_result& x) {
 struct upstream_health {
   std::string name;
   std::string base_url;
-  /// "up", "down" (restart intensity exceeded) or "breaker_open".
+  /// "up", "down" (restart intensity exceeded), "breaker_open" or
+  /// "half_open" (the breaker lets probe calls through).
   std::string state;
   int32_t connections = 0;
   int32_t idle_connections = 0;
@@ -182,6 +183,14 @@ struct call_result {
   /// The response's x-ratelimit-remaining-{requests,tokens}; -1 = absent.
   int64_t ratelimit_remaining_requests = -1;
   int64_t ratelimit_remaining_tokens = -1;
+  /// The attempt hit its timeout (the socket was closed).
+  bool timed_out = false;
+  /// The upstream refused the request as too large as a whole (413 or
+  /// OpenAI's `max_tokens_per_request`): a smaller batch may pass.
+  bool too_large = false;
+  /// A 400 about the request as a whole (its error names a parameter other
+  /// than `input`, e.g. `dimensions`): bisecting the inputs cannot help.
+  bool request_level = false;
 };
 
 template <class Inspector>
@@ -189,7 +198,58 @@ typename Inspector::result_type inspect(Inspector& f, call_result& x) {
   return f(caf::meta::type_name("embedrt.call_result"), x.call_id, x.error,
            x.retryable, x.retry_after_ms, x.model, x.embeddings, x.usage,
            x.upstream_request_id, x.connected, x.reused, x.upstream_ns,
-           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens);
+           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
+           x.timed_out, x.too_large, x.request_level);
+}
+
+/// State of a circuit breaker (actors/src/breaker.hpp).
+enum class breaker_state : uint8_t { closed, open, half_open };
+
+/// "closed", "open" or "half_open".
+const char* to_string(breaker_state s);
+
+/// The breaker's word to its pool (breaker -> pool). A new `epoch` starts
+/// with every transition and replaces the pool's view; a view with the
+/// current epoch in `half_open` adds `permits` probe calls.
+struct breaker_view {
+  uint64_t epoch = 0;
+  breaker_state state = breaker_state::closed;
+  /// While open: when the breaker turns half-open, on the node's steady
+  /// clock (ns since the actor_clock epoch).
+  int64_t open_until_ns = 0;
+  /// While half-open: probe calls the pool may start.
+  uint32_t permits = 0;
+  /// Why the breaker moved (log and error detail).
+  std::string reason;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, breaker_view& x) {
+  return f(caf::meta::type_name("embedrt.breaker_view"), x.epoch, x.state,
+           x.open_until_ns, x.permits, x.reason);
+}
+
+/// How one upstream call counts for the breaker.
+enum class call_verdict : uint8_t { success, failure, ignored };
+
+/// "success", "failure" or "ignored".
+const char* to_string(call_verdict v);
+
+/// The outcome of one upstream call (pool -> breaker), tagged with the epoch
+/// of the view it was dispatched under: outcomes of another epoch are stale.
+struct breaker_outcome {
+  uint64_t epoch = 0;
+  call_verdict verdict = call_verdict::success;
+  /// The upstream's retry hint, 0 if none.
+  int64_t retry_after_ms = 0;
+  /// Short description of a failure (logs).
+  std::string what;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, breaker_outcome& x) {
+  return f(caf::meta::type_name("embedrt.breaker_outcome"), x.epoch, x.verdict,
+           x.retry_after_ms, x.what);
 }
 
 /// What an I/O thread reports to a connection actor when an HTTP exchange
@@ -208,8 +268,10 @@ struct http_outcome {
   int64_t retry_after_ms = -1;
   int8_t should_retry = -1;
   std::string request_id;
-  /// Error code of an OpenAI error body, e.g. "insufficient_quota".
+  /// Error code of an OpenAI error body, e.g. "insufficient_quota", and the
+  /// parameter it names, e.g. "input".
   std::string error_code;
+  std::string error_param;
   bool connected = false;
   bool reused = false;
   int64_t total_ns = 0;
@@ -223,7 +285,7 @@ typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
   return f(caf::meta::type_name("embedrt.http_outcome"), x.seq,
            x.transport_error, x.error_message, x.status, x.body,
            x.retry_after_ms, x.should_retry, x.request_id, x.error_code,
-           x.connected, x.reused, x.total_ns,
+           x.error_param, x.connected, x.reused, x.total_ns,
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens);
 }
 

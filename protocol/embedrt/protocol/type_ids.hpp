@@ -39,6 +39,8 @@ CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::connection_call))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::call_result))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::http_outcome))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_view))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_outcome))
 
 // -- atoms (0.17.6: atoms are atom constants and take no type ID) ----------
 CAF_ADD_ATOM(embedrt, embedrt, embed_atom, "embed")
@@ -48,6 +50,9 @@ CAF_ADD_ATOM(embedrt, embedrt, io_done_atom, "io_done")
 CAF_ADD_ATOM(embedrt, embedrt, retry_atom, "retry")
 CAF_ADD_ATOM(embedrt, embedrt, restart_atom, "restart")
 CAF_ADD_ATOM(embedrt, embedrt, probe_atom, "probe")
+CAF_ADD_ATOM(embedrt, embedrt, breaker_atom, "breaker")
+CAF_ADD_ATOM(embedrt, embedrt, outcome_atom, "outcome")
+CAF_ADD_ATOM(embedrt, embedrt, half_open_atom, "half_open")
 
 // -- metrics (appended at the end so that earlier IDs keep their values) ----
 CAF_ADD_TYPE_ID(embedrt, (embedrt::log_histogram))

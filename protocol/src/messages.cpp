@@ -1,0 +1,23 @@
+#include "embedrt/protocol/messages.hpp"
+
+namespace embedrt {
+
+const char* to_string(breaker_state s) {
+  switch (s) {
+    case breaker_state::closed: return "closed";
+    case breaker_state::open: return "open";
+    case breaker_state::half_open: return "half_open";
+  }
+  return "unknown";
+}
+
+const char* to_string(call_verdict v) {
+  switch (v) {
+    case call_verdict::success: return "success";
+    case call_verdict::failure: return "failure";
+    case call_verdict::ignored: return "ignored";
+  }
+  return "unknown";
+}
+
+} // namespace embedrt
