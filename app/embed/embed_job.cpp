@@ -155,12 +155,6 @@ class job {
       ++out_.counts.skipped;
       return;
     }
-    if (!seen_.insert(p.id)) {
-      reject(p.id, ln.number, to_string(errc::invalid_input),
-             "line " + std::to_string(ln.number) + ": duplicate id " + p.id
-                 + " (an earlier line has it)");
-      return;
-    }
     one_text_[0] = std::move(p.text);
     if (auto err = openai::validate_inputs(one_text_, profile_)) {
       reject(p.id, ln.number, error_name(err),
@@ -399,8 +393,6 @@ class job {
   line_reader reader_;
   provider_profile profile_;
   std::shared_ptr<completion_queue> queue_;
-  /// Ids read in this run (duplicates in the input are rejected).
-  id_set seen_;
   std::vector<std::string> one_text_ = std::vector<std::string>(1);
   /// Requests in flight, by batch number.
   std::unordered_map<uint64_t, std::vector<item>> batches_;

@@ -1,6 +1,5 @@
-// The set of record ids an `embedrt embed` run has already written (read
-// back from an existing output at start) or sent: exact, and compact enough
-// for millions of ids.
+// The set of record ids already in an `embedrt embed` output (read back at
+// start when resuming): exact, and compact enough for millions of ids.
 //
 // Ids are kept as their canonical JSON text (`"doc-7"` or `42`, see
 // jsonl_input.hpp) in one append-only arena; an open-addressing table of

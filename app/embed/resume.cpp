@@ -83,8 +83,8 @@ scan_result scan_jsonl_output(int fd, id_set& ids) {
       return bad(("the embedding has " + std::to_string(arr.Size())
                   + " dimensions, earlier lines " + std::to_string(res.dims))
                      .c_str());
-    if (!ids.insert(id))
-      return bad(("duplicate id " + id).c_str());
+    // An id repeated in the input is written again; it is done either way.
+    ids.insert(id);
     ++res.records;
     before = rd.consumed();
   }
@@ -137,8 +137,7 @@ scan_result scan_f32_output(int index_fd, uint64_t data_bytes, id_set& ids) {
     // is the torn tail.
     if ((res.records + 1) * res.dims * 4 > data_bytes)
       break;
-    if (!ids.insert(id))
-      return bad("duplicate id " + id);
+    ids.insert(id);
     ++res.records;
     before = rd.consumed();
   }

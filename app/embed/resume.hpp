@@ -6,8 +6,9 @@
 // worst its last line lacks its newline (jsonl), or the f32 rows and the
 // index disagree at the end. Such a tail is reported for truncation and its
 // records are embedded again. Anything else that does not read back as our
-// own output (a bad complete line, mixed dimensions, a duplicate id) is an
-// error: the caller refuses to append to that file.
+// own output (a bad complete line, mixed dimensions) is an error: the caller
+// refuses to append to that file. A repeated id (the input repeated it) is
+// fine: it is done.
 #pragma once
 
 #include "embed/id_set.hpp"

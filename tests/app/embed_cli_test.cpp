@@ -374,10 +374,10 @@ TEST_CASE("embed: the embedded default, rejects file and exit code 3") {
     content += "{\"id\":" + id + ",\"text\":\"" + text + "\"}\n";
     if (i == 9)
       content += "{\"id\":\"broken\",\"text\":\n"; // line 11: not JSON
+    if (i == 12)
+      content += "{\"id\":\"ws\",\"text\":\" \\t \"}\n"; // line 15: blank text
     if (i == 20)
       content += "\n   \n"; // blank lines: skipped
-    if (i == 25)
-      content += "{\"id\":\"t3\",\"text\":\"again\"}\n"; // duplicate id
   }
   write_file(in, content);
   auto run = [&](const std::string& counts) {
@@ -405,14 +405,17 @@ TEST_CASE("embed: the embedded default, rejects file and exit code 3") {
              Catch::Contains("{\"id\":null,\"line\":11,\"error\":"
                              "\"invalid_input\",\"message\":\"line "
                              "11: not a valid JSON object"));
-  CHECK_THAT(rejects, Catch::Contains("duplicate id \\\"t3\\\""));
-  // A rerun skips what is written (now also the second "t3") and retries
-  // only the rejected records; the rejects file lists this run's failures.
-  run("0 written, 29 skipped (already there), 3");
+  // Refused before it is sent, as the upstream would.
+  CHECK_THAT(rejects,
+             Catch::Contains("{\"id\":\"ws\",\"line\":15,\"error\":"
+                             "\"invalid_input\",\"message\":\"line "
+                             "15: "));
+  // A rerun skips what is written and retries only the rejected records;
+  // the rejects file lists this run's failures.
+  run("0 written, 28 skipped (already there), 4");
   check_output(out, expect, 8);
   rejects = read_file(dir.file("vectors.rejects.jsonl"));
-  CHECK(count_in(rejects, "\n") == 3);
-  CHECK(rejects.find("duplicate") == std::string::npos);
+  CHECK(count_in(rejects, "\n") == 4);
 }
 
 TEST_CASE("embed: SIGINT stops cleanly with exit 130 and a rerun completes") {

@@ -326,9 +326,21 @@ TEST_CASE("embed resume: refuses what is not its own output") {
   std::string other;
   append_jsonl_record(other, "2", {0.5f, 0.5f, 0.5f});
   CHECK_THAT(scan(rec + other), Catch::Contains("3 dimensions"));
-  CHECK_THAT(scan(rec + rec), Catch::Contains("duplicate id 1"));
   CHECK_THAT(scan("{\"id\":1,\"embedding\":[]}\n"),
              Catch::Contains("empty embedding"));
+}
+
+TEST_CASE("embed resume: an id written twice (repeated in the input) is "
+          "done") {
+  std::string rec;
+  append_jsonl_record(rec, "1", {0.5f, 0.5f});
+  temp_file f{rec + rec};
+  id_set ids;
+  auto r = scan_jsonl_output(f.fd, ids);
+  CHECK(r.error.empty());
+  CHECK(r.records == 2);
+  CHECK(ids.size() == 1);
+  CHECK(ids.contains("1"));
 }
 
 TEST_CASE("embed resume: f32 output written through the sink") {
