@@ -270,9 +270,17 @@ class job {
       if (out_.dims == 0)
         out_.dims = v.size();
       if (v.size() != out_.dims) {
+        // One output holds one dimension; a resumed output keeps its own.
+        auto msg = "the upstream returned " + std::to_string(v.size())
+            + "-dimensional vectors, the output holds "
+            + std::to_string(out_.dims) + "-dimensional ones"
+            + (opts_.dims == 0
+                   ? " (pass --dims " + std::to_string(out_.dims) + ")"
+                   : std::string{});
         reject(batch[i].id, batch[i].line, to_string(errc::invalid_response),
-               "the vector has " + std::to_string(v.size())
-                   + " dimensions, the output " + std::to_string(out_.dims));
+               msg);
+        if (!stopping_)
+          stop(msg);
         continue;
       }
       if (!io_.out->write(batch[i].id, v)) {

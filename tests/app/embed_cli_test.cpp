@@ -502,6 +502,35 @@ TEST_CASE("embed: f32 rows with an index, resumed without duplicates") {
   check();
 }
 
+TEST_CASE("embed: a resumed output keeps its dimension") {
+  temp_dir dir;
+  auto in = dir.file("in.txt");
+  auto out = dir.file("out.jsonl");
+  write_file(in, "first text\nsecond text\n");
+  proc a{{"embed", "--in", in, "--out", out, "--dims", "8"}};
+  CHECK(a.finish() == 0);
+  // Asked for other dimensions: refused before anything is sent.
+  proc b{{"embed", "--in", in, "--out", out, "--dims", "16"}};
+  CHECK(b.finish() == 1);
+  CHECK_THAT(b.err,
+             Catch::Contains("holds 8-dimensional vectors but --dims "
+                             "is 16"));
+  // No --dims: the upstream's default (256) does not fit the output; the job
+  // stops at the first answer and says what to pass.
+  write_file(in, "first text\nsecond text\nthird text\n");
+  proc c{{"embed", "--in", in, "--out", out}};
+  CHECK(c.finish() == 1);
+  INFO("stderr: " << c.err);
+  CHECK_THAT(c.err,
+             Catch::Contains("the upstream returned 256-dimensional "
+                             "vectors, the output holds 8-dimensional "
+                             "ones (pass --dims 8)"));
+  CHECK(count_lines(out) == 2);
+  proc d{{"embed", "--in", in, "--out", out, "--dims", "8"}};
+  CHECK(d.finish() == 0);
+  CHECK_THAT(d.err, Catch::Contains("1 written, 2 skipped"));
+}
+
 TEST_CASE("embed: stdin to stdout") {
   temp_dir dir;
   auto in = dir.file("in.txt");
