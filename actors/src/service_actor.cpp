@@ -226,13 +226,20 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
       benv->cfg = up.breaker;
       benv->seed
           = (cfg.seed != 0 ? cfg.seed : std::random_device{}()) + envs.size();
-      if (hooks.on_breaker_transition) {
-        auto cb = hooks.on_breaker_transition;
-        benv->on_transition = [cb](const std::string& upstream,
-                                   const detail::breaker_transition& t) {
+      static_assert(static_cast<uint8_t>(breaker_state::open) == breaker_open
+                    && static_cast<uint8_t>(breaker_state::half_open)
+                        == breaker_half_open);
+      // Every transition is counted (metrics) and passed to the hook.
+      benv->on_transition = [sink, cb = hooks.on_breaker_transition](
+                                const std::string& upstream,
+                                const detail::breaker_transition& t) {
+        if (sink)
+          detail::record_breaker_transition(sink, upstream,
+                                            static_cast<uint8_t>(t.from),
+                                            static_cast<uint8_t>(t.to));
+        if (cb)
           cb(upstream, t.from, t.to);
-        };
-      }
+      };
       penv->breaker = std::move(benv);
     }
     if (hooks.on_connection_spawned) {

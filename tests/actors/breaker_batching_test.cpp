@@ -10,6 +10,7 @@
 //   batches shrink and every caller is served.
 #include "embedrt/all.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
+#include "embedrt/protocol/metrics.hpp"
 #include "mock/mock_server.hpp"
 
 #include <algorithm>
@@ -179,6 +180,11 @@ TEST_CASE("breaker: a failing upstream opens it within its threshold, "
   REQUIRE(health);
   CHECK(health->upstreams.at(0).state == "breaker_open");
   CHECK(!health->ready);
+  // The transition is an event in the metrics too (counter and gauge).
+  auto open_metrics = c.metrics();
+  REQUIRE(open_metrics);
+  REQUIRE(open_metrics->upstreams.size() == 1);
+  CHECK(open_metrics->upstreams[0].breaker_state == breaker_open);
   // While open: 1,000 concurrent callers are rejected at once, nothing is
   // sent upstream.
   latency_collector fast;
@@ -237,6 +243,25 @@ TEST_CASE("breaker: a failing upstream opens it within its threshold, "
   REQUIRE(health);
   CHECK(health->upstreams.at(0).state == "up");
   CHECK(health->ready);
+  auto m = c.metrics();
+  REQUIRE(m);
+  const auto& um = m->upstreams.at(0);
+  CHECK(um.breaker_state == breaker_closed);
+  auto count = [&](uint8_t from, uint8_t to) {
+    int64_t n = 0;
+    for (auto& t : um.breaker_transitions)
+      if (t.from == from && t.to == to)
+        n += t.count;
+    return n;
+  };
+  CHECK(count(breaker_closed, breaker_open) == 1);
+  CHECK(count(breaker_open, breaker_half_open) == 1);
+  CHECK(count(breaker_half_open, breaker_closed) == 1);
+  CHECK(count(breaker_half_open, breaker_open) == 0);
+  auto text = render_prometheus(*m);
+  CHECK(text.find("embedrt_breaker_transitions_total{upstream=\"mock\",from="
+                  "\"closed\",to=\"open\"} 1")
+        != std::string::npos);
 }
 
 TEST_CASE("breaker: Retry-After of a rate-limited upstream sets the open "
