@@ -360,12 +360,13 @@ class session : public std::enable_shared_from_this<session> {
     if (phase_ == phase::closed)
       return;
     phase_ = phase::closed;
+    // A closed connection no longer counts (for connections() and the
+    // drain), even if a reply to it is still on its way; it stops counting
+    // before the peer can see the close.
+    core_->remove(this);
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
-    // A closed connection no longer counts for the drain, even if a reply
-    // to it is still on its way.
-    core_->remove(this);
     auto keep = std::move(hold_);
   }
 

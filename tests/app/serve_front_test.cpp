@@ -1,0 +1,249 @@
+// The HTTP front end of `embedrt serve` in-process with a scripted handler:
+// late and duplicate replies, replies to closed connections, and the drain.
+#include "embedrt/io_runtime.hpp"
+#include "mock_test_client.hpp"
+#include "serve/http_front.hpp"
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using namespace embedrt;
+using namespace embedrt::serve;
+using namespace embedrt::test;
+using std::chrono::milliseconds;
+
+namespace {
+
+/// Responders the handler kept, for the test to answer later.
+struct parked {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<responder> responders;
+
+  void add(responder r) {
+    std::lock_guard<std::mutex> guard{mtx};
+    responders.push_back(std::move(r));
+    cv.notify_all();
+  }
+
+  /// Waits until `n` requests are parked.
+  bool wait_for(std::size_t n, milliseconds timeout = milliseconds{5000}) {
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_for(guard, timeout, [&] {
+      return responders.size() >= n;
+    });
+  }
+
+  responder at(std::size_t i) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return responders.at(i);
+  }
+};
+
+front_reply text_reply(int status, std::string body) {
+  front_reply r;
+  r.status = status;
+  r.content_type = "text/plain";
+  r.body = std::move(body);
+  return r;
+}
+
+/// Waits until `pred` holds (bounded).
+template <class Pred>
+bool eventually(Pred pred, milliseconds timeout = milliseconds{5000}) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(milliseconds{2});
+  }
+  return true;
+}
+
+} // namespace
+
+TEST_CASE("front: replies come from other threads; only the first counts") {
+  io_runtime io{2};
+  parked park;
+  http_front front{io.context(), front_options{},
+                   [&](front_request req, responder respond) {
+                     if (req.target == "/now") {
+                       respond(text_reply(200, "now"));
+                       return;
+                     }
+                     park.add(std::move(respond));
+                   }};
+  auto port = front.start();
+  REQUIRE(port != 0);
+  http_client client{port};
+  // First request: answered from another thread, then answered again.
+  auto first = std::async(std::launch::async, [&] {
+    return client.request("GET", "/later");
+  });
+  REQUIRE(park.wait_for(1));
+  auto r0 = park.at(0);
+  std::thread{[r0] {
+    r0(text_reply(201, "first"));
+    r0(text_reply(500, "duplicate"));
+  }}.join();
+  auto res = first.get();
+  CHECK(res.status == 201);
+  CHECK(res.body == "first");
+  CHECK(res.keep_alive);
+  // The same connection carries the next request; a stale reply of the
+  // previous one does not answer it.
+  auto second = std::async(std::launch::async, [&] {
+    return client.request("GET", "/later");
+  });
+  REQUIRE(park.wait_for(2));
+  r0(text_reply(502, "stale"));
+  park.at(1)(text_reply(202, "second"));
+  res = second.get();
+  CHECK(res.status == 202);
+  CHECK(res.body == "second");
+  CHECK(client.request("GET", "/now").body == "now");
+  CHECK(client.connects() == 1);
+}
+
+TEST_CASE("front: a reply to a closed connection is dropped") {
+  io_runtime io{1};
+  parked park;
+  http_front front{io.context(), front_options{},
+                   [&](front_request, responder respond) {
+                     park.add(std::move(respond));
+                   }};
+  auto port = front.start();
+  REQUIRE(port != 0);
+  {
+    http_client client{port};
+    REQUIRE(client.send_only("POST", "/v1/embeddings", "{}") == failure::none);
+    REQUIRE(park.wait_for(1));
+    CHECK(front.connections() == 1);
+  }
+  // The client is gone; the session notices when it writes the reply.
+  park.at(0)(text_reply(200, "nobody listens"));
+  CHECK(eventually([&] {
+    return front.connections() == 0;
+  }));
+  // Still serving.
+  http_client again{port};
+  auto fut = std::async(std::launch::async, [&] {
+    return again.request("GET", "/x");
+  });
+  REQUIRE(park.wait_for(2));
+  park.at(1)(text_reply(200, "ok"));
+  CHECK(fut.get().status == 200);
+}
+
+TEST_CASE("front: errors of its own — 413 and malformed HTTP") {
+  io_runtime io{1};
+  front_options opts;
+  opts.max_body_bytes = 100;
+  std::atomic<int> handled{0};
+  http_front front{io.context(), opts, [&](front_request, responder respond) {
+                     ++handled;
+                     respond(text_reply(200, "ok"));
+                   }};
+  auto port = front.start();
+  REQUIRE(port != 0);
+  http_client client{port};
+  auto res = client.request("POST", "/v1/embeddings", std::string(500, 'x'));
+  CHECK(res.status == 413);
+  CHECK_FALSE(res.keep_alive);
+  CHECK_THAT(res.body, Catch::Contains("request_too_large"));
+  http_client raw{port};
+  res = raw.raw("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n");
+  CHECK(res.status == 400);
+  CHECK_THAT(res.body, Catch::Contains("bad_http"));
+  CHECK(handled == 0);
+}
+
+TEST_CASE("front: drain closes idle connections, finishes busy ones, then "
+          "refuses") {
+  io_runtime io{1};
+  parked park;
+  http_front front{io.context(), front_options{},
+                   [&](front_request, responder respond) {
+                     park.add(std::move(respond));
+                   }};
+  auto port = front.start();
+  REQUIRE(port != 0);
+  http_client idle{port};
+  REQUIRE(idle.connect() == failure::none);
+  http_client busy{port};
+  auto pending = std::async(std::launch::async, [&] {
+    return busy.request("POST", "/v1/embeddings", "{}");
+  });
+  REQUIRE(park.wait_for(1));
+  REQUIRE(eventually([&] {
+    return front.connections() == 2;
+  }));
+  std::promise<void> done;
+  front.drain(milliseconds{5000}, [&] {
+    done.set_value();
+  });
+  CHECK(idle.wait_for_close(milliseconds{2000}));
+  http_client late{port};
+  CHECK(late.connect(milliseconds{1000}) == failure::connect);
+  CHECK(front.connections() == 1);
+  park.at(0)(text_reply(200, "finished"));
+  auto res = pending.get();
+  CHECK(res.status == 200);
+  CHECK_FALSE(res.keep_alive);
+  busy.close();
+  CHECK(done.get_future().wait_for(std::chrono::seconds{5})
+        == std::future_status::ready);
+  CHECK(front.connections() == 0);
+}
+
+TEST_CASE("front: at the end of the grace period the rest get 503") {
+  io_runtime io{1};
+  parked park;
+  http_front front{io.context(), front_options{},
+                   [&](front_request, responder respond) {
+                     park.add(std::move(respond));
+                   }};
+  auto port = front.start();
+  REQUIRE(port != 0);
+  http_client client{port};
+  auto pending = std::async(std::launch::async, [&] {
+    return client.request("POST", "/v1/embeddings", "{}");
+  });
+  REQUIRE(park.wait_for(1));
+  std::promise<void> done;
+  auto start = std::chrono::steady_clock::now();
+  front.drain(milliseconds{100}, [&] {
+    done.set_value();
+  });
+  auto res = pending.get();
+  CHECK(res.status == 503);
+  CHECK_THAT(res.body, Catch::Contains("shutting_down"));
+  CHECK(res.header("retry-after") == "1");
+  CHECK(std::chrono::steady_clock::now() - start < milliseconds{3000});
+  client.close();
+  CHECK(done.get_future().wait_for(std::chrono::seconds{5})
+        == std::future_status::ready);
+  // The handler's late answer goes nowhere.
+  park.at(0)(text_reply(200, "too late"));
+}
+
+TEST_CASE("front: drain with no connection is done at once") {
+  io_runtime io{1};
+  http_front front{io.context(), front_options{},
+                   [](front_request, responder respond) {
+                     respond(text_reply(200, "ok"));
+                   }};
+  REQUIRE(front.start() != 0);
+  std::promise<void> done;
+  front.drain(milliseconds{5000}, [&] {
+    done.set_value();
+  });
+  CHECK(done.get_future().wait_for(std::chrono::seconds{2})
+        == std::future_status::ready);
+}
