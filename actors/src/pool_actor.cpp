@@ -124,6 +124,11 @@ void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
                       st.down_until - self->clock().now().time_since_epoch())));
       continue;
     }
+    if (st.view.state == breaker_state::open) {
+      // Nothing is dispatched while the breaker is open: answer now.
+      answer(self, *i, breaker_failure(self));
+      continue;
+    }
     if (isolate) {
       i->solo = true;
     } else if (crashed && ++i->crashes > max_crashes_per_call) {

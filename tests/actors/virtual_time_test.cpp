@@ -1383,3 +1383,30 @@ TEST_CASE("a 400 on a multi-input call is bisected: the reply names only the "
   for (int i = 0; i < 16; ++i)
     CHECK(ok->embeddings[i][0] == static_cast<float>(i));
 }
+
+TEST_CASE("pool and breaker: work handed back by a dying connection while "
+          "the breaker is open is answered at once") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn,
+      std::shared_ptr<const pool_env>{make_breaker_pool_env(fc, 2)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  for (int i = 0; i < 3; ++i) {
+    c.self->send(pool, call_atom_v, make_call("fail"));
+    vt.sched->run();
+  }
+  REQUIRE(c.answers().size() == 3); // the breaker is open now
+  // Both connections die; the held call comes back to the pool.
+  auto conns = fc->conns;
+  for (auto& conn : conns)
+    caf::anon_send_exit(conn, caf::exit_reason::kill);
+  vt.sched->run();
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 1);
+  CHECK(error_code(answers[0].error) == errc::breaker_open);
+  fc->clear();
+}
