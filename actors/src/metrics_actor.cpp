@@ -52,6 +52,14 @@ struct metrics_state {
   std::map<std::tuple<std::string, std::string, bool>, log_histogram> latencies;
   std::set<std::string> models;
   int64_t answered = 0;
+  /// The series of the previous request_record (std::map nodes are stable).
+  struct {
+    std::string upstream;
+    std::string model;
+    uint8_t error = 0;
+    request_acc* acc = nullptr;
+    log_histogram* latency = nullptr;
+  } last;
   /// Test hook (service_hooks::on_request_recorded).
   std::function<void(const request_record&)> on_record;
 
@@ -182,12 +190,21 @@ metrics_fn(self_ptr self, bool enabled, std::vector<std::string> upstreams,
       [self](request_record& r) {
         auto& st = self->state;
         ++st.answered;
-        const auto& model = st.model_label(r.model);
-        auto& acc = st.requests[{r.upstream, model, r.error}];
-        ++acc.requests;
-        acc.texts += r.texts;
-        acc.retries += r.retries;
-        st.latencies[{r.upstream, model, r.error == 0}].record(r.latency_ns);
+        // Most records repeat the previous series: skip the map lookups.
+        auto& last = st.last;
+        if (last.acc == nullptr || last.error != r.error
+            || last.upstream != r.upstream || last.model != r.model) {
+          const auto& model = st.model_label(r.model);
+          last.acc = &st.requests[{r.upstream, model, r.error}];
+          last.latency = &st.latencies[{r.upstream, model, r.error == 0}];
+          last.upstream = r.upstream;
+          last.model = r.model;
+          last.error = r.error;
+        }
+        ++last.acc->requests;
+        last.acc->texts += r.texts;
+        last.acc->retries += r.retries;
+        last.latency->record(r.latency_ns);
         if (st.on_record)
           st.on_record(r);
       },
