@@ -421,6 +421,8 @@ struct fake_connections {
   /// `release` answers held calls with a 500 instead of vectors.
   bool release_fails = false;
   std::vector<caf::typed_response_promise<call_result>> held;
+  /// The connection actor holding each promise (only it may deliver it).
+  std::vector<caf::actor_addr> held_by;
   std::vector<connection_actor> conns;
 
   /// Asks the connection holding calls to answer them (promises must be
@@ -434,6 +436,7 @@ struct fake_connections {
   /// Breaks the handle cycles (behaviour -> this -> handles) at test end.
   void clear() {
     held.clear();
+    held_by.clear();
     conns.clear();
   }
 };
@@ -490,6 +493,7 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
             if (in == "hold") {
               auto rp = self->make_response_promise<call_result>();
               fc->held.push_back(rp);
+              fc->held_by.push_back(self->address());
               return rp;
             }
           }
@@ -497,10 +501,23 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
           r.call_id = call.call_id;
           return r;
         },
-        [fc](io_done_atom, http_outcome&) {
-          auto held = std::move(fc->held);
+        [self, fc](io_done_atom, http_outcome&) {
+          // Deliver only the promises this connection made (a promise must
+          // be delivered by its own actor).
+          std::vector<caf::typed_response_promise<call_result>> held;
+          for (std::size_t i = 0; i < fc->held.size();) {
+            if (fc->held_by[i] == self->address()) {
+              held.push_back(std::move(fc->held[i]));
+              fc->held.erase(fc->held.begin() + static_cast<std::ptrdiff_t>(i));
+              fc->held_by.erase(fc->held_by.begin()
+                                + static_cast<std::ptrdiff_t>(i));
+            } else {
+              ++i;
+            }
+          }
           auto fails = fc->release_fails;
-          fc->clear();
+          if (fc->held.empty())
+            fc->clear();
           for (auto& rp : held) {
             if (fails) {
               call_result r;
