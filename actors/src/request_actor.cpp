@@ -145,6 +145,16 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
     return;
   }
   c.last_error = r.error;
+  if (r.timed_out && self->clock().now() + milliseconds{1} >= st.deadline) {
+    // The attempt was cut at the caller's deadline: that is what happened.
+    auto ms = std::chrono::duration_cast<milliseconds>(st.timeout);
+    finish(self,
+           make_error(errc::deadline_exceeded,
+                      "deadline of " + std::to_string(ms.count())
+                          + " ms exceeded" + attempts_note(c)
+                          + "; last error: " + render_error(r.error)));
+    return;
+  }
   const auto& retry = st.env->retry;
   if (!r.retryable || c.attempts >= retry.max_attempts) {
     if (r.retryable)
