@@ -22,8 +22,14 @@ caf::timespan backoff_policy::next_delay(uint32_t retry,
   auto top = ceiling(retry).count();
   if (top <= 0)
     return caf::timespan{0};
-  std::uniform_int_distribution<int64_t> dist{0, top};
-  return caf::timespan{dist(rng_)};
+  // splitmix64 (Steele, Lea, Flood 2014); the modulo bias is below 2^-30
+  // for any delay under a day.
+  uint64_t z = (rng_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return caf::timespan{
+      static_cast<int64_t>(z % (static_cast<uint64_t>(top) + 1))};
 }
 
 retry_budget::retry_budget(double ratio, uint32_t min_retries)
