@@ -42,8 +42,8 @@ class client {
 
   /// Asks for the service's metrics (blocks the calling, non-actor thread);
   /// `render_prometheus(*snapshot)` gives the Prometheus text.
-  caf::expected<metrics_snapshot>
-  metrics(std::chrono::milliseconds timeout = std::chrono::milliseconds{5000});
+  caf::expected<metrics_snapshot> metrics(std::chrono::milliseconds timeout
+                                          = std::chrono::milliseconds{5000});
 
   const service_actor& service() const noexcept {
     return service_;

@@ -1,8 +1,8 @@
 #include "connection_actor.hpp"
 
 #include "classify.hpp"
-#include "redact.hpp"
 #include "embedrt/protocol/headers.hpp"
+#include "redact.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>

@@ -75,6 +75,16 @@ struct transition_log {
     cv.notify_all();
   }
 
+  /// Service hooks that record every breaker transition into `log`.
+  static service_hooks hooks(std::shared_ptr<transition_log> log) {
+    service_hooks h;
+    h.on_breaker_transition
+        = [log](const std::string&, breaker_state from, breaker_state to) {
+            log->add(from, to);
+          };
+    return h;
+  }
+
   /// Waits until `n` transitions happened; returns a copy.
   std::vector<entry> wait_for(std::size_t n, std::chrono::milliseconds max) {
     std::unique_lock<std::mutex> guard{mtx};
@@ -139,12 +149,7 @@ TEST_CASE("breaker: a failing upstream opens it within its threshold, "
   rc.default_timeout = 5000ms;
   rc.seed = 11;
   auto log = std::make_shared<transition_log>();
-  service_hooks hooks;
-  hooks.on_breaker_transition
-      = [log](const std::string&, breaker_state from, breaker_state to) {
-          log->add(from, to);
-        };
-  auto svc = spawn_service(*f.sys, rc, hooks);
+  auto svc = spawn_service(*f.sys, rc, transition_log::hooks(log));
   REQUIRE(svc);
   client c{*f.sys, *svc};
   // Healthy first.
@@ -282,12 +287,7 @@ TEST_CASE("breaker: Retry-After of a rate-limited upstream sets the open "
   rc.retry.max_attempts = 1;
   rc.seed = 3;
   auto log = std::make_shared<transition_log>();
-  service_hooks hooks;
-  hooks.on_breaker_transition
-      = [log](const std::string&, breaker_state from, breaker_state to) {
-          log->add(from, to);
-        };
-  auto svc = spawn_service(*f.sys, rc, hooks);
+  auto svc = spawn_service(*f.sys, rc, transition_log::hooks(log));
   REQUIRE(svc);
   client c{*f.sys, *svc};
   srv->set_outage(mock::fault{mock::fault_kind::rate_limit, 429});
