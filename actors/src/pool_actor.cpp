@@ -258,6 +258,17 @@ void on_call_error(self_ptr self, uint32_t idx, uint64_t call_id,
   dispatch(self);
 }
 
+/// Fails every queued call (the breaker opened or the upstream went down).
+void fail_queue(self_ptr self, const call_result& why) {
+  auto& st = self->state;
+  while (!st.queue.empty()) {
+    auto item = std::move(st.queue.front());
+    st.queue.pop_front();
+    st.queue_bytes -= item.bytes;
+    answer(self, item, why);
+  }
+}
+
 void go_down(self_ptr self) {
   auto& st = self->state;
   auto& sup = st.env->cfg.supervision;
@@ -270,16 +281,12 @@ void go_down(self_ptr self) {
       {{"upstream", st.env->cfg.name},
        {"restarts", std::to_string(st.intensity.recent())},
        {"probe_in_ms", std::to_string(wait.count())}});
-  while (!st.queue.empty()) {
-    auto item = std::move(st.queue.front());
-    st.queue.pop_front();
-    st.queue_bytes -= item.bytes;
-    answer(self, item,
-           failure(errc::upstream_down,
-                   st.env->cfg.name
-                       + ": upstream marked down (restart intensity exceeded)",
-                   false, wait));
-  }
+  fail_queue(
+      self,
+      failure(errc::upstream_down,
+              st.env->cfg.name
+                  + ": upstream marked down (restart intensity exceeded)",
+              false, wait));
   self->delayed_send(self, wait, probe_atom_v, st.epoch);
 }
 
@@ -290,17 +297,6 @@ void spawn_breaker(self_ptr self) {
   st.breaker = self->spawn<caf::monitored>(breaker_actor_fn, st.env->breaker,
                                            self->address());
   *st.breaker_box = st.breaker;
-}
-
-/// Fails every queued call (the breaker opened or the upstream went down).
-void fail_queue(self_ptr self, const call_result& why) {
-  auto& st = self->state;
-  while (!st.queue.empty()) {
-    auto item = std::move(st.queue.front());
-    st.queue.pop_front();
-    st.queue_bytes -= item.bytes;
-    answer(self, item, why);
-  }
 }
 
 void on_breaker_view(self_ptr self, breaker_view& v) {

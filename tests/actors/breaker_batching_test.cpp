@@ -11,6 +11,7 @@
 #include "embedrt/all.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
 #include "embedrt/protocol/metrics.hpp"
+#include "integration_fixture.hpp"
 #include "mock/mock_server.hpp"
 
 #include <algorithm>
@@ -34,21 +35,8 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-struct system_fixture {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  system_fixture() {
-    register_types(cfg);
-    set_log_level(log_level::error);
-    sys = std::make_unique<caf::actor_system>(cfg);
-  }
-};
-
-std::unique_ptr<mock::mock_server> start_mock(mock::mock_options opts = {}) {
-  auto srv = std::make_unique<mock::mock_server>(std::move(opts));
-  REQUIRE(srv->start() != 0);
-  return srv;
-}
+using test::start_mock;
+using test::system_fixture;
 
 embed_request make_request(std::vector<std::string> inputs, int32_t dims = 16) {
   embed_request req;

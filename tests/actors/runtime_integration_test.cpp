@@ -3,6 +3,7 @@
 // (`embedrt mock`, run in-process on its own I/O threads on 127.0.0.1).
 #include "embedrt/all.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
+#include "integration_fixture.hpp"
 #include "mock/mock_server.hpp"
 
 #include <atomic>
@@ -37,21 +38,8 @@ std::size_t thread_count() {
   return n;
 }
 
-struct system_fixture {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  system_fixture() {
-    register_types(cfg);
-    set_log_level(log_level::error);
-    sys = std::make_unique<caf::actor_system>(cfg);
-  }
-};
-
-std::unique_ptr<mock::mock_server> start_mock(mock::mock_options opts = {}) {
-  auto srv = std::make_unique<mock::mock_server>(std::move(opts));
-  REQUIRE(srv->start() != 0);
-  return srv;
-}
+using test::start_mock;
+using test::system_fixture;
 
 runtime_config make_config(const std::string& url, uint32_t connections = 8) {
   runtime_config rc;
