@@ -122,10 +122,12 @@ class session : public std::enable_shared_from_this<session> {
 
   /// Graceful shutdown began: an idle connection closes now; a request in
   /// progress completes and its reply says `Connection: close`.
+  /// A request that already arrived (buffered, or waiting in the socket) is
+  /// still read and answered; only a connection with nothing to read closes.
   void begin_drain() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->draining_ = true;
-      if (self->phase_ == phase::idle && self->buffer_.size() == 0)
+      if (self->phase_ == phase::idle && !self->input_pending())
         self->hard_close();
     });
   }
@@ -170,8 +172,8 @@ class session : public std::enable_shared_from_this<session> {
   void do_read() {
     if (phase_ == phase::closed)
       return;
-    if (draining_) {
-      // The previous reply said `Connection: close`; nothing more is read.
+    if (draining_ && !input_pending()) {
+      // Shutting down and nothing more arrived: the connection closes.
       lingering_close();
       return;
     }
@@ -356,6 +358,14 @@ class session : public std::enable_shared_from_this<session> {
         });
   }
 
+  /// Bytes of a request already here: in the buffer or in the socket.
+  bool input_pending() {
+    if (buffer_.size() != 0)
+      return true;
+    beast::error_code ec;
+    return stream_.socket().available(ec) > 0 && !ec;
+  }
+
   void hard_close() {
     if (phase_ == phase::closed)
       return;
@@ -441,9 +451,16 @@ void http_front::impl::on_accept(beast::error_code ec, tcp::socket s) {
 }
 
 void http_front::impl::add(const std::shared_ptr<session>& s) {
-  std::lock_guard<std::mutex> guard{mtx};
-  sessions.emplace(s.get(), s);
-  if (draining)
+  bool drain_now = false;
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    sessions.emplace(s.get(), s);
+    drain_now = draining;
+  }
+  // Outside the lock: begin_drain() may close the session inline, and its
+  // remove() takes the lock again (a connection accepted just as the drain
+  // began used to deadlock the front end here).
+  if (drain_now)
     s->begin_drain();
 }
 

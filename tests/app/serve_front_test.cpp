@@ -4,19 +4,30 @@
 #include "mock_test_client.hpp"
 #include "serve/http_front.hpp"
 
+#include <arpa/inet.h>
 #include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <mutex>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace embedrt;
 using namespace embedrt::serve;
 using namespace embedrt::test;
 using std::chrono::milliseconds;
+namespace net = boost::asio;
 
 namespace {
 
@@ -245,5 +256,144 @@ TEST_CASE("front: drain with no connection is done at once") {
     done.set_value();
   });
   CHECK(done.get_future().wait_for(std::chrono::seconds{2})
+        == std::future_status::ready);
+}
+
+namespace {
+
+/// A plain blocking socket to 127.0.0.1:port (-1 on failure), with send and
+/// receive timeouts so that nothing here can hang.
+int raw_connect(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// Everything the peer sends until it closes (or the receive timeout).
+std::string read_to_eof(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    auto n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0)
+      return out;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+/// True when the peer closed (EOF or reset) before the receive timeout.
+bool closed_by_peer(int fd) {
+  char buf[256];
+  for (;;) {
+    auto n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n == 0)
+      return true;
+    if (n < 0)
+      return errno != EAGAIN && errno != EWOULDBLOCK;
+  }
+}
+
+} // namespace
+
+TEST_CASE("front: connections accepted as the drain begins are closed, and "
+          "the drain completes") {
+  // Regression: a connection accepted after the drain began but before the
+  // listener closed deadlocked the front end's I/O thread (the session was
+  // closed inline under the front end's lock, and closing takes it again):
+  // no reply was written any more, and the process never exited.
+  // Connections still in the listen backlog make that window likely.
+  for (int round = 0; round < 10; ++round) {
+    INFO("round " << round);
+    io_runtime io{1};
+    http_front front{io.context(), front_options{},
+                     [](front_request, responder respond) {
+                       respond(text_reply(200, "ok"));
+                     }};
+    auto port = front.start();
+    REQUIRE(port != 0);
+    std::vector<int> fds;
+    for (int i = 0; i < 64; ++i) {
+      int fd = raw_connect(port);
+      if (fd >= 0)
+        fds.push_back(fd);
+    }
+    REQUIRE(fds.size() == 64);
+    std::promise<void> done;
+    front.drain(milliseconds{5000}, [&] {
+      done.set_value();
+    });
+    auto drained = done.get_future().wait_for(std::chrono::seconds{10});
+    if (drained != std::future_status::ready) {
+      // The I/O thread is stuck; the destructors would wait for it forever.
+      FAIL_CHECK("the drain did not complete within 10 s (deadlock)");
+      std::fprintf(stderr, "drain deadlocked in round %d\n", round);
+      std::_Exit(3);
+    }
+    // Every connection was closed by the server (accepted ones by the
+    // drain, backlog ones when the listener closed); none is left hanging.
+    std::size_t closed = 0;
+    for (int fd : fds) {
+      closed += closed_by_peer(fd) ? 1 : 0;
+      ::close(fd);
+    }
+    CHECK(closed == fds.size());
+    CHECK(front.connections() == 0);
+  }
+}
+
+TEST_CASE("front: a request already sent when the drain begins is answered "
+          "with Connection: close") {
+  io_runtime io{1};
+  std::atomic<int> handled{0};
+  http_front front{io.context(), front_options{},
+                   [&](front_request, responder respond) {
+                     ++handled;
+                     respond(text_reply(200, "answered"));
+                   }};
+  auto port = front.start();
+  REQUIRE(port != 0);
+  int fd = raw_connect(port);
+  REQUIRE(fd >= 0);
+  REQUIRE(eventually([&] {
+    return front.connections() == 1;
+  }));
+  // Hold the front end's only I/O thread so that the request is still
+  // unread in the socket when the drain begins.
+  std::promise<void> release;
+  std::promise<void> held;
+  net::post(io.context(), [&] {
+    held.set_value();
+    release.get_future().wait();
+  });
+  held.get_future().wait();
+  std::string req = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Type: application/json\r\n"
+                    "Content-Length: 2\r\n\r\n{}";
+  REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL)
+          == static_cast<ssize_t>(req.size()));
+  std::promise<void> done;
+  front.drain(milliseconds{5000}, [&] {
+    done.set_value();
+  });
+  release.set_value();
+  auto reply = read_to_eof(fd);
+  ::close(fd);
+  CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 200"));
+  CHECK_THAT(reply, Catch::Contains("Connection: close"));
+  CHECK_THAT(reply, Catch::EndsWith("answered"));
+  CHECK(handled == 1);
+  CHECK(done.get_future().wait_for(std::chrono::seconds{5})
         == std::future_status::ready);
 }
