@@ -3,7 +3,9 @@
 # checked with dpkg first and apt-get runs only when something is missing.
 #
 #   scripts/setup.sh build   # compiler, CMake, CAF, Boost, OpenSSL, RapidJSON
-#   scripts/setup.sh test    # build + Catch2 and the tools the tests use
+#   scripts/setup.sh test    # build + Catch2 and the tools the tests use,
+#                            # Node.js and the OpenAI Node SDK (npm ci in
+#                            # tests/app/sdk, pinned by its package-lock.json)
 #   scripts/setup.sh bench   # test + wrk, nginx + njs, python3-httpx,
 #                            # python3-aiohttp, gnuplot, linux-perf
 set -euo pipefail
@@ -22,6 +24,16 @@ case "$profile" in
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+# Node.js and npm for the SDK test: the machine's own Node.js if it has one
+# (a NodeSource nodejs bundles npm and conflicts with Debian's npm package).
+if [ "$profile" != build ]; then
+  if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs); fi
+  if ! command -v npm >/dev/null 2>&1; then pkgs+=(npm); fi
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -31,12 +43,32 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#pkgs[@]} packages present"
-  exit 0
+else
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The OpenAI Node SDK, exactly the version the lock file names.
+if [ "$profile" != build ]; then
+  sdk_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/app/sdk"
+  want=$(sed -n 's/^ *"openai": "\(.*\)"$/\1/p' "$sdk_dir/package.json")
+  have=$(sed -n 's/^ *"version": "\(.*\)",$/\1/p' \
+    "$sdk_dir/node_modules/openai/package.json" 2>/dev/null | head -1 || true)
+  if [ -n "$want" ] && [ "$want" = "$have" ]; then
+    echo "setup: OpenAI Node SDK $have present"
+  else
+    echo "setup: installing the OpenAI Node SDK $want (npm ci)"
+    for attempt in 1 2 3; do
+      if (cd "$sdk_dir" && npm ci --no-audit --no-fund --loglevel=error); then
+        break
+      fi
+      if [ "$attempt" -eq 3 ]; then
+        echo "setup: npm ci failed 3 times" >&2
+        exit 1
+      fi
+      sleep $((attempt * 5))
+    done
+  fi
+fi

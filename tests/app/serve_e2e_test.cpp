@@ -14,9 +14,11 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <map>
 #include <netinet/in.h>
 #include <optional>
 #include <poll.h>
+#include <rapidjson/document.h>
 #include <signal.h>
 #include <string>
 #include <sys/socket.h>
@@ -53,8 +55,15 @@ std::vector<std::string> clean_env(std::vector<std::string> extra = {}) {
 class process {
  public:
   explicit process(std::vector<std::string> args,
-                   std::vector<std::string> env = clean_env()) {
-    args.insert(args.begin(), EMBEDRT_CLI_PATH);
+                   std::vector<std::string> env = clean_env())
+      : process(EMBEDRT_CLI_PATH, std::move(args), std::move(env)) {
+    // nop
+  }
+
+  /// Any program (`program` is its path), not `embedrt`.
+  process(std::string program, std::vector<std::string> args,
+          std::vector<std::string> env) {
+    args.insert(args.begin(), std::move(program));
     env_ = std::move(env);
     std::vector<char*> envp;
     for (auto& kv : env_)
@@ -318,6 +327,148 @@ TEST_CASE("serve: an OpenAI SDK-shaped request works unchanged") {
   CHECK_THAT(res.body, Catch::Contains("\"object\":\"list\""));
   CHECK_THAT(res.body, Catch::Contains("\"object\":\"embedding\""));
   CHECK_THAT(res.body, Catch::Contains("\"model\":\"text-embedding-3-small\""));
+}
+
+namespace {
+
+/// The lines `openai_sdk_probe.mjs` printed, by scenario name.
+std::map<std::string, rapidjson::Document>
+run_sdk_probe(uint16_t port, const char* token, const char* mode) {
+  std::string script = EMBEDRT_SDK_DIR "/openai_sdk_probe.mjs";
+  INFO("the OpenAI SDK is installed by scripts/setup.sh test "
+       "into " EMBEDRT_SDK_DIR "/node_modules");
+  REQUIRE(access(EMBEDRT_SDK_DIR "/node_modules/openai/package.json", R_OK)
+          == 0);
+  process node{
+      EMBEDRT_NODE,
+      {script, "http://127.0.0.1:" + std::to_string(port) + "/v1", token, mode},
+      clean_env()};
+  std::map<std::string, rapidjson::Document> out;
+  while (auto line = node.read_line(milliseconds{30000})) {
+    rapidjson::Document doc;
+    doc.Parse(line->c_str());
+    INFO("probe line: " << *line);
+    REQUIRE_FALSE(doc.HasParseError());
+    REQUIRE(doc.HasMember("name"));
+    std::string name = doc["name"].GetString();
+    out.emplace(std::move(name), std::move(doc));
+  }
+  CHECK(node.wait_exit(milliseconds{10000}) == 0);
+  INFO("node stderr: " << node.stderr_text());
+  return out;
+}
+
+/// The vectors of a successful probe line, as the SDK gave them.
+std::vector<std::vector<float>> sdk_vectors(const rapidjson::Document& doc) {
+  INFO("status " << (doc.HasMember("status") && doc["status"].IsInt()
+                         ? doc["status"].GetInt()
+                         : 0)
+                 << " "
+                 << (doc.HasMember("message") ? doc["message"].GetString()
+                                              : ""));
+  REQUIRE(doc["ok"].GetBool());
+  std::vector<std::vector<float>> out;
+  for (const auto& v : doc["vectors"].GetArray()) {
+    out.emplace_back();
+    for (const auto& x : v.GetArray())
+      out.back().push_back(static_cast<float>(x.GetDouble()));
+  }
+  return out;
+}
+
+void check_close(const std::vector<float>& got,
+                 const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i)
+    CHECK(got[i] == Approx(want[i]).margin(1e-6));
+}
+
+/// A failed probe line: the SDK's error class, the status and the code.
+void check_sdk_error(const rapidjson::Document& doc, const char* cls,
+                     int status, const char* code) {
+  INFO("probe: " << doc["name"].GetString() << ": "
+                 << (doc.HasMember("message") ? doc["message"].GetString()
+                                              : "(succeeded)"));
+  REQUIRE_FALSE(doc["ok"].GetBool());
+  CHECK(std::string{doc["class"].GetString()} == cls);
+  CHECK(doc["status"].GetInt() == status);
+  CHECK(std::string{doc["code"].GetString()} == code);
+}
+
+} // namespace
+
+TEST_CASE("serve: the official OpenAI Node SDK works unchanged") {
+  // openai-node, pinned in tests/app/sdk/package.json, pointed at the
+  // gateway's /v1 with the gateway's client token as its API key.
+  mock_proc mock{{"--latency-ms", "300"}};
+  serve_proc serve{{"--upstream", mock.url, "--auth-token-env", "GW_TOKEN",
+                    "--max-body-bytes", "16384"},
+                   clean_env({"GW_TOKEN=sdk-token"})};
+  auto lines = run_sdk_probe(serve.port, "sdk-token", "gateway");
+  REQUIRE(lines.size() == 8);
+  // Its default: base64 on the wire, decoded by the SDK (256 is the mock's
+  // default dimension).
+  const auto& def = lines.at("default_encoding");
+  auto vecs = sdk_vectors(def);
+  REQUIRE(vecs.size() == 3);
+  check_close(vecs[0], hash_embed("sdk one", 256));
+  check_close(vecs[1], hash_embed("sdk two", 256));
+  check_close(vecs[2], hash_embed("sdk three", 256));
+  CHECK(std::string{def["object"].GetString()} == "list");
+  CHECK(std::string{def["model"].GetString()} == "text-embedding-3-small");
+  CHECK(def["usage"]["prompt_tokens"].GetInt() > 0);
+  CHECK(def["indexes"][2].GetInt() == 2);
+  // float, one string, dimensions and user.
+  vecs = sdk_vectors(lines.at("float_string_dims"));
+  REQUIRE(vecs.size() == 1);
+  check_close(vecs[0], hash_embed("sdk single", 8));
+  const auto& raw = lines.at("with_response");
+  CHECK(raw["status"].GetInt() == 200);
+  CHECK_THAT(std::string{raw["content_type"].GetString()},
+             Catch::StartsWith("application/json"));
+  check_close(sdk_vectors(raw).at(0), hash_embed("raw", 4));
+  // Errors reach the application as the SDK's typed errors.
+  check_sdk_error(lines.at("empty_input"), "BadRequestError", 400,
+                  "invalid_input");
+  check_sdk_error(lines.at("bad_dimensions"), "BadRequestError", 400,
+                  "invalid_input");
+  check_sdk_error(lines.at("wrong_token"), "AuthenticationError", 401,
+                  "invalid_api_key");
+  check_sdk_error(lines.at("too_large"), "APIError", 413, "request_too_large");
+  check_sdk_error(lines.at("deadline"), "InternalServerError", 504,
+                  "deadline_exceeded");
+}
+
+TEST_CASE("serve: the OpenAI Node SDK sees 503 with Retry-After when the "
+          "upstream is down, and 429 when the queue is full") {
+  auto port = closed_port();
+  serve_proc down{{"--upstream",
+                   "http://127.0.0.1:" + std::to_string(port) + "/v1",
+                   "--connections", "2"}};
+  auto lines = run_sdk_probe(down.port, "sk-anything", "unavailable");
+  const auto& unavailable = lines.at("unavailable");
+  INFO("code " << (unavailable.HasMember("code")
+                           && unavailable["code"].IsString()
+                       ? unavailable["code"].GetString()
+                       : "none"));
+  REQUIRE_FALSE(unavailable["ok"].GetBool());
+  CHECK(std::string{unavailable["class"].GetString()} == "InternalServerError");
+  CHECK(unavailable["status"].GetInt() == 503);
+  std::string code = unavailable["code"].GetString();
+  CHECK((code == "breaker_open" || code == "upstream_down"));
+  REQUIRE(unavailable["retry_after"].IsString());
+  CHECK(std::stoi(unavailable["retry_after"].GetString()) >= 1);
+
+  mock_proc mock{{"--latency-ms", "400"}};
+  serve_proc crowded{
+      {"--upstream", mock.url, "--connections", "1", "--max-queue", "1"}};
+  lines = run_sdk_probe(crowded.port, "sk-anything", "crowd");
+  const auto& crowd = lines.at("crowd");
+  REQUIRE(crowd["ok"].GetBool());
+  CHECK(crowd["succeeded"].GetInt() >= 1);
+  CHECK(crowd["overloaded"].GetInt() >= 1);
+  CHECK(crowd["other"].GetInt() == 0);
+  CHECK(crowd["retry_after_ok"].GetBool());
 }
 
 TEST_CASE("serve: 400 for invalid requests, OpenAI-shaped") {
