@@ -78,14 +78,29 @@ const std::set<std::string> global_keys{
     "model",       "dimensions", "api_key_env", "ca_file"};
 const std::set<std::string> serve_keys{"listen", "auth_token_env", "auth_token",
                                        "max_body_bytes", "grace_ms"};
-const std::set<std::string> upstream_keys{
-    "base_url",           "provider",
-    "api_key_env",        "api_key",
-    "connections",        "models",
-    "model_map",          "ca_file",
-    "tls_verify",         "azure_api_version",
-    "batching",           "max_queue",
-    "max_response_bytes", "attempt_timeout_ms"};
+const std::set<std::string> upstream_keys{"base_url",
+                                          "provider",
+                                          "api_key_env",
+                                          "api_key",
+                                          "connections",
+                                          "models",
+                                          "model_map",
+                                          "ca_file",
+                                          "tls_verify",
+                                          "azure_api_version",
+                                          "batching",
+                                          "max_queue",
+                                          "max_response_bytes",
+                                          "attempt_timeout_ms",
+                                          "breaker",
+                                          "breaker_failures",
+                                          "breaker_failure_rate",
+                                          "breaker_window",
+                                          "breaker_min_calls",
+                                          "breaker_slow_call_ms",
+                                          "breaker_open_ms",
+                                          "breaker_max_open_ms",
+                                          "breaker_half_open_probes"};
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
@@ -302,6 +317,39 @@ class resolver {
 
 constexpr uint32_t max_connections = 4096;
 constexpr int64_t max_ms = 86'400'000;
+/// The breaker keys of an `[upstream]` section (see docs/cli.md).
+void read_breaker(resolver& r, const std::string& path, const section& u,
+                  breaker_config& b) {
+  auto where = [&](const char* name) {
+    return path + ":" + std::to_string(u.find(name)->line) + ": " + name;
+  };
+  auto key = [&](const char* name) {
+    return r.pick(nullptr, nullptr, {{&u, name}});
+  };
+  r.boolean(key("breaker"), b.enabled);
+  r.integer(key("breaker_failures"), b.consecutive_failures, uint32_t{1},
+            uint32_t{1'000'000});
+  uint32_t rate = static_cast<uint32_t>(b.failure_rate * 100 + 0.5);
+  if (r.integer(key("breaker_failure_rate"), rate, uint32_t{1}, uint32_t{100}))
+    b.failure_rate = rate / 100.0;
+  r.integer(key("breaker_window"), b.window, uint32_t{1}, uint32_t{100'000});
+  r.integer(key("breaker_min_calls"), b.min_calls, uint32_t{1},
+            uint32_t{100'000});
+  r.millis(key("breaker_slow_call_ms"), b.slow_call_threshold, 0, max_ms);
+  r.millis(key("breaker_open_ms"), b.reset_timeout, 1, max_ms);
+  r.millis(key("breaker_max_open_ms"), b.max_reset_timeout, 1, max_ms);
+  r.integer(key("breaker_half_open_probes"), b.half_open_probes, uint32_t{1},
+            uint32_t{10'000});
+  // Checked against each other only where the file set one of them.
+  if (b.min_calls > b.window)
+    r.fail(where(u.find("breaker_min_calls") ? "breaker_min_calls"
+                                             : "breaker_window")
+           + ": breaker_min_calls must not be larger than breaker_window");
+  if (b.max_reset_timeout < b.reset_timeout)
+    r.fail(where(u.find("breaker_max_open_ms") ? "breaker_max_open_ms"
+                                               : "breaker_open_ms")
+           + ": breaker_max_open_ms must not be shorter than breaker_open_ms");
+}
 
 /// Reads the whole file; returns an error message or "".
 std::string read_file(const std::string& path, std::string& out) {
@@ -542,6 +590,7 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
               up.max_response_bytes, std::size_t{1024}, std::size_t{1} << 32);
     r.millis(r.pick(nullptr, nullptr, {{u, "attempt_timeout_ms"}}),
              up.attempt_timeout, 1, max_ms);
+    read_breaker(r, file.path, *u, up.breaker);
     return up;
   };
 

@@ -231,6 +231,46 @@ TEST_CASE("config: upstream sections carry every key") {
   }
 }
 
+TEST_CASE("config: breaker keys of an upstream section") {
+  temp_file f{"[upstream tuned]\n"
+              "base_url = http://127.0.0.1:1/v1\n"
+              "breaker_failures = 12\n"
+              "breaker_failure_rate = 80\n"
+              "breaker_window = 40\n"
+              "breaker_min_calls = 10\n"
+              "breaker_slow_call_ms = 1500\n"
+              "breaker_open_ms = 250\n"
+              "breaker_max_open_ms = 30000\n"
+              "breaker_half_open_probes = 3\n"
+              "[upstream off]\n"
+              "base_url = http://127.0.0.1:2/v1\n"
+              "breaker = off\n"
+              "[upstream plain]\n"
+              "base_url = http://127.0.0.1:3/v1\n"};
+  auto r = load({"--config", f.path()});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 3);
+  const auto& t = r->runtime.upstreams[0].breaker;
+  CHECK(t.enabled);
+  CHECK(t.consecutive_failures == 12);
+  CHECK(t.failure_rate == Approx(0.8));
+  CHECK(t.window == 40);
+  CHECK(t.min_calls == 10);
+  CHECK(t.slow_call_threshold == std::chrono::milliseconds{1500});
+  CHECK(t.reset_timeout == std::chrono::milliseconds{250});
+  CHECK(t.max_reset_timeout == std::chrono::milliseconds{30000});
+  CHECK(t.half_open_probes == 3);
+  CHECK_FALSE(r->runtime.upstreams[1].breaker.enabled);
+  // Without keys: the documented defaults.
+  const auto& d = r->runtime.upstreams[2].breaker;
+  breaker_config defaults;
+  CHECK(d.enabled);
+  CHECK(d.consecutive_failures == defaults.consecutive_failures);
+  CHECK(d.failure_rate == defaults.failure_rate);
+  CHECK(d.reset_timeout == defaults.reset_timeout);
+  CHECK(d.half_open_probes == defaults.half_open_probes);
+}
+
 TEST_CASE("config: a key variable that is not set is a warning without "
           "secrets") {
   temp_file f{"[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"
@@ -279,6 +319,19 @@ TEST_CASE("config: file errors name the file and line") {
             ":3: model_map: 'a:b' is not CALLER_MODEL=UPSTREAM_MODEL"},
            {"[upstream a]\nbase_url = gopher://h/v1\n", ":2: base_url: "},
            {"[serve]\ngrace_ms = -1\n", ":2: grace_ms: '-1'"},
+           {"[upstream a]\nbase_url = http://h/v1\nbreaker_failures = 0\n",
+            ":3: breaker_failures: '0' is not an integer in [1"},
+           {"[upstream a]\nbase_url = http://h/v1\n"
+            "breaker_failure_rate = 150\n",
+            ":3: breaker_failure_rate: '150' is not an integer in [1, 100]"},
+           {"[upstream a]\nbase_url = http://h/v1\nbreaker = sometimes\n",
+            ":3: breaker: 'sometimes' is not a boolean"},
+           {"[upstream a]\nbase_url = http://h/v1\nbreaker_window = 10\n",
+            ":3: breaker_window: breaker_min_calls must not be larger than "
+            "breaker_window"},
+           {"[upstream a]\nbase_url = http://h/v1\nbreaker_open_ms = 5000\n"
+            "breaker_max_open_ms = 1000\n",
+            ":4: breaker_max_open_ms: breaker_max_open_ms must not be shorter"},
        }) {
     INFO(text);
     CHECK_THAT(load_error(text), Catch::Contains(mentions));

@@ -784,6 +784,37 @@ TEST_CASE("serve: a config file names the upstreams and the client token") {
   std::remove(path);
 }
 
+TEST_CASE("serve: the breaker keys of the config file take effect") {
+  // One failure opens this upstream's breaker for a minute (the default
+  // would need five and open for about a second).
+  auto port = closed_port();
+  char path[] = "/tmp/embedrt-serve-breaker-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  std::string text = "[upstream fragile]\nbase_url = http://127.0.0.1:"
+      + std::to_string(port)
+      + "/v1\nconnections = 1\nbreaker_failures = 1\n"
+        "breaker_open_ms = 60000\nbreaker_max_open_ms = 120000\n";
+  REQUIRE(write(fd, text.data(), text.size())
+          == static_cast<ssize_t>(text.size()));
+  close(fd);
+  serve_proc serve{{"--config", path}};
+  http_client client{serve.port};
+  auto body = embed_body({"fragile"}, 8);
+  // The first request's own retry may already meet the open breaker.
+  auto first = client.embed(body, {}, milliseconds{10000});
+  CHECK((first.status == 502 || first.status == 503));
+  auto second = client.embed(body, {}, milliseconds{10000});
+  REQUIRE(second.status == 503);
+  CHECK(error_of(second).code == "breaker_open");
+  // Retry-After: what is left of the minute (jitter only lengthens it).
+  CHECK(std::stoi(second.header("retry-after")) >= 55);
+  auto ready = client.request("GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK_THAT(ready.body, Catch::Contains("breaker_open"));
+  std::remove(path);
+}
+
 TEST_CASE("serve: with no upstream it serves through the built-in one") {
   serve_proc serve{{}};
   http_client client{serve.port};
