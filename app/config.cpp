@@ -75,7 +75,7 @@ struct file_data {
 
 const std::set<std::string> global_keys{
     "connections", "io_threads", "deadline_ms", "max_queue", "log_level",
-    "model",       "dimensions", "api_key_env", "ca_file"};
+    "model",       "dimensions", "api_key_env", "ca_file",   "provider"};
 const std::set<std::string> serve_keys{"listen", "auth_token_env", "auth_token",
                                        "max_body_bytes", "grace_ms"};
 const std::set<std::string> upstream_keys{"base_url",
@@ -386,6 +386,9 @@ void add_config_options(cli::arg_parser& p) {
               "upstream)",
               true)
       .option("connections", "M", "connections per upstream (default 8)")
+      .option("provider", "NAME",
+              "provider profile of URL upstreams: openai, azure, tei, "
+              "generic (default openai)")
       .option("api-key-env", "VAR",
               "environment variable holding the upstream API key (default "
               "OPENAI_API_KEY)")
@@ -499,10 +502,20 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
                              + " is not set: sending no API key");
   }
   auto global_ca = r.pick("ca-file", "EMBEDRT_CA_FILE", {{g, "ca_file"}});
+  // The provider of URL upstreams, and of sections without their own.
+  provider_kind global_provider = provider_kind::openai;
+  if (auto c = r.pick("provider", "EMBEDRT_PROVIDER", {{g, "provider"}})) {
+    if (auto kind = parse_provider(c->value))
+      global_provider = *kind;
+    else
+      return fail(c->where + ": '" + c->value
+                  + "' is not a provider (openai, azure, tei, generic)");
+  }
 
   auto url_upstream = [&](const std::string& url, const std::string& where) {
     upstream_config up;
     up.base_url = url;
+    up.provider = global_provider;
     up.api_key = env.get(key_var).value_or("");
     up.connections = cfg.connections;
     up.max_queue = cfg.max_queue;
@@ -523,6 +536,7 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
     };
     if (auto msg = check_url(up.base_url, where("base_url")); !msg.empty())
       r.fail(msg);
+    up.provider = global_provider;
     if (auto e = u->find("provider")) {
       if (auto kind = parse_provider(e->value))
         up.provider = *kind;

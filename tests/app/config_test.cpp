@@ -231,6 +231,37 @@ TEST_CASE("config: upstream sections carry every key") {
   }
 }
 
+TEST_CASE("config: the provider of URL upstreams") {
+  temp_file f{"provider = tei\n"
+              "[upstream own]\nbase_url = http://127.0.0.1:1/v1\n"
+              "provider = azure\n"
+              "[upstream inherits]\nbase_url = http://127.0.0.1:2/v1\n"};
+  // Default: openai.
+  auto r = load({"--upstream", "http://127.0.0.1:9/v1"});
+  REQUIRE(r);
+  CHECK(r->runtime.upstreams.at(0).provider == provider_kind::openai);
+  // Flag > environment > the file's global key.
+  r = load({"--upstream", "http://127.0.0.1:9/v1", "--provider", "generic"},
+           {{"EMBEDRT_PROVIDER", "azure"}});
+  REQUIRE(r);
+  CHECK(r->runtime.upstreams.at(0).provider == provider_kind::generic);
+  r = load({},
+           {{"OPENAI_BASE_URL", "http://127.0.0.1:9/v1"},
+            {"EMBEDRT_PROVIDER", "azure"}});
+  REQUIRE(r);
+  CHECK(r->runtime.upstreams.at(0).provider == provider_kind::azure);
+  // A section's own provider wins; one without takes the global key.
+  r = load({"--config", f.path()});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 2);
+  CHECK(r->runtime.upstreams[0].provider == provider_kind::azure);
+  CHECK(r->runtime.upstreams[1].provider == provider_kind::tei);
+  r = load({"--provider", "acme"});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error,
+             Catch::StartsWith("--provider: 'acme' is not a provider"));
+}
+
 TEST_CASE("config: breaker keys of an upstream section") {
   temp_file f{"[upstream tuned]\n"
               "base_url = http://127.0.0.1:1/v1\n"

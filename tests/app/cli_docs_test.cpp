@@ -1,0 +1,110 @@
+// docs/cli.md against the real binary: every option that `embedrt CMD
+// --help` lists is documented in that command's section, every command
+// documents its exit codes, and every environment variable the code reads is
+// in the environment table (issue 6, acceptance 5: the reference must not
+// drift from the tool).
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+namespace {
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in{path};
+  INFO("reading " << path);
+  REQUIRE(in);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+/// The standard output of `embedrt ARGS` (which must exit 0).
+std::string run_cli(const std::string& args) {
+  std::string cmd = std::string{EMBEDRT_CLI_PATH} + " " + args + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0)
+    out.append(buf, n);
+  int status = ::pclose(pipe);
+  INFO("embedrt " << args << ":\n" << out);
+  REQUIRE(status == 0);
+  return out;
+}
+
+/// The text of the `## \`embedrt CMD\`` section of docs/cli.md.
+std::string section_of(const std::string& doc, const std::string& cmd) {
+  auto head = "\n## `embedrt " + cmd + "`";
+  auto start = doc.find(head);
+  INFO("docs/cli.md has no section " << head.substr(1));
+  REQUIRE(start != std::string::npos);
+  auto end = doc.find("\n## ", start + head.size());
+  return doc.substr(start, end == std::string::npos ? end : end - start);
+}
+
+std::set<std::string> matches(const std::string& text, const std::regex& re) {
+  std::set<std::string> out;
+  for (std::sregex_iterator i{text.begin(), text.end(), re}, e; i != e; ++i)
+    out.insert((*i)[1].str());
+  return out;
+}
+
+const std::filesystem::path source_dir{EMBEDRT_SOURCE_DIR};
+
+} // namespace
+
+TEST_CASE("docs/cli.md documents every option and the exit codes of every "
+          "command") {
+  auto doc = slurp(source_dir / "docs" / "cli.md");
+  auto usage = run_cli("--help");
+  const std::regex command_line{R"(\n  ([a-z]+) {2,})"};
+  auto commands = matches(usage, command_line);
+  REQUIRE(commands == std::set<std::string>{"bench", "embed", "mock", "serve"});
+  const std::regex option{R"((--[a-z0-9][a-z0-9-]*))"};
+  for (const auto& cmd : commands) {
+    auto section = section_of(doc, cmd);
+    auto options = matches(run_cli(cmd + " --help"), option);
+    CHECK(options.size() > 3);
+    for (const auto& opt : options) {
+      if (opt == "--help")
+        continue;
+      INFO("embedrt " << cmd << " " << opt
+                      << " is not documented in its section of docs/cli.md");
+      CHECK(section.find("`" + opt) != std::string::npos);
+    }
+    INFO("the section of embedrt " << cmd << " names no exit codes");
+    CHECK(section.find("xit code") != std::string::npos);
+  }
+}
+
+TEST_CASE("docs/cli.md lists every environment variable the code reads") {
+  auto doc = slurp(source_dir / "docs" / "cli.md");
+  auto env_start = doc.find("### Environment variables");
+  REQUIRE(env_start != std::string::npos);
+  auto env_table = doc.substr(env_start);
+  const std::regex variable{R"re("((?:EMBEDRT|OPENAI)_[A-Z0-9_]+)")re"};
+  std::set<std::string> seen;
+  for (const auto& dir : {"app", "actors", "protocol"})
+    for (const auto& entry :
+         std::filesystem::recursive_directory_iterator{source_dir / dir}) {
+      auto ext = entry.path().extension();
+      if (ext != ".cpp" && ext != ".hpp")
+        continue;
+      for (const auto& var : matches(slurp(entry.path()), variable))
+        seen.insert(var);
+    }
+  CHECK(seen.count("OPENAI_API_KEY") == 1);
+  CHECK(seen.count("EMBEDRT_CONFIG") == 1);
+  for (const auto& var : seen) {
+    INFO(var << " is read by the code but not in docs/cli.md's environment "
+                "variables");
+    CHECK(env_table.find("`" + var + "`") != std::string::npos);
+  }
+}
