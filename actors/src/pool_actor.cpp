@@ -63,6 +63,8 @@ call_result breaker_failure(self_ptr self) {
   return failure(errc::breaker_open, std::move(detail), false, left);
 }
 
+void dispatch(self_ptr self);
+
 /// Tells the breaker how a call went (no breaker: nothing to do).
 void report(self_ptr self, const pool_slot& slot, const call_result& r) {
   auto& st = self->state;
@@ -72,9 +74,28 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
   out.epoch = slot.breaker_epoch;
   out.verdict = judge_call(r, slot.deadline_capped, st.env->breaker->cfg);
   out.retry_after_ms = r.retry_after_ms;
-  if (out.verdict == call_verdict::failure)
-    out.what = r.error ? render_error(r.error) : "slow call";
-  self->send(st.breaker, outcome_atom_v, std::move(out));
+  if (out.verdict != call_verdict::failure) {
+    self->send(st.breaker, outcome_atom_v, std::move(out));
+    return;
+  }
+  // A failure may open the breaker: dispatching waits for its verdict (one
+  // message round trip; only after failures), so with one connection a
+  // threshold of N lets exactly N failing calls out, however loaded the
+  // machine. A breaker that died answers with an error: go on then too.
+  out.what = r.error ? render_error(r.error) : "slow call";
+  ++st.verdicts_pending;
+  auto judged = [self] {
+    --self->state.verdicts_pending;
+    dispatch(self);
+  };
+  self->request(st.breaker, caf::infinite, outcome_atom_v, std::move(out))
+      .then(
+          [judged] {
+            judged();
+          },
+          [judged](caf::error&) {
+            judged();
+          });
 }
 
 /// Answers an item and releases its share of the retry budget.
@@ -150,7 +171,6 @@ bool compatible(const pool_item& a, const pool_item& b) {
       && a.call.dimensions == b.call.dimensions && a.call.user == b.call.user;
 }
 
-void dispatch(self_ptr self);
 
 void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
   auto& st = self->state;
@@ -317,7 +337,8 @@ void on_breaker_view(self_ptr self, breaker_view& v) {
 
 void dispatch(self_ptr self) {
   auto& st = self->state;
-  if (st.down || st.view.state == breaker_state::open)
+  if (st.down || st.view.state == breaker_state::open
+      || st.verdicts_pending > 0)
     return;
   const auto& prof = st.env->profile;
   auto token_limit = prof.max_tokens_per_request;

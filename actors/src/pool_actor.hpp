@@ -128,6 +128,11 @@ struct pool_state {
   breaker_actor breaker;
   breaker_view view;
   uint32_t permits = 0;
+  /// Failure outcomes sent to the breaker and not yet judged: nothing is
+  /// dispatched until they are, so a view that opens the breaker arrives
+  /// before the next call can go out (the breaker sends the view, then its
+  /// answer; one sender's messages arrive in order).
+  uint32_t verdicts_pending = 0;
   /// Tokens per upstream request the upstream accepted to learn (0: the
   /// profile's limit), lowered when it refuses a batch as too large.
   std::size_t token_cap = 0;
