@@ -171,7 +171,6 @@ bool compatible(const pool_item& a, const pool_item& b) {
       && a.call.dimensions == b.call.dimensions && a.call.user == b.call.user;
 }
 
-
 void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
   auto& st = self->state;
   auto& slot = st.slots[idx];
@@ -276,6 +275,40 @@ void on_call_error(self_ptr self, uint32_t idx, uint64_t call_id,
   slot.call_id = 0;
   self->send_exit(slot.hdl, caf::exit_reason::kill);
   dispatch(self);
+}
+
+void arm_watchdog(self_ptr self, int64_t at_ns) {
+  auto& st = self->state;
+  if (st.watchdog_armed)
+    return;
+  st.watchdog_armed = true;
+  auto wait = caf::timespan{std::max<int64_t>(0, at_ns - now_ns(self))};
+  self->delayed_send(self, wait, watchdog_atom_v, at_ns);
+}
+
+/// A connection actor that neither answered nor died by its call's attempt
+/// timeout plus grace is stuck: handled as a timed-out call (killed, its
+/// work requeued). Re-armed for the next call in flight, if any.
+void on_watchdog(self_ptr self, int64_t at_ns) {
+  auto& st = self->state;
+  st.watchdog_armed = false;
+  auto now = now_ns(self);
+  if (now < at_ns)
+    return; // Fired early: only a test clock does that, when it shuts down.
+  for (uint32_t idx = 0; idx < st.slots.size(); ++idx) {
+    auto& slot = st.slots[idx];
+    if (slot.st == pool_slot::state::busy && slot.call_id != 0
+        && slot.stuck_at_ns <= now)
+      on_call_error(self, idx, slot.call_id,
+                    caf::make_error(caf::sec::request_timeout));
+  }
+  int64_t next = 0;
+  for (const auto& slot : st.slots)
+    if (slot.st == pool_slot::state::busy && slot.call_id != 0
+        && (next == 0 || slot.stuck_at_ns < next))
+      next = slot.stuck_at_ns;
+  if (next != 0)
+    arm_watchdog(self, next);
 }
 
 /// Fails every queued call (the breaker opened or the upstream went down).
@@ -414,7 +447,11 @@ void dispatch(self_ptr self) {
     slot.st = pool_slot::state::busy;
     slot.call_id = cc.call_id;
     auto call_id = cc.call_id;
-    self->request(slot.hdl, timeout + stuck_grace, call_atom_v, std::move(cc))
+    slot.stuck_at_ns = now + caf::timespan{timeout + stuck_grace}.count();
+    arm_watchdog(self, slot.stuck_at_ns);
+    // No CAF timeout here: the connection's I/O has its own deadline, and
+    // the watchdog catches a connection actor that is stuck anyway.
+    self->request(slot.hdl, caf::infinite, call_atom_v, std::move(cc))
         .then(
             [self, idx, call_id](call_result& r) {
               on_result(self, idx, call_id, r);
@@ -568,6 +605,9 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
           return;
         spawn_slot(self, idx);
         dispatch(self);
+      },
+      [self](watchdog_atom, int64_t at_ns) {
+        on_watchdog(self, at_ns);
       },
       [self](breaker_atom, breaker_view& v) {
         on_breaker_view(self, v);

@@ -104,6 +104,9 @@ struct pool_slot {
   bool deadline_capped = false;
   /// Estimated tokens of the call in flight.
   std::size_t tokens = 0;
+  /// When the call in flight counts as stuck (actor clock, ns): its attempt
+  /// timeout plus a grace period, checked by the pool's watchdog.
+  int64_t stuck_at_ns = 0;
 };
 
 struct pool_state {
@@ -133,6 +136,11 @@ struct pool_state {
   /// before the next call can go out (the breaker sends the view, then its
   /// answer; one sender's messages arrive in order).
   uint32_t verdicts_pending = 0;
+  /// One watchdog timer at a time, for the earliest `stuck_at_ns` of the
+  /// calls in flight (CAF 0.17 never cancels a request's timeout, so a
+  /// timeout per call would hold one clock entry per call for its whole
+  /// timeout: memory and clock-thread work growing with the request rate).
+  bool watchdog_armed = false;
   /// Tokens per upstream request the upstream accepted to learn (0: the
   /// profile's limit), lowered when it refuses a batch as too large.
   std::size_t token_cap = 0;

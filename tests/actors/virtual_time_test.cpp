@@ -109,6 +109,7 @@ pool_actor::behavior_type scripted_pool(pool_actor::pointer self,
       [](restart_atom, uint32_t, uint64_t) {},
       [](probe_atom, uint64_t) {},
       [](breaker_atom, breaker_view&) {},
+      [](watchdog_atom, int64_t) {},
   };
 }
 
@@ -669,6 +670,71 @@ TEST_CASE("a crashed connection is restarted after backoff, its work "
     }
   CHECK(failed == 1);
   CHECK(fc->spawned == 4);
+  fc->clear();
+}
+
+TEST_CASE("pool: a connection stuck past its attempt timeout is killed by "
+          "the watchdog, at exactly timeout + 2 s, and its call resent") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  // "hold": the connection neither answers nor dies (a bug, or a wedged
+  // actor); its own I/O deadline cannot help.
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  REQUIRE(fc->calls.size() == 1);
+  auto t0 = vt.now();
+  // Only the watchdog is pending, armed for 10 s (attempt) + 2 s (grace).
+  REQUIRE(vt.sched->clock().schedule().size() == 1);
+  REQUIRE(vt.sched->trigger_timeout());
+  CHECK(vt.now() - t0 == 12000ms);
+  vt.sched->run();
+  CHECK(c.answers().empty());           // requeued, not failed
+  CHECK(fc->spawned == 1);              // killed; restarted after its backoff
+  REQUIRE(vt.sched->trigger_timeout()); // restart timer
+  CHECK(vt.now() - t0 == 12000ms + 10ms);
+  vt.sched->run();
+  CHECK(fc->spawned == 2);
+  REQUIRE(fc->calls.size() == 2); // the same call, on the new connection
+  CHECK(fc->calls[1] == std::vector<std::string>{"hold"});
+  // This one answers in time: the call succeeds, exactly once.
+  fc->release(vt);
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 1);
+  CHECK(!answers[0].error);
+  fc->clear();
+}
+
+TEST_CASE("pool: calls leave no timer behind (one watchdog, not a CAF "
+          "timeout per call)") {
+  // CAF 0.17 never cancels a request's timeout when the answer arrives: a
+  // timeout per upstream call would keep one clock entry per call for the
+  // attempt timeout, i.e. memory and clock work growing with the call rate.
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 4)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  // 500 calls in rounds of 50 (the queue holds 100).
+  std::size_t ok = 0;
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < 50; ++i)
+      c.self->send(pool, call_atom_v, make_call("t" + std::to_string(i)));
+    vt.sched->run();
+    for (auto& r : c.answers())
+      ok += r.error ? 0 : 1;
+  }
+  REQUIRE(ok == 500);
+  CHECK(fc->calls.size() == 500);
+  CHECK(vt.sched->clock().schedule().size() <= 1);
+  // Idle again: the watchdog goes off once and is not re-armed.
+  while (vt.sched->trigger_timeout())
+    vt.sched->run();
+  CHECK(vt.sched->clock().schedule().empty());
   fc->clear();
 }
 
@@ -1352,6 +1418,7 @@ pool_actor::behavior_type judging_pool(pool_actor::pointer self,
       [](restart_atom, uint32_t, uint64_t) {},
       [](probe_atom, uint64_t) {},
       [](breaker_atom, breaker_view&) {},
+      [](watchdog_atom, int64_t) {},
   };
 }
 

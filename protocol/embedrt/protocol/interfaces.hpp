@@ -35,12 +35,15 @@ using request_actor = caf::typed_actor<
 /// - health: state of the upstream;
 /// - restart / probe: self-sent supervision timers (slot, epoch).
 /// - breaker: the breaker's current view (state, open-until, probe permits).
+/// - watchdog: self-sent check for connections stuck past their attempt
+///   timeout (the time it was armed for, in ns of the actor clock).
 using pool_actor = caf::typed_actor<
     caf::replies_to<call_atom, upstream_call>::with<call_result>,
     caf::replies_to<health_atom>::with<upstream_health>,
     caf::reacts_to<restart_atom, uint32_t, uint64_t>,
     caf::reacts_to<probe_atom, uint64_t>,
-    caf::reacts_to<breaker_atom, breaker_view>>;
+    caf::reacts_to<breaker_atom, breaker_view>,
+    caf::reacts_to<watchdog_atom, int64_t>>;
 
 /// What a breaker talks to: the pool of its upstream (or a test probe).
 using breaker_listener

@@ -67,6 +67,7 @@ CAF_ADD_TYPE_ID(embedrt, (embedrt::request_record))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call_record))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_transition_event))
 CAF_ADD_ATOM(embedrt, embedrt, metrics_atom, "metrics")
+CAF_ADD_ATOM(embedrt, embedrt, watchdog_atom, "watchdog")
 
 CAF_END_TYPE_ID_BLOCK(embedrt)
 
