@@ -120,10 +120,9 @@ class session : public std::enable_shared_from_this<session> {
     });
   }
 
-  /// Graceful shutdown began: an idle connection closes now; a request in
-  /// progress completes and its reply says `Connection: close`.
-  /// A request that already arrived (buffered, or waiting in the socket) is
-  /// still read and answered; only a connection with nothing to read closes.
+  /// Graceful shutdown began: an idle connection with nothing to read closes
+  /// now; a request in progress, or one that already arrived (buffered, or
+  /// waiting in the socket), is answered with `Connection: close`.
   void begin_drain() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->draining_ = true;
