@@ -214,6 +214,11 @@ uint16_t closed_port() {
   return ntohs(addr.sin_port);
 }
 
+/// The base URL of an upstream that refuses connections.
+std::string refusing_upstream() {
+  return "http://127.0.0.1:" + std::to_string(closed_port()) + "/v1";
+}
+
 /// The `error` object of an OpenAI error body.
 openai::api_error error_of(const http_response& res) {
   auto e = openai::decode_error(res.body);
@@ -441,10 +446,7 @@ TEST_CASE("serve: the official OpenAI Node SDK works unchanged") {
 
 TEST_CASE("serve: the OpenAI Node SDK sees 503 with Retry-After when the "
           "upstream is down, and 429 when the queue is full") {
-  auto port = closed_port();
-  serve_proc down{{"--upstream",
-                   "http://127.0.0.1:" + std::to_string(port) + "/v1",
-                   "--connections", "2"}};
+  serve_proc down{{"--upstream", refusing_upstream(), "--connections", "2"}};
   auto lines = run_sdk_probe(down.port, "sk-anything", "unavailable");
   const auto& unavailable = lines.at("unavailable");
   INFO("code " << (unavailable.HasMember("code")
@@ -591,10 +593,7 @@ TEST_CASE("serve: 504 when the deadline header is shorter than the upstream") {
 
 TEST_CASE("serve: 503 with Retry-After and readyz 503 when the upstream is "
           "down") {
-  auto port = closed_port();
-  serve_proc serve{{"--upstream",
-                    "http://127.0.0.1:" + std::to_string(port) + "/v1",
-                    "--connections", "2"}};
+  serve_proc serve{{"--upstream", refusing_upstream(), "--connections", "2"}};
   http_client client{serve.port};
   // Connection failures trip the breaker (or mark the upstream down); from
   // then on requests fail fast with 503 and a Retry-After.
@@ -787,13 +786,11 @@ TEST_CASE("serve: a config file names the upstreams and the client token") {
 TEST_CASE("serve: the breaker keys of the config file take effect") {
   // One failure opens this upstream's breaker for a minute (the default
   // would need five and open for about a second).
-  auto port = closed_port();
   char path[] = "/tmp/embedrt-serve-breaker-XXXXXX";
   int fd = mkstemp(path);
   REQUIRE(fd >= 0);
-  std::string text = "[upstream fragile]\nbase_url = http://127.0.0.1:"
-      + std::to_string(port)
-      + "/v1\nconnections = 1\nbreaker_failures = 1\n"
+  std::string text = "[upstream fragile]\nbase_url = " + refusing_upstream()
+      + "\nconnections = 1\nbreaker_failures = 1\n"
         "breaker_open_ms = 60000\nbreaker_max_open_ms = 120000\n";
   REQUIRE(write(fd, text.data(), text.size())
           == static_cast<ssize_t>(text.size()));
