@@ -219,6 +219,23 @@ std::string refusing_upstream() {
   return "http://127.0.0.1:" + std::to_string(closed_port()) + "/v1";
 }
 
+/// A config file with `text`, removed at scope exit.
+struct temp_config {
+  std::string path;
+  explicit temp_config(const std::string& text) {
+    char tmpl[] = "/tmp/embedrt-serve-config-XXXXXX";
+    int fd = mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    path = tmpl;
+    REQUIRE(write(fd, text.data(), text.size())
+            == static_cast<ssize_t>(text.size()));
+    close(fd);
+  }
+  ~temp_config() {
+    std::remove(path.c_str());
+  }
+};
+
 /// The `error` object of an OpenAI error body.
 openai::api_error error_of(const http_response& res) {
   auto e = openai::decode_error(res.body);
@@ -735,16 +752,11 @@ TEST_CASE("serve: usage errors exit 2, a busy port exits 1, --help exits 0") {
 
 TEST_CASE("serve: a config file names the upstreams and the client token") {
   mock_proc mock;
-  char path[] = "/tmp/embedrt-serve-config-XXXXXX";
-  int fd = mkstemp(path);
-  REQUIRE(fd >= 0);
-  std::string text = "# serve e2e\nconnections = 2\n[serve]\n"
-                     "auth_token = from-the-file\n[upstream primary]\n"
-                     "base_url = "
-      + mock.url + "\nmodels = m, other\n";
-  REQUIRE(write(fd, text.data(), text.size())
-          == static_cast<ssize_t>(text.size()));
-  close(fd);
+  temp_config file{"# serve e2e\nconnections = 2\n[serve]\n"
+                   "auth_token = from-the-file\n[upstream primary]\n"
+                   "base_url = "
+                   + mock.url + "\nmodels = m, other\n"};
+  const auto& path = file.path;
   {
     serve_proc serve{{"--config", path}};
     http_client client{serve.port};
@@ -780,22 +792,15 @@ TEST_CASE("serve: a config file names the upstreams and the client token") {
     CHECK_THAT(p.stderr_text(), Catch::Contains(bad + ":3: unknown key"));
     std::remove(bad.c_str());
   }
-  std::remove(path);
 }
 
 TEST_CASE("serve: the breaker keys of the config file take effect") {
   // One failure opens this upstream's breaker for a minute (the default
   // would need five and open for about a second).
-  char path[] = "/tmp/embedrt-serve-breaker-XXXXXX";
-  int fd = mkstemp(path);
-  REQUIRE(fd >= 0);
-  std::string text = "[upstream fragile]\nbase_url = " + refusing_upstream()
-      + "\nconnections = 1\nbreaker_failures = 1\n"
-        "breaker_open_ms = 60000\nbreaker_max_open_ms = 120000\n";
-  REQUIRE(write(fd, text.data(), text.size())
-          == static_cast<ssize_t>(text.size()));
-  close(fd);
-  serve_proc serve{{"--config", path}};
+  temp_config file{"[upstream fragile]\nbase_url = " + refusing_upstream()
+                   + "\nconnections = 1\nbreaker_failures = 1\n"
+                     "breaker_open_ms = 60000\nbreaker_max_open_ms = 120000\n"};
+  serve_proc serve{{"--config", file.path}};
   http_client client{serve.port};
   auto body = embed_body({"fragile"}, 8);
   // The first request's own retry may already meet the open breaker.
@@ -809,7 +814,6 @@ TEST_CASE("serve: the breaker keys of the config file take effect") {
   auto ready = client.request("GET", "/readyz");
   CHECK(ready.status == 503);
   CHECK_THAT(ready.body, Catch::Contains("breaker_open"));
-  std::remove(path);
 }
 
 TEST_CASE("serve: with no upstream it serves through the built-in one") {
