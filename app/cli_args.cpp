@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <iostream>
+#include <sys/resource.h>
 
 namespace embedrt::cli {
 
@@ -195,6 +197,20 @@ std::string arg_parser::help() const {
         + "\n";
   }
   return out;
+}
+
+int usage_error(std::string_view command, const std::string& msg) {
+  std::cerr << "embedrt " << command << ": " << msg << "\n(run 'embedrt "
+            << command << " --help' for the options)\n";
+  return exit_usage;
+}
+
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
 }
 
 } // namespace embedrt::cli

@@ -19,6 +19,14 @@ namespace embedrt::cli {
 /// Exit code for bad command-line usage.
 constexpr int exit_usage = 2;
 
+/// Prints "embedrt COMMAND: MSG" and where the options are to stderr;
+/// returns `exit_usage`.
+int usage_error(std::string_view command, const std::string& msg);
+
+/// Raises the soft limit of open descriptors to the hard one (best effort):
+/// many concurrent connections need many descriptors.
+void raise_fd_limit();
+
 class arg_parser {
  public:
   /// `usage` is the synopsis line (e.g. "embedrt mock [options]"),

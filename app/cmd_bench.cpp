@@ -87,9 +87,7 @@ cli::arg_parser make_parser() {
 }
 
 int usage_error(const std::string& msg) {
-  std::cerr << prefix << msg
-            << "\n(run 'embedrt bench --help' for the options)\n";
-  return cli::exit_usage;
+  return cli::usage_error("bench", msg);
 }
 
 /// Everything the command line and the environment decided.

@@ -97,9 +97,7 @@ cli::arg_parser make_parser() {
 }
 
 int usage_error(const std::string& msg) {
-  std::cerr << prefix << msg
-            << "\n(run 'embedrt embed --help' for the options)\n";
-  return cli::exit_usage;
+  return cli::usage_error("embed", msg);
 }
 
 int fail(const std::string& msg) {

@@ -10,7 +10,6 @@
 #include <csignal>
 #include <iostream>
 #include <limits>
-#include <sys/resource.h>
 
 namespace embedrt::app {
 
@@ -50,19 +49,7 @@ cli::arg_parser make_parser() {
 }
 
 int usage_error(const std::string& msg) {
-  std::cerr << "embedrt mock: " << msg
-            << "\n(run 'embedrt mock --help' for the options)\n";
-  return cli::exit_usage;
-}
-
-/// Many concurrent connections need many descriptors: raise the soft limit
-/// to the hard one (best effort).
-void raise_fd_limit() {
-  rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
-  }
+  return cli::usage_error("mock", msg);
 }
 
 } // namespace
@@ -124,7 +111,7 @@ int cmd_mock(const std::vector<std::string>& args) {
   opts.max_body_bytes = static_cast<std::size_t>(max_body);
   if (auto msg = mock::validate(opts); !msg.empty())
     return usage_error(msg);
-  raise_fd_limit();
+  cli::raise_fd_limit();
   // Install the signal handlers before the server runs, so that a signal
   // right after the "listening" line is never lost.
   boost::asio::io_context signals_ctx;

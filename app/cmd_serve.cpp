@@ -31,7 +31,6 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sys/resource.h>
 #include <thread>
 
 namespace embedrt::app {
@@ -72,19 +71,7 @@ cli::arg_parser make_parser() {
 }
 
 int usage_error(const std::string& msg) {
-  std::cerr << prefix << msg
-            << "\n(run 'embedrt serve --help' for the options)\n";
-  return cli::exit_usage;
-}
-
-/// Many concurrent clients need many descriptors: raise the soft limit to
-/// the hard one (best effort).
-void raise_fd_limit() {
-  rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
-  }
+  return cli::usage_error("serve", msg);
 }
 
 std::string url_host(const std::string& host) {
@@ -110,7 +97,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto addr = mock::parse_listen(cfg->serve.listen);
   if (!addr)
     return usage_error("listen address: " + addr.error);
-  raise_fd_limit();
+  cli::raise_fd_limit();
 
   // Signals first, so that one arriving right after the "listening" line is
   // never lost.
