@@ -199,25 +199,30 @@ struct serve_proc {
   uint16_t port = 0;
 };
 
-/// A TCP port on 127.0.0.1 with nothing listening (bound, then closed).
-uint16_t closed_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-/// The base URL of an upstream that refuses connections.
-std::string refusing_upstream() {
-  return "http://127.0.0.1:" + std::to_string(closed_port()) + "/v1";
-}
+/// An upstream on 127.0.0.1 that refuses every connection: a port bound by
+/// a socket that never listens, held for the object's lifetime (so no other
+/// process can take the port meanwhile).
+struct refusing_upstream {
+  int fd = -1;
+  std::string url;
+  refusing_upstream() {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/v1";
+  }
+  ~refusing_upstream() {
+    close(fd);
+  }
+  refusing_upstream(const refusing_upstream&) = delete;
+  refusing_upstream& operator=(const refusing_upstream&) = delete;
+};
 
 /// A config file with `text`, removed at scope exit.
 struct temp_config {
@@ -463,7 +468,8 @@ TEST_CASE("serve: the official OpenAI Node SDK works unchanged") {
 
 TEST_CASE("serve: the OpenAI Node SDK sees 503 with Retry-After when the "
           "upstream is down, and 429 when the queue is full") {
-  serve_proc down{{"--upstream", refusing_upstream(), "--connections", "2"}};
+  refusing_upstream dead;
+  serve_proc down{{"--upstream", dead.url, "--connections", "2"}};
   auto lines = run_sdk_probe(down.port, "sk-anything", "unavailable");
   const auto& unavailable = lines.at("unavailable");
   INFO("code " << (unavailable.HasMember("code")
@@ -610,7 +616,8 @@ TEST_CASE("serve: 504 when the deadline header is shorter than the upstream") {
 
 TEST_CASE("serve: 503 with Retry-After and readyz 503 when the upstream is "
           "down") {
-  serve_proc serve{{"--upstream", refusing_upstream(), "--connections", "2"}};
+  refusing_upstream dead;
+  serve_proc serve{{"--upstream", dead.url, "--connections", "2"}};
   http_client client{serve.port};
   // Connection failures trip the breaker (or mark the upstream down); from
   // then on requests fail fast with 503 and a Retry-After.
@@ -797,7 +804,8 @@ TEST_CASE("serve: a config file names the upstreams and the client token") {
 TEST_CASE("serve: the breaker keys of the config file take effect") {
   // One failure opens this upstream's breaker for a minute (the default
   // would need five and open for about a second).
-  temp_config file{"[upstream fragile]\nbase_url = " + refusing_upstream()
+  refusing_upstream dead;
+  temp_config file{"[upstream fragile]\nbase_url = " + dead.url
                    + "\nconnections = 1\nbreaker_failures = 1\n"
                      "breaker_open_ms = 60000\nbreaker_max_open_ms = 120000\n"};
   serve_proc serve{{"--config", file.path}};
