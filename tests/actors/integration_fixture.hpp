@@ -32,4 +32,11 @@ inline std::unique_ptr<mock::mock_server> start_mock(mock::mock_options opts
   return srv;
 }
 
+/// Options of a built-in upstream that answers every request with `f`.
+inline mock::mock_options faulty(mock::fault f) {
+  mock::mock_options o;
+  o.faults.push_back({f, 1.0});
+  return o;
+}
+
 } // namespace embedrt::test

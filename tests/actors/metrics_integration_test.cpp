@@ -3,8 +3,10 @@
 // histogram percentiles are within one bucket of the exact percentiles of
 // the recorded samples, and the exposition parses with the Prometheus
 // client's parser.
+#include "../tools/prometheus_checker.hpp"
 #include "embedrt/all.hpp"
 #include "embedrt/protocol/metrics.hpp"
+#include "integration_fixture.hpp"
 #include "mock/mock_server.hpp"
 
 #include <algorithm>
@@ -25,21 +27,10 @@
 #include <vector>
 
 using namespace embedrt;
+using namespace embedrt::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::unique_ptr<mock::mock_server> start_mock(mock::mock_options opts) {
-  auto srv = std::make_unique<mock::mock_server>(std::move(opts));
-  REQUIRE(srv->start() != 0);
-  return srv;
-}
-
-mock::mock_options faulty(mock::fault f) {
-  mock::mock_options o;
-  o.faults.push_back({f, 1.0});
-  return o;
-}
 
 upstream_config upstream(const std::string& name, const std::string& url,
                          const std::string& model, uint32_t connections) {
@@ -92,27 +83,6 @@ int64_t calls(const upstream_metrics& u, const std::string& error) {
     if (c.error == error)
       return c.calls;
   return 0;
-}
-
-std::pair<int, std::string> run_checker(const std::string& text) {
-  char path[] = "/tmp/embedrt-metrics-XXXXXX";
-  int fd = mkstemp(path);
-  REQUIRE(fd >= 0);
-  REQUIRE(write(fd, text.data(), text.size())
-          == static_cast<ssize_t>(text.size()));
-  close(fd);
-  std::string cmd = std::string{"/usr/bin/python3 "} + EMBEDRT_TEST_TOOLS_DIR
-      + "/check_prometheus.py " + path + " 2>&1";
-  std::string out;
-  auto* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0)
-    out.append(buf, n);
-  int status = pclose(p);
-  unlink(path);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 struct fixture {

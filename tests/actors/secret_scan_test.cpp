@@ -7,6 +7,7 @@
 // for the key and for "Bearer <key>".
 #include "embedrt/all.hpp"
 #include "embedrt/protocol/metrics.hpp"
+#include "integration_fixture.hpp"
 #include "mock/mock_server.hpp"
 
 #include <arpa/inet.h>
@@ -29,6 +30,7 @@
 #include <vector>
 
 using namespace embedrt;
+using namespace embedrt::test;
 using namespace std::chrono_literals;
 
 namespace {
@@ -152,18 +154,6 @@ uint16_t closed_port() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
-}
-
-std::unique_ptr<mock::mock_server> start_mock(mock::mock_options opts) {
-  auto srv = std::make_unique<mock::mock_server>(std::move(opts));
-  REQUIRE(srv->start() != 0);
-  return srv;
-}
-
-mock::mock_options faulty(mock::fault f) {
-  mock::mock_options o;
-  o.faults.push_back({f, 1.0});
-  return o;
 }
 
 /// Every place the key could show up in `text`.

@@ -1,4 +1,5 @@
 // The log-linear histogram and the Prometheus text renderer (protocol/).
+#include "../tools/prometheus_checker.hpp"
 #include "embedrt/protocol/histogram.hpp"
 #include "embedrt/protocol/metrics.hpp"
 #include "embedrt/protocol/type_ids.hpp"
@@ -20,6 +21,7 @@
 #include <vector>
 
 using namespace embedrt;
+using namespace embedrt::test;
 
 namespace {
 
@@ -29,29 +31,6 @@ uint64_t exact_rank(std::vector<uint64_t> v, double p) {
       std::ceil(p * static_cast<double>(v.size()) / 100.0 - 1e-9));
   rank = std::clamp<std::size_t>(rank, 1, v.size());
   return v[rank - 1];
-}
-
-/// Runs tests/tools/check_prometheus.py on `text`; returns its exit code and
-/// stdout.
-std::pair<int, std::string> run_checker(const std::string& text) {
-  char path[] = "/tmp/embedrt-metrics-XXXXXX";
-  int fd = mkstemp(path);
-  REQUIRE(fd >= 0);
-  REQUIRE(write(fd, text.data(), text.size())
-          == static_cast<ssize_t>(text.size()));
-  close(fd);
-  std::string cmd = std::string{"/usr/bin/python3 "} + EMBEDRT_TEST_TOOLS_DIR
-      + "/check_prometheus.py " + path + " 2>&1";
-  std::string out;
-  auto* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0)
-    out.append(buf, n);
-  int status = pclose(p);
-  unlink(path);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 metrics_snapshot sample_snapshot() {
