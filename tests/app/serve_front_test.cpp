@@ -65,6 +65,22 @@ front_reply text_reply(int status, std::string body) {
   return r;
 }
 
+/// A started front end on one I/O thread whose handler parks every request's
+/// responder for the test to answer.
+struct parking_front {
+  io_runtime io{1};
+  parked park;
+  http_front front{io.context(), front_options{},
+                   [this](front_request, responder respond) {
+                     park.add(std::move(respond));
+                   }};
+  uint16_t port = 0;
+  parking_front() {
+    port = front.start();
+    REQUIRE(port != 0);
+  }
+};
+
 /// Waits until `pred` holds (bounded).
 template <class Pred>
 bool eventually(Pred pred, milliseconds timeout = milliseconds{5000}) {
@@ -123,14 +139,10 @@ TEST_CASE("front: replies come from other threads; only the first counts") {
 }
 
 TEST_CASE("front: a reply to a closed connection is dropped") {
-  io_runtime io{1};
-  parked park;
-  http_front front{io.context(), front_options{},
-                   [&](front_request, responder respond) {
-                     park.add(std::move(respond));
-                   }};
-  auto port = front.start();
-  REQUIRE(port != 0);
+  parking_front pf;
+  auto& park = pf.park;
+  auto& front = pf.front;
+  auto port = pf.port;
   {
     http_client client{port};
     REQUIRE(client.send_only("POST", "/v1/embeddings", "{}") == failure::none);
@@ -177,14 +189,10 @@ TEST_CASE("front: errors of its own — 413 and malformed HTTP") {
 
 TEST_CASE("front: drain closes idle connections, finishes busy ones, then "
           "refuses") {
-  io_runtime io{1};
-  parked park;
-  http_front front{io.context(), front_options{},
-                   [&](front_request, responder respond) {
-                     park.add(std::move(respond));
-                   }};
-  auto port = front.start();
-  REQUIRE(port != 0);
+  parking_front pf;
+  auto& park = pf.park;
+  auto& front = pf.front;
+  auto port = pf.port;
   http_client idle{port};
   REQUIRE(idle.connect() == failure::none);
   http_client busy{port};
@@ -214,14 +222,10 @@ TEST_CASE("front: drain closes idle connections, finishes busy ones, then "
 }
 
 TEST_CASE("front: at the end of the grace period the rest get 503") {
-  io_runtime io{1};
-  parked park;
-  http_front front{io.context(), front_options{},
-                   [&](front_request, responder respond) {
-                     park.add(std::move(respond));
-                   }};
-  auto port = front.start();
-  REQUIRE(port != 0);
+  parking_front pf;
+  auto& park = pf.park;
+  auto& front = pf.front;
+  auto port = pf.port;
   http_client client{port};
   auto pending = std::async(std::launch::async, [&] {
     return client.request("POST", "/v1/embeddings", "{}");
