@@ -11,7 +11,7 @@
 // timeout plus a grace period (CAF 0.17 has no broken_promise).
 #pragma once
 
-#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/interfaces.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>

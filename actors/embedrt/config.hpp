@@ -17,7 +17,8 @@ namespace embedrt {
 
 using std::chrono::milliseconds;
 
-/// Retry policy of request actors (DESIGN.md §3).
+/// Retry policy of request actors (docs/architecture.md, "Life of one
+/// request").
 struct retry_config {
   /// Attempts per chunk, the first included (1 = no retries).
   uint32_t max_attempts = 4;
@@ -49,12 +50,12 @@ struct supervision_config {
   milliseconds down_backoff_cap{30000};
 };
 
-/// Circuit breaker of one upstream (DESIGN.md §3; actors/src/breaker.hpp has
-/// the state diagram). Failures: connection failures and attempt timeouts,
-/// TLS failures, invalid responses, 5xx, 408 and 429 rate limits; slow calls
-/// when `slow_call_threshold` is set. Not failures: the caller's own errors
-/// (400, 413, 422), auth and quota errors, and attempts cut short by the
-/// caller's deadline.
+/// Circuit breaker of one upstream (docs/architecture.md;
+/// actors/src/breaker.hpp has the state diagram). Failures: connection failures
+/// and attempt timeouts, TLS failures, invalid responses, 5xx, 408 and 429 rate
+/// limits; slow calls when `slow_call_threshold` is set. Not failures: the
+/// caller's own errors (400, 413, 422), auth and quota errors, and attempts cut
+/// short by the caller's deadline.
 struct breaker_config {
   bool enabled = true;
   /// Closed -> open after this many consecutive failures.

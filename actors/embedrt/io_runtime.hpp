@@ -3,9 +3,10 @@
 // post their socket work onto it; completion handlers only send messages back
 // to the owning actor (see docs/architecture.md, "The Asio bridge").
 //
-// Lifetime (CAF017.md trap 10): the io_runtime must outlive every actor that
-// owns a socket on it. Create it before the actor system (or keep it in an
-// object that is destroyed after `await_all_actors_done()`).
+// Lifetime: the io_runtime must outlive every actor that owns a socket on it
+// (a socket destroyed after its io_context is undefined behaviour). Create it
+// before the actor system (or keep it in an object that is destroyed after
+// `await_all_actors_done()`).
 #pragma once
 
 #include <cstddef>

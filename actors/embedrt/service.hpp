@@ -9,13 +9,14 @@
 //   self->request(*svc, 30s, embedrt::embed_atom_v,
 //   embedrt::embed_request{...})
 //
-// The service owns one pool (dispatcher + supervisor) per upstream and the
-// I/O threads; it stops when its last handle is gone or when it receives an
-// exit message.
+// The service owns one pool (dispatcher + supervisor) per upstream, the
+// metrics actor and the I/O threads, and supervises them (docs/architecture.md,
+// "Supervision tree"). It stops when its last handle is gone or when it
+// receives an exit message; either way every request it holds is answered.
 #pragma once
 
 #include "embedrt/config.hpp"
-#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/interfaces.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
@@ -31,6 +32,13 @@ struct service_hooks {
   /// A call with an input equal to this marker makes its connection actor
   /// throw (exercises supervision).
   std::string crash_marker;
+  /// An input equal to this marker followed by an upstream's name (e.g.
+  /// "__crash_pool__a") makes that upstream's pool throw when the call
+  /// arrives (exercises the service's supervision of pools).
+  std::string pool_crash_marker;
+  /// A request with an input equal to this marker makes its request actor
+  /// throw (exercises the request actor's exception handler).
+  std::string request_crash_marker;
   /// Called by the metrics actor with every request it records (in its
   /// context: must be quick and thread-safe); tests compare histograms with
   /// the exact samples.

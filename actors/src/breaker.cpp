@@ -137,6 +137,13 @@ circuit_breaker::record(call_verdict v, milliseconds retry_after,
   return std::nullopt;
 }
 
+void circuit_breaker::resume(breaker_state state, uint32_t trips) {
+  clear_window();
+  state_ = state;
+  trips_ = state == breaker_state::closed ? 0 : trips;
+  probe_successes_ = 0;
+}
+
 std::optional<breaker_transition> circuit_breaker::open_time_over() {
   if (state_ != breaker_state::open)
     return std::nullopt;
@@ -151,7 +158,7 @@ std::optional<breaker_transition> circuit_breaker::open_time_over() {
 
 namespace {
 
-using self_ptr = breaker_actor::stateful_pointer<breaker_actor_state>;
+using self_ptr = breaker_impl::stateful_pointer<breaker_actor_state>;
 
 void publish(self_ptr self, breaker_view view) {
   if (auto hdl = caf::actor_cast<breaker_listener>(self->state.listener))
@@ -165,14 +172,12 @@ void apply(self_ptr self, const breaker_transition& t) {
   view.state = t.to;
   view.reason = t.reason;
   view.permits = 0;
-  view.open_until_ns = 0;
+  view.open_for = caf::timespan{0};
+  view.trips = st.machine->trips();
   st.permits_out = 0;
   ++st.transitions[static_cast<int>(t.from)][static_cast<int>(t.to)];
   if (t.to == breaker_state::open) {
-    auto until = self->clock().now() + t.open_for;
-    view.open_until_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             until.time_since_epoch())
-                             .count();
+    view.open_for = t.open_for;
     self->delayed_send(self, t.open_for, half_open_atom_v, view.epoch);
   } else if (t.to == breaker_state::half_open) {
     view.permits = std::max<uint32_t>(1, st.env->cfg.half_open_probes);
@@ -191,17 +196,46 @@ void apply(self_ptr self, const breaker_transition& t) {
   publish(self, view);
 }
 
+/// Takes over from a breaker that died: its last view, at the next epoch.
+void resume_from(self_ptr self, breaker_view last) {
+  auto& st = self->state;
+  st.machine->resume(last.state, last.trips);
+  st.view = std::move(last);
+  ++st.view.epoch;
+  st.view.permits = 0;
+  st.permits_out = 0;
+  if (st.view.state == breaker_state::open) {
+    self->delayed_send(self, st.view.open_for, half_open_atom_v, st.view.epoch);
+  } else {
+    st.view.open_for = caf::timespan{0};
+    if (st.view.state == breaker_state::half_open) {
+      st.view.permits = std::max<uint32_t>(1, st.env->cfg.half_open_probes);
+      st.permits_out = st.view.permits;
+    }
+  }
+  log(log_level::warn, "breaker_resumed",
+      {{"upstream", st.env->upstream},
+       {"state", to_string(st.view.state)},
+       {"open_ms",
+        std::to_string(
+            std::chrono::duration_cast<milliseconds>(st.view.open_for)
+                .count())},
+       {"trips", std::to_string(st.view.trips)}});
+}
+
 } // namespace
 
-breaker_actor::behavior_type
-breaker_actor_fn(breaker_actor::stateful_pointer<breaker_actor_state> self,
+breaker_impl::behavior_type
+breaker_actor_fn(breaker_impl::stateful_pointer<breaker_actor_state> self,
                  std::shared_ptr<const breaker_env> env,
-                 caf::actor_addr listener) {
+                 caf::actor_addr listener, std::optional<breaker_view> resume) {
   auto& st = self->state;
   st.env = env;
   st.machine.emplace(env->cfg, env->seed);
   st.listener = std::move(listener);
   st.view.epoch = 1;
+  if (resume)
+    resume_from(self, std::move(*resume));
   publish(self, st.view);
   return {
       [self](outcome_atom, breaker_outcome& out) {

@@ -32,8 +32,7 @@
 #pragma once
 
 #include "embedrt/config.hpp"
-#include "embedrt/protocol/interfaces.hpp"
-#include "embedrt/protocol/messages.hpp"
+#include "interfaces.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -87,6 +86,10 @@ class circuit_breaker {
   /// The open time is over: open -> half-open.
   std::optional<breaker_transition> open_time_over();
 
+  /// Continues where a breaker that died left off (its last view): in
+  /// `state` after `trips` consecutive openings, with an empty window.
+  void resume(breaker_state state, uint32_t trips);
+
   /// Failure counts of the sliding window (closed state).
   uint32_t window_calls() const noexcept {
     return window_calls_;
@@ -139,11 +142,14 @@ struct breaker_actor_state {
 };
 
 /// The breaker actor of one upstream; sends every view to `listener`, a
-/// `breaker_listener` held by address (starting with the initial closed view,
-/// epoch 1).
-breaker_actor::behavior_type
-breaker_actor_fn(breaker_actor::stateful_pointer<breaker_actor_state> self,
+/// `breaker_listener` held by address, starting with its initial view: closed
+/// at epoch 1, or, when it replaces a breaker that died, `resume` (the last
+/// view its pool holds, `open_for` = the open time left) at the next epoch:
+/// an open breaker stays open until its time, a half-open one probes again.
+breaker_impl::behavior_type
+breaker_actor_fn(breaker_impl::stateful_pointer<breaker_actor_state> self,
                  std::shared_ptr<const breaker_env> env,
-                 caf::actor_addr listener);
+                 caf::actor_addr listener,
+                 std::optional<breaker_view> resume = std::nullopt);
 
 } // namespace embedrt::detail

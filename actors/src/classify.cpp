@@ -10,9 +10,8 @@ namespace embedrt::detail {
 namespace {
 
 std::string upstream_message(const http_outcome& out) {
-  if (auto err = openai::decode_error(out.body); err && !err->message.empty())
-    return err->message;
-  return "no error message";
+  return out.error_text.empty() ? std::string{"no error message"}
+                                : out.error_text;
 }
 
 } // namespace
@@ -37,7 +36,7 @@ call_result classify_outcome(http_outcome&& out,
           if (out.should_retry >= 0)
             r.retryable = out.should_retry == 1;
         };
-  auto terr = static_cast<transport_errc>(out.transport_error);
+  auto terr = out.transport_error;
   r.timed_out = terr == transport_errc::timeout;
   if (terr != transport_errc::none) {
     auto what = upstream_name + ": " + out.error_message;

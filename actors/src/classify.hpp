@@ -3,12 +3,12 @@
 // shared by the connection actor and its unit tests.
 #pragma once
 
-#include "embedrt/protocol/messages.hpp"
 #include "embedrt/protocol/openai.hpp"
+#include "messages.hpp"
 
 namespace embedrt::detail {
 
-/// Classifies an exchange (DESIGN.md §3):
+/// Classifies an exchange (docs/architecture.md, "connection actor"):
 /// - transport errors: timeout, connect, reset -> connection_failed
 ///   (retryable); TLS -> tls_failed (not retryable); an over-large body ->
 ///   invalid_response (not retryable); cancelled -> cancelled (retryable);

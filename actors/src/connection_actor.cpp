@@ -12,12 +12,14 @@ namespace embedrt::detail {
 
 namespace {
 
+using self_ptr = connection_impl::stateful_pointer<connection_state>;
+
 /// Runs on an I/O thread: turns the transport's result into a message for the
 /// actor. Touches no actor state.
 http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
   http_outcome out;
   out.seq = seq;
-  out.transport_error = static_cast<uint8_t>(res.error);
+  out.transport_error = res.error;
   out.error_message = std::move(res.message);
   out.connected = res.connected;
   out.reused = res.reused;
@@ -42,9 +44,84 @@ http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
     if (auto err = openai::decode_error(resp.body)) {
       out.error_code = std::move(err->code);
       out.error_param = std::move(err->param);
+      out.error_text = std::move(err->message);
     }
   out.body = std::move(resp.body);
   return out;
+}
+
+/// Sends the result of the call in flight to its sender and goes idle.
+void reply(self_ptr self, call_result r) {
+  auto& st = self->state;
+  r.call_id = st.call_id;
+  st.busy = false;
+  auto to = caf::actor_cast<connection_listener>(std::move(st.reply_to));
+  st.reply_to = nullptr;
+  if (to)
+    self->send(to, result_atom_v, std::move(r));
+}
+
+void on_call(self_ptr self, connection_call& call) {
+  auto& st = self->state;
+  if (st.busy) {
+    // The pool only hands work to idle connections; answer rather than
+    // drop a call if that invariant is ever broken.
+    call_result r;
+    r.call_id = call.call_id;
+    r.error = make_error(errc::overloaded, "connection busy");
+    r.retryable = true;
+    if (auto to = caf::actor_cast<connection_listener>(self->current_sender()))
+      self->send(to, result_atom_v, std::move(r));
+    return;
+  }
+  if (!st.env->crash_marker.empty())
+    for (auto& in : call.inputs)
+      if (in == st.env->crash_marker)
+        throw std::runtime_error("chaos: crash marker received");
+  openai::embeddings_request req;
+  req.model = std::move(call.model);
+  req.input = std::move(call.inputs);
+  req.input_is_array = true;
+  if (call.dimensions > 0)
+    req.dimensions = call.dimensions;
+  req.encoding_format
+      = st.env->base64 ? openai::encoding::base64 : openai::encoding::float32;
+  req.user = std::move(call.user);
+  http_request hreq;
+  hreq.target = st.env->target;
+  if (!st.env->auth.first.empty())
+    hreq.headers.emplace_back(st.env->auth);
+  hreq.body = openai::encode_request(req);
+  st.busy = true;
+  st.call_id = call.call_id;
+  st.reply_to = self->current_sender();
+  st.expect.inputs = req.input.size();
+  st.expect.dimensions = req.dimensions;
+  st.expect.encoding_format = req.encoding_format;
+  auto seq = ++st.seq;
+  auto hdl = caf::actor_cast<connection_impl>(self);
+  auto timeout
+      = std::chrono::duration_cast<std::chrono::milliseconds>(call.timeout);
+  if (timeout.count() <= 0)
+    timeout = std::chrono::milliseconds{1};
+  st.conn->async_exchange(
+      std::move(hreq), timeout, [hdl, seq](exchange_result res) {
+        caf::anon_send(hdl, io_done_atom_v, to_outcome(seq, std::move(res)));
+      });
+}
+
+void on_io_done(self_ptr self, http_outcome& out) {
+  auto& st = self->state;
+  if (!st.busy || out.seq != st.seq)
+    return; // Stale completion (cannot happen with one exchange at a time).
+  if (out.status != 200) {
+    const auto& secret = st.env->auth.second;
+    redact_secret(out.body, secret);
+    redact_secret(out.error_message, secret);
+    redact_secret(out.error_text, secret);
+  }
+  reply(self,
+        classify_outcome(std::move(out), st.expect, st.env->upstream_name));
 }
 
 } // namespace
@@ -55,74 +132,17 @@ connection_state::~connection_state() {
     conn->close();
 }
 
-connection_actor::behavior_type
-connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
+connection_impl::behavior_type
+connection_actor_fn(connection_impl::stateful_pointer<connection_state> self,
                     std::shared_ptr<const connection_env> env) {
   self->state.env = env;
   self->state.conn = http_connection::make(env->io->context(), env->transport);
   return {
-      [=](call_atom, connection_call& call) -> caf::result<call_result> {
-        auto& st = self->state;
-        if (st.busy) {
-          // The pool only hands work to idle connections; answer rather than
-          // drop a promise if that invariant is ever broken.
-          call_result r;
-          r.call_id = call.call_id;
-          r.error = make_error(errc::overloaded, "connection busy");
-          r.retryable = true;
-          return r;
-        }
-        if (!st.env->crash_marker.empty())
-          for (auto& in : call.inputs)
-            if (in == st.env->crash_marker)
-              throw std::runtime_error("chaos: crash marker received");
-        openai::embeddings_request req;
-        req.model = std::move(call.model);
-        req.input = std::move(call.inputs);
-        req.input_is_array = true;
-        if (call.dimensions > 0)
-          req.dimensions = call.dimensions;
-        req.encoding_format = st.env->base64 ? openai::encoding::base64
-                                             : openai::encoding::float32;
-        req.user = std::move(call.user);
-        http_request hreq;
-        hreq.target = st.env->target;
-        if (!st.env->auth.first.empty())
-          hreq.headers.emplace_back(st.env->auth);
-        hreq.body = openai::encode_request(req);
-        st.busy = true;
-        st.call_id = call.call_id;
-        st.expect.inputs = req.input.size();
-        st.expect.dimensions = req.dimensions;
-        st.expect.encoding_format = req.encoding_format;
-        st.rp = self->make_response_promise<call_result>();
-        auto seq = ++st.seq;
-        auto hdl = caf::actor_cast<connection_actor>(self);
-        auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
-            call.timeout);
-        if (timeout.count() <= 0)
-          timeout = std::chrono::milliseconds{1};
-        st.conn->async_exchange(
-            std::move(hreq), timeout, [hdl, seq](exchange_result res) {
-              caf::anon_send(hdl, io_done_atom_v,
-                             to_outcome(seq, std::move(res)));
-            });
-        return st.rp;
+      [self](call_atom, connection_call& call) {
+        on_call(self, call);
       },
-      [=](io_done_atom, http_outcome& out) {
-        auto& st = self->state;
-        if (!st.busy || out.seq != st.seq)
-          return; // Stale completion (cannot happen with one exchange at a
-                  // time).
-        if (out.status != 200) {
-          redact_secret(out.body, st.env->auth.second);
-          redact_secret(out.error_message, st.env->auth.second);
-        }
-        auto r = classify_outcome(std::move(out), st.expect,
-                                  st.env->upstream_name);
-        r.call_id = st.call_id;
-        st.busy = false;
-        st.rp.deliver(std::move(r));
+      [self](io_done_atom, http_outcome& out) {
+        on_io_done(self, out);
       },
   };
 }

@@ -1,24 +1,26 @@
 // The connection actor: owns exactly one keep-alive HTTP(S) connection to an
-// upstream and runs one call at a time (DESIGN.md §3).
+// upstream and runs one call at a time (docs/architecture.md).
 //
-//   idle --call--> busy --io_done(seq)--> idle
-//                   |
+//   idle --call--> busy --io_done(seq)--> idle, (result, call_result) sent
+//                   |                          to the call's sender
 //                   +-- the transport guarantees io_done within the call's
 //                       timeout (it closes a stuck socket), so the actor
 //                       never waits forever.
+//
+// The answer is a message to the pool, not a response promise: a connection
+// that dies leaves nothing pending in the pool (it tracks calls by id).
 //
 // The socket lives in a `detail::http_connection` on the shared io_context;
 // its completion handler only sends `io_done` to this actor.
 #pragma once
 
 #include "embedrt/io_runtime.hpp"
-#include "embedrt/protocol/interfaces.hpp"
 #include "embedrt/protocol/openai.hpp"
 #include "http_transport.hpp"
+#include "interfaces.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
-#include <caf/typed_response_promise.hpp>
 #include <memory>
 #include <string>
 #include <utility>
@@ -54,11 +56,12 @@ struct connection_state {
   bool busy = false;
   uint64_t call_id = 0;
   openai::response_expectation expect;
-  caf::typed_response_promise<call_result> rp;
+  /// Who sent the call in flight (its pool): gets the result.
+  caf::strong_actor_ptr reply_to;
 };
 
-connection_actor::behavior_type
-connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
+connection_impl::behavior_type
+connection_actor_fn(connection_impl::stateful_pointer<connection_state> self,
                     std::shared_ptr<const connection_env> env);
 
 } // namespace embedrt::detail

@@ -1,6 +1,6 @@
 // The HTTP/1.1 client transport: one keep-alive connection (plain TCP or TLS),
 // written with Beast on the shared io_context. Free of CAF on purpose (Beast
-// TUs are expensive to compile; see CAF017.md "Build times").
+// TUs are expensive to compile, and CAF headers add to every one of them).
 //
 // Threading contract (the Asio side of the actor/Asio bridge):
 // - all socket state lives in `http_connection` and is only touched on its

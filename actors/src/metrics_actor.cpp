@@ -2,6 +2,7 @@
 
 #include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
+#include "fan_in.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
@@ -62,6 +63,15 @@ struct metrics_state {
   } last;
   /// Test hook (service_hooks::on_request_recorded).
   std::function<void(const request_record&)> on_record;
+  /// `metrics` requests waiting for the pools' gauges, by job id: answered
+  /// `cancelled` by the destructor if the actor ends first.
+  std::map<uint64_t, caf::typed_response_promise<metrics_snapshot>> held;
+  uint64_t next_job = 0;
+
+  ~metrics_state() {
+    for (auto& [id, rp] : held)
+      rp.deliver(make_error(errc::cancelled, "metrics actor stopped"));
+  }
 
   upstream_acc& upstream(const std::string& name) {
     auto i = upstreams.find(name);
@@ -166,18 +176,6 @@ void add_health(metrics_snapshot& snap, const upstream_health& h) {
   i->rejected = h.rejected;
 }
 
-/// Collects the pools' health answers into one snapshot.
-struct snapshot_collector {
-  metrics_snapshot snap;
-  std::size_t pending = 0;
-  caf::typed_response_promise<metrics_snapshot> rp;
-
-  void done() {
-    if (--pending == 0)
-      rp.deliver(std::move(snap));
-  }
-};
-
 metrics_actor::behavior_type
 metrics_fn(self_ptr self, bool enabled, std::vector<std::string> upstreams,
            std::function<void(const request_record&)> on_record) {
@@ -233,27 +231,25 @@ metrics_fn(self_ptr self, bool enabled, std::vector<std::string> upstreams,
       },
       [self](metrics_atom, std::vector<pool_actor>& pools,
              int64_t accepted) -> caf::result<metrics_snapshot> {
-        auto col = std::make_shared<snapshot_collector>();
-        col->snap = make_snapshot(self->state, accepted);
-        col->rp = self->make_response_promise<metrics_snapshot>();
-        auto rp = col->rp;
-        col->pending = pools.size();
-        if (pools.empty()) {
-          col->rp.deliver(std::move(col->snap));
-          return rp;
-        }
-        for (auto& pool : pools)
-          self->request(pool, std::chrono::seconds{2}, health_atom_v)
-              .then(
-                  [col](upstream_health& h) {
-                    add_health(col->snap, h);
-                    col->done();
-                  },
-                  [col](caf::error&) {
-                    // The pool is gone or stuck: its gauges stay 0 and its
-                    // state "unknown".
-                    col->done();
-                  });
+        auto& st = self->state;
+        auto id = ++st.next_job;
+        auto rp = self->make_response_promise<metrics_snapshot>();
+        st.held.emplace(id, rp);
+        collect_health(
+            self, pools,
+            [self, id, snap = make_snapshot(st, accepted)](
+                std::vector<std::optional<upstream_health>> answers) mutable {
+              // A pool gone or stuck keeps its gauges at 0 and its state
+              // "unknown".
+              for (auto& h : answers)
+                if (h)
+                  add_health(snap, *h);
+              auto i = self->state.held.find(id);
+              if (i == self->state.held.end())
+                return;
+              i->second.deliver(std::move(snap));
+              self->state.held.erase(i);
+            });
         return rp;
       },
   };

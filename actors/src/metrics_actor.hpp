@@ -13,8 +13,8 @@
 // the handles below are null and the record_* helpers return at once.
 #pragma once
 
-#include "embedrt/protocol/interfaces.hpp"
 #include "embedrt/protocol/metrics.hpp"
+#include "interfaces.hpp"
 
 #include <caf/actor_clock.hpp>
 #include <caf/error.hpp>
@@ -27,18 +27,6 @@
 #include <vector>
 
 namespace embedrt::detail {
-
-/// The metrics actor's interface (runtime-internal).
-/// - the three events: aggregate;
-/// - metrics: the snapshot, with the gauges of `pools` (asked for their
-///   health) and `accepted` = requests the service accepted so far (in
-///   flight = accepted - answered).
-using metrics_actor
-    = caf::typed_actor<caf::reacts_to<request_record>,
-                       caf::reacts_to<upstream_call_record>,
-                       caf::reacts_to<breaker_transition_event>,
-                       caf::replies_to<metrics_atom, std::vector<pool_actor>,
-                                       int64_t>::with<metrics_snapshot>>;
 
 /// Spawns the metrics actor of a service. `enabled` is reported in the
 /// snapshot; `upstreams` are listed in configuration order even before any

@@ -2,6 +2,7 @@
 
 #include "embedrt/log.hpp"
 #include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/provider.hpp"
 
 #include <algorithm>
 #include <caf/actor_cast.hpp>
@@ -12,12 +13,13 @@
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
+#include <stdexcept>
 
 namespace embedrt::detail {
 
 namespace {
 
-using self_ptr = pool_actor::stateful_pointer<pool_state>;
+using self_ptr = pool_impl::stateful_pointer<pool_state>;
 
 /// Extra time granted to a connection actor beyond its attempt timeout before
 /// the pool considers it stuck (the transport itself closes the socket at the
@@ -34,6 +36,11 @@ int64_t now_ns(self_ptr self) {
       .count();
 }
 
+std::chrono::milliseconds ms_until(int64_t at_ns, int64_t now) {
+  return std::chrono::milliseconds{
+      std::max<int64_t>(0, (at_ns - now + 999999) / 1000000)};
+}
+
 call_result failure(errc code, std::string detail, bool retryable = false,
                     std::chrono::milliseconds retry_after = {}) {
   call_result r;
@@ -43,15 +50,25 @@ call_result failure(errc code, std::string detail, bool retryable = false,
   return r;
 }
 
+/// The answer while the upstream is down: fail fast, with the time to the
+/// probe (never negative).
+call_result down_failure(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  auto left = st.down_until - self->clock().now().time_since_epoch();
+  auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max(left, caf::timespan{0}));
+  return failure(errc::upstream_down, st.env->cfg.name + ": " + why, false,
+                 left_ms);
+}
+
 std::chrono::milliseconds breaker_time_left(self_ptr self) {
   auto& st = self->state;
   if (st.view.state == breaker_state::half_open)
     return std::chrono::duration_cast<std::chrono::milliseconds>(
         std::min(caf::timespan{st.env->cfg.attempt_timeout},
                  caf::timespan{std::chrono::seconds{1}}));
-  auto left = st.view.open_until_ns - now_ns(self);
-  return std::chrono::milliseconds{
-      std::max<int64_t>(1, (left + 999999) / 1000000)};
+  return std::max(std::chrono::milliseconds{1},
+                  ms_until(st.open_until_ns, now_ns(self)));
 }
 
 call_result breaker_failure(self_ptr self) {
@@ -99,9 +116,13 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
 }
 
 /// Answers an item and releases its share of the retry budget.
-void answer(self_ptr self, pool_item& item, call_result r) {
-  self->state.budget.release(item.call.is_retry);
+void answer(pool_state& st, pool_item& item, call_result r) {
+  st.budget.release(item.call.is_retry);
   item.rp.deliver(std::move(r));
+}
+
+void answer(self_ptr self, pool_item& item, call_result r) {
+  answer(self->state, item, std::move(r));
 }
 
 void spawn_slot(self_ptr self, uint32_t idx) {
@@ -110,7 +131,7 @@ void spawn_slot(self_ptr self, uint32_t idx) {
   if (st.env->connection_behavior) {
     using factory = decltype(st.env->connection_behavior);
     hdl = self->spawn<caf::monitored>(
-        [](connection_actor::pointer conn, const factory& fn) {
+        [](connection_impl::pointer conn, const factory& fn) {
           return fn(conn);
         },
         st.env->connection_behavior);
@@ -137,12 +158,7 @@ void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
   for (auto i = items.rbegin(); i != items.rend(); ++i) {
     if (st.down) {
       // Nothing is dispatched while down: answer now (callers fail over).
-      answer(
-          self, *i,
-          failure(errc::upstream_down, st.env->cfg.name + ": upstream is down",
-                  false,
-                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                      st.down_until - self->clock().now().time_since_epoch())));
+      answer(self, *i, down_failure(self, "upstream is down"));
       continue;
     }
     if (st.view.state == breaker_state::open) {
@@ -171,127 +187,143 @@ bool compatible(const pool_item& a, const pool_item& b) {
       && a.call.dimensions == b.call.dimensions && a.call.user == b.call.user;
 }
 
-void on_result(self_ptr self, uint32_t idx, uint64_t call_id, call_result& r) {
+/// A merged call succeeded: each caller gets the vectors of its own inputs
+/// (and its share of the usage).
+void split_result(self_ptr self, std::vector<pool_item>& items,
+                  call_result& r) {
+  std::size_t total_inputs = 0;
+  for (auto& item : items)
+    total_inputs += item.call.inputs.size();
+  std::size_t offset = 0;
+  for (auto& item : items) {
+    auto n = item.call.inputs.size();
+    call_result part;
+    part.call_id = r.call_id;
+    part.model = r.model;
+    part.upstream_request_id = r.upstream_request_id;
+    part.connected = r.connected;
+    part.reused = r.reused;
+    part.upstream_ns = r.upstream_ns;
+    part.ratelimit_remaining_requests = r.ratelimit_remaining_requests;
+    part.ratelimit_remaining_tokens = r.ratelimit_remaining_tokens;
+    part.embeddings.reserve(n);
+    for (std::size_t i = 0; i < n; ++i)
+      part.embeddings.emplace_back(std::move(r.embeddings[offset + i]));
+    part.usage.prompt_tokens = r.usage.prompt_tokens * static_cast<int64_t>(n)
+        / static_cast<int64_t>(total_inputs);
+    part.usage.total_tokens = r.usage.total_tokens * static_cast<int64_t>(n)
+        / static_cast<int64_t>(total_inputs);
+    offset += n;
+    answer(self, item, std::move(part));
+  }
+}
+
+/// A call failed: re-batch, resend alone, or answer the callers.
+void on_failed_call(self_ptr self, pool_slot& slot,
+                    std::vector<pool_item>& items, call_result& r) {
   auto& st = self->state;
-  auto& slot = st.slots[idx];
-  if (slot.st != pool_slot::state::busy || slot.call_id != call_id)
-    return; // The slot died meanwhile; its work was re-queued.
-  auto items = std::move(slot.batch);
-  slot.batch.clear();
-  slot.call_id = 0;
-  report(self, slot, r);
-  record_pool_call(st.env->metrics, st.env->cfg.name, r, items);
+  if (items.size() > 1 && r.too_large) {
+    // The upstream accepts fewer tokens per request than the profile says:
+    // learn a smaller cap and re-batch under it.
+    auto cap = std::max<std::size_t>(1, slot.tokens / 2);
+    if (st.token_cap == 0 || cap < st.token_cap) {
+      st.token_cap = cap;
+      log(log_level::warn, "token_cap_lowered",
+          {{"upstream", st.env->cfg.name},
+           {"tokens_per_request", std::to_string(cap)},
+           {"error", render_error(r.error)}});
+    }
+    requeue_front(self, items, false);
+  } else if (items.size() > 1 && error_code(r.error) == errc::invalid_input) {
+    // One input of a merged batch was rejected: resend each caller's call
+    // alone so that only the bad one fails.
+    for (auto& item : items)
+      item.solo = true;
+    requeue_front(self, items, false);
+  } else {
+    for (auto& item : items)
+      answer(self, item, r); // a failure carries no vectors: cheap copy
+  }
+}
+
+/// The slot holding call `call_id`, or nullptr (the slot died meanwhile and
+/// its work was re-queued, or the watchdog gave up on it).
+pool_slot* busy_slot(self_ptr self, uint64_t call_id, uint32_t& idx) {
+  auto& slots = self->state.slots;
+  for (idx = 0; idx < slots.size(); ++idx)
+    if (slots[idx].st == pool_slot::state::busy
+        && slots[idx].call_id == call_id)
+      return &slots[idx];
+  return nullptr;
+}
+
+/// A connection answered a call.
+void on_result(self_ptr self, call_result& r) {
+  auto& st = self->state;
+  uint32_t idx = 0;
+  auto* slot = busy_slot(self, r.call_id, idx);
+  if (slot == nullptr)
+    return;
+  auto items = std::move(slot->batch);
+  slot->batch.clear();
+  slot->call_id = 0;
+  report(self, *slot, r);
+  record_pool_call(st.metrics, st.env->cfg.name, r, items);
   ++st.upstream_calls;
   if (r.connected)
     ++st.connects;
   if (r.reused)
     ++st.reuses;
-  slot.st = pool_slot::state::idle;
-  slot.restarts = 0;
+  slot->st = pool_slot::state::idle;
+  slot->restarts = 0;
   st.idle.push_back(idx);
   if (r.error) {
-    if (items.size() > 1 && r.too_large) {
-      // The upstream accepts fewer tokens per request than the profile says:
-      // learn a smaller cap and re-batch under it.
-      auto cap = std::max<std::size_t>(1, slot.tokens / 2);
-      if (st.token_cap == 0 || cap < st.token_cap) {
-        st.token_cap = cap;
-        log(log_level::warn, "token_cap_lowered",
-            {{"upstream", st.env->cfg.name},
-             {"tokens_per_request", std::to_string(cap)},
-             {"error", render_error(r.error)}});
-      }
-      requeue_front(self, items, false);
-    } else if (items.size() > 1 && error_code(r.error) == errc::invalid_input) {
-      // One input of a merged batch was rejected: resend each caller's call
-      // alone so that only the bad one fails.
-      for (auto& item : items)
-        item.solo = true;
-      requeue_front(self, items, false);
-    } else {
-      for (auto& item : items)
-        answer(self, item, r); // a failure carries no vectors: cheap copy
-    }
+    on_failed_call(self, *slot, items, r);
   } else if (items.size() == 1) {
     st.down_count = 0;
     answer(self, items.front(), std::move(r));
   } else {
     st.down_count = 0;
-    std::size_t total_inputs = 0;
-    for (auto& item : items)
-      total_inputs += item.call.inputs.size();
-    std::size_t offset = 0;
-    for (auto& item : items) {
-      auto n = item.call.inputs.size();
-      call_result part;
-      part.call_id = r.call_id;
-      part.model = r.model;
-      part.upstream_request_id = r.upstream_request_id;
-      part.connected = r.connected;
-      part.reused = r.reused;
-      part.upstream_ns = r.upstream_ns;
-      part.embeddings.reserve(n);
-      for (std::size_t i = 0; i < n; ++i)
-        part.embeddings.emplace_back(std::move(r.embeddings[offset + i]));
-      // Usage is attributed in proportion to the inputs of each call.
-      part.usage.prompt_tokens = r.usage.prompt_tokens * static_cast<int64_t>(n)
-          / static_cast<int64_t>(total_inputs);
-      part.usage.total_tokens = r.usage.total_tokens * static_cast<int64_t>(n)
-          / static_cast<int64_t>(total_inputs);
-      offset += n;
-      answer(self, item, std::move(part));
-    }
+    split_result(self, items, r);
   }
   dispatch(self);
 }
 
-void on_call_error(self_ptr self, uint32_t idx, uint64_t call_id,
-                   const caf::error& err) {
+/// A connection actor neither answered nor died by its call's attempt
+/// timeout plus grace: the upstream did not answer. It is killed (the down
+/// handler restarts the slot) and its work is re-queued.
+void on_stuck(self_ptr self, uint32_t idx) {
   auto& st = self->state;
   auto& slot = st.slots[idx];
-  if (slot.st != pool_slot::state::busy || slot.call_id != call_id)
-    return;
-  // The connection actor died (exception, exit) or is stuck past its own
-  // timeout: make sure it is gone; the down handler restarts the slot.
-  log(log_level::warn, "connection_failed",
-      {{"upstream", st.env->cfg.name},
-       {"slot", std::to_string(idx)},
-       {"error", caf::to_string(err)}});
-  if (err == caf::sec::request_timeout) {
-    // Stuck past its own attempt timeout: the upstream did not answer.
-    call_result r;
-    r.error = make_error(errc::connection_failed,
-                         st.env->cfg.name
-                             + ": no answer within the attempt "
-                               "timeout");
-    r.timed_out = true;
-    report(self, slot, r);
-  } else {
-    call_result r;
-    r.error = make_error(errc::cancelled, "connection actor died");
-    report(self, slot, r); // ignored: gives a half-open permit back
-  }
+  log(log_level::warn, "connection_stuck",
+      {{"upstream", st.env->cfg.name}, {"slot", std::to_string(idx)}});
+  call_result r;
+  r.error
+      = make_error(errc::connection_failed,
+                   st.env->cfg.name + ": no answer within the attempt timeout");
+  r.timed_out = true;
+  report(self, slot, r);
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   self->send_exit(slot.hdl, caf::exit_reason::kill);
-  dispatch(self);
 }
 
 void arm_watchdog(self_ptr self, int64_t at_ns) {
   auto& st = self->state;
-  if (st.watchdog_armed)
-    return;
-  st.watchdog_armed = true;
+  if (st.watchdog_at != 0 && st.watchdog_at <= at_ns)
+    return; // Armed early enough.
+  st.watchdog_at = at_ns;
   auto wait = caf::timespan{std::max<int64_t>(0, at_ns - now_ns(self))};
   self->delayed_send(self, wait, watchdog_atom_v, at_ns);
 }
 
-/// A connection actor that neither answered nor died by its call's attempt
-/// timeout plus grace is stuck: handled as a timed-out call (killed, its
-/// work requeued). Re-armed for the next call in flight, if any.
+/// Kills the connections stuck by now and re-arms for the next call in
+/// flight, if any.
 void on_watchdog(self_ptr self, int64_t at_ns) {
   auto& st = self->state;
-  st.watchdog_armed = false;
+  if (at_ns != st.watchdog_at)
+    return; // Stale: re-armed for an earlier time meanwhile.
+  st.watchdog_at = 0;
   auto now = now_ns(self);
   if (now < at_ns)
     return; // Fired early: only a test clock does that, when it shuts down.
@@ -299,8 +331,7 @@ void on_watchdog(self_ptr self, int64_t at_ns) {
     auto& slot = st.slots[idx];
     if (slot.st == pool_slot::state::busy && slot.call_id != 0
         && slot.stuck_at_ns <= now)
-      on_call_error(self, idx, slot.call_id,
-                    caf::make_error(caf::sec::request_timeout));
+      on_stuck(self, idx);
   }
   int64_t next = 0;
   for (const auto& slot : st.slots)
@@ -309,16 +340,16 @@ void on_watchdog(self_ptr self, int64_t at_ns) {
       next = slot.stuck_at_ns;
   if (next != 0)
     arm_watchdog(self, next);
+  dispatch(self);
 }
 
 /// Fails every queued call (the breaker opened or the upstream went down).
-void fail_queue(self_ptr self, const call_result& why) {
-  auto& st = self->state;
+void fail_queue(pool_state& st, const call_result& why) {
   while (!st.queue.empty()) {
     auto item = std::move(st.queue.front());
     st.queue.pop_front();
     st.queue_bytes -= item.bytes;
-    answer(self, item, why);
+    answer(st, item, why);
   }
 }
 
@@ -334,22 +365,45 @@ void go_down(self_ptr self) {
       {{"upstream", st.env->cfg.name},
        {"restarts", std::to_string(st.intensity.recent())},
        {"probe_in_ms", std::to_string(wait.count())}});
-  fail_queue(
-      self,
-      failure(errc::upstream_down,
-              st.env->cfg.name
-                  + ": upstream marked down (restart intensity exceeded)",
-              false, wait));
+  fail_queue(st,
+             down_failure(self,
+                          "upstream marked down (restart "
+                          "intensity exceeded)"));
   self->delayed_send(self, wait, probe_atom_v, st.epoch);
 }
 
+/// Spawns the breaker. A breaker that replaces a dead one resumes from the
+/// last view the pool holds: open stays open until its time, half-open
+/// probes again, and its epoch moves on so outcomes of the old one are stale.
 void spawn_breaker(self_ptr self) {
   auto& st = self->state;
   if (!st.env->breaker)
     return;
+  std::optional<breaker_view> resume;
+  if (st.breaker) {
+    breaker_view v = st.view;
+    if (v.state == breaker_state::open)
+      v.open_for = caf::timespan{
+          std::max<int64_t>(0, st.open_until_ns - now_ns(self))};
+    resume = std::move(v);
+  }
   st.breaker = self->spawn<caf::monitored>(breaker_actor_fn, st.env->breaker,
-                                           self->address());
+                                           self->address(), std::move(resume));
   *st.breaker_box = st.breaker;
+  if (st.env->on_breaker_spawned)
+    st.env->on_breaker_spawned(st.breaker);
+}
+
+/// Records a breaker transition (metrics) when a view changes the state.
+void record_transition(self_ptr self, breaker_state from, breaker_state to) {
+  if (from == to)
+    return;
+  static_assert(static_cast<uint8_t>(breaker_state::open) == breaker_open
+                && static_cast<uint8_t>(breaker_state::half_open)
+                    == breaker_half_open);
+  record_breaker_transition(self->state.metrics, self->state.env->cfg.name,
+                            static_cast<uint8_t>(from),
+                            static_cast<uint8_t>(to));
 }
 
 void on_breaker_view(self_ptr self, breaker_view& v) {
@@ -358,14 +412,111 @@ void on_breaker_view(self_ptr self, breaker_view& v) {
     // More probe permits within the same half-open period.
     if (v.state == breaker_state::half_open)
       st.permits += v.permits;
-  } else {
+  } else if (v.epoch > st.view.epoch) {
+    record_transition(self, st.view.state, v.state);
     st.view = std::move(v);
+    st.open_until_ns = st.view.state == breaker_state::open
+        ? now_ns(self) + st.view.open_for.count()
+        : 0;
     st.permits
         = st.view.state == breaker_state::half_open ? st.view.permits : 0;
     if (st.view.state == breaker_state::open)
-      fail_queue(self, breaker_failure(self));
+      fail_queue(st, breaker_failure(self));
   }
   dispatch(self);
+}
+
+/// Answers the queue's front while its deadline has passed; true if the
+/// queue still has work.
+bool drop_expired_front(self_ptr self, int64_t now) {
+  auto& st = self->state;
+  while (!st.queue.empty()) {
+    auto& front = st.queue.front();
+    if (front.deadline_ns == 0 || front.deadline_ns > now)
+      return true;
+    auto item = std::move(front);
+    st.queue.pop_front();
+    st.queue_bytes -= item.bytes;
+    answer(self, item,
+           failure(errc::deadline_exceeded,
+                   "deadline passed while queued for " + st.env->cfg.name));
+  }
+  return false;
+}
+
+/// Moves the queue's front and as many compatible calls as fit one upstream
+/// request (batching) into `slot.batch`; returns the earliest deadline (ns,
+/// 0 = none) and the number of inputs.
+int64_t take_batch(self_ptr self, pool_slot& slot, int64_t now,
+                   std::size_t& inputs) {
+  auto& st = self->state;
+  const auto& prof = st.env->profile;
+  auto token_limit = prof.max_tokens_per_request;
+  if (st.token_cap != 0)
+    token_limit = std::min(token_limit, st.token_cap);
+  slot.batch.clear();
+  inputs = 0;
+  std::size_t tokens = 0;
+  std::size_t bytes = 0;
+  int64_t earliest = 0;
+  do {
+    auto& next = st.queue.front();
+    if (!slot.batch.empty()) {
+      if (!st.env->batching || !compatible(slot.batch.front(), next)
+          || slot.batch.front().solo
+          || inputs + next.call.inputs.size() > prof.max_inputs
+          || tokens + next.tokens > token_limit
+          || bytes + next.bytes > prof.max_request_bytes / 2)
+        break;
+      if (next.deadline_ns != 0 && next.deadline_ns <= now)
+        break; // Answered as expired by the next round.
+    }
+    inputs += next.call.inputs.size();
+    tokens += next.tokens;
+    bytes += next.bytes;
+    if (next.deadline_ns != 0 && (earliest == 0 || next.deadline_ns < earliest))
+      earliest = next.deadline_ns;
+    st.queue_bytes -= next.bytes;
+    next.queue_ns = now - next.enqueued_ns;
+    slot.batch.emplace_back(std::move(next));
+    st.queue.pop_front();
+  } while (!st.queue.empty());
+  slot.tokens = tokens;
+  return earliest;
+}
+
+/// Sends the batch in `slot` to its connection as one upstream request.
+void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
+                std::size_t inputs) {
+  auto& st = self->state;
+  connection_call cc;
+  cc.call_id = ++st.next_call_id;
+  const auto& first = slot.batch.front().call;
+  cc.model = first.model;
+  cc.dimensions = first.dimensions;
+  cc.user = first.user;
+  cc.inputs.reserve(inputs);
+  for (auto& item : slot.batch)
+    cc.inputs.insert(cc.inputs.end(), item.call.inputs.begin(),
+                     item.call.inputs.end());
+  caf::timespan timeout = st.env->cfg.attempt_timeout;
+  slot.deadline_capped = false;
+  if (earliest != 0 && caf::timespan{earliest - now} < timeout) {
+    timeout = caf::timespan{earliest - now};
+    slot.deadline_capped = true;
+  }
+  cc.timeout = timeout;
+  slot.breaker_epoch = st.view.epoch;
+  if (st.view.state == breaker_state::half_open)
+    --st.permits;
+  slot.st = pool_slot::state::busy;
+  slot.call_id = cc.call_id;
+  slot.stuck_at_ns = now + caf::timespan{timeout + stuck_grace}.count();
+  arm_watchdog(self, slot.stuck_at_ns);
+  // A message, not a request: the connection answers with (result, ...) by
+  // call id, so a connection that dies leaves no response handler behind;
+  // its I/O has its own deadline, and the watchdog catches it if stuck.
+  self->send(slot.hdl, call_atom_v, std::move(cc));
 }
 
 void dispatch(self_ptr self) {
@@ -373,102 +524,203 @@ void dispatch(self_ptr self) {
   if (st.down || st.view.state == breaker_state::open
       || st.verdicts_pending > 0)
     return;
-  const auto& prof = st.env->profile;
-  auto token_limit = prof.max_tokens_per_request;
-  if (st.token_cap != 0)
-    token_limit = std::min(token_limit, st.token_cap);
   while (!st.idle.empty() && !st.queue.empty()) {
     if (st.view.state == breaker_state::half_open && st.permits == 0)
       return; // Wait for the probes.
     auto now = now_ns(self);
-    // Work whose deadline passed is answered, not sent.
-    auto& front = st.queue.front();
-    if (front.call.deadline_ns != 0 && front.call.deadline_ns <= now) {
-      auto item = std::move(front);
-      st.queue.pop_front();
-      st.queue_bytes -= item.bytes;
-      answer(self, item,
-             failure(errc::deadline_exceeded,
-                     "deadline passed while queued for " + st.env->cfg.name));
-      continue;
-    }
+    if (!drop_expired_front(self, now))
+      return;
     auto idx = st.idle.back();
     st.idle.pop_back();
     auto& slot = st.slots[idx];
-    slot.batch.clear();
     std::size_t inputs = 0;
-    std::size_t tokens = 0;
-    std::size_t bytes = 0;
-    int64_t earliest = 0;
-    do {
-      auto& next = st.queue.front();
-      if (!slot.batch.empty()) {
-        if (!st.env->batching || !compatible(slot.batch.front(), next)
-            || slot.batch.front().solo
-            || inputs + next.call.inputs.size() > prof.max_inputs
-            || tokens + next.tokens > token_limit
-            || bytes + next.bytes > prof.max_request_bytes / 2)
-          break;
-        if (next.call.deadline_ns != 0 && next.call.deadline_ns <= now)
-          break; // Answered as expired by the next round.
-      }
-      inputs += next.call.inputs.size();
-      tokens += next.tokens;
-      bytes += next.bytes;
-      if (next.call.deadline_ns != 0
-          && (earliest == 0 || next.call.deadline_ns < earliest))
-        earliest = next.call.deadline_ns;
-      st.queue_bytes -= next.bytes;
-      next.queue_ns = now - next.enqueued_ns;
-      slot.batch.emplace_back(std::move(next));
-      st.queue.pop_front();
-    } while (!st.queue.empty());
-    connection_call cc;
-    cc.call_id = ++st.next_call_id;
-    const auto& first = slot.batch.front().call;
-    cc.model = first.model;
-    cc.dimensions = first.dimensions;
-    cc.user = first.user;
-    cc.inputs.reserve(inputs);
-    for (auto& item : slot.batch)
-      cc.inputs.insert(cc.inputs.end(), item.call.inputs.begin(),
-                       item.call.inputs.end());
-    caf::timespan timeout = st.env->cfg.attempt_timeout;
-    slot.deadline_capped = false;
-    if (earliest != 0 && caf::timespan{earliest - now} < timeout) {
-      timeout = caf::timespan{earliest - now};
-      slot.deadline_capped = true;
-    }
-    cc.timeout = timeout;
-    slot.tokens = tokens;
-    slot.breaker_epoch = st.view.epoch;
-    if (st.view.state == breaker_state::half_open)
-      --st.permits;
-    slot.st = pool_slot::state::busy;
-    slot.call_id = cc.call_id;
-    auto call_id = cc.call_id;
-    slot.stuck_at_ns = now + caf::timespan{timeout + stuck_grace}.count();
-    arm_watchdog(self, slot.stuck_at_ns);
-    // No CAF timeout here: the connection's I/O has its own deadline, and
-    // the watchdog catches a connection actor that is stuck anyway.
-    self->request(slot.hdl, caf::infinite, call_atom_v, std::move(cc))
-        .then(
-            [self, idx, call_id](call_result& r) {
-              on_result(self, idx, call_id, r);
-            },
-            [self, idx, call_id](caf::error& err) {
-              on_call_error(self, idx, call_id, err);
-            });
+    auto earliest = take_batch(self, slot, now, inputs);
+    send_batch(self, slot, now, earliest, inputs);
   }
+}
+
+// -- message handlers -------------------------------------------------------
+
+/// The tokens a call counts for in a batch: the request actor's estimate,
+/// carried in the call; computed here only for a call that came without one.
+/// At least 1, so that a learned token cap always makes the next batch
+/// smaller.
+std::size_t item_tokens(const upstream_call& call) {
+  if (call.tokens > 0)
+    return static_cast<std::size_t>(call.tokens);
+  std::size_t sum = 0;
+  for (auto& in : call.inputs)
+    sum += estimate_tokens(in);
+  return std::max<std::size_t>(1, sum);
+}
+
+caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
+  auto& st = self->state;
+  if (!st.env->crash_marker.empty())
+    for (auto& in : call.inputs)
+      if (in == st.env->crash_marker)
+        throw std::runtime_error("chaos: pool crash marker received");
+  if (st.down)
+    return down_failure(self, "upstream is down");
+  if (st.view.state == breaker_state::open
+      || (st.view.state == breaker_state::half_open
+          && st.permits <= st.queue.size()))
+    return breaker_failure(self);
+  pool_item item;
+  for (auto& in : call.inputs)
+    item.bytes += in.size();
+  item.tokens = item_tokens(call);
+  if (st.queue.size() >= st.env->cfg.max_queue
+      || st.queue_bytes + item.bytes > st.env->cfg.max_queue_bytes) {
+    ++st.rejected;
+    return failure(errc::overloaded,
+                   st.env->cfg.name + ": queue full ("
+                       + std::to_string(st.queue.size()) + " calls, "
+                       + std::to_string(st.queue_bytes) + " bytes)");
+  }
+  if (!st.budget.try_admit(call.is_retry)) {
+    ++st.rejected;
+    record_retry_budget_rejection(st.metrics, st.env->cfg.name);
+    return failure(errc::overloaded,
+                   st.env->cfg.name + ": retry budget exhausted");
+  }
+  item.enqueued_ns = now_ns(self);
+  if (call.budget.count() > 0)
+    item.deadline_ns = item.enqueued_ns + call.budget.count();
+  item.call = std::move(call);
+  item.rp = self->make_response_promise<call_result>();
+  auto rp = item.rp;
+  st.queue_bytes += item.bytes;
+  st.queue.emplace_back(std::move(item));
+  dispatch(self);
+  return rp;
+}
+
+upstream_health on_health(self_ptr self) {
+  auto& st = self->state;
+  upstream_health h;
+  h.name = st.env->cfg.name;
+  h.base_url = st.env->cfg.base_url;
+  h.state = st.down                               ? "down"
+      : st.view.state == breaker_state::open      ? "breaker_open"
+      : st.view.state == breaker_state::half_open ? "half_open"
+                                                  : "up";
+  for (auto& slot : st.slots)
+    if (slot.st != pool_slot::state::dead)
+      ++h.connections;
+  h.idle_connections = static_cast<int32_t>(st.idle.size());
+  h.queued_requests = static_cast<int32_t>(st.queue.size());
+  h.upstream_calls = st.upstream_calls;
+  h.connects = st.connects;
+  h.reuses = st.reuses;
+  h.restarts = st.restarts;
+  h.rejected = st.rejected;
+  return h;
+}
+
+void on_restart(self_ptr self, uint32_t idx, uint64_t epoch) {
+  auto& st = self->state;
+  if (epoch != st.epoch || st.down || idx >= st.slots.size()
+      || st.slots[idx].st != pool_slot::state::dead)
+    return;
+  spawn_slot(self, idx);
+  dispatch(self);
+}
+
+void on_probe(self_ptr self, uint64_t epoch) {
+  auto& st = self->state;
+  if (epoch != st.epoch || !st.down)
+    return;
+  st.down = false;
+  st.intensity.reset();
+  for (uint32_t i = 0; i < st.slots.size(); ++i)
+    if (st.slots[i].st == pool_slot::state::dead) {
+      st.slots[i].restarts = 0;
+      spawn_slot(self, i);
+    }
+  log(log_level::info, "upstream_up", {{"upstream", st.env->cfg.name}});
+  dispatch(self);
+}
+
+/// The breaker died (a bug): a fresh one resumes from the pool's view.
+void on_breaker_down(self_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  log(log_level::error, "breaker_down",
+      {{"upstream", st.env->cfg.name},
+       {"state", to_string(st.view.state)},
+       {"reason", caf::to_string(dm.reason)}});
+  spawn_breaker(self);
+}
+
+/// A connection died: its work goes back to the queue and the slot restarts
+/// after a backoff, unless that exceeds the restart intensity (down).
+void on_connection_down(self_ptr self, uint32_t idx, const caf::down_msg& dm) {
+  auto& st = self->state;
+  auto& slot = st.slots[idx];
+  requeue_front(self, slot.batch, true);
+  slot.call_id = 0;
+  slot.st = pool_slot::state::dead;
+  st.children->erase(
+      std::remove(st.children->begin(), st.children->end(), slot.hdl),
+      st.children->end());
+  slot.hdl = nullptr;
+  st.idle.erase(std::remove(st.idle.begin(), st.idle.end(), idx),
+                st.idle.end());
+  log(log_level::warn, "connection_down",
+      {{"upstream", st.env->cfg.name},
+       {"slot", std::to_string(idx)},
+       {"reason", caf::to_string(dm.reason)}});
+  if (st.down)
+    return; // The probe respawns every dead slot.
+  auto now = restart_intensity::time_point{
+      std::chrono::duration_cast<restart_intensity::time_point::duration>(
+          self->clock().now().time_since_epoch())};
+  if (!st.intensity.record(now)) {
+    go_down(self);
+    return;
+  }
+  ++st.restarts;
+  auto& sup = st.env->cfg.supervision;
+  auto wait = doubling_backoff(sup.restart_backoff, sup.restart_backoff_cap,
+                               slot.restarts++);
+  self->delayed_send(self, wait, restart_atom_v, idx, st.epoch);
+}
+
+void on_down(self_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
+  for (uint32_t idx = 0; idx < st.slots.size(); ++idx)
+    if (st.slots[idx].hdl && st.slots[idx].hdl.address() == dm.source) {
+      on_connection_down(self, idx, dm);
+      dispatch(self);
+      return;
+    }
+  if (st.breaker && st.breaker.address() == dm.source)
+    on_breaker_down(self, dm);
 }
 
 } // namespace
 
-pool_actor::behavior_type
-pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
+pool_state::~pool_state() {
+  // Every held call gets its one answer, however the pool ended.
+  auto why = stop_reason ? stop_reason
+                         : make_error(errc::upstream_down,
+                                      (env ? env->cfg.name : std::string{})
+                                          + ": pool ended unexpectedly");
+  call_result r;
+  r.error = why;
+  r.retryable = false;
+  fail_queue(*this, r);
+  for (auto& slot : slots)
+    for (auto& item : slot.batch)
+      answer(*this, item, r);
+}
+
+pool_impl::behavior_type
+pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
               std::shared_ptr<const pool_env> env) {
   auto& st = self->state;
   st.env = env;
+  st.metrics = env->metrics;
   st.budget
       = retry_budget{env->retry.budget_ratio, env->retry.budget_min_retries};
   st.intensity = restart_intensity{env->cfg.supervision.max_restarts,
@@ -482,6 +734,25 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
         if (*breaker)
           caf::anon_send_exit(*breaker, caf::exit_reason::user_shutdown);
       });
+  // Stopped (its supervisor's exit message): every held call is answered
+  // `cancelled` by the state's destructor.
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    auto& st = self->state;
+    st.stop_reason = make_error(errc::cancelled,
+                                st.env->cfg.name + ": upstream pool stopped ("
+                                    + caf::to_string(em.reason) + ")");
+    self->quit(em.reason);
+  });
+  // Crashed (a bug): held calls get `upstream_down`, so callers fail over at
+  // once; the service restarts the pool.
+  self->set_exception_handler([self](caf::scheduled_actor*,
+                                     std::exception_ptr&) -> caf::error {
+    auto& st = self->state;
+    st.stop_reason = make_error(errc::upstream_down,
+                                st.env->cfg.name + ": upstream pool crashed");
+    log(log_level::error, "pool_crashed", {{"upstream", st.env->cfg.name}});
+    return caf::exit_reason::unhandled_exception;
+  });
   // The breaker's first view has epoch 1 and state closed.
   st.view.epoch = 1;
   spawn_breaker(self);
@@ -489,142 +760,32 @@ pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
   for (uint32_t i = 0; i < st.slots.size(); ++i)
     spawn_slot(self, i);
   self->set_down_handler([self](caf::down_msg& dm) {
-    auto& st = self->state;
-    auto i = std::find_if(st.slots.begin(), st.slots.end(),
-                          [&](const pool_slot& s) {
-                            return s.hdl && s.hdl.address() == dm.source;
-                          });
-    if (i == st.slots.end()) {
-      if (st.breaker && st.breaker.address() == dm.source) {
-        // The breaker died (a bug): start a fresh, closed one.
-        log(log_level::error, "breaker_down",
-            {{"upstream", st.env->cfg.name},
-             {"reason", caf::to_string(dm.reason)}});
-        spawn_breaker(self);
-      }
-      return;
-    }
-    auto idx = static_cast<uint32_t>(i - st.slots.begin());
-    auto& slot = *i;
-    requeue_front(self, slot.batch, true);
-    slot.call_id = 0;
-    slot.st = pool_slot::state::dead;
-    st.children->erase(
-        std::remove(st.children->begin(), st.children->end(), slot.hdl),
-        st.children->end());
-    slot.hdl = nullptr;
-    st.idle.erase(std::remove(st.idle.begin(), st.idle.end(), idx),
-                  st.idle.end());
-    auto& sup = st.env->cfg.supervision;
-    auto now = restart_intensity::time_point{
-        std::chrono::duration_cast<restart_intensity::time_point::duration>(
-            self->clock().now().time_since_epoch())};
-    log(log_level::warn, "connection_down",
-        {{"upstream", st.env->cfg.name},
-         {"slot", std::to_string(idx)},
-         {"reason", caf::to_string(dm.reason)}});
-    if (st.down)
-      return; // The probe respawns every dead slot.
-    if (!st.intensity.record(now)) {
-      go_down(self);
-      return;
-    }
-    ++st.restarts;
-    auto wait = doubling_backoff(sup.restart_backoff, sup.restart_backoff_cap,
-                                 slot.restarts++);
-    self->delayed_send(self, wait, restart_atom_v, idx, st.epoch);
+    on_down(self, dm);
   });
   return {
-      [self](call_atom, upstream_call& call) -> caf::result<call_result> {
-        auto& st = self->state;
-        if (st.down) {
-          auto left = st.down_until - self->clock().now().time_since_epoch();
-          auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::max(left, caf::timespan{0}));
-          return failure(errc::upstream_down,
-                         st.env->cfg.name + ": upstream is down", false,
-                         left_ms);
-        }
-        if (st.view.state == breaker_state::open
-            || (st.view.state == breaker_state::half_open
-                && st.permits <= st.queue.size()))
-          return breaker_failure(self);
-        pool_item item;
-        for (auto& in : call.inputs) {
-          item.bytes += in.size();
-          item.tokens += estimate_tokens(in);
-        }
-        if (st.queue.size() >= st.env->cfg.max_queue
-            || st.queue_bytes + item.bytes > st.env->cfg.max_queue_bytes) {
-          ++st.rejected;
-          return failure(errc::overloaded,
-                         st.env->cfg.name + ": queue full ("
-                             + std::to_string(st.queue.size()) + " calls, "
-                             + std::to_string(st.queue_bytes) + " bytes)");
-        }
-        if (!st.budget.try_admit(call.is_retry)) {
-          ++st.rejected;
-          record_retry_budget_rejection(st.env->metrics, st.env->cfg.name);
-          return failure(errc::overloaded,
-                         st.env->cfg.name + ": retry budget exhausted");
-        }
-        item.call = std::move(call);
-        item.rp = self->make_response_promise<call_result>();
-        auto rp = item.rp;
-        st.queue_bytes += item.bytes;
-        item.enqueued_ns = now_ns(self);
-        st.queue.emplace_back(std::move(item));
-        dispatch(self);
-        return rp;
+      [self](call_atom, upstream_call& call) {
+        return on_call(self, call);
       },
-      [self](health_atom) -> upstream_health {
-        auto& st = self->state;
-        upstream_health h;
-        h.name = st.env->cfg.name;
-        h.base_url = st.env->cfg.base_url;
-        h.state = st.down                               ? "down"
-            : st.view.state == breaker_state::open      ? "breaker_open"
-            : st.view.state == breaker_state::half_open ? "half_open"
-                                                        : "up";
-        for (auto& slot : st.slots)
-          if (slot.st != pool_slot::state::dead)
-            ++h.connections;
-        h.idle_connections = static_cast<int32_t>(st.idle.size());
-        h.queued_requests = static_cast<int32_t>(st.queue.size());
-        h.upstream_calls = st.upstream_calls;
-        h.connects = st.connects;
-        h.reuses = st.reuses;
-        h.restarts = st.restarts;
-        h.rejected = st.rejected;
-        return h;
+      [self](health_atom) {
+        return on_health(self);
       },
-      [self](restart_atom, uint32_t idx, uint64_t epoch) {
-        auto& st = self->state;
-        if (epoch != st.epoch || st.down || idx >= st.slots.size()
-            || st.slots[idx].st != pool_slot::state::dead)
-          return;
-        spawn_slot(self, idx);
-        dispatch(self);
-      },
-      [self](watchdog_atom, int64_t at_ns) {
-        on_watchdog(self, at_ns);
+      [self](sink_atom, metrics_actor& sink) {
+        self->state.metrics = std::move(sink);
       },
       [self](breaker_atom, breaker_view& v) {
         on_breaker_view(self, v);
       },
+      [self](result_atom, call_result& r) {
+        on_result(self, r);
+      },
+      [self](restart_atom, uint32_t idx, uint64_t epoch) {
+        on_restart(self, idx, epoch);
+      },
       [self](probe_atom, uint64_t epoch) {
-        auto& st = self->state;
-        if (epoch != st.epoch || !st.down)
-          return;
-        st.down = false;
-        st.intensity.reset();
-        for (uint32_t i = 0; i < st.slots.size(); ++i)
-          if (st.slots[i].st == pool_slot::state::dead) {
-            st.slots[i].restarts = 0;
-            spawn_slot(self, i);
-          }
-        log(log_level::info, "upstream_up", {{"upstream", st.env->cfg.name}});
-        dispatch(self);
+        on_probe(self, epoch);
+      },
+      [self](watchdog_atom, int64_t at_ns) {
+        on_watchdog(self, at_ns);
       },
   };
 }

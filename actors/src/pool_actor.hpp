@@ -35,7 +35,7 @@
 #include "connection_actor.hpp"
 #include "embedrt/config.hpp"
 #include "embedrt/policies.hpp"
-#include "embedrt/protocol/interfaces.hpp"
+#include "interfaces.hpp"
 #include "metrics_actor.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -60,11 +60,17 @@ struct pool_env {
   metrics_actor metrics;
   /// Test hook: called with every connection actor the pool spawns.
   std::function<void(const connection_actor&)> on_connection_spawned;
+  /// Chaos hook, off when empty: a call with an input equal to this makes
+  /// the pool throw.
+  std::string crash_marker;
+  /// Test hook: called with every breaker actor the pool spawns.
+  std::function<void(const breaker_actor&)> on_breaker_spawned;
   /// The breaker of this upstream (nullptr: no breaker).
   std::shared_ptr<const breaker_env> breaker;
   /// Test hook: spawns this behavior instead of real connection actors
-  /// (virtual-time tests of dispatching and supervision).
-  std::function<connection_actor::behavior_type(connection_actor::pointer)>
+  /// (virtual-time tests of dispatching and supervision). It answers a call
+  /// like a real one: `(result_atom, call_result)` to the call's sender.
+  std::function<connection_impl::behavior_type(connection_impl::pointer)>
       connection_behavior;
 };
 
@@ -78,6 +84,9 @@ struct pool_item {
   uint32_t crashes = 0;
   /// Never merge with other calls (set after a batch failed as a whole).
   bool solo = false;
+  /// The caller's deadline on the pool's clock (ns; 0 = none), from the
+  /// call's budget at arrival.
+  int64_t deadline_ns = 0;
   /// When the pool admitted the call, and how long it then waited for a
   /// connection (metrics: queue wait).
   int64_t enqueued_ns = 0;
@@ -112,6 +121,9 @@ struct pool_slot {
 struct pool_state {
   static inline const char* name = "embedrt.pool";
 
+  /// Answers every call still queued or in flight with `stop_reason`.
+  ~pool_state();
+
   std::shared_ptr<const pool_env> env;
   std::deque<pool_item> queue;
   std::size_t queue_bytes = 0;
@@ -130,17 +142,20 @@ struct pool_state {
   /// state; `permits` are the probe calls this pool may still start).
   breaker_actor breaker;
   breaker_view view;
+  /// While open: when the breaker turns half-open (pool clock, ns).
+  int64_t open_until_ns = 0;
   uint32_t permits = 0;
   /// Failure outcomes sent to the breaker and not yet judged: nothing is
   /// dispatched until they are, so a view that opens the breaker arrives
   /// before the next call can go out (the breaker sends the view, then its
   /// answer; one sender's messages arrive in order).
   uint32_t verdicts_pending = 0;
-  /// One watchdog timer at a time, for the earliest `stuck_at_ns` of the
-  /// calls in flight (CAF 0.17 never cancels a request's timeout, so a
-  /// timeout per call would hold one clock entry per call for its whole
-  /// timeout: memory and clock-thread work growing with the request rate).
-  bool watchdog_armed = false;
+  /// The watchdog timer, armed for the earliest `stuck_at_ns` of the calls in
+  /// flight (0: not armed). A call that would be stuck earlier re-arms it;
+  /// a timer for another time is stale and ignored. (CAF 0.17 never cancels
+  /// a request's timeout, so a timeout per call would hold one clock entry
+  /// per call for its whole timeout.)
+  int64_t watchdog_at = 0;
   /// Tokens per upstream request the upstream accepted to learn (0: the
   /// profile's limit), lowered when it refuses a batch as too large.
   std::size_t token_cap = 0;
@@ -150,6 +165,13 @@ struct pool_state {
   int64_t reuses = 0;
   int64_t restarts = 0;
   int64_t rejected = 0;
+  /// Where metrics events go (null: metrics off); replaced by the service
+  /// when it restarts its metrics actor.
+  metrics_actor metrics;
+  /// What every call still held gets when the pool ends: `cancelled` when it
+  /// was stopped, `upstream_down` when it crashed or was killed. The state's
+  /// destructor answers them (it runs on every way out, `kill` included).
+  caf::error stop_reason;
   /// Live connection actors, shared with the exit functor that stops them
   /// when the pool ends (only touched by this actor, also in that functor).
   std::shared_ptr<std::vector<connection_actor>> children
@@ -159,8 +181,8 @@ struct pool_state {
       = std::make_shared<breaker_actor>();
 };
 
-pool_actor::behavior_type
-pool_actor_fn(pool_actor::stateful_pointer<pool_state> self,
+pool_impl::behavior_type
+pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
               std::shared_ptr<const pool_env> env);
 
 } // namespace embedrt::detail

@@ -6,22 +6,31 @@
 #include "request_report.hpp"
 
 #include <algorithm>
+#include <caf/actor_cast.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/sec.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/system_messages.hpp>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
 
 namespace embedrt::detail {
 
 namespace {
 
-using self_ptr = request_actor::stateful_pointer<request_state>;
+using self_ptr = request_impl::stateful_pointer<request_state>;
 
 void finish(self_ptr self, caf::error err) {
   auto& st = self->state;
   if (st.finished)
     return;
   st.finished = true;
+  if (st.service) {
+    self->demonitor(st.service);
+    st.service = nullptr;
+  }
   report_request(self, st, st.upstream_request_id, err);
   if (err) {
     st.rp.deliver(std::move(err));
@@ -35,6 +44,11 @@ void finish(self_ptr self, caf::error err) {
 std::string attempts_note(const request_chunk& c) {
   return " (after " + std::to_string(c.attempts) + " attempt"
       + (c.attempts == 1 ? "" : "s") + ")";
+}
+
+std::string deadline_note(self_ptr self) {
+  auto ms = std::chrono::duration_cast<milliseconds>(self->state.timeout);
+  return "deadline of " + std::to_string(ms.count()) + " ms exceeded";
 }
 
 void send_attempt(self_ptr self, uint32_t idx);
@@ -66,73 +80,63 @@ void chunk_settled(self_ptr self) {
   finish(self, make_error(errc::invalid_input, std::move(detail), 400));
 }
 
-void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
+/// The chunk's vectors arrived: store them in place.
+void on_chunk_done(self_ptr self, uint32_t idx, call_result& r) {
   auto& st = self->state;
-  if (st.finished)
-    return;
   auto& c = st.chunks[idx];
-  if (c.done)
-    return;
-  note_attempt(st, st.upstream_request_id, idx, r);
-  if (!r.error) {
-    auto n = c.end - c.begin;
-    if (r.embeddings.size() != n) {
-      finish(self,
-             make_error(errc::invalid_response,
-                        "upstream returned "
-                            + std::to_string(r.embeddings.size())
-                            + " vectors for " + std::to_string(n) + " inputs"));
-      return;
-    }
-    for (uint32_t i = 0; i < n; ++i)
-      st.result.embeddings[c.begin + i] = std::move(r.embeddings[i]);
-    st.result.usage.prompt_tokens += r.usage.prompt_tokens;
-    st.result.usage.total_tokens += r.usage.total_tokens;
-    if (st.result.model.empty())
-      st.result.model = std::move(r.model);
-    st.result.upstream = st.routes[c.route].name;
-    c.done = true;
-    chunk_settled(self);
+  auto n = c.end - c.begin;
+  if (r.embeddings.size() != n) {
+    finish(self,
+           make_error(errc::invalid_response,
+                      "upstream returned " + std::to_string(r.embeddings.size())
+                          + " vectors for " + std::to_string(n) + " inputs"));
     return;
   }
-  auto code = error_code(r.error);
-  if (code == errc::invalid_input && !r.request_level) {
-    if (c.end - c.begin > 1) {
-      // Bisect: one bad input (or a batch too large as a whole) must not
-      // fail the others. Halves are new sends, not retries.
-      auto mid = c.begin + (c.end - c.begin) / 2;
-      request_chunk upper;
-      upper.begin = mid;
-      upper.end = c.end;
-      upper.route = c.route;
-      c.end = mid;
-      c.attempts = 0;
-      ++c.epoch;
-      st.chunks.push_back(upper);
-      ++st.pending;
-      auto upper_idx = static_cast<uint32_t>(st.chunks.size() - 1);
-      send_attempt(self, idx);
-      if (!st.finished)
-        send_attempt(self, upper_idx);
-      return;
-    }
-    // A lone input the upstream rejects: record it, the others go on.
-    st.rejected.push_back(rejected_input{c.begin, error_detail(r.error)});
-    c.done = true;
-    chunk_settled(self);
-    return;
-  }
-  // Failover: an upstream that is down or whose breaker is open is skipped
-  // if another serves the model (the attempt is not counted: nothing was
-  // sent).
-  if ((code == errc::upstream_down || code == errc::breaker_open)
-      && c.route + 1 < st.routes.size()) {
-    ++c.route;
-    c.last_error = r.error;
-    --c.attempts;
+  for (uint32_t i = 0; i < n; ++i)
+    st.result.embeddings[c.begin + i] = std::move(r.embeddings[i]);
+  st.result.usage.prompt_tokens += r.usage.prompt_tokens;
+  st.result.usage.total_tokens += r.usage.total_tokens;
+  if (st.result.model.empty())
+    st.result.model = std::move(r.model);
+  st.result.upstream = st.routes[c.route].name;
+  c.done = true;
+  chunk_settled(self);
+}
+
+/// The upstream rejected the chunk's input: bisect it until the bad inputs
+/// stand alone (a lone rejected input is recorded, the others go on).
+void on_chunk_rejected(self_ptr self, uint32_t idx, const call_result& r) {
+  auto& st = self->state;
+  auto& c = st.chunks[idx];
+  if (c.end - c.begin > 1) {
+    // Halves are new sends, not retries.
+    auto mid = c.begin + (c.end - c.begin) / 2;
+    request_chunk upper;
+    upper.begin = mid;
+    upper.end = c.end;
+    upper.route = c.route;
+    c.end = mid;
+    c.attempts = 0;
+    ++c.epoch;
+    st.chunks.push_back(upper);
+    ++st.pending;
+    auto upper_idx = static_cast<uint32_t>(st.chunks.size() - 1);
     send_attempt(self, idx);
+    if (!st.finished)
+      send_attempt(self, upper_idx);
     return;
   }
+  st.rejected.push_back(rejected_input{c.begin, error_detail(r.error)});
+  c.done = true;
+  chunk_settled(self);
+}
+
+/// A failed attempt that is not about the input: retry after a backoff if
+/// it may succeed and time and attempts are left, else reply the error.
+void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
+  auto& st = self->state;
+  auto& c = st.chunks[idx];
+  auto code = error_code(r.error);
   // A retry rejected by the retry budget reports the error that made it
   // retry.
   if (code == errc::overloaded && c.attempts > 1 && c.last_error) {
@@ -147,11 +151,9 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
   c.last_error = r.error;
   if (r.timed_out && self->clock().now() + milliseconds{1} >= st.deadline) {
     // The attempt was cut at the caller's deadline: that is what happened.
-    auto ms = std::chrono::duration_cast<milliseconds>(st.timeout);
     finish(self,
            make_error(errc::deadline_exceeded,
-                      "deadline of " + std::to_string(ms.count())
-                          + " ms exceeded" + attempts_note(c)
+                      deadline_note(self) + attempts_note(c)
                           + "; last error: " + render_error(r.error)));
     return;
   }
@@ -172,8 +174,7 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
     return;
   }
   auto delay = st.backoff.next_delay(c.attempts, hint);
-  auto now = self->clock().now();
-  if (now + delay >= st.deadline) {
+  if (self->clock().now() + delay >= st.deadline) {
     finish(self,
            make_error(code,
                       error_detail(r.error) + attempts_note(c)
@@ -184,11 +185,60 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
   self->delayed_send(self, delay, retry_atom_v, idx, ++c.epoch);
 }
 
+void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
+  auto& st = self->state;
+  if (st.finished || st.chunks[idx].done)
+    return;
+  auto& c = st.chunks[idx];
+  note_attempt(st, st.upstream_request_id, idx, r);
+  if (!r.error) {
+    on_chunk_done(self, idx, r);
+    return;
+  }
+  auto code = error_code(r.error);
+  if (code == errc::invalid_input && !r.request_level) {
+    on_chunk_rejected(self, idx, r);
+    return;
+  }
+  // Failover: an upstream that is down or whose breaker is open is skipped
+  // if another serves the model (the attempt is not counted: nothing was
+  // sent).
+  if ((code == errc::upstream_down || code == errc::breaker_open)
+      && c.route + 1 < st.routes.size()) {
+    ++c.route;
+    c.last_error = r.error;
+    --c.attempts;
+    send_attempt(self, idx);
+    return;
+  }
+  retry_or_fail(self, idx, r);
+}
+
+/// The pool call failed without an answer from the pool.
+void on_call_error(self_ptr self, uint32_t idx, const caf::error& err) {
+  auto& st = self->state;
+  if (st.finished)
+    return;
+  auto& c = st.chunks[idx];
+  if (err == caf::sec::request_timeout) {
+    std::string detail = deadline_note(self) + attempts_note(c);
+    if (c.last_error)
+      detail += "; last error: " + render_error(c.last_error);
+    finish(self, make_error(errc::deadline_exceeded, detail));
+    return;
+  }
+  // The pool itself is gone (restarting): treat like a down upstream.
+  call_result r;
+  r.error = make_error(errc::upstream_down,
+                       st.routes[c.route].name + ": pool unavailable ("
+                           + caf::to_string(err) + ")");
+  on_chunk_result(self, idx, r);
+}
+
 void send_attempt(self_ptr self, uint32_t idx) {
   auto& st = self->state;
   auto& c = st.chunks[idx];
-  auto now = self->clock().now();
-  auto left = st.deadline - now;
+  auto left = st.deadline - self->clock().now();
   if (left <= caf::timespan{0}) {
     finish(self,
            make_error(errc::deadline_exceeded,
@@ -197,15 +247,23 @@ void send_attempt(self_ptr self, uint32_t idx) {
     return;
   }
   const auto& rt = st.routes[c.route];
+  if (!rt.pool) {
+    // The pool of this upstream is being restarted by the service.
+    call_result r;
+    r.error = make_error(errc::upstream_down, rt.name + ": pool restarting");
+    ++c.attempts;
+    on_chunk_result(self, idx, r);
+    return;
+  }
   upstream_call call;
   call.model = rt.model;
   call.inputs.assign(st.req.inputs.begin() + c.begin,
                      st.req.inputs.begin() + c.end);
+  call.tokens = std::accumulate(st.tokens.begin() + c.begin,
+                                st.tokens.begin() + c.end, int64_t{0});
   call.dimensions = st.req.dimensions;
   call.user = st.req.user;
-  call.deadline_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         st.deadline.time_since_epoch())
-                         .count();
+  call.budget = left;
   call.is_retry = c.attempts > 0;
   call.request_id = st.req.request_id;
   ++c.attempts;
@@ -215,54 +273,117 @@ void send_attempt(self_ptr self, uint32_t idx) {
             on_chunk_result(self, idx, r);
           },
           [self, idx](caf::error& err) {
-            auto& st = self->state;
-            if (st.finished)
-              return;
-            auto& c = st.chunks[idx];
-            if (err == caf::sec::request_timeout) {
-              auto ms = std::chrono::duration_cast<milliseconds>(st.timeout);
-              std::string detail = "deadline of " + std::to_string(ms.count())
-                  + " ms exceeded" + attempts_note(c);
-              if (c.last_error)
-                detail += "; last error: " + render_error(c.last_error);
-              finish(self, make_error(errc::deadline_exceeded, detail));
-              return;
-            }
-            // The pool itself is gone: treat like a down upstream.
-            call_result r;
-            r.error
-                = make_error(errc::upstream_down,
-                             st.routes[c.route].name + ": pool unavailable ("
-                                 + caf::to_string(err) + ")");
-            on_chunk_result(self, idx, r);
+            on_call_error(self, idx, err);
           });
+}
+
+/// The strictest limits of all candidate upstreams, so that failover never
+/// meets an input the first upstream accepted.
+provider_profile strictest_limits(const std::vector<route>& routes) {
+  auto limits = routes.front().profile;
+  for (auto& rt : routes) {
+    const auto& p = rt.profile;
+    limits.max_inputs = std::min(limits.max_inputs, p.max_inputs);
+    limits.max_tokens_per_input
+        = std::min(limits.max_tokens_per_input, p.max_tokens_per_input);
+    limits.max_tokens_per_request
+        = std::min(limits.max_tokens_per_request, p.max_tokens_per_request);
+    limits.max_input_bytes
+        = std::min(limits.max_input_bytes, p.max_input_bytes);
+    limits.max_request_bytes
+        = std::min(limits.max_request_bytes, p.max_request_bytes);
+  }
+  return limits;
+}
+
+/// Checks the request's parameters before any I/O; an error is the reply.
+caf::error validate_params(const embed_request& req) {
+  if (req.model.empty())
+    return make_error(errc::invalid_input, "'model' is required");
+  if (req.dimensions < 0)
+    return make_error(errc::invalid_input,
+                      "'dimensions' must be a positive integer");
+  return caf::error{};
+}
+
+caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
+  auto& st = self->state;
+  st.rp = self->make_response_promise<embed_result>();
+  st.req = std::move(req);
+  auto timeout = st.req.timeout.count() > 0
+      ? st.req.timeout
+      : caf::timespan{st.env->default_timeout};
+  st.timeout = timeout;
+  st.deadline = self->clock().now() + timeout;
+  auto rp = st.rp;
+  if (auto err = validate_params(st.req)) {
+    finish(self, std::move(err));
+    return rp;
+  }
+  if (st.routes.empty()) {
+    finish(self,
+           make_error(errc::invalid_input,
+                      "no upstream serves model '" + st.req.model + "'"));
+    return rp;
+  }
+  auto limits = strictest_limits(st.routes);
+  auto unlimited = limits;
+  unlimited.max_inputs = std::numeric_limits<std::size_t>::max();
+  if (auto err = openai::validate_inputs(st.req.inputs, unlimited, false)) {
+    finish(self, std::move(err));
+    return rp;
+  }
+  if (!st.env->crash_marker.empty())
+    for (auto& in : st.req.inputs)
+      if (in == st.env->crash_marker)
+        throw std::runtime_error("chaos: request crash marker received");
+  st.tokens.reserve(st.req.inputs.size());
+  for (auto& in : st.req.inputs)
+    st.tokens.push_back(static_cast<int64_t>(estimate_tokens(in)));
+  st.chunks = split_into_chunks(st.req.inputs, st.tokens, limits);
+  st.pending = st.chunks.size();
+  st.result.embeddings.resize(st.req.inputs.size());
+  for (uint32_t i = 0; i < st.chunks.size() && !st.finished; ++i)
+    send_attempt(self, i);
+  return rp;
+}
+
+void on_retry(self_ptr self, uint32_t idx, uint64_t epoch) {
+  auto& st = self->state;
+  if (st.finished || idx >= st.chunks.size())
+    return;
+  auto& c = st.chunks[idx];
+  if (c.done || c.epoch != epoch)
+    return;
+  send_attempt(self, idx);
 }
 
 } // namespace
 
 std::vector<request_chunk>
 split_into_chunks(const std::vector<std::string>& inputs,
+                  const std::vector<int64_t>& tokens,
                   const provider_profile& profile) {
   std::vector<request_chunk> chunks;
   request_chunk cur;
-  std::size_t tokens = 0;
+  std::size_t sum = 0;
   std::size_t bytes = 0;
   for (uint32_t i = 0; i < inputs.size(); ++i) {
-    auto t = estimate_tokens(inputs[i]);
+    auto t = static_cast<std::size_t>(tokens[i]);
     auto b = inputs[i].size();
     auto n = cur.end - cur.begin;
     if (n > 0
         && (n + 1 > profile.max_inputs
-            || tokens + t > profile.max_tokens_per_request
+            || sum + t > profile.max_tokens_per_request
             || bytes + b > profile.max_request_bytes / 2)) {
       chunks.push_back(cur);
       cur = request_chunk{};
       cur.begin = i;
-      tokens = 0;
+      sum = 0;
       bytes = 0;
     }
     cur.end = i + 1;
-    tokens += t;
+    sum += t;
     bytes += b;
   }
   if (cur.end > cur.begin)
@@ -270,14 +391,27 @@ split_into_chunks(const std::vector<std::string>& inputs,
   return chunks;
 }
 
-request_actor::behavior_type
-request_actor_fn(request_actor::stateful_pointer<request_state> self,
+request_impl::behavior_type
+request_actor_fn(request_impl::stateful_pointer<request_state> self,
                  std::shared_ptr<const request_env> env,
                  std::vector<route> routes, uint64_t seed) {
-  self->state.env = env;
-  self->state.routes = std::move(routes);
-  self->state.backoff
+  auto& st = self->state;
+  st.env = env;
+  st.routes = std::move(routes);
+  st.backoff
       = backoff_policy{env->retry.backoff_base, env->retry.backoff_cap, seed};
+  // When the service stops, every request answers at once.
+  if (auto svc = caf::actor_cast<caf::actor>(env->service)) {
+    st.service = svc;
+    self->monitor(svc);
+    self->set_down_handler([self](caf::down_msg& dm) {
+      if (self->state.service && dm.source == self->state.service.address())
+        finish(self,
+               make_error(errc::cancelled,
+                          "the service stopped (" + caf::to_string(dm.reason)
+                              + ")"));
+    });
+  }
   // An exception must not leave the caller without an answer.
   self->set_exception_handler(
       [self](caf::scheduled_actor*, std::exception_ptr&) -> caf::error {
@@ -285,69 +419,11 @@ request_actor_fn(request_actor::stateful_pointer<request_state> self,
         return caf::exit_reason::unhandled_exception;
       });
   return {
-      [self](embed_atom, embed_request& req) -> caf::result<embed_result> {
-        auto& st = self->state;
-        st.rp = self->make_response_promise<embed_result>();
-        st.req = std::move(req);
-        auto timeout = st.req.timeout.count() > 0
-            ? st.req.timeout
-            : caf::timespan{st.env->default_timeout};
-        st.timeout = timeout;
-        st.deadline = self->clock().now() + timeout;
-        auto rp = st.rp;
-        if (st.req.model.empty()) {
-          finish(self, make_error(errc::invalid_input, "'model' is required"));
-          return rp;
-        }
-        if (st.req.dimensions < 0) {
-          finish(self,
-                 make_error(errc::invalid_input,
-                            "'dimensions' must be a positive integer"));
-          return rp;
-        }
-        if (st.routes.empty()) {
-          finish(self,
-                 make_error(errc::invalid_input,
-                            "no upstream serves model '" + st.req.model + "'"));
-          return rp;
-        }
-        // Validate against the strictest limits of all candidate upstreams so
-        // that failover never meets an input the first upstream accepted.
-        auto limits = st.routes.front().profile;
-        for (auto& rt : st.routes) {
-          limits.max_inputs
-              = std::min(limits.max_inputs, rt.profile.max_inputs);
-          limits.max_tokens_per_input = std::min(
-              limits.max_tokens_per_input, rt.profile.max_tokens_per_input);
-          limits.max_tokens_per_request = std::min(
-              limits.max_tokens_per_request, rt.profile.max_tokens_per_request);
-          limits.max_input_bytes
-              = std::min(limits.max_input_bytes, rt.profile.max_input_bytes);
-          limits.max_request_bytes = std::min(limits.max_request_bytes,
-                                              rt.profile.max_request_bytes);
-        }
-        auto unlimited = limits;
-        unlimited.max_inputs = std::numeric_limits<std::size_t>::max();
-        if (auto err
-            = openai::validate_inputs(st.req.inputs, unlimited, false)) {
-          finish(self, std::move(err));
-          return rp;
-        }
-        st.chunks = split_into_chunks(st.req.inputs, limits);
-        st.pending = st.chunks.size();
-        st.result.embeddings.resize(st.req.inputs.size());
-        for (uint32_t i = 0; i < st.chunks.size() && !st.finished; ++i)
-          send_attempt(self, i);
-        return rp;
+      [self](embed_atom, embed_request& req) {
+        return on_embed(self, req);
       },
       [self](retry_atom, uint32_t idx, uint64_t epoch) {
-        auto& st = self->state;
-        if (st.finished || idx >= st.chunks.size())
-          return;
-        auto& c = st.chunks[idx];
-        if (c.done || c.epoch != epoch)
-          return;
-        send_attempt(self, idx);
+        on_retry(self, idx, epoch);
       },
   };
 }

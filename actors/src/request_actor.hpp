@@ -1,4 +1,4 @@
-// The request actor: one per caller request (DESIGN.md §3).
+// The request actor: one per caller request (docs/architecture.md).
 //
 //   [validate] --invalid--> reply invalid_input
 //       |
@@ -16,8 +16,9 @@
 //       |  sent (a lone input that fails is recorded with the upstream's
 //       |  message; the reply names every such input)
 //       |--non-retryable error, or no attempt/time left--> reply error
-//       \--deadline (the timeout of every pool call) --> reply
-//                                                    deadline_exceeded
+//       |--deadline (the timeout of every pool call) --> reply
+//       |                                               deadline_exceeded
+//       \--the service stopped (down_msg) or an exception --> reply cancelled
 //
 // Exactly one reply: `finish` delivers once and quits; late answers from
 // pools go to a terminated actor and are dropped.
@@ -25,8 +26,8 @@
 
 #include "embedrt/config.hpp"
 #include "embedrt/policies.hpp"
-#include "embedrt/protocol/interfaces.hpp"
 #include "embedrt/protocol/provider.hpp"
+#include "interfaces.hpp"
 #include "metrics_actor.hpp"
 
 #include <caf/actor_clock.hpp>
@@ -54,6 +55,13 @@ struct request_env {
   milliseconds default_timeout{30000};
   /// Where the reply is recorded (null: metrics off).
   metrics_actor metrics;
+  /// The service that spawns the request actors (null in unit tests): each
+  /// monitors it, so that every request answers `cancelled` at once when the
+  /// service stops. Held weakly (the service holds this environment).
+  caf::actor_addr service;
+  /// Chaos hook, off when empty: a request with an input equal to this makes
+  /// the request actor throw.
+  std::string crash_marker;
 };
 
 /// A contiguous slice of the caller's inputs sent as one upstream call.
@@ -81,6 +89,10 @@ struct request_state {
   embed_request req;
   caf::typed_response_promise<embed_result> rp;
   std::vector<request_chunk> chunks;
+  /// Estimated tokens of each input (computed once; calls carry their sum).
+  std::vector<int64_t> tokens;
+  /// The monitored service (null if none).
+  caf::actor service;
   embed_result result;
   std::size_t pending = 0;
   /// Inputs rejected by the upstream (a chunk that fails with a 400 is
@@ -95,13 +107,15 @@ struct request_state {
 };
 
 /// Splits `inputs` into chunks that each fit one upstream request of
-/// `profile` (inputs, estimated tokens, bytes).
+/// `profile` (inputs, estimated tokens, bytes); `tokens` has the estimate of
+/// each input.
 std::vector<request_chunk>
 split_into_chunks(const std::vector<std::string>& inputs,
+                  const std::vector<int64_t>& tokens,
                   const provider_profile& profile);
 
-request_actor::behavior_type
-request_actor_fn(request_actor::stateful_pointer<request_state> self,
+request_impl::behavior_type
+request_actor_fn(request_impl::stateful_pointer<request_state> self,
                  std::shared_ptr<const request_env> env,
                  std::vector<route> routes, uint64_t seed);
 

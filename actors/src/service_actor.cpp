@@ -4,6 +4,7 @@
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/service.hpp"
+#include "fan_in.hpp"
 #include "metrics_actor.hpp"
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
@@ -16,143 +17,290 @@
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
+#include <map>
 #include <random>
 
 namespace embedrt {
 
 namespace {
 
+using namespace detail;
+
+/// One upstream as the service supervises it.
 struct upstream_entry {
-  std::shared_ptr<const detail::pool_env> env;
-  pool_actor pool;
+  std::shared_ptr<const pool_env> env;
+  /// Null while a restart is pending (requests fail over meanwhile).
+  pool_supervised pool;
+  restart_intensity intensity{10, milliseconds{10000}};
+  /// Consecutive restarts (backoff exponent); reset by a quiet period.
+  uint32_t restarts = 0;
+  /// Times the restart intensity was exceeded in a row (down backoff).
+  uint32_t downs = 0;
+  /// Restart timer epoch: a timer of another epoch is stale.
+  uint64_t epoch = 0;
+};
+
+/// How to spawn the metrics actor again after it died.
+struct metrics_setup {
+  bool enabled = true;
+  std::vector<std::string> names;
+  std::function<void(const request_record&)> on_record;
 };
 
 struct service_state {
   static inline const char* name = "embedrt.service";
 
+  /// Answers the `health` requests still waiting for pools.
+  ~service_state() {
+    for (auto& [id, rp] : held_health)
+      rp.deliver(make_error(errc::cancelled, "the service stopped"));
+  }
+
   std::shared_ptr<io_runtime> io;
-  std::shared_ptr<const detail::request_env> req_env;
+  /// Given to every request actor; rebuilt when the metrics actor restarts.
+  std::shared_ptr<const request_env> req_env;
   std::vector<upstream_entry> upstreams;
   uint64_t next_request = 0;
   /// Requests accepted so far (requests in flight = accepted - answered).
   int64_t accepted = 0;
-  /// Aggregates metrics; answers `metrics` (metrics_actor.hpp).
-  detail::metrics_actor metrics;
+  /// Aggregates metrics; answers `metrics` (metrics_actor.hpp). Monitored.
+  metrics_actor metrics;
+  metrics_setup metrics_cfg;
   std::mt19937_64 seeder;
-  /// Pools, shared with the exit functor that stops them with the service.
-  std::shared_ptr<std::vector<pool_actor>> pools
-      = std::make_shared<std::vector<pool_actor>>();
+  /// `health` requests waiting for the pools, by id.
+  std::map<uint64_t, caf::typed_response_promise<health_report>> held_health;
+  uint64_t next_health = 0;
+  /// The live children (pools, metrics actor), shared with the exit functor
+  /// that stops them with the service. Dead handles are replaced, not kept.
+  std::shared_ptr<std::vector<caf::actor>> children
+      = std::make_shared<std::vector<caf::actor>>();
 };
 
-using service_ptr = service_actor::stateful_pointer<service_state>;
+using service_ptr = service_impl::stateful_pointer<service_state>;
 
-/// Aggregates the health answers of all pools into one report.
-struct health_collector {
-  health_report report;
-  std::size_t pending = 0;
-  caf::typed_response_promise<health_report> rp;
+void replace_child(service_ptr self, const caf::actor_addr& old,
+                   caf::actor fresh) {
+  auto& kids = *self->state.children;
+  kids.erase(std::remove_if(kids.begin(), kids.end(),
+                            [&](const caf::actor& a) {
+                              return !a || a.address() == old;
+                            }),
+             kids.end());
+  if (fresh)
+    kids.push_back(std::move(fresh));
+}
 
-  void add(upstream_health h) {
-    if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
-      report.ready = true;
-    report.upstreams.emplace_back(std::move(h));
-    if (--pending == 0)
-      rp.deliver(std::move(report));
-  }
-};
-
-service_actor::behavior_type
-service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
-           std::shared_ptr<const detail::request_env> req_env,
-           std::vector<std::shared_ptr<const detail::pool_env>> envs,
-           uint64_t seed, detail::metrics_actor metrics) {
+/// The metrics sink pools and request actors send to (null: metrics off).
+metrics_actor sink(service_ptr self) {
   auto& st = self->state;
-  st.metrics = std::move(metrics);
+  return st.metrics_cfg.enabled ? st.metrics : metrics_actor{};
+}
+
+void spawn_pool(service_ptr self, std::size_t idx) {
+  auto& st = self->state;
+  auto& up = st.upstreams[idx];
+  up.pool = self->spawn<caf::monitored>(pool_actor_fn, up.env);
+  replace_child(self, caf::actor_addr{}, caf::actor_cast<caf::actor>(up.pool));
+  if (auto s = sink(self); s != up.env->metrics)
+    self->send(up.pool, sink_atom_v, s);
+}
+
+/// A pool died (a bug): restart it after a doubling backoff; more than R
+/// restarts within T and it waits the longer down backoff first.
+void on_pool_down(service_ptr self, std::size_t idx, const caf::down_msg& dm) {
+  auto& st = self->state;
+  auto& up = st.upstreams[idx];
+  replace_child(self, dm.source, nullptr);
+  up.pool = nullptr;
+  const auto& sup = up.env->cfg.supervision;
+  auto now = restart_intensity::time_point{
+      std::chrono::duration_cast<restart_intensity::time_point::duration>(
+          self->clock().now().time_since_epoch())};
+  milliseconds wait;
+  if (up.intensity.record(now)) {
+    wait = doubling_backoff(sup.restart_backoff, sup.restart_backoff_cap,
+                            up.restarts++);
+  } else {
+    wait = doubling_backoff(sup.down_backoff, sup.down_backoff_cap, up.downs++);
+    up.intensity.reset();
+  }
+  log(log_level::error, "pool_down",
+      {{"upstream", up.env->cfg.name},
+       {"reason", caf::to_string(dm.reason)},
+       {"restart_in_ms", std::to_string(wait.count())}});
+  self->delayed_send(self, wait, restart_atom_v, static_cast<uint32_t>(idx),
+                     ++up.epoch);
+}
+
+void on_restart_pool(service_ptr self, uint32_t idx, uint64_t epoch) {
+  auto& st = self->state;
+  if (idx >= st.upstreams.size() || st.upstreams[idx].epoch != epoch
+      || st.upstreams[idx].pool)
+    return;
+  spawn_pool(self, idx);
+  log(log_level::info, "pool_restarted",
+      {{"upstream", st.upstreams[idx].env->cfg.name}});
+}
+
+/// Gives new request actors (and the pools) the current metrics sink.
+void update_request_env(service_ptr self) {
+  auto& st = self->state;
+  auto env = std::make_shared<request_env>(*st.req_env);
+  env->metrics = sink(self);
+  env->service = self->address();
+  st.req_env = std::move(env);
+}
+
+/// The metrics actor died (a bug): a fresh one (counters start again at 0,
+/// which Prometheus reads as a counter reset) takes the events from now on.
+void on_metrics_down(service_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  log(log_level::error, "metrics_actor_down",
+      {{"reason", caf::to_string(dm.reason)}});
+  replace_child(self, dm.source, nullptr);
+  st.metrics
+      = spawn_metrics_actor(self->system(), st.metrics_cfg.enabled,
+                            st.metrics_cfg.names, st.metrics_cfg.on_record);
+  self->monitor(st.metrics);
+  replace_child(self, caf::actor_addr{},
+                caf::actor_cast<caf::actor>(st.metrics));
+  update_request_env(self);
+  for (auto& up : st.upstreams)
+    if (up.pool)
+      self->send(up.pool, sink_atom_v, sink(self));
+}
+
+void on_down(service_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
+  if (st.metrics && st.metrics.address() == dm.source) {
+    on_metrics_down(self, dm);
+    return;
+  }
+  for (std::size_t i = 0; i < st.upstreams.size(); ++i)
+    if (st.upstreams[i].pool && st.upstreams[i].pool.address() == dm.source) {
+      on_pool_down(self, i, dm);
+      return;
+    }
+}
+
+std::vector<route> routes_for(service_ptr self, const std::string& model) {
+  std::vector<route> routes;
+  for (auto& up : self->state.upstreams) {
+    const auto& cfg = up.env->cfg;
+    if (!cfg.models.empty()
+        && std::find(cfg.models.begin(), cfg.models.end(), model)
+            == cfg.models.end())
+      continue;
+    route rt;
+    rt.pool = up.pool;
+    rt.name = cfg.name;
+    rt.profile = up.env->profile;
+    auto mapped = cfg.model_map.find(model);
+    rt.model = mapped != cfg.model_map.end() ? mapped->second : model;
+    routes.emplace_back(std::move(rt));
+  }
+  return routes;
+}
+
+caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
+  auto& st = self->state;
+  ++st.accepted;
+  if (req.request_id.empty())
+    req.request_id = "req-" + std::to_string(++st.next_request);
+  auto worker = self->spawn(request_actor_fn, st.req_env,
+                            routes_for(self, req.model), st.seeder());
+  return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
+                        std::move(req));
+}
+
+std::vector<pool_actor> live_pools(service_ptr self) {
+  std::vector<pool_actor> pools;
+  for (auto& up : self->state.upstreams)
+    pools.push_back(up.pool);
+  return pools;
+}
+
+caf::result<health_report> on_health(service_ptr self) {
+  auto& st = self->state;
+  auto id = ++st.next_health;
+  auto rp = self->make_response_promise<health_report>();
+  st.held_health.emplace(id, rp);
+  collect_health(
+      self, live_pools(self),
+      [self, id](std::vector<std::optional<upstream_health>> answers) {
+        auto& st = self->state;
+        health_report report;
+        for (std::size_t i = 0; i < answers.size(); ++i) {
+          auto& ans = answers[i];
+          upstream_health h;
+          if (ans) {
+            h = std::move(*ans);
+          } else {
+            h.name = st.upstreams[i].env->cfg.name;
+            h.base_url = st.upstreams[i].env->cfg.base_url;
+            h.state = st.upstreams[i].pool ? "unresponsive" : "restarting";
+          }
+          if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
+            report.ready = true;
+          report.upstreams.emplace_back(std::move(h));
+        }
+        auto i = st.held_health.find(id);
+        if (i == st.held_health.end())
+          return;
+        i->second.deliver(std::move(report));
+        st.held_health.erase(i);
+      });
+  return rp;
+}
+
+service_impl::behavior_type
+service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
+           std::shared_ptr<const request_env> req_env,
+           std::vector<std::shared_ptr<const pool_env>> envs, uint64_t seed,
+           metrics_setup mcfg) {
+  auto& st = self->state;
   st.io = std::move(io);
   st.req_env = std::move(req_env);
   st.seeder.seed(seed);
+  st.metrics_cfg = std::move(mcfg);
+  st.metrics
+      = spawn_metrics_actor(self->system(), st.metrics_cfg.enabled,
+                            st.metrics_cfg.names, st.metrics_cfg.on_record);
+  self->monitor(st.metrics);
+  st.children->push_back(caf::actor_cast<caf::actor>(st.metrics));
+  update_request_env(self);
   for (auto& env : envs) {
-    st.upstreams.push_back(
-        {env, self->spawn<caf::monitored>(detail::pool_actor_fn, env)});
-    st.pools->push_back(st.upstreams.back().pool);
+    upstream_entry up;
+    up.env = env;
+    const auto& sup = env->cfg.supervision;
+    up.intensity = restart_intensity{sup.max_restarts, sup.within};
+    st.upstreams.emplace_back(std::move(up));
+    spawn_pool(self, st.upstreams.size() - 1);
   }
-  // When the service ends, its pools end with it (and they stop their
-  // connections) instead of lingering until their last request timeout.
-  self->attach_functor([pools = st.pools](const caf::error&) {
-    for (auto& p : *pools)
-      caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+  // When the service ends, its children end with it: pools answer what they
+  // hold (`cancelled`) and stop their connections and breaker; request
+  // actors see the service go down (they monitor it) and answer `cancelled`.
+  self->attach_functor([kids = st.children](const caf::error&) {
+    for (auto& k : *kids)
+      caf::anon_send_exit(k, caf::exit_reason::user_shutdown);
   });
-  // A pool only dies through a bug; restart it so the upstream stays usable.
   self->set_down_handler([self](caf::down_msg& dm) {
-    for (auto& up : self->state.upstreams)
-      if (up.pool && up.pool.address() == dm.source) {
-        log(log_level::error, "pool_restarted",
-            {{"upstream", up.env->cfg.name},
-             {"reason", caf::to_string(dm.reason)}});
-        up.pool = self->spawn<caf::monitored>(detail::pool_actor_fn, up.env);
-        self->state.pools->push_back(up.pool);
-      }
+    on_down(self, dm);
   });
   return {
-      [self](embed_atom, embed_request& req) -> caf::delegated<embed_result> {
-        auto& st = self->state;
-        ++st.accepted;
-        if (req.request_id.empty())
-          req.request_id = "req-" + std::to_string(++st.next_request);
-        std::vector<detail::route> routes;
-        for (auto& up : st.upstreams) {
-          const auto& cfg = up.env->cfg;
-          if (!cfg.models.empty()
-              && std::find(cfg.models.begin(), cfg.models.end(), req.model)
-                  == cfg.models.end())
-            continue;
-          detail::route rt;
-          rt.pool = up.pool;
-          rt.name = cfg.name;
-          rt.profile = up.env->profile;
-          auto mapped = cfg.model_map.find(req.model);
-          rt.model = mapped != cfg.model_map.end() ? mapped->second : req.model;
-          routes.emplace_back(std::move(rt));
-        }
-        auto worker = self->spawn(detail::request_actor_fn, st.req_env,
-                                  std::move(routes), st.seeder());
-        return self->delegate(worker, embed_atom_v, std::move(req));
+      [self](embed_atom, embed_request& req) {
+        return on_embed(self, req);
       },
       [self](metrics_atom) -> caf::delegated<metrics_snapshot> {
         auto& st = self->state;
-        std::vector<pool_actor> pools;
-        for (auto& up : st.upstreams)
-          pools.push_back(up.pool);
-        return self->delegate(st.metrics, metrics_atom_v, std::move(pools),
+        return self->delegate(st.metrics, metrics_atom_v, live_pools(self),
                               st.accepted);
       },
-      [self](health_atom) -> caf::result<health_report> {
-        auto& st = self->state;
-        auto col = std::make_shared<health_collector>();
-        col->rp = self->make_response_promise<health_report>();
-        col->pending = st.upstreams.size();
-        auto rp = col->rp;
-        if (col->pending == 0) {
-          col->rp.deliver(health_report{});
-          return rp;
-        }
-        for (auto& up : st.upstreams) {
-          auto name = up.env->cfg.name;
-          auto url = up.env->cfg.base_url;
-          self->request(up.pool, std::chrono::seconds{2}, health_atom_v)
-              .then(
-                  [col](upstream_health& h) {
-                    col->add(std::move(h));
-                  },
-                  [col, name, url](caf::error&) {
-                    upstream_health h;
-                    h.name = name;
-                    h.base_url = url;
-                    h.state = "unresponsive";
-                    col->add(std::move(h));
-                  });
-        }
-        return rp;
+      [self](health_atom) {
+        return on_health(self);
+      },
+      [self](restart_atom, uint32_t idx, uint64_t epoch) {
+        on_restart_pool(self, idx, epoch);
       },
   };
 }
@@ -175,9 +323,7 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
         up.name = url->host + ":" + std::to_string(url->port);
     names.push_back(up.name);
   }
-  auto metrics = detail::spawn_metrics_actor(sys, cfg.metrics, names,
-                                             hooks.on_request_recorded);
-  detail::metrics_actor sink = cfg.metrics ? metrics : detail::metrics_actor{};
+  metrics_setup mcfg{cfg.metrics, names, hooks.on_request_recorded};
   std::vector<std::shared_ptr<const detail::pool_env>> envs;
   for (auto& up : cfg.upstreams) {
     auto url = parse_base_url(up.base_url);
@@ -216,30 +362,23 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
     penv->cfg = up;
     penv->cfg.api_key.clear(); // Only the connection env keeps the secret.
     penv->profile = profile_for(up.provider);
+    if (!hooks.pool_crash_marker.empty())
+      penv->crash_marker = hooks.pool_crash_marker + up.name;
     penv->conn_env = std::move(cenv);
     penv->retry = cfg.retry;
     penv->batching = up.batching;
-    penv->metrics = sink;
     if (up.breaker.enabled) {
       auto benv = std::make_shared<detail::breaker_env>();
       benv->upstream = up.name;
       benv->cfg = up.breaker;
       benv->seed
           = (cfg.seed != 0 ? cfg.seed : std::random_device{}()) + envs.size();
-      static_assert(static_cast<uint8_t>(breaker_state::open) == breaker_open
-                    && static_cast<uint8_t>(breaker_state::half_open)
-                        == breaker_half_open);
-      // Every transition is counted (metrics) and passed to the hook.
-      benv->on_transition = [sink, cb = hooks.on_breaker_transition](
-                                const std::string& upstream,
-                                const detail::breaker_transition& t) {
-        if (sink)
-          detail::record_breaker_transition(sink, upstream,
-                                            static_cast<uint8_t>(t.from),
-                                            static_cast<uint8_t>(t.to));
-        if (cb)
+      // Every transition is passed to the hook (the pool counts it).
+      if (auto cb = hooks.on_breaker_transition)
+        benv->on_transition = [cb](const std::string& upstream,
+                                   const detail::breaker_transition& t) {
           cb(upstream, t.from, t.to);
-      };
+        };
       penv->breaker = std::move(benv);
     }
     if (hooks.on_connection_spawned) {
@@ -254,10 +393,11 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
   auto renv = std::make_shared<detail::request_env>();
   renv->retry = cfg.retry;
   renv->default_timeout = cfg.default_timeout;
-  renv->metrics = sink;
+  renv->crash_marker = hooks.request_crash_marker;
   auto seed = cfg.seed != 0 ? cfg.seed : std::random_device{}();
-  return sys.spawn(service_fn, std::move(io), std::move(renv), std::move(envs),
-                   seed, std::move(metrics));
+  return caf::actor_cast<service_actor>(
+      sys.spawn(service_fn, std::move(io), std::move(renv), std::move(envs),
+                seed, std::move(mcfg)));
 }
 
 } // namespace embedrt

@@ -5,7 +5,7 @@
 // calling (non-actor) thread blocks, on a future.
 #pragma once
 
-#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/interfaces.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>

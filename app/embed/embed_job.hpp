@@ -20,7 +20,7 @@
 #include "embed/id_set.hpp"
 #include "embed/output.hpp"
 #include "embed/progress.hpp"
-#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/interfaces.hpp"
 #include "embedrt/protocol/provider.hpp"
 
 #include <caf/actor_system.hpp>

@@ -13,7 +13,7 @@
 #pragma once
 
 #include "embedrt/client.hpp"
-#include "embedrt/protocol/interfaces.hpp"
+#include "embedrt/interfaces.hpp"
 #include "serve/http_front.hpp"
 
 #include <caf/actor_system.hpp>

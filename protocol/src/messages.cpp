@@ -11,13 +11,4 @@ const char* to_string(breaker_state s) {
   return "unknown";
 }
 
-const char* to_string(call_verdict v) {
-  switch (v) {
-    case call_verdict::success: return "success";
-    case call_verdict::failure: return "failure";
-    case call_verdict::ignored: return "ignored";
-  }
-  return "unknown";
-}
-
 } // namespace embedrt

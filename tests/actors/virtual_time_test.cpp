@@ -3,6 +3,7 @@
 // run on CAF's test_coordinator in virtual time: no sleeps, no sockets.
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/type_ids.hpp"
+#include "embedrt/service.hpp"
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
 
@@ -106,10 +107,6 @@ pool_actor::behavior_type scripted_pool(pool_actor::pointer self,
       [](health_atom) {
         return upstream_health{};
       },
-      [](restart_atom, uint32_t, uint64_t) {},
-      [](probe_atom, uint64_t) {},
-      [](breaker_atom, breaker_view&) {},
-      [](watchdog_atom, int64_t) {},
   };
 }
 
@@ -421,10 +418,15 @@ struct fake_connections {
   std::size_t max_batch = 0;
   /// `release` answers held calls with a 500 instead of vectors.
   bool release_fails = false;
-  std::vector<caf::typed_response_promise<call_result>> held;
-  /// The connection actor holding each promise (only it may deliver it).
-  std::vector<caf::actor_addr> held_by;
-  std::vector<connection_actor> conns;
+  /// Calls held ("hold"): their id and who to answer.
+  struct held_call {
+    uint64_t call_id = 0;
+    caf::strong_actor_ptr reply_to;
+    /// The connection actor holding it (only it answers it).
+    caf::actor_addr by;
+  };
+  std::vector<held_call> held;
+  std::vector<connection_impl> conns;
 
   /// Asks the connection holding calls to answer them (promises must be
   /// delivered by their actor, never from the test thread).
@@ -437,7 +439,6 @@ struct fake_connections {
   /// Breaks the handle cycles (behaviour -> this -> handles) at test end.
   void clear() {
     held.clear();
-    held_by.clear();
     conns.clear();
   }
 };
@@ -458,18 +459,24 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
   env->retry.budget_ratio = 0.5;
   env->retry.budget_min_retries = 1;
   env->batching = false;
-  env->connection_behavior =
-      [fc](connection_actor::pointer self) -> connection_actor::behavior_type {
+  env->connection_behavior
+      = [fc](connection_impl::pointer self) -> connection_impl::behavior_type {
     ++fc->spawned;
+    // Answers like a real connection: a message to the call's sender.
+    auto reply = [self](const caf::strong_actor_ptr& to, call_result r) {
+      self->send(caf::actor_cast<connection_listener>(to), result_atom_v,
+                 std::move(r));
+    };
     return {
-        [self, fc](call_atom,
-                   connection_call& call) -> caf::result<call_result> {
+        [self, fc, reply](call_atom, connection_call& call) {
           fc->calls.push_back(call.inputs);
+          auto to = self->current_sender();
           if (fc->max_batch != 0 && call.inputs.size() > fc->max_batch) {
             auto r = err_result(errc::invalid_input, false);
             r.too_large = true;
             r.call_id = call.call_id;
-            return r;
+            reply(to, std::move(r));
+            return;
           }
           for (auto& in : call.inputs) {
             if (in == "fail" || in == "bad") {
@@ -481,37 +488,32 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
                 r.error = make_error(errc::invalid_input, "fake 400", 400);
               }
               r.call_id = call.call_id;
-              return r;
+              reply(to, std::move(r));
+              return;
             }
             if (in == "crash")
               throw std::runtime_error("fake connection crashed");
             if (in == "exit") {
-              // Dies holding the call: the promise is dropped unanswered.
-              auto rp = self->make_response_promise<call_result>();
+              // Dies holding the call: it is never answered.
               self->quit(caf::sec::runtime_error);
-              return rp;
+              return;
             }
             if (in == "hold") {
-              auto rp = self->make_response_promise<call_result>();
-              fc->held.push_back(rp);
-              fc->held_by.push_back(self->address());
-              return rp;
+              fc->held.push_back({call.call_id, to, self->address()});
+              return;
             }
           }
           auto r = ok_result(call.inputs.size());
           r.call_id = call.call_id;
-          return r;
+          reply(to, std::move(r));
         },
-        [self, fc](io_done_atom, http_outcome&) {
-          // Deliver only the promises this connection made (a promise must
-          // be delivered by its own actor).
-          std::vector<caf::typed_response_promise<call_result>> held;
+        [self, fc, reply](io_done_atom, http_outcome&) {
+          // Answer only the calls this connection holds.
+          std::vector<fake_connections::held_call> mine;
           for (std::size_t i = 0; i < fc->held.size();) {
-            if (fc->held_by[i] == self->address()) {
-              held.push_back(std::move(fc->held[i]));
+            if (fc->held[i].by == self->address()) {
+              mine.push_back(std::move(fc->held[i]));
               fc->held.erase(fc->held.begin() + static_cast<std::ptrdiff_t>(i));
-              fc->held_by.erase(fc->held_by.begin()
-                                + static_cast<std::ptrdiff_t>(i));
             } else {
               ++i;
             }
@@ -519,21 +521,22 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
           auto fails = fc->release_fails;
           if (fc->held.empty())
             fc->clear();
-          for (auto& rp : held) {
+          for (auto& h : mine) {
+            call_result r;
             if (fails) {
-              call_result r;
               r.error = make_error(errc::upstream_error, "fake 500", 500);
               r.retryable = true;
-              rp.deliver(std::move(r));
             } else {
-              rp.deliver(ok_result(1));
+              r = ok_result(1);
             }
+            r.call_id = h.call_id;
+            reply(h.reply_to, std::move(r));
           }
         },
     };
   };
   env->on_connection_spawned = [fc](const connection_actor& hdl) {
-    fc->conns.push_back(hdl);
+    fc->conns.push_back(caf::actor_cast<connection_impl>(hdl));
   };
   return env;
 }
@@ -819,9 +822,7 @@ TEST_CASE("queued work whose deadline passed is answered, not sent") {
   pool_caller c{*vt.sys};
   c.self->send(pool, call_atom_v, make_call("hold"));
   auto late = make_call("late");
-  late.deadline_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         (vt.now() + 100ms).time_since_epoch())
-                         .count();
+  late.budget = caf::timespan{100ms};
   c.self->send(pool, call_atom_v, late);
   vt.sched->run();
   vt.sched->clock().current_time += 200ms;
@@ -1103,7 +1104,7 @@ TEST_CASE("breaker actor: every transition in virtual time, with the epoch "
         };
   auto brk
       = vt.sys->spawn(breaker_actor_fn, std::shared_ptr<const breaker_env>{env},
-                      listener.address());
+                      listener.address(), std::optional<breaker_view>{});
   vt.sched->run();
   REQUIRE(log->views.size() == 1);
   CHECK(log->views[0].epoch == 1);
@@ -1114,7 +1115,6 @@ TEST_CASE("breaker actor: every transition in virtual time, with the epoch "
   vt.sched->run();
   CHECK(log->views.size() == 1);
   // Three failures of the current epoch open it for 1 s.
-  auto t0 = vt.now();
   for (int i = 0; i < 3; ++i)
     caf::anon_send(brk, outcome_atom_v, outcome(1, F));
   vt.sched->run();
@@ -1122,10 +1122,8 @@ TEST_CASE("breaker actor: every transition in virtual time, with the epoch "
   auto open = log->views[1];
   CHECK(open.epoch == 2);
   CHECK(open.state == breaker_state::open);
-  CHECK(open.open_until_ns
-        == std::chrono::duration_cast<std::chrono::nanoseconds>(
-               (t0 + 1000ms).time_since_epoch())
-               .count());
+  CHECK(open.open_for == caf::timespan{1000ms});
+  CHECK(open.trips == 1);
   // Nothing happens before the open time is over ...
   vt.sched->advance_time(999ms);
   vt.sched->run();
@@ -1198,7 +1196,7 @@ TEST_CASE("breaker actor: Retry-After sets the open time in virtual time") {
   env->cfg = test_breaker_config();
   auto brk
       = vt.sys->spawn(breaker_actor_fn, std::shared_ptr<const breaker_env>{env},
-                      listener.address());
+                      listener.address(), std::optional<breaker_view>{});
   vt.sched->run();
   for (int i = 0; i < 3; ++i)
     caf::anon_send(brk, outcome_atom_v, outcome(1, F, 4000));
@@ -1415,10 +1413,6 @@ pool_actor::behavior_type judging_pool(pool_actor::pointer self,
       [](health_atom) {
         return upstream_health{};
       },
-      [](restart_atom, uint32_t, uint64_t) {},
-      [](probe_atom, uint64_t) {},
-      [](breaker_atom, breaker_view&) {},
-      [](watchdog_atom, int64_t) {},
   };
 }
 
@@ -1487,4 +1481,226 @@ TEST_CASE("pool and breaker: work handed back by a dying connection while "
   REQUIRE(answers.size() == 1);
   CHECK(error_code(answers[0].error) == errc::breaker_open);
   fc->clear();
+}
+
+// -- supervision: no promise left behind ------------------------------------
+
+TEST_CASE("pool stopped with calls held: every queued and in-flight call is "
+          "answered cancelled at once") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 2)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  // Two calls in flight (held by both connections), five queued.
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  for (int i = 0; i < 5; ++i)
+    c.self->send(pool, call_atom_v, make_call("q" + std::to_string(i)));
+  vt.sched->run();
+  REQUIRE(fc->calls.size() == 2);
+  REQUIRE(c.answers().empty());
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+  vt.sched->run();
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 7);
+  for (auto& r : answers)
+    CHECK(error_code(r.error) == errc::cancelled);
+  fc->clear();
+}
+
+TEST_CASE("pool killed or crashed with calls held: every call is answered "
+          "upstream_down at once (callers fail over)") {
+  for (bool crash : {false, true}) {
+    INFO((crash ? "exception in a handler" : "killed"));
+    virtual_time vt;
+    auto fc = std::make_shared<fake_connections>();
+    auto env = make_pool_env(fc, 1);
+    env->crash_marker = "__crash_pool__";
+    auto pool
+        = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+    vt.sched->run();
+    pool_caller c{*vt.sys};
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    for (int i = 0; i < 20; ++i)
+      c.self->send(pool, call_atom_v, make_call("q" + std::to_string(i)));
+    vt.sched->run();
+    REQUIRE(c.answers().empty());
+    if (!crash) {
+      caf::anon_send_exit(pool, caf::exit_reason::kill);
+      vt.sched->run();
+    } else {
+      // Sent as request actors send it: CAF answers the request that threw
+      // with the exception handler's error (the request actor treats any
+      // non-embedrt error of its pool as upstream_down); the 21 held calls
+      // are answered by the pool itself.
+      auto crashing = c.self->request(pool, caf::infinite, call_atom_v,
+                                      make_call("__crash_pool__"));
+      vt.sched->run();
+      bool crash_answered = false;
+      crashing.receive(
+          [&](call_result&) {
+            FAIL("the crashing call was answered with a result");
+          },
+          [&](caf::error& err) {
+            crash_answered = true;
+            CHECK(err == caf::exit_reason::unhandled_exception);
+          });
+      CHECK(crash_answered);
+    }
+    auto answers = c.answers();
+    REQUIRE(answers.size() == 21u);
+    std::size_t down = 0;
+    for (auto& r : answers)
+      down += error_code(r.error) == errc::upstream_down ? 1 : 0;
+    CHECK(down == 21);
+    fc->clear();
+  }
+}
+
+TEST_CASE("pool: a connection killed while busy leaves nothing pending, its "
+          "late answer is ignored and the call answered once") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  REQUIRE(fc->held.size() == 1);
+  auto stale = fc->held.front();
+  // Ten kills of the connection holding the call: each time it is
+  // re-queued (up to the crash limit of 2, then answered
+  // connection_failed); nothing else is left in the pool.
+  for (int round = 0; round < 3; ++round) {
+    auto conns = fc->conns;
+    fc->conns.clear();
+    for (auto& conn : conns)
+      caf::anon_send_exit(conn, caf::exit_reason::kill);
+    vt.sched->run();
+    while (vt.sched->trigger_timeout()) // restart backoff
+      vt.sched->run();
+  }
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 1);
+  CHECK(error_code(answers[0].error) == errc::connection_failed);
+  // A result for the dead call (its old id) arriving late changes nothing.
+  call_result late = ok_result(1);
+  late.call_id = stale.call_id;
+  caf::anon_send(caf::actor_cast<connection_listener>(stale.reply_to),
+                 result_atom_v, late);
+  vt.sched->run();
+  CHECK(c.answers().empty());
+  // The pool works: a fresh call is answered.
+  c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  auto fine = c.answers();
+  REQUIRE(fine.size() == 1);
+  CHECK(!fine[0].error);
+  fc->clear();
+}
+
+TEST_CASE("pool: the watchdog moves earlier for a call with a shorter "
+          "deadline (a stuck call is caught at its own time)") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 2)});
+  vt.sched->run();
+  pool_caller c{*vt.sys};
+  auto t0 = vt.now();
+  // First a call with no deadline: stuck at 10 s attempt timeout + 2 s.
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  // Then one whose caller has 1 s left: its attempt is capped at 1 s, so it
+  // is stuck at 1 s + 2 s, before the armed watchdog.
+  auto short_call = make_call("hold");
+  short_call.budget = caf::timespan{1000ms};
+  c.self->send(pool, call_atom_v, short_call);
+  vt.sched->run();
+  REQUIRE(fc->calls.size() == 2);
+  REQUIRE(fc->spawned == 2);
+  REQUIRE(vt.sched->trigger_timeout());
+  CHECK(vt.now() - t0 == 3000ms);
+  vt.sched->run();
+  // The second connection was killed (its call comes back: answered
+  // deadline_exceeded when next dispatched, its deadline having passed).
+  REQUIRE(vt.sched->trigger_timeout()); // its restart
+  vt.sched->run();
+  CHECK(fc->spawned == 3);
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 1);
+  CHECK(error_code(answers[0].error) == errc::deadline_exceeded);
+  // The first call is still held by a connection: stopping the pool answers
+  // it cancelled.
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+  vt.sched->run();
+  auto last = c.answers();
+  REQUIRE(last.size() == 1);
+  CHECK(error_code(last[0].error) == errc::cancelled);
+  fc->clear();
+}
+
+TEST_CASE("pool and breaker: a breaker that dies while open comes back "
+          "open until its time, then half-open") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto env = make_breaker_pool_env(fc, 1);
+  std::vector<breaker_actor> breakers;
+  env->on_breaker_spawned = [&](const breaker_actor& b) {
+    breakers.push_back(b);
+  };
+  auto pool
+      = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+  vt.sched->run();
+  REQUIRE(breakers.size() == 1);
+  pool_caller c{*vt.sys};
+  for (int i = 0; i < 3; ++i) {
+    c.self->send(pool, call_atom_v, make_call("fail"));
+    vt.sched->run();
+  }
+  REQUIRE(c.answers().size() == 3); // open for 1 s
+  vt.sched->advance_time(300ms);
+  caf::anon_send_exit(breakers.front(), caf::exit_reason::kill);
+  vt.sched->run();
+  REQUIRE(breakers.size() == 2); // replaced at once
+  // Still open, with the time left of the dead breaker's open period.
+  c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  auto rejected = c.answers();
+  REQUIRE(rejected.size() == 1);
+  CHECK(error_code(rejected[0].error) == errc::breaker_open);
+  CHECK(error_retry_after(rejected[0].error) == 700ms);
+  auto sent = fc->calls.size();
+  // At its time it turns half-open: one probe goes out and closes it.
+  vt.sched->advance_time(700ms);
+  vt.sched->run();
+  c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  CHECK(fc->calls.size() == sent + 1);
+  auto probe = c.answers();
+  REQUIRE(probe.size() == 1);
+  CHECK(!probe[0].error);
+  breakers.clear();
+  fc->clear();
+}
+
+TEST_CASE("request actor: an exception answers the caller cancelled, once") {
+  virtual_time vt;
+  auto script = std::make_shared<pool_script>();
+  auto pool = vt.sys->spawn(scripted_pool, script);
+  auto env = make_request_env();
+  env->crash_marker = "__crash_request__";
+  auto req
+      = vt.sys->spawn(request_actor_fn, std::shared_ptr<const request_env>{env},
+                      std::vector<route>{make_route(pool)}, uint64_t{1});
+  caller c{*vt.sys};
+  c.send(req, make_request({"a", "__crash_request__"}));
+  vt.sched->run();
+  auto res = c.answer(); // exactly one answer
+  REQUIRE(!res);
+  CHECK(error_code(res.error()) == errc::cancelled);
+  CHECK(script->arrivals.empty()); // nothing was sent upstream
 }

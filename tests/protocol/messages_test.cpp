@@ -205,51 +205,6 @@ TEST_CASE_METHOD(fixture, "messages that cross nodes serialize", "[messages]") {
   CHECK(health.get_as<health_report>(1) == rep);
 }
 
-TEST_CASE_METHOD(fixture, "runtime-internal messages serialize", "[messages]") {
-  // These types belong to the runtime and change with it, so the check is
-  // field-agnostic: a value that survives a round trip serializes to the
-  // same bytes again, and its message keeps its type.
-  auto same_after_round_trip = [this](caf::message msg) {
-    auto bytes = serialize(msg);
-    auto back = deserialize(bytes);
-    CHECK(back.type_token() == msg.type_token());
-    CHECK(serialize(back) == bytes);
-  };
-  upstream_call up;
-  up.model = "m";
-  up.inputs = {"a", "b"};
-  up.dimensions = 8;
-  up.deadline_ns = 123456789;
-  up.is_retry = true;
-  up.request_id = "r";
-  same_after_round_trip(caf::make_message(up));
-  connection_call call;
-  call.call_id = 42;
-  call.inputs = {"x"};
-  call.timeout = caf::timespan{1500ms};
-  same_after_round_trip(caf::make_message(call));
-  call_result res;
-  res.call_id = 42;
-  res.error = make_error(errc::upstream_error, "HTTP 503", 503, 2000ms);
-  res.retryable = true;
-  res.embeddings = {{1.0f, 2.0f}};
-  res.usage = {3, 3};
-  same_after_round_trip(caf::make_message(res));
-  auto res_back = deserialize(serialize(caf::make_message(res)));
-  REQUIRE(res_back.match_elements<call_result>());
-  const auto& err = res_back.get_as<call_result>(0).error;
-  CHECK(error_code(err) == errc::upstream_error);
-  CHECK(error_http_status(err) == 503);
-  CHECK(error_retry_after(err) == 2000ms);
-  http_outcome outcome;
-  outcome.seq = 7;
-  outcome.status = 429;
-  outcome.body = R"({"error":{"message":"slow down"}})";
-  outcome.retry_after_ms = 250;
-  outcome.should_retry = 1;
-  same_after_round_trip(caf::make_message(outcome));
-}
-
 TEST_CASE_METHOD(fixture, "embedrt errors keep code and context",
                  "[messages][errors]") {
   auto err = make_error(errc::rate_limited, "slow down", 429, 1500ms);

@@ -1,8 +1,12 @@
-// Typed messages exchanged by embedrt's actors and with host applications.
+// The public messages of embedrt: what a host application (or another node)
+// sends to a `service` and gets back.
 //
 // Every struct is a plain aggregate with a free 0.17-style `inspect()`, so it
-// can be serialized by CAF's binary serializer and cross CAF nodes. All types
-// are listed in the `embedrt` type-ID block (type_ids.hpp).
+// can be serialized by CAF's binary serializer and cross CAF nodes; all are
+// listed in the `embedrt` type-ID block (type_ids.hpp). Times in messages are
+// durations (a remaining budget), never points of a node's clock, so they
+// mean the same on every node. The runtime's internal messages (request ->
+// pool -> connection, pool <-> breaker) live in actors/src/messages.hpp.
 #pragma once
 
 #include <caf/error.hpp>
@@ -110,183 +114,11 @@ typename Inspector::result_type inspect(Inspector& f, health_report& x) {
   return f(caf::meta::type_name("embedrt.health_report"), x.ready, x.upstreams);
 }
 
-// -- runtime-internal messages (request -> pool -> connection) ---------------
-//
-// These never cross nodes, but are ordinary serializable messages like the
-// public ones (and listed in the type-ID block).
-
-/// One piece of a caller's request as handed to an upstream's pool: a chunk of
-/// inputs that fits one upstream request (the request actor splits larger
-/// caller batches). The pool may merge several calls into one upstream request
-/// (continuous batching) and splits the vectors back.
-struct upstream_call {
-  /// Model name as sent upstream (already mapped).
-  std::string model;
-  std::vector<std::string> inputs;
-  int32_t dimensions = 0;
-  std::string user;
-  /// Absolute deadline on the node's steady clock (actor_clock), in ns since
-  /// the clock's epoch. The pool drops work whose deadline has passed.
-  int64_t deadline_ns = 0;
-  /// True if this call retries an earlier failed attempt (retry budget).
-  bool is_retry = false;
-  /// The caller's request id (logs).
-  std::string request_id;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, upstream_call& x) {
-  return f(caf::meta::type_name("embedrt.upstream_call"), x.model, x.inputs,
-           x.dimensions, x.user, x.deadline_ns, x.is_retry, x.request_id);
-}
-
-/// The pool's order to a connection actor: one upstream HTTP request.
-struct connection_call {
-  /// Pool-assigned id of this dispatch (echoed in the result).
-  uint64_t call_id = 0;
-  std::string model;
-  std::vector<std::string> inputs;
-  int32_t dimensions = 0;
-  std::string user;
-  /// Timeout of this attempt (connect included), already capped by the
-  /// earliest deadline of the work in it.
-  caf::timespan timeout{0};
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, connection_call& x) {
-  return f(caf::meta::type_name("embedrt.connection_call"), x.call_id, x.model,
-           x.inputs, x.dimensions, x.user, x.timeout);
-}
-
-/// The outcome of one upstream attempt, from connection actor to pool and from
-/// pool to request actor. Exactly one of `error` / `embeddings` is meaningful.
-struct call_result {
-  uint64_t call_id = 0;
-  /// none on success; otherwise an embedrt error (errc.hpp).
-  caf::error error;
-  /// Whether the failure may succeed on another attempt.
-  bool retryable = false;
-  /// Upstream's retry hint (retry-after-ms / retry-after), 0 if none.
-  int64_t retry_after_ms = 0;
-  std::string model;
-  /// One vector per input of the call, in input order.
-  std::vector<std::vector<float>> embeddings;
-  token_usage usage;
-  /// Upstream's x-request-id, if any.
-  std::string upstream_request_id;
-  /// True if this attempt opened a new connection / reused a kept-alive one.
-  bool connected = false;
-  bool reused = false;
-  /// Time spent on the wire for this attempt (connect included).
-  int64_t upstream_ns = 0;
-  /// The response's x-ratelimit-remaining-{requests,tokens}; -1 = absent.
-  int64_t ratelimit_remaining_requests = -1;
-  int64_t ratelimit_remaining_tokens = -1;
-  /// The attempt hit its timeout (the socket was closed).
-  bool timed_out = false;
-  /// The upstream refused the request as too large as a whole (413 or
-  /// OpenAI's `max_tokens_per_request`): a smaller batch may pass.
-  bool too_large = false;
-  /// A 400 about the request as a whole (its error names a parameter other
-  /// than `input`, e.g. `dimensions`): bisecting the inputs cannot help.
-  bool request_level = false;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, call_result& x) {
-  return f(caf::meta::type_name("embedrt.call_result"), x.call_id, x.error,
-           x.retryable, x.retry_after_ms, x.model, x.embeddings, x.usage,
-           x.upstream_request_id, x.connected, x.reused, x.upstream_ns,
-           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
-           x.timed_out, x.too_large, x.request_level);
-}
-
-/// State of a circuit breaker (actors/src/breaker.hpp).
+/// State of a circuit breaker (docs/architecture.md, "Breaker state machine";
+/// also the `from`/`to` of the breaker-transition hook).
 enum class breaker_state : uint8_t { closed, open, half_open };
 
 /// "closed", "open" or "half_open".
 const char* to_string(breaker_state s);
-
-/// The breaker's word to its pool (breaker -> pool). A new `epoch` starts
-/// with every transition and replaces the pool's view; a view with the
-/// current epoch in `half_open` adds `permits` probe calls.
-struct breaker_view {
-  uint64_t epoch = 0;
-  breaker_state state = breaker_state::closed;
-  /// While open: when the breaker turns half-open, on the node's steady
-  /// clock (ns since the actor_clock epoch).
-  int64_t open_until_ns = 0;
-  /// While half-open: probe calls the pool may start.
-  uint32_t permits = 0;
-  /// Why the breaker moved (log and error detail).
-  std::string reason;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, breaker_view& x) {
-  return f(caf::meta::type_name("embedrt.breaker_view"), x.epoch, x.state,
-           x.open_until_ns, x.permits, x.reason);
-}
-
-/// How one upstream call counts for the breaker.
-enum class call_verdict : uint8_t { success, failure, ignored };
-
-/// "success", "failure" or "ignored".
-const char* to_string(call_verdict v);
-
-/// The outcome of one upstream call (pool -> breaker), tagged with the epoch
-/// of the view it was dispatched under: outcomes of another epoch are stale.
-struct breaker_outcome {
-  uint64_t epoch = 0;
-  call_verdict verdict = call_verdict::success;
-  /// The upstream's retry hint, 0 if none.
-  int64_t retry_after_ms = 0;
-  /// Short description of a failure (logs).
-  std::string what;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, breaker_outcome& x) {
-  return f(caf::meta::type_name("embedrt.breaker_outcome"), x.epoch, x.verdict,
-           x.retry_after_ms, x.what);
-}
-
-/// What an I/O thread reports to a connection actor when an HTTP exchange
-/// completes (built on the I/O thread from the transport's result; the actor
-/// decodes and classifies it).
-struct http_outcome {
-  /// Sequence number of the exchange (stale completions are ignored).
-  uint64_t seq = 0;
-  /// 0 = none, else the transport error (actors/src/http_transport.hpp).
-  uint8_t transport_error = 0;
-  std::string error_message;
-  int32_t status = 0;
-  std::string body;
-  /// Parsed response hints: retry-after(-ms) in ms (-1 = absent),
-  /// x-should-retry (-1 = absent, 0 = false, 1 = true), x-request-id.
-  int64_t retry_after_ms = -1;
-  int8_t should_retry = -1;
-  std::string request_id;
-  /// Error code of an OpenAI error body, e.g. "insufficient_quota", and the
-  /// parameter it names, e.g. "input".
-  std::string error_code;
-  std::string error_param;
-  bool connected = false;
-  bool reused = false;
-  int64_t total_ns = 0;
-  /// x-ratelimit-remaining-{requests,tokens}; -1 = absent or malformed.
-  int64_t ratelimit_remaining_requests = -1;
-  int64_t ratelimit_remaining_tokens = -1;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
-  return f(caf::meta::type_name("embedrt.http_outcome"), x.seq,
-           x.transport_error, x.error_message, x.status, x.body,
-           x.retry_after_ms, x.should_retry, x.request_id, x.error_code,
-           x.error_param, x.connected, x.reused, x.total_ns,
-           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens);
-}
 
 } // namespace embedrt

@@ -10,7 +10,9 @@
 //   caf::actor_system_config cfg;
 //   embedrt::register_types(cfg);
 //
-// Messages crossing CAF nodes need the block registered on both nodes.
+// Messages crossing CAF nodes need the block registered on both nodes. The
+// block lists only the public messages (messages.hpp, metrics.hpp); the
+// runtime's internal messages never leave a node and take no IDs.
 #pragma once
 
 #include "embedrt/protocol/errc.hpp"
@@ -34,27 +36,12 @@ CAF_ADD_TYPE_ID(embedrt, (embedrt::token_usage))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::health_report))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_health))
 
-// -- runtime-internal messages ----------------------------------------------
-CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call))
-CAF_ADD_TYPE_ID(embedrt, (embedrt::connection_call))
-CAF_ADD_TYPE_ID(embedrt, (embedrt::call_result))
-CAF_ADD_TYPE_ID(embedrt, (embedrt::http_outcome))
-CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_view))
-CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_outcome))
-
-// -- atoms (0.17.6: atoms are atom constants and take no type ID) ----------
+// -- public atoms (0.17.6: atoms are atom constants and take no type ID) ---
 CAF_ADD_ATOM(embedrt, embedrt, embed_atom, "embed")
 CAF_ADD_ATOM(embedrt, embedrt, health_atom, "health")
-CAF_ADD_ATOM(embedrt, embedrt, call_atom, "call")
-CAF_ADD_ATOM(embedrt, embedrt, io_done_atom, "io_done")
-CAF_ADD_ATOM(embedrt, embedrt, retry_atom, "retry")
-CAF_ADD_ATOM(embedrt, embedrt, restart_atom, "restart")
-CAF_ADD_ATOM(embedrt, embedrt, probe_atom, "probe")
-CAF_ADD_ATOM(embedrt, embedrt, breaker_atom, "breaker")
-CAF_ADD_ATOM(embedrt, embedrt, outcome_atom, "outcome")
-CAF_ADD_ATOM(embedrt, embedrt, half_open_atom, "half_open")
+CAF_ADD_ATOM(embedrt, embedrt, metrics_atom, "metrics")
 
-// -- metrics (appended at the end so that earlier IDs keep their values) ----
+// -- metrics ----------------------------------------------------------------
 CAF_ADD_TYPE_ID(embedrt, (embedrt::log_histogram))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::request_counter))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::request_latency))
@@ -66,8 +53,6 @@ CAF_ADD_TYPE_ID(embedrt, (embedrt::metrics_snapshot))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::request_record))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_call_record))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::breaker_transition_event))
-CAF_ADD_ATOM(embedrt, embedrt, metrics_atom, "metrics")
-CAF_ADD_ATOM(embedrt, embedrt, watchdog_atom, "watchdog")
 
 CAF_END_TYPE_ID_BLOCK(embedrt)
 

@@ -1,0 +1,113 @@
+// The runtime's internal actor interfaces, one alias per role. Each role has
+// the handle others hold and, where the actor sends itself timers or gets
+// messages from its own children, an `_impl` that extends it: only the actor
+// itself (and its children, through a narrow listener view) can send those,
+// so holding a pool handle does not let anyone trigger a restart.
+// docs/architecture.md has the supervision tree and the life of a request.
+#pragma once
+
+#include "embedrt/interfaces.hpp"
+#include "messages.hpp"
+
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+#include <vector>
+
+namespace embedrt::detail {
+
+// -- request actor -----------------------------------------------------------
+
+/// One per caller request: owns the single reply, the deadline and retries.
+/// Receives the caller's request by delegation from the service.
+using request_actor = caf::typed_actor<
+    caf::replies_to<embed_atom, embed_request>::with<embed_result>>;
+
+/// + retry: self-sent backoff timer (chunk, epoch; stale epochs ignored).
+using request_impl
+    = request_actor::extend<caf::reacts_to<retry_atom, uint32_t, uint64_t>>;
+
+// -- pool --------------------------------------------------------------------
+
+/// Pool, dispatcher and supervisor of one upstream, as request actors see it.
+/// - call: run one upstream call. Answers exactly once, by the call's budget
+///   at the latest (`deadline_exceeded`), also when the pool is stopped
+///   (`cancelled`) or crashes (`upstream_down`).
+/// - health: state of the upstream.
+using pool_actor = caf::typed_actor<
+    caf::replies_to<call_atom, upstream_call>::with<call_result>,
+    caf::replies_to<health_atom>::with<upstream_health>>;
+
+/// What a breaker talks to: the pool of its upstream (or a test probe).
+using breaker_listener
+    = caf::typed_actor<caf::reacts_to<breaker_atom, breaker_view>>;
+
+/// What a connection actor answers to: the pool that sent it the call.
+using connection_listener
+    = caf::typed_actor<caf::reacts_to<result_atom, call_result>>;
+
+// -- metrics -----------------------------------------------------------------
+
+/// The metrics actor (one per service, metrics_actor.hpp).
+/// - the three events: aggregate;
+/// - metrics: the snapshot, with the gauges of `pools` (asked for their
+///   health) and `accepted` = requests the service accepted so far (in
+///   flight = accepted - answered).
+using metrics_actor
+    = caf::typed_actor<caf::reacts_to<request_record>,
+                       caf::reacts_to<upstream_call_record>,
+                       caf::reacts_to<breaker_transition_event>,
+                       caf::replies_to<metrics_atom, std::vector<pool_actor>,
+                                       int64_t>::with<metrics_snapshot>>;
+
+/// The pool as its supervisor (the service) holds it: + sink, where to send
+/// metrics events from now on (after the metrics actor was restarted).
+using pool_supervised
+    = pool_actor::extend<caf::reacts_to<sink_atom, metrics_actor>>;
+
+/// The whole pool:
+/// - breaker: the breaker's current view (from its breaker child);
+/// - result: a connection child's answer to a call (by call id);
+/// - restart / probe / watchdog: self-sent supervision timers.
+using pool_impl
+    = pool_supervised::extend<caf::reacts_to<breaker_atom, breaker_view>,
+                              caf::reacts_to<result_atom, call_result>,
+                              caf::reacts_to<restart_atom, uint32_t, uint64_t>,
+                              caf::reacts_to<probe_atom, uint64_t>,
+                              caf::reacts_to<watchdog_atom, int64_t>>;
+
+// -- breaker -----------------------------------------------------------------
+
+/// Circuit breaker of one upstream, the only owner of its state
+/// (actors/src/breaker.hpp has the state diagram).
+/// - outcome: how one upstream call went (from the pool); a failure is sent
+///   as a request, answered once the breaker has published its new view;
+/// - health: the current view.
+using breaker_actor
+    = caf::typed_actor<caf::reacts_to<outcome_atom, breaker_outcome>,
+                       caf::replies_to<health_atom>::with<breaker_view>>;
+
+/// + half_open: self-sent end of the open time (epoch).
+using breaker_impl
+    = breaker_actor::extend<caf::reacts_to<half_open_atom, uint64_t>>;
+
+// -- connection --------------------------------------------------------------
+
+/// Owns one keep-alive HTTP(S) connection; one call in flight. Answers a call
+/// with `(result_atom, call_result)` sent to the call's sender (not a
+/// response promise: a connection that dies leaves nothing pending in the
+/// pool, which tracks its calls by id).
+using connection_actor
+    = caf::typed_actor<caf::reacts_to<call_atom, connection_call>>;
+
+/// + io_done: completion of an exchange, sent from an I/O thread.
+using connection_impl
+    = connection_actor::extend<caf::reacts_to<io_done_atom, http_outcome>>;
+
+// -- service -----------------------------------------------------------------
+
+/// The service as it runs: + restart, the self-sent timer that restarts the
+/// pool in a slot (slot, epoch).
+using service_impl
+    = service_actor::extend<caf::reacts_to<restart_atom, uint32_t, uint64_t>>;
+
+} // namespace embedrt::detail

@@ -1,0 +1,266 @@
+// The supervision tree over real sockets (docs/architecture.md, "Supervision
+// tree"): whatever dies, every caller gets exactly one answer, at once, and
+// the runtime comes back. The built-in upstream runs in-process on
+// 127.0.0.1 with latency, so calls are really queued and in flight.
+#include "embedrt/all.hpp"
+#include "embedrt/protocol/hash_embedder.hpp"
+#include "integration_fixture.hpp"
+#include "mock/mock_server.hpp"
+
+#include <atomic>
+#include <caf/send.hpp>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <future>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace embedrt;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+using test::start_mock;
+using test::system_fixture;
+
+mock::mock_options slow_upstream(int ms) {
+  mock::mock_options opts;
+  opts.latency.kind = mock::latency_model::shape::fixed;
+  opts.latency.fixed_ms = ms;
+  return opts;
+}
+
+upstream_config upstream(std::string name, const std::string& url,
+                         uint32_t connections) {
+  upstream_config up;
+  up.name = std::move(name);
+  up.base_url = url;
+  up.connections = connections;
+  up.attempt_timeout = 5000ms;
+  up.breaker.enabled = false;
+  up.batching = false; // one call per request: the queue really fills
+  up.max_queue = 5000;
+  return up;
+}
+
+runtime_config config_with(std::vector<upstream_config> ups) {
+  runtime_config rc;
+  rc.upstreams = std::move(ups);
+  rc.default_timeout = 20000ms;
+  rc.retry.max_attempts = 3;
+  rc.retry.backoff_base = 5ms;
+  rc.retry.backoff_cap = 20ms;
+  rc.retry.budget_ratio = 1.0;
+  rc.seed = 11;
+  return rc;
+}
+
+embed_request request(std::string text, caf::timespan timeout = 20000ms) {
+  embed_request req;
+  req.model = "m";
+  req.inputs = {std::move(text)};
+  req.dimensions = 8;
+  req.timeout = timeout;
+  return req;
+}
+
+/// Waits (bounded) until the service reports upstream `name` up; returns its
+/// health then, or nullopt if it did not come up within `limit`.
+std::optional<upstream_health> wait_until_up(client& c, const std::string& name,
+                                             std::chrono::milliseconds limit
+                                             = 5000ms) {
+  auto deadline = steady::now() + limit;
+  for (;;) {
+    auto h = c.health();
+    REQUIRE(h);
+    for (auto& u : h->upstreams)
+      if (u.name == name && u.state == "up")
+        return u;
+    if (steady::now() >= deadline)
+      return std::nullopt;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+using futures = std::vector<std::future<caf::expected<embed_result>>>;
+
+} // namespace
+
+TEST_CASE("a pool that crashes with 1,000 calls queued answers them at once "
+          "and they fail over to the second upstream") {
+  system_fixture f;
+  auto srv_a = start_mock(slow_upstream(50));
+  auto srv_b = start_mock();
+  service_hooks hooks;
+  hooks.pool_crash_marker = "__crash_pool__";
+  auto rc = config_with({upstream("a", srv_a->base_url(), 2),
+                         upstream("b", srv_b->base_url(), 8)});
+  auto svc = spawn_service(*f.sys, rc, hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  futures futs;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 1000; ++i) {
+    texts.push_back("queued " + std::to_string(i));
+    futs.push_back(c.embed(request(texts.back())));
+  }
+  // 2 connections at 50 ms each: ~25 s of work queued on "a". Once the
+  // queue holds it, crash a's pool.
+  for (bool queued = false; !queued;) {
+    auto h = c.health();
+    REQUIRE(h);
+    queued = h->upstreams[0].queued_requests >= 900;
+  }
+  auto crash_at = steady::now();
+  auto crash = c.embed(request("__crash_pool__a"));
+  std::size_t on_b = 0;
+  for (std::size_t i = 0; i < futs.size(); ++i) {
+    auto r = futs[i].get();
+    INFO("request " << i << ": "
+                    << (r ? std::string{"ok"} : render_error(r.error())));
+    REQUIRE(r);
+    CHECK(r->embeddings[0] == hash_embed(texts[i], 8));
+    on_b += r->upstream == "b" ? 1 : 0;
+  }
+  // The queued calls did not wait for their 20 s deadline or for "a".
+  CHECK(steady::now() - crash_at < 5000ms);
+  CHECK(on_b >= 900);
+  // The crash request itself failed over to "b" as well.
+  auto cr = crash.get();
+  REQUIRE(cr);
+  CHECK(cr->upstream == "b");
+  // "a" is restarted by the service and serves again.
+  CHECK(wait_until_up(c, "a"));
+  auto again = c.embed(request("after restart")).get();
+  REQUIRE(again);
+  CHECK(again->upstream == "a");
+}
+
+TEST_CASE("the service respawns a crashing pool under load: every caller is "
+          "answered and the pool serves again") {
+  system_fixture f;
+  auto srv = start_mock(slow_upstream(5));
+  service_hooks hooks;
+  hooks.pool_crash_marker = "__crash_pool__";
+  auto rc = config_with({upstream("only", srv->base_url(), 4)});
+  rc.upstreams[0].supervision.restart_backoff = 5ms;
+  rc.upstreams[0].supervision.max_restarts = 10;
+  auto svc = spawn_service(*f.sys, rc, hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  // Three rounds: each one waits for the pool to be up, sends 200 requests
+  // with a crash in the middle of them, and collects every answer.
+  constexpr int rounds = 3;
+  for (int round = 0; round < rounds; ++round) {
+    INFO("round " << round);
+    REQUIRE(wait_until_up(c, "only"));
+    futures futs;
+    std::vector<std::string> texts; // per future
+    for (int i = 0; i < 200; ++i) {
+      texts.push_back("load " + std::to_string(round) + "/"
+                      + std::to_string(i));
+      futs.push_back(c.embed(request(texts.back(), 8000ms)));
+      if (i == 100) {
+        texts.push_back("__crash_pool__only");
+        futs.push_back(c.embed(request(texts.back(), 8000ms)));
+      }
+    }
+    auto start = steady::now();
+    std::size_t ok = 0;
+    std::size_t down = 0;
+    for (std::size_t i = 0; i < futs.size(); ++i) {
+      auto r = futs[i].get(); // every caller gets exactly one answer
+      if (r) {
+        ++ok;
+        CHECK(r->embeddings[0] == hash_embed(texts[i], 8));
+      } else {
+        INFO(render_error(r.error()));
+        CHECK(error_code(r.error()) == errc::upstream_down);
+        ++down;
+      }
+    }
+    // Nobody waited for the 8 s deadline: the crash answered at once.
+    CHECK(steady::now() - start < 5000ms);
+    CHECK(ok + down == futs.size());
+    CHECK(down >= 1); // at least the crashing request itself
+  }
+  // The pool came back after each crash and serves.
+  auto up = wait_until_up(c, "only");
+  REQUIRE(up);
+  auto r = c.embed(request("after")).get();
+  REQUIRE(r);
+  CHECK(r->embeddings[0] == hash_embed("after", 8));
+}
+
+TEST_CASE("the metrics actor dies: it is restarted and metrics go on") {
+  system_fixture f;
+  auto srv = start_mock();
+  std::atomic<int> recorded{0};
+  service_hooks hooks;
+  hooks.on_request_recorded = [&](const request_record& r) {
+    ++recorded;
+    if (r.texts == 3)
+      throw std::runtime_error("chaos: metrics actor crash");
+  };
+  auto svc = spawn_service(
+      *f.sys, config_with({upstream("m", srv->base_url(), 2)}), hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  REQUIRE(c.embed(request("one")).get());
+  auto before = c.metrics();
+  REQUIRE(before);
+  // A request of 3 texts makes the metrics actor throw when it records it.
+  auto three = request("x");
+  three.inputs = {"a", "b", "c"};
+  REQUIRE(c.embed(three).get());
+  // A new metrics actor takes over: metrics answer, and count new requests.
+  caf::expected<metrics_snapshot> after{caf::error{}};
+  auto deadline = steady::now() + 5s;
+  do {
+    after = c.metrics(2000ms);
+  } while (!after && steady::now() < deadline);
+  REQUIRE(after);
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(c.embed(request("more " + std::to_string(i))).get());
+  auto later = c.metrics();
+  REQUIRE(later);
+  int64_t requests = 0;
+  for (auto& rc : later->requests)
+    requests += rc.requests;
+  CHECK(requests >= 5); // counted by the new actor (the old counts are gone)
+  CHECK(recorded.load() >= 7);
+}
+
+TEST_CASE("stopping the service answers every request cancelled at once and "
+          "the actor system ends by itself") {
+  auto srv = start_mock(slow_upstream(2000));
+  auto start = steady::now();
+  {
+    system_fixture f;
+    auto rc = config_with({upstream("slow", srv->base_url(), 4)});
+    rc.retry.backoff_base = 1000ms; // some requests wait in a backoff
+    auto svc = spawn_service(*f.sys, rc);
+    REQUIRE(svc);
+    client c{*f.sys, *svc};
+    futures futs;
+    for (int i = 0; i < 200; ++i)
+      futs.push_back(c.embed(request("slow " + std::to_string(i))));
+    for (bool queued = false; !queued;) { // 4 in flight, 196 queued
+      auto h = c.health();
+      REQUIRE(h);
+      queued = h->upstreams[0].queued_requests == 196;
+    }
+    auto stop_at = steady::now();
+    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+    for (auto& fut : futs) {
+      auto r = fut.get();
+      REQUIRE(!r);
+      CHECK(error_code(r.error()) == errc::cancelled);
+    }
+    CHECK(steady::now() - stop_at < 1000ms);
+  } // ~actor_system: waits for every actor; must not wait for the upstream
+  CHECK(steady::now() - start < 3000ms);
+}
