@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 namespace embedrt::detail {
 
@@ -27,6 +29,24 @@ inline void append_float(std::string& out, float value) {
   char buf[32];
   auto res = std::to_chars(buf, buf + sizeof(buf), value);
   out.append(buf, res.ptr);
+}
+
+/// Concatenates text and integers (as decimal digits), as in
+/// `concat("input[", i, "] is too large: ", size, " bytes")`.
+template <class... Ts>
+std::string concat(const Ts&... xs) {
+  std::string out;
+  auto append = [&out](const auto& x) {
+    using T = std::decay_t<decltype(x)>;
+    if constexpr (std::is_same_v<T, char>)
+      out.push_back(x);
+    else if constexpr (std::is_integral_v<T>)
+      append_int(out, x);
+    else
+      out.append(std::string_view{x});
+  };
+  (append(xs), ...);
+  return out;
 }
 
 } // namespace embedrt::detail

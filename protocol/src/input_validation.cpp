@@ -11,7 +11,7 @@ namespace embedrt::openai {
 
 namespace {
 
-using detail::append_int;
+using detail::concat;
 using detail::decode_utf8;
 using detail::is_space;
 
@@ -19,25 +19,13 @@ caf::error bad_request(std::string detail) {
   return make_error(errc::invalid_input, std::move(detail));
 }
 
-std::string index_prefix(std::size_t i) {
-  std::string s = "input[";
-  append_int(s, i);
-  s += "] ";
-  return s;
-}
-
 caf::error check_count(const std::vector<std::string>& inputs,
                        const provider_profile& profile) {
   if (inputs.empty())
     return bad_request("no inputs: at least one text is required");
-  if (inputs.size() > profile.max_inputs) {
-    std::string detail = "too many inputs: ";
-    append_int(detail, inputs.size());
-    detail += " > ";
-    append_int(detail, profile.max_inputs);
-    detail += " per request";
-    return bad_request(std::move(detail));
-  }
+  if (inputs.size() > profile.max_inputs)
+    return bad_request(concat("too many inputs: ", inputs.size(), " > ",
+                              profile.max_inputs, " per request"));
   return {};
 }
 
@@ -50,19 +38,18 @@ caf::error check_characters(std::size_t i, const std::string& text) {
   for (const auto* p = begin; p < end;) {
     const auto* at = p;
     auto cp = decode_utf8(p, end);
-    if (cp < 0 || cp == 0) {
-      auto detail = index_prefix(i);
-      detail += cp < 0 ? "is not valid UTF-8 (at byte "
-                       : "contains a NUL character (at byte ";
-      append_int(detail, at - begin);
-      detail += ')';
-      return bad_request(std::move(detail));
-    }
+    if (cp < 0)
+      return bad_request(concat("input[", i, "] is not valid UTF-8 (at byte ",
+                                at - begin, ')'));
+    if (cp == 0)
+      return bad_request(concat("input[", i,
+                                "] contains a NUL character (at byte ",
+                                at - begin, ')'));
     if (!has_content && !is_space(cp))
       has_content = true;
   }
   if (!has_content)
-    return bad_request(index_prefix(i) + "is empty or whitespace only");
+    return bad_request(concat("input[", i, "] is empty or whitespace only"));
   return {};
 }
 
@@ -70,25 +57,15 @@ caf::error check_characters(std::size_t i, const std::string& text) {
 caf::error check_text(std::size_t i, const std::string& text,
                       const provider_profile& profile,
                       std::size_t& total_tokens) {
-  if (text.size() > profile.max_input_bytes) {
-    auto detail = index_prefix(i);
-    detail += "is too large: ";
-    append_int(detail, text.size());
-    detail += " bytes > ";
-    append_int(detail, profile.max_input_bytes);
-    return bad_request(std::move(detail));
-  }
+  if (text.size() > profile.max_input_bytes)
+    return bad_request(concat("input[", i, "] is too large: ", text.size(),
+                              " bytes > ", profile.max_input_bytes));
   if (auto err = check_characters(i, text))
     return err;
   auto tokens = estimate_tokens(text);
-  if (tokens > profile.max_tokens_per_input) {
-    auto detail = index_prefix(i);
-    detail += "is too long: about ";
-    append_int(detail, tokens);
-    detail += " tokens > ";
-    append_int(detail, profile.max_tokens_per_input);
-    return bad_request(std::move(detail));
-  }
+  if (tokens > profile.max_tokens_per_input)
+    return bad_request(concat("input[", i, "] is too long: about ", tokens,
+                              " tokens > ", profile.max_tokens_per_input));
   total_tokens += tokens;
   return {};
 }
@@ -97,12 +74,9 @@ caf::error check_total(std::size_t total_tokens,
                        const provider_profile& profile) {
   if (total_tokens <= profile.max_tokens_per_request)
     return {};
-  std::string detail = "inputs too long in total: about ";
-  append_int(detail, total_tokens);
-  detail += " tokens > ";
-  append_int(detail, profile.max_tokens_per_request);
-  detail += " per request";
-  return bad_request(std::move(detail));
+  return bad_request(concat("inputs too long in total: about ", total_tokens,
+                            " tokens > ", profile.max_tokens_per_request,
+                            " per request"));
 }
 
 } // namespace

@@ -1,6 +1,7 @@
 #include "json_reader.hpp"
 
 #include "decimal.hpp"
+#include "embedrt/protocol/openai.hpp"
 
 #include <utility>
 
@@ -61,10 +62,7 @@ bool to_float_slow(const number_token& t, float& out) {
 // -- failures -----------------------------------------------------------------
 
 bool json_reader::syntax_error(const char* at, const char* what) {
-  error_ = "malformed JSON at offset ";
-  append_int(error_, at - begin_);
-  error_ += ": ";
-  error_ += what;
+  error_ = concat("malformed JSON at offset ", at - begin_, ": ", what);
   return false;
 }
 
@@ -179,11 +177,25 @@ bool json_reader::read_int(const number_token& t, int64_t& out) {
   return res.ec == std::errc{} && res.ptr == t.end;
 }
 
+bool json_reader::read_utf8_string_or_null(const char* name, std::string& out) {
+  if (cur() == 'n')
+    return literal("null");
+  if (cur() != '"')
+    return reject_value(concat("'", name, "' must be a string"));
+  std::string_view text;
+  if (!read_string(text))
+    return false;
+  if (!openai::is_valid_utf8(text))
+    return fail(concat("'", name, "' is not valid UTF-8"));
+  out.assign(text);
+  return true;
+}
+
 bool json_reader::read_key(std::string_view& key) {
   if (peek() != '"')
     return syntax_error(
         p_, p_ < end_ ? "expected a string key" : "unexpected end of input");
-  return read_string(key);
+  return read_string(key) && expect_char(':', "expected ':'");
 }
 
 // -- skipping -----------------------------------------------------------------
@@ -206,25 +218,14 @@ bool json_reader::skip_value() {
 
 bool json_reader::open_or_skip_scalar(std::string& stack, bool& opened) {
   std::string_view ignored;
-  switch (peek()) {
+  switch (char c = peek()) {
     case '{':
-      ++p_;
-      if (peek() == '}') {
-        ++p_;
-        return true;
-      }
-      stack.push_back('{');
-      opened = true;
-      return read_key(ignored) && expect_char(':', "expected ':'");
     case '[':
-      ++p_;
-      if (peek() == ']') {
-        ++p_;
+      if (open_empty(c == '{' ? '}' : ']'))
         return true;
-      }
-      stack.push_back('[');
+      stack.push_back(c);
       opened = true;
-      return true;
+      return c == '[' || read_key(ignored);
     case '"': return read_string(ignored);
     case 't': return literal("true");
     case 'f': return literal("false");
@@ -242,23 +243,17 @@ bool json_reader::open_or_skip_scalar(std::string& stack, bool& opened) {
 
 bool json_reader::close_containers(std::string& stack) {
   while (!stack.empty()) {
-    char c = peek();
-    if (c == ',') {
-      ++p_;
+    bool object = stack.back() == '{';
+    bool more = false;
+    if (!comma_or_close(object ? '}' : ']',
+                        object ? "expected ',' or '}'" : "expected ',' or ']'",
+                        more))
+      return false;
+    if (more) {
       std::string_view ignored;
-      return stack.back() != '{'
-          || (read_key(ignored) && expect_char(':', "expected ':'"));
+      return !object || read_key(ignored);
     }
-    if (c == (stack.back() == '{' ? '}' : ']')) {
-      ++p_;
-      stack.pop_back();
-      continue;
-    }
-    if (p_ == end_)
-      return syntax_error(p_, "unexpected end of input");
-    return syntax_error(p_,
-                        stack.back() == '{' ? "expected ',' or '}'"
-                                            : "expected ',' or ']'");
+    stack.pop_back();
   }
   return true;
 }

@@ -118,6 +118,10 @@ class json_reader {
   /// Converts an integer token (no fraction, no exponent) that fits.
   static bool read_int(const number_token& t, int64_t& out);
 
+  /// Reads a member `name` that must be a string of valid UTF-8 into `out`;
+  /// null leaves `out` as it is.
+  bool read_utf8_string_or_null(const char* name, std::string& out);
+
   /// Validates and skips one value of any shape without recursion.
   bool skip_value();
 
@@ -149,8 +153,30 @@ class json_reader {
   bool read_unicode_escape(const char* esc);
   bool read_hex4(uint32_t& out);
 
-  /// Reads an object key and its ':' (p_ at the key, whitespace allowed).
+  /// Reads an object key and the ':' after it (p_ at the key, whitespace
+  /// allowed).
   bool read_key(std::string_view& key);
+
+  /// At '{' or '[': consumes it, and `close` too if the container is empty
+  /// (then true).
+  bool open_empty(char close) {
+    ++p_;
+    if (peek() != close)
+      return false;
+    ++p_;
+    return true;
+  }
+
+  /// After a member or element: ',' (then `more`) or `close` must follow.
+  bool comma_or_close(char close, const char* expected, bool& more) {
+    char c = peek();
+    if (c == ',' || c == close) {
+      ++p_;
+      more = c == ',';
+      return true;
+    }
+    return syntax_error(p_, p_ < end_ ? expected : "unexpected end of input");
+  }
 
   /// skip_value: skips a scalar or opens a container (then `opened`).
   bool open_or_skip_scalar(std::string& stack, bool& opened);
@@ -353,59 +379,32 @@ inline bool json_reader::read_number(number_token& t) {
 
 template <class F>
 bool json_reader::for_each_member(F on_member) {
-  ++p_;
-  if (peek() == '}') {
-    ++p_;
+  if (open_empty('}'))
     return true;
-  }
-  for (;;) {
+  for (bool more = true; more;) {
     std::string_view key;
     if (!read_key(key))
       return false;
     // The key may live in scratch_, which the value can overwrite.
     key_copy_.assign(key);
-    if (!expect_char(':', "expected ':'"))
-      return false;
     skip_ws();
-    if (!on_member(std::string_view{key_copy_}))
+    if (!on_member(std::string_view{key_copy_})
+        || !comma_or_close('}', "expected ',' or '}'", more))
       return false;
-    char c = peek();
-    if (c == ',') {
-      ++p_;
-      continue;
-    }
-    if (c == '}') {
-      ++p_;
-      return true;
-    }
-    return syntax_error(
-        p_, p_ < end_ ? "expected ',' or '}'" : "unexpected end of input");
   }
+  return true;
 }
 
 template <class F>
 bool json_reader::for_each_element(F on_element) {
-  ++p_;
-  if (peek() == ']') {
-    ++p_;
+  if (open_empty(']'))
     return true;
-  }
-  for (;;) {
+  for (bool more = true; more;) {
     skip_ws();
-    if (!on_element())
+    if (!on_element() || !comma_or_close(']', "expected ',' or ']'", more))
       return false;
-    char c = peek();
-    if (c == ',') {
-      ++p_;
-      continue;
-    }
-    if (c == ']') {
-      ++p_;
-      return true;
-    }
-    return syntax_error(
-        p_, p_ < end_ ? "expected ',' or ']'" : "unexpected end of input");
   }
+  return true;
 }
 
 } // namespace embedrt::detail

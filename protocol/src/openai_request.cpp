@@ -14,6 +14,7 @@ namespace embedrt::openai {
 namespace {
 
 using detail::append_int;
+using detail::concat;
 using detail::number_token;
 
 std::size_t encoded_size_hint(const embeddings_request& req) {
@@ -161,11 +162,8 @@ class request_parser : detail::json_reader {
     // [1, 2] and [[1, 2], [3]] are OpenAI's token arrays.
     if (starts_number(cur()) || nested_token_array())
       return reject_value("'input' token arrays are not supported: send text");
-    std::string detail = not_text;
-    detail += " (input[";
-    append_int(detail, result_.input.size());
-    detail += "] is not a string)";
-    return reject_value(std::move(detail));
+    return reject_value(concat(not_text, " (input[", result_.input.size(),
+                               "] is not a string)"));
   }
 
   // True if p_ is at an array whose first element is a number.
@@ -217,17 +215,7 @@ class request_parser : detail::json_reader {
   }
 
   bool parse_user() {
-    if (cur() == 'n')
-      return literal("null"); // null counts as absent
-    if (cur() != '"')
-      return reject_value("'user' must be a string");
-    std::string_view user;
-    if (!read_string(user))
-      return false;
-    if (!is_valid_utf8(user))
-      return fail("'user' is not valid UTF-8");
-    result_.user.assign(user);
-    return true;
+    return read_utf8_string_or_null("user", result_.user); // null: absent
   }
 
   embeddings_request result_;

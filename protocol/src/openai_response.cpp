@@ -19,6 +19,7 @@ namespace {
 using detail::append_base64_floats;
 using detail::append_float;
 using detail::append_int;
+using detail::concat;
 using detail::decode_base64_into;
 using detail::number_token;
 using detail::to_float;
@@ -109,19 +110,14 @@ class response_parser : detail::json_reader {
  private:
   // -- failure details --------------------------------------------------------
 
+  // "data[N]": the item being read.
   std::string item_prefix() const {
-    std::string s = "data[";
-    append_int(s, count_);
-    s += ']';
-    return s;
+    return concat("data[", count_, ']');
   }
 
   bool fail_not_finite(std::size_t j) {
-    auto detail = item_prefix();
-    detail += ".embedding[";
-    append_int(detail, j);
-    detail += "] is not a finite float32";
-    return fail(std::move(detail));
+    return fail(
+        concat(item_prefix(), ".embedding[", j, "] is not a finite float32"));
   }
 
   // -- the document -----------------------------------------------------------
@@ -159,28 +155,12 @@ class response_parser : detail::json_reader {
     std::size_t i = 0;
     while (i < filled_.size() && filled_[i])
       ++i;
-    std::string detail = "missing embedding for index ";
-    append_int(detail, i);
-    detail += " (";
-    append_int(detail, count_);
-    detail += " of ";
-    append_int(detail, expect_.inputs);
-    detail += " returned)";
-    return fail(std::move(detail));
+    return fail(concat("missing embedding for index ", i, " (", count_, " of ",
+                       expect_.inputs, " returned)"));
   }
 
   bool parse_model() {
-    if (cur() == 'n')
-      return literal("null");
-    if (cur() != '"')
-      return reject_value("'model' must be a string");
-    std::string_view model;
-    if (!read_string(model))
-      return false;
-    if (!is_valid_utf8(model))
-      return fail("'model' is not valid UTF-8");
-    model_.assign(model);
-    return true;
+    return read_utf8_string_or_null("model", model_);
   }
 
   bool parse_usage() {
@@ -227,12 +207,9 @@ class response_parser : detail::json_reader {
     return for_each_element([this] {
       if (cur() != '{')
         return reject_value(item_prefix() + " must be an object");
-      if (count_ >= expect_.inputs) {
-        std::string detail = "more embeddings than inputs (more than ";
-        append_int(detail, expect_.inputs);
-        detail += ')';
-        return fail(std::move(detail));
-      }
+      if (count_ >= expect_.inputs)
+        return fail(concat("more embeddings than inputs (more than ",
+                           expect_.inputs, ')'));
       return parse_item();
     });
   }
@@ -280,13 +257,9 @@ class response_parser : detail::json_reader {
 
   bool parse_float_vector() {
     return for_each_element([this] {
-      if (!starts_number(cur())) {
-        auto detail = item_prefix();
-        detail += ".embedding[";
-        append_int(detail, current_.size());
-        detail += "] is not a number";
-        return reject_value(std::move(detail));
-      }
+      if (!starts_number(cur()))
+        return reject_value(concat(item_prefix(), ".embedding[",
+                                   current_.size(), "] is not a number"));
       number_token t;
       float value = 0;
       if (!read_number(t))
@@ -331,13 +304,8 @@ class response_parser : detail::json_reader {
     if (!expect_.dimensions
         || current_.size() == static_cast<std::size_t>(*expect_.dimensions))
       return true;
-    auto detail = item_prefix();
-    detail += ".embedding has ";
-    append_int(detail, current_.size());
-    detail += " dimensions, ";
-    append_int(detail, *expect_.dimensions);
-    detail += " requested";
-    return fail(std::move(detail));
+    return fail(concat(item_prefix(), ".embedding has ", current_.size(),
+                       " dimensions, ", *expect_.dimensions, " requested"));
   }
 
   // Every vector has the dimension of the first one.
@@ -349,24 +317,15 @@ class response_parser : detail::json_reader {
     }
     if (current_.size() == first_dims_)
       return true;
-    auto detail = item_prefix();
-    detail += ".embedding has ";
-    append_int(detail, current_.size());
-    detail += " dimensions, the first embedding has ";
-    append_int(detail, first_dims_);
-    return fail(std::move(detail));
+    return fail(concat(item_prefix(), ".embedding has ", current_.size(),
+                       " dimensions, the first embedding has ", first_dims_));
   }
 
   bool check_index_in_range(int64_t index) {
     if (index >= 0 && static_cast<uint64_t>(index) < expect_.inputs)
       return true;
-    auto detail = item_prefix();
-    detail += ".index ";
-    append_int(detail, index);
-    detail += " is out of range (";
-    append_int(detail, expect_.inputs);
-    detail += " inputs)";
-    return fail(std::move(detail));
+    return fail(concat(item_prefix(), ".index ", index, " is out of range (",
+                       expect_.inputs, " inputs)"));
   }
 
   // Moves current_ into the slot of `index` (in range), unless taken.
@@ -376,12 +335,8 @@ class response_parser : detail::json_reader {
       slots_.resize(idx + 1);
       filled_.resize(idx + 1, false);
     }
-    if (filled_[idx]) {
-      std::string detail = "duplicate index ";
-      append_int(detail, index);
-      detail += " in data";
-      return fail(std::move(detail));
-    }
+    if (filled_[idx])
+      return fail(concat("duplicate index ", index, " in data"));
     slots_[idx] = std::move(current_);
     current_ = std::vector<float>{};
     filled_[idx] = true;
