@@ -269,7 +269,60 @@ void per_upstream(writer& w, const metrics_snapshot& snap, const char* name,
     w.sample(name, {{"upstream", u.name}}, get(u));
 }
 
-void render_pool_gauges(writer& w, const metrics_snapshot& snap) {
+// A family with one sample per upstream: one member of upstream_metrics.
+template <class Field>
+struct upstream_field {
+  const char* name;
+  const char* help;
+  Field upstream_metrics::*member;
+};
+
+constexpr upstream_field<int32_t> pool_gauges[] = {
+    {"embedrt_connections_open",
+     "Connection actors alive (each owns one keep-alive connection).",
+     &upstream_metrics::connections_open},
+    {"embedrt_connections_idle", "Connection actors alive and without a call.",
+     &upstream_metrics::connections_idle},
+    {"embedrt_connections_busy",
+     "Connection actors with an upstream request in flight.",
+     &upstream_metrics::connections_busy},
+    {"embedrt_queue_depth",
+     "Calls waiting in the pool's queue for an idle connection.",
+     &upstream_metrics::queue_depth},
+};
+
+constexpr upstream_field<int64_t> pool_counters[] = {
+    {"embedrt_connects_total",
+     "Upstream attempts that opened a new connection.",
+     &upstream_metrics::connects},
+    {"embedrt_connection_reuses_total",
+     "Upstream attempts sent over a kept-alive connection.",
+     &upstream_metrics::reuses},
+    {"embedrt_connection_restarts_total",
+     "Connection actors restarted by the pool's supervisor.",
+     &upstream_metrics::restarts},
+    {"embedrt_rejected_total",
+     "Calls the pool rejected as overloaded (queue full or retry budget).",
+     &upstream_metrics::rejected},
+    {"embedrt_prompt_tokens_total",
+     "Prompt tokens reported by the upstream (usage.prompt_tokens).",
+     &upstream_metrics::prompt_tokens},
+    {"embedrt_tokens_total",
+     "Tokens reported by the upstream (usage.total_tokens).",
+     &upstream_metrics::total_tokens},
+};
+
+template <class Field, std::size_t N>
+void render_fields(writer& w, const metrics_snapshot& snap, const char* type,
+                   const upstream_field<Field> (&fields)[N]) {
+  for (const auto& f : fields)
+    per_upstream(w, snap, f.name, type, f.help,
+                 [&f](const upstream_metrics& u) {
+                   return u.*f.member;
+                 });
+}
+
+void render_pools(writer& w, const metrics_snapshot& snap) {
   per_upstream(w, snap, "embedrt_upstream_up", "gauge",
                "1 if the upstream's pool answers and is not marked down by "
                "its supervisor (the breaker has its own gauge).",
@@ -278,64 +331,11 @@ void render_pool_gauges(writer& w, const metrics_snapshot& snap) {
                      && u.state != "unknown";
                  return int64_t{up ? 1 : 0};
                });
-  per_upstream(w, snap, "embedrt_connections_open", "gauge",
-               "Connection actors alive (each owns one keep-alive "
-               "connection).",
-               [](const upstream_metrics& u) {
-                 return u.connections_open;
-               });
-  per_upstream(w, snap, "embedrt_connections_idle", "gauge",
-               "Connection actors alive and without a call.",
-               [](const upstream_metrics& u) {
-                 return u.connections_idle;
-               });
-  per_upstream(w, snap, "embedrt_connections_busy", "gauge",
-               "Connection actors with an upstream request in flight.",
-               [](const upstream_metrics& u) {
-                 return u.connections_busy;
-               });
-  per_upstream(w, snap, "embedrt_queue_depth", "gauge",
-               "Calls waiting in the pool's queue for an idle connection.",
-               [](const upstream_metrics& u) {
-                 return u.queue_depth;
-               });
+  render_fields(w, snap, "gauge", pool_gauges);
+  render_fields(w, snap, "counter", pool_counters);
 }
 
-void render_pool_counters(writer& w, const metrics_snapshot& snap) {
-  per_upstream(w, snap, "embedrt_connects_total", "counter",
-               "Upstream attempts that opened a new connection.",
-               [](const upstream_metrics& u) {
-                 return u.connects;
-               });
-  per_upstream(w, snap, "embedrt_connection_reuses_total", "counter",
-               "Upstream attempts sent over a kept-alive connection.",
-               [](const upstream_metrics& u) {
-                 return u.reuses;
-               });
-  per_upstream(w, snap, "embedrt_connection_restarts_total", "counter",
-               "Connection actors restarted by the pool's supervisor.",
-               [](const upstream_metrics& u) {
-                 return u.restarts;
-               });
-  per_upstream(w, snap, "embedrt_rejected_total", "counter",
-               "Calls the pool rejected as overloaded (queue full or retry "
-               "budget).",
-               [](const upstream_metrics& u) {
-                 return u.rejected;
-               });
-}
-
-void render_tokens_and_ratelimits(writer& w, const metrics_snapshot& snap) {
-  per_upstream(w, snap, "embedrt_prompt_tokens_total", "counter",
-               "Prompt tokens reported by the upstream (usage.prompt_tokens).",
-               [](const upstream_metrics& u) {
-                 return u.prompt_tokens;
-               });
-  per_upstream(w, snap, "embedrt_tokens_total", "counter",
-               "Tokens reported by the upstream (usage.total_tokens).",
-               [](const upstream_metrics& u) {
-                 return u.total_tokens;
-               });
+void render_ratelimits(writer& w, const metrics_snapshot& snap) {
   w.family("embedrt_ratelimit_remaining_requests", "gauge",
            "Last x-ratelimit-remaining-requests the upstream sent (absent "
            "until one was seen).");
@@ -439,9 +439,8 @@ std::string render_prometheus(const metrics_snapshot& snap) {
   render_request_counts(w, snap);
   render_retries(w, snap);
   render_request_latencies(w, snap);
-  render_pool_gauges(w, snap);
-  render_pool_counters(w, snap);
-  render_tokens_and_ratelimits(w, snap);
+  render_pools(w, snap);
+  render_ratelimits(w, snap);
   render_breakers(w, snap);
   render_upstream_calls(w, snap);
   render_process(w, snap.process);
