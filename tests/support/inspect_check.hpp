@@ -23,6 +23,8 @@
 
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
+#include <caf/error.hpp>
+#include <caf/fwd.hpp>
 #include <caf/meta/annotation.hpp>
 #include <caf/meta/type_name.hpp>
 #include <catch2/catch.hpp>
@@ -269,30 +271,37 @@ inspect_check_detail::field_counter count_inspected_fields() {
   return f;
 }
 
-/// `x` after a trip through CAF's binary serializer and deserializer (no
-/// actor system: plain structs need none).
+/// `x` after a trip through CAF's binary serializer and deserializer. Plain
+/// structs need no actor system; pass one for messages holding actor
+/// handles.
 template <class T>
-T binary_round_trip(T x) {
+T binary_round_trip(T x, caf::actor_system* sys = nullptr) {
   std::vector<char> buf;
-  caf::binary_serializer sink{nullptr, buf};
+  auto sink = sys != nullptr ? caf::binary_serializer{*sys, buf}
+                             : caf::binary_serializer{nullptr, buf};
   auto err = sink(x);
+  INFO("serializer: " << caf::to_string(err));
   REQUIRE(!err);
   T y{};
-  caf::binary_deserializer source{nullptr, buf};
+  auto source = sys != nullptr ? caf::binary_deserializer{*sys, buf}
+                               : caf::binary_deserializer{nullptr, buf};
   err = source(y);
+  INFO("deserializer: " << caf::to_string(err));
   REQUIRE(!err);
   REQUIRE(source.remaining() == 0);
   return y;
 }
 
-/// Checks (a) and (b) of the comment at the top for message type `T`.
+/// Checks (a) and (b) of the comment at the top for message type `T`
+/// (`sys`: see binary_round_trip).
 template <class T>
-void check_inspect_covers_every_field(const T& sample) {
+void check_inspect_covers_every_field(const T& sample,
+                                      caf::actor_system* sys = nullptr) {
   auto inspected = count_inspected_fields<T>();
   INFO("message type " << inspected.type_name);
   CHECK(member_count<T>() == inspected.fields);
   CHECK(inspect_check_detail::default_members(sample) == "");
-  auto copy = binary_round_trip(sample);
+  auto copy = binary_round_trip(sample, sys);
   CHECK(inspect_check_detail::first_difference(sample, copy) == "");
 }
 
