@@ -178,8 +178,7 @@ class response_parser : detail::json_reader {
   }
 
   bool parse_token_count(std::string_view key, int64_t& field) {
-    auto detail
-        = "'usage." + std::string{key} + "' must be a non-negative integer";
+    auto detail = concat("'usage.", key, "' must be a non-negative integer");
     if (!starts_number(cur()))
       return reject_value(std::move(detail));
     number_token t;
