@@ -1,11 +1,11 @@
-// RapidJSON helpers shared by the input parser and the output scanner of
+// JSON helpers shared by the input parser and the output scanner of
 // `embedrt embed` (internal to app/embed).
 #pragma once
 
+#include "embedrt/protocol/json_writer.hpp"
+
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 #include <string>
 #include <string_view>
 
@@ -25,10 +25,8 @@ inline std::string parse_json(rapidjson::Document& doc, std::string_view text) {
 /// string, an integer as its digits. Returns false for any other type.
 inline bool canonical_id(const rapidjson::Value& v, std::string& out) {
   if (v.IsString()) {
-    rapidjson::StringBuffer sb;
-    rapidjson::Writer<rapidjson::StringBuffer> w{sb};
-    w.String(v.GetString(), v.GetStringLength());
-    out.assign(sb.GetString(), sb.GetSize());
+    out.clear();
+    append_json_string(out, {v.GetString(), v.GetStringLength()});
     return true;
   }
   if (v.IsInt64()) {
@@ -40,14 +38,6 @@ inline bool canonical_id(const rapidjson::Value& v, std::string& out) {
     return true;
   }
   return false;
-}
-
-/// Appends `s` as a JSON string to `out`.
-inline void append_json_string(std::string& out, std::string_view s) {
-  rapidjson::StringBuffer sb;
-  rapidjson::Writer<rapidjson::StringBuffer> w{sb};
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-  out.append(sb.GetString(), sb.GetSize());
 }
 
 } // namespace embedrt::app::embed::detail

@@ -1,6 +1,6 @@
 #include "embed/output.hpp"
 
-#include "embed/json_util.hpp"
+#include "embedrt/protocol/json_writer.hpp"
 
 #include <cerrno>
 #include <charconv>
@@ -66,9 +66,9 @@ void append_reject(std::string& out, std::string_view id, uint64_t line,
   out += ",\"line\":";
   out += std::to_string(line);
   out += ",\"error\":";
-  detail::append_json_string(out, error);
+  append_json_string(out, error);
   out += ",\"message\":";
-  detail::append_json_string(out, message);
+  append_json_string(out, message);
   out += "}\n";
 }
 

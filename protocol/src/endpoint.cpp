@@ -81,24 +81,102 @@ uint16_t default_port(bool tls) {
   return tls ? 443 : 80;
 }
 
-} // namespace
-
-caf::expected<base_url> parse_base_url(std::string_view url) {
+std::string_view trim_blanks(std::string_view url) {
   while (!url.empty() && (url.front() == ' ' || url.front() == '\t'))
     url.remove_prefix(1);
   while (!url.empty() && (url.back() == ' ' || url.back() == '\t'))
     url.remove_suffix(1);
-  base_url result;
+  return url;
+}
+
+// Removes "http://" or "https://" (any case) from `url`; sets `tls`.
+caf::error strip_scheme(std::string_view& url, bool& tls) {
   if (iequals_prefix(url, "https://")) {
-    result.tls = true;
+    tls = true;
     url.remove_prefix(8);
-  } else if (iequals_prefix(url, "http://")) {
-    url.remove_prefix(7);
-  } else if (url.find("://") != std::string_view::npos) {
-    return bad_url("unsupported scheme (use http:// or https://)");
-  } else {
-    return bad_url("missing scheme (use http:// or https://)");
+    return {};
   }
+  if (iequals_prefix(url, "http://")) {
+    url.remove_prefix(7);
+    return {};
+  }
+  if (url.find("://") != std::string_view::npos)
+    return bad_url("unsupported scheme (use http:// or https://)");
+  return bad_url("missing scheme (use http:// or https://)");
+}
+
+// The host and the port text of an authority; `has_port` if a ':' came
+// after the host.
+struct host_and_port {
+  std::string host;
+  std::string_view port_text;
+  bool has_port = false;
+};
+
+// "[v6-address]" with an optional ":port".
+caf::error split_ipv6_authority(std::string_view authority,
+                                host_and_port& out) {
+  auto close = authority.find(']');
+  if (close == std::string_view::npos)
+    return bad_url("unterminated IPv6 address (missing ']')");
+  auto host = authority.substr(1, close - 1);
+  std::string host_str{host};
+  in6_addr addr;
+  if (host.empty() || inet_pton(AF_INET6, host_str.c_str(), &addr) != 1)
+    return bad_url("invalid IPv6 address");
+  out.host = std::move(host_str);
+  auto rest = authority.substr(close + 1);
+  if (!rest.empty()) {
+    if (rest.front() != ':')
+      return bad_url("unexpected characters after the IPv6 address");
+    out.has_port = true;
+    out.port_text = rest.substr(1);
+  }
+  return {};
+}
+
+// "name-or-ipv4" with an optional ":port".
+caf::error split_authority(std::string_view authority, host_and_port& out) {
+  if (!authority.empty() && authority.front() == '[')
+    return split_ipv6_authority(authority, out);
+  auto colon = authority.find(':');
+  auto host = authority.substr(0, colon);
+  if (colon != std::string_view::npos) {
+    out.has_port = true;
+    out.port_text = authority.substr(colon + 1);
+    if (out.port_text.find(':') != std::string_view::npos)
+      return bad_url("IPv6 addresses must be enclosed in brackets");
+  }
+  if (host.empty())
+    return bad_url("empty host");
+  if (!valid_reg_name(host))
+    return bad_url("invalid character in host");
+  out.host.assign(host);
+  return {};
+}
+
+caf::error parse_port(std::string_view text, uint16_t& out) {
+  unsigned port = 0;
+  if (text.empty() || text.size() > 5)
+    return bad_url("invalid port");
+  for (char c : text) {
+    if (c < '0' || c > '9')
+      return bad_url("invalid port");
+    port = port * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (port == 0 || port > 65535)
+    return bad_url("port out of range (1-65535)");
+  out = static_cast<uint16_t>(port);
+  return {};
+}
+
+} // namespace
+
+caf::expected<base_url> parse_base_url(std::string_view url) {
+  url = trim_blanks(url);
+  base_url result;
+  if (auto err = strip_scheme(url, result.tls))
+    return err;
   if (url.find('#') != std::string_view::npos)
     return bad_url("fragments (#...) are not allowed");
   if (url.find('?') != std::string_view::npos)
@@ -109,55 +187,14 @@ caf::expected<base_url> parse_base_url(std::string_view url) {
                                               : url.substr(slash);
   if (authority.find('@') != std::string_view::npos)
     return bad_url("user-info (user:password@) is not allowed");
-  std::string_view port_text;
-  bool has_port = false;
-  if (!authority.empty() && authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      return bad_url("unterminated IPv6 address (missing ']')");
-    auto host = authority.substr(1, close - 1);
-    std::string host_str{host};
-    in6_addr addr;
-    if (host.empty() || inet_pton(AF_INET6, host_str.c_str(), &addr) != 1)
-      return bad_url("invalid IPv6 address");
-    result.host = std::move(host_str);
-    auto rest = authority.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':')
-        return bad_url("unexpected characters after the IPv6 address");
-      has_port = true;
-      port_text = rest.substr(1);
-    }
-  } else {
-    auto colon = authority.find(':');
-    auto host = authority.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      has_port = true;
-      port_text = authority.substr(colon + 1);
-      if (port_text.find(':') != std::string_view::npos)
-        return bad_url("IPv6 addresses must be enclosed in brackets");
-    }
-    if (host.empty())
-      return bad_url("empty host");
-    if (!valid_reg_name(host))
-      return bad_url("invalid character in host");
-    result.host.assign(host);
-  }
-  if (has_port) {
-    unsigned port = 0;
-    if (port_text.empty() || port_text.size() > 5)
-      return bad_url("invalid port");
-    for (char c : port_text) {
-      if (c < '0' || c > '9')
-        return bad_url("invalid port");
-      port = port * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (port == 0 || port > 65535)
-      return bad_url("port out of range (1-65535)");
-    result.port = static_cast<uint16_t>(port);
-  } else {
-    result.port = default_port(result.tls);
-  }
+  host_and_port hp;
+  if (auto err = split_authority(authority, hp))
+    return err;
+  result.host = std::move(hp.host);
+  result.port = default_port(result.tls);
+  if (hp.has_port)
+    if (auto err = parse_port(hp.port_text, result.port))
+      return err;
   if (!valid_path(path))
     return bad_url("invalid character in path");
   while (!path.empty() && path.back() == '/')

@@ -190,15 +190,11 @@ std::string label_or_none(const std::string& s) {
   return s.empty() ? std::string{"none"} : s;
 }
 
-} // namespace
+constexpr double ns_per_s = 1e9;
 
-std::string render_prometheus(const metrics_snapshot& snap) {
-  std::string out;
-  out.reserve(16 * 1024);
-  writer w{out};
-  constexpr double ns_per_s = 1e9;
+// -- requests -----------------------------------------------------------------
 
-  // -- requests --------------------------------------------------------------
+void render_request_counts(writer& w, const metrics_snapshot& snap) {
   w.family("embedrt_metrics_enabled", "gauge",
            "1 if request metrics are recorded (runtime_config.metrics), else "
            "0.");
@@ -226,7 +222,11 @@ std::string render_prometheus(const metrics_snapshot& snap) {
               {"outcome", r.outcome},
               {"error", label_or_none(r.error)}},
              r.texts);
-  // Retries per upstream (summed over models and outcomes).
+}
+
+void render_retries(writer& w, const metrics_snapshot& snap) {
+  // Per upstream: retries (summed over models and outcomes) and retries the
+  // retry budget refused.
   std::map<std::string, std::pair<int64_t, int64_t>> retries;
   for (const auto& u : snap.upstreams)
     retries[u.name];
@@ -244,6 +244,9 @@ std::string render_prometheus(const metrics_snapshot& snap) {
   for (const auto& [up, n] : retries)
     w.sample("embedrt_retry_budget_rejections_total", {{"upstream", up}},
              n.second);
+}
+
+void render_request_latencies(writer& w, const metrics_snapshot& snap) {
   w.family("embedrt_request_duration_seconds", "histogram",
            "End-to-end latency of caller requests, from arrival at the "
            "service to the reply.");
@@ -253,72 +256,86 @@ std::string render_prometheus(const metrics_snapshot& snap) {
                  {"model", l.model},
                  {"outcome", l.outcome}},
                 l.latency_ns, latency_bounds(), ns_per_s);
+}
 
-  // -- upstreams -------------------------------------------------------------
-  auto gauge
-      = [&](const char* name, const char* type, const char* help, auto get) {
-          w.family(name, type, help);
-          for (const auto& u : snap.upstreams)
-            w.sample(name, {{"upstream", u.name}}, get(u));
-        };
-  gauge("embedrt_upstream_up", "gauge",
-        "1 if the upstream's pool answers and is not marked down by its "
-        "supervisor (the breaker has its own gauge).",
-        [](const upstream_metrics& u) {
-          bool up = u.state != "down" && u.state != "unresponsive"
-              && u.state != "unknown";
-          return int64_t{up ? 1 : 0};
-        });
-  gauge("embedrt_connections_open", "gauge",
-        "Connection actors alive (each owns one keep-alive connection).",
-        [](const upstream_metrics& u) {
-          return u.connections_open;
-        });
-  gauge("embedrt_connections_idle", "gauge",
-        "Connection actors alive and without a call.",
-        [](const upstream_metrics& u) {
-          return u.connections_idle;
-        });
-  gauge("embedrt_connections_busy", "gauge",
-        "Connection actors with an upstream request in flight.",
-        [](const upstream_metrics& u) {
-          return u.connections_busy;
-        });
-  gauge("embedrt_queue_depth", "gauge",
-        "Calls waiting in the pool's queue for an idle connection.",
-        [](const upstream_metrics& u) {
-          return u.queue_depth;
-        });
-  gauge("embedrt_connects_total", "counter",
-        "Upstream attempts that opened a new connection.",
-        [](const upstream_metrics& u) {
-          return u.connects;
-        });
-  gauge("embedrt_connection_reuses_total", "counter",
-        "Upstream attempts sent over a kept-alive connection.",
-        [](const upstream_metrics& u) {
-          return u.reuses;
-        });
-  gauge("embedrt_connection_restarts_total", "counter",
-        "Connection actors restarted by the pool's supervisor.",
-        [](const upstream_metrics& u) {
-          return u.restarts;
-        });
-  gauge("embedrt_rejected_total", "counter",
-        "Calls the pool rejected as overloaded (queue full or retry budget).",
-        [](const upstream_metrics& u) {
-          return u.rejected;
-        });
-  gauge("embedrt_prompt_tokens_total", "counter",
-        "Prompt tokens reported by the upstream (usage.prompt_tokens).",
-        [](const upstream_metrics& u) {
-          return u.prompt_tokens;
-        });
-  gauge("embedrt_tokens_total", "counter",
-        "Tokens reported by the upstream (usage.total_tokens).",
-        [](const upstream_metrics& u) {
-          return u.total_tokens;
-        });
+// -- upstreams ----------------------------------------------------------------
+
+// One family with one sample per upstream: `get(u)`.
+template <class Get>
+void per_upstream(writer& w, const metrics_snapshot& snap, const char* name,
+                  const char* type, const char* help, Get get) {
+  w.family(name, type, help);
+  for (const auto& u : snap.upstreams)
+    w.sample(name, {{"upstream", u.name}}, get(u));
+}
+
+// A family with one sample per upstream: one member of upstream_metrics.
+template <class Field>
+struct upstream_field {
+  const char* name;
+  const char* help;
+  Field upstream_metrics::*member;
+};
+
+constexpr upstream_field<int32_t> pool_gauges[] = {
+    {"embedrt_connections_open",
+     "Connection actors alive (each owns one keep-alive connection).",
+     &upstream_metrics::connections_open},
+    {"embedrt_connections_idle", "Connection actors alive and without a call.",
+     &upstream_metrics::connections_idle},
+    {"embedrt_connections_busy",
+     "Connection actors with an upstream request in flight.",
+     &upstream_metrics::connections_busy},
+    {"embedrt_queue_depth",
+     "Calls waiting in the pool's queue for an idle connection.",
+     &upstream_metrics::queue_depth},
+};
+
+constexpr upstream_field<int64_t> pool_counters[] = {
+    {"embedrt_connects_total",
+     "Upstream attempts that opened a new connection.",
+     &upstream_metrics::connects},
+    {"embedrt_connection_reuses_total",
+     "Upstream attempts sent over a kept-alive connection.",
+     &upstream_metrics::reuses},
+    {"embedrt_connection_restarts_total",
+     "Connection actors restarted by the pool's supervisor.",
+     &upstream_metrics::restarts},
+    {"embedrt_rejected_total",
+     "Calls the pool rejected as overloaded (queue full or retry budget).",
+     &upstream_metrics::rejected},
+    {"embedrt_prompt_tokens_total",
+     "Prompt tokens reported by the upstream (usage.prompt_tokens).",
+     &upstream_metrics::prompt_tokens},
+    {"embedrt_tokens_total",
+     "Tokens reported by the upstream (usage.total_tokens).",
+     &upstream_metrics::total_tokens},
+};
+
+template <class Field, std::size_t N>
+void render_fields(writer& w, const metrics_snapshot& snap, const char* type,
+                   const upstream_field<Field> (&fields)[N]) {
+  for (const auto& f : fields)
+    per_upstream(w, snap, f.name, type, f.help,
+                 [&f](const upstream_metrics& u) {
+                   return u.*f.member;
+                 });
+}
+
+void render_pools(writer& w, const metrics_snapshot& snap) {
+  per_upstream(w, snap, "embedrt_upstream_up", "gauge",
+               "1 if the upstream's pool answers and is not marked down by "
+               "its supervisor (the breaker has its own gauge).",
+               [](const upstream_metrics& u) {
+                 bool up = u.state != "down" && u.state != "unresponsive"
+                     && u.state != "unknown";
+                 return int64_t{up ? 1 : 0};
+               });
+  render_fields(w, snap, "gauge", pool_gauges);
+  render_fields(w, snap, "counter", pool_counters);
+}
+
+void render_ratelimits(writer& w, const metrics_snapshot& snap) {
   w.family("embedrt_ratelimit_remaining_requests", "gauge",
            "Last x-ratelimit-remaining-requests the upstream sent (absent "
            "until one was seen).");
@@ -333,11 +350,14 @@ std::string render_prometheus(const metrics_snapshot& snap) {
     if (u.ratelimit_remaining_tokens >= 0)
       w.sample("embedrt_ratelimit_remaining_tokens", {{"upstream", u.name}},
                u.ratelimit_remaining_tokens);
-  gauge("embedrt_breaker_state", "gauge",
-        "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
-        [](const upstream_metrics& u) {
-          return int64_t{u.breaker_state};
-        });
+}
+
+void render_breakers(writer& w, const metrics_snapshot& snap) {
+  per_upstream(w, snap, "embedrt_breaker_state", "gauge",
+               "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+               [](const upstream_metrics& u) {
+                 return int64_t{u.breaker_state};
+               });
   w.family("embedrt_breaker_transitions_total", "counter",
            "Circuit breaker state changes, by from and to state.");
   for (const auto& u : snap.upstreams) {
@@ -357,6 +377,9 @@ std::string render_prometheus(const metrics_snapshot& snap) {
                 {"to", breaker_state_name(k.second)}},
                n);
   }
+}
+
+void render_upstream_calls(writer& w, const metrics_snapshot& snap) {
   w.family("embedrt_upstream_requests_total", "counter",
            "Upstream HTTP attempts completed, by outcome and error kind.");
   for (const auto& u : snap.upstreams)
@@ -384,9 +407,11 @@ std::string render_prometheus(const metrics_snapshot& snap) {
   for (const auto& u : snap.upstreams)
     w.histogram("embedrt_batch_inputs", {{"upstream", u.name}}, u.batch_inputs,
                 size_bounds(), 1.0);
+}
 
-  // -- process (the standard names of Prometheus client libraries) -----------
-  const auto& p = snap.process;
+// -- process (the standard names of Prometheus client libraries) --------------
+
+void render_process(writer& w, const process_metrics& p) {
   w.family("process_cpu_seconds_total", "counter",
            "Total user and system CPU time spent in seconds.");
   w.sample("process_cpu_seconds_total", {}, p.cpu_seconds);
@@ -403,6 +428,22 @@ std::string render_prometheus(const metrics_snapshot& snap) {
   w.family("embedrt_process_threads", "gauge",
            "Threads of the process (CAF workers, I/O threads, others).");
   w.sample("embedrt_process_threads", {}, p.threads);
+}
+
+} // namespace
+
+std::string render_prometheus(const metrics_snapshot& snap) {
+  std::string out;
+  out.reserve(16 * 1024);
+  writer w{out};
+  render_request_counts(w, snap);
+  render_retries(w, snap);
+  render_request_latencies(w, snap);
+  render_pools(w, snap);
+  render_ratelimits(w, snap);
+  render_breakers(w, snap);
+  render_upstream_calls(w, snap);
+  render_process(w, snap.process);
   return out;
 }
 

@@ -1,4 +1,4 @@
-// The typed errors of embedrt (DESIGN.md §3).
+// The typed errors of embedrt (docs/architecture.md, "Errors").
 //
 // Every failure a caller can see is a `caf::error` in the "embedrt" category
 // with one of these codes. The error's context is always the triple

@@ -1,0 +1,98 @@
+// validate_inputs (openai.hpp): every check on a caller's texts made before
+// any network I/O.
+#include "decimal.hpp"
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/openai.hpp"
+#include "utf8.hpp"
+
+#include <utility>
+
+namespace embedrt::openai {
+
+namespace {
+
+using detail::concat;
+using detail::decode_utf8;
+using detail::is_space;
+
+caf::error bad_request(std::string detail) {
+  return make_error(errc::invalid_input, std::move(detail));
+}
+
+caf::error check_count(const std::vector<std::string>& inputs,
+                       const provider_profile& profile) {
+  if (inputs.empty())
+    return bad_request("no inputs: at least one text is required");
+  if (inputs.size() > profile.max_inputs)
+    return bad_request(concat("too many inputs: ", inputs.size(), " > ",
+                              profile.max_inputs, " per request"));
+  return {};
+}
+
+// `text` (input `i`) must be well-formed UTF-8 without NUL and hold more
+// than white space.
+caf::error check_characters(std::size_t i, const std::string& text) {
+  const auto* begin = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = begin + text.size();
+  bool has_content = false;
+  for (const auto* p = begin; p < end;) {
+    const auto* at = p;
+    auto cp = decode_utf8(p, end);
+    if (cp < 0)
+      return bad_request(concat("input[", i, "] is not valid UTF-8 (at byte ",
+                                at - begin, ')'));
+    if (cp == 0)
+      return bad_request(concat("input[", i,
+                                "] contains a NUL character (at byte ",
+                                at - begin, ')'));
+    if (!has_content && !is_space(cp))
+      has_content = true;
+  }
+  if (!has_content)
+    return bad_request(concat("input[", i, "] is empty or whitespace only"));
+  return {};
+}
+
+// Checks input `i` and adds its estimated tokens to `total_tokens`.
+caf::error check_text(std::size_t i, const std::string& text,
+                      const provider_profile& profile,
+                      std::size_t& total_tokens) {
+  if (text.size() > profile.max_input_bytes)
+    return bad_request(concat("input[", i, "] is too large: ", text.size(),
+                              " bytes > ", profile.max_input_bytes));
+  if (auto err = check_characters(i, text))
+    return err;
+  auto tokens = estimate_tokens(text);
+  if (tokens > profile.max_tokens_per_input)
+    return bad_request(concat("input[", i, "] is too long: about ", tokens,
+                              " tokens > ", profile.max_tokens_per_input));
+  total_tokens += tokens;
+  return {};
+}
+
+caf::error check_total(std::size_t total_tokens,
+                       const provider_profile& profile) {
+  if (total_tokens <= profile.max_tokens_per_request)
+    return {};
+  return bad_request(concat("inputs too long in total: about ", total_tokens,
+                            " tokens > ", profile.max_tokens_per_request,
+                            " per request"));
+}
+
+} // namespace
+
+caf::error validate_inputs(const std::vector<std::string>& inputs,
+                           const provider_profile& profile,
+                           bool check_request_total) {
+  if (auto err = check_count(inputs, profile))
+    return err;
+  std::size_t total_tokens = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    if (auto err = check_text(i, inputs[i], profile, total_tokens))
+      return err;
+  if (check_request_total)
+    return check_total(total_tokens, profile);
+  return {};
+}
+
+} // namespace embedrt::openai
