@@ -12,7 +12,6 @@
 // resume).
 #include "cli_args.hpp"
 #include "commands.hpp"
-#include "config.hpp"
 #include "embed/embed_job.hpp"
 #include "embed/id_set.hpp"
 #include "embed/output.hpp"
@@ -23,6 +22,7 @@
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "mock/mock_server.hpp"
+#include "node_config.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>

@@ -7,7 +7,6 @@
 // the built-in upstream failing).
 #include "cli_args.hpp"
 #include "commands.hpp"
-#include "config.hpp"
 #include "embedded_default.hpp"
 #include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"
@@ -15,6 +14,7 @@
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "mock/mock_options.hpp"
+#include "node_config.hpp"
 #include "serve/gateway.hpp"
 #include "serve/http_front.hpp"
 

@@ -4,8 +4,8 @@
 // requests there, so the whole path - HTTP, pool, batching - runs for real.
 #pragma once
 
-#include "config.hpp"
 #include "mock/mock_server.hpp"
+#include "node_config.hpp"
 
 #include <memory>
 #include <string>

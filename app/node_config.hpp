@@ -1,5 +1,8 @@
-// One configuration for every `embedrt` command: flags > environment >
-// config file > defaults (docs/cli.md, "Configuration").
+// The node's configuration: one for every `embedrt` command, resolved from
+// flags > environment > config file > defaults (docs/cli.md, "Configuration").
+// It contains the runtime's own settings (`runtime_config`,
+// embedrt/config.hpp) plus what only the command uses (serve, log level,
+// embedded default).
 //
 //   auto p = make_parser();             // the command's own options ...
 //   app::add_config_options(p);         // ... plus the shared ones

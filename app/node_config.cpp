@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "node_config.hpp"
 
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
