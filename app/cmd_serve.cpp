@@ -78,93 +78,121 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
-} // namespace
+/// The command line resolved: the configuration and the listen address, or
+/// the code to exit with (help, bad usage).
+struct command {
+  std::optional<app_config> cfg;
+  mock::listen_address addr;
+  int exit_code = 0;
+};
 
-int cmd_serve(const std::vector<std::string>& args) {
+command parse_command(const std::vector<std::string>& args) {
+  command cmd;
   auto p = make_parser();
-  if (!p.parse(args))
-    return usage_error(p.error());
+  if (!p.parse(args)) {
+    cmd.exit_code = usage_error(p.error());
+    return cmd;
+  }
   if (p.help_requested()) {
     std::cout << p.help();
-    return 0;
+    return cmd;
   }
   auto cfg = load_config(p, environment::from_process(), log_level::info);
-  if (!cfg)
-    return usage_error(cfg.error);
+  if (!cfg) {
+    cmd.exit_code = usage_error(cfg.error);
+    return cmd;
+  }
   set_log_level(cfg->log);
   for (const auto& w : cfg->warnings)
     std::cerr << prefix << w << '\n';
   auto addr = mock::parse_listen(cfg->serve.listen);
-  if (!addr)
-    return usage_error("listen address: " + addr.error);
-  cli::raise_fd_limit();
+  if (!addr) {
+    cmd.exit_code = usage_error("listen address: " + addr.error);
+    return cmd;
+  }
+  cmd.cfg = std::move(*cfg);
+  cmd.addr = std::move(*addr.value);
+  return cmd;
+}
 
-  // Signals first, so that one arriving right after the "listening" line is
-  // never lost.
-  boost::asio::io_context signals_ctx;
-  boost::asio::signal_set signals{signals_ctx, SIGINT, SIGTERM};
+/// Starts the built-in upstream when no upstream is configured and points
+/// `cfg` at it. Returns false (after saying why) if it cannot start.
+bool start_embedded(app_config& cfg,
+                    std::unique_ptr<mock::mock_server>& embedded) {
+  if (!cfg.uses_embedded_default)
+    return true;
+  std::string err;
+  embedded = start_embedded_default(cfg, err);
+  if (!embedded) {
+    std::cerr << prefix << err << '\n';
+    return false;
+  }
+  std::cerr << prefix
+            << "no upstream configured (no --upstream, OPENAI_BASE_URL, "
+               "config file upstream or API key): using the built-in "
+               "lexical upstream at "
+            << embedded->base_url() << '\n';
+  return true;
+}
 
-  // Declared first, destroyed last: the built-in upstream (if used) must
-  // outlive the actor system, and the front end's io_runtime too (replies
-  // from CAF workers are posted onto it).
-  std::unique_ptr<mock::mock_server> embedded;
-  if (cfg->uses_embedded_default) {
-    std::string err;
-    embedded = start_embedded_default(*cfg, err);
-    if (!embedded) {
-      std::cerr << prefix << err << '\n';
-      return 1;
-    }
+/// Spawns the runtime's service; std::nullopt (after saying why) if the
+/// configuration cannot be set up (e.g. a bad CA file).
+std::optional<service_actor> start_runtime(caf::actor_system& sys,
+                                           const app_config& cfg) {
+  auto spawned = spawn_service(sys, cfg.runtime);
+  if (!spawned) {
     std::cerr << prefix
-              << "no upstream configured (no --upstream, OPENAI_BASE_URL, "
-                 "config file upstream or API key): using the built-in "
-                 "lexical upstream at "
-              << embedded->base_url() << '\n';
+              << "cannot set up the runtime: " << render_error(spawned.error())
+              << '\n';
+    return std::nullopt;
   }
-  io_runtime front_io{cfg->runtime.io_threads};
+  return std::move(*spawned);
+}
 
-  caf::actor_system_config sys_cfg;
-  register_types(sys_cfg);
-  auto sys = std::make_unique<caf::actor_system>(sys_cfg);
-  std::optional<service_actor> svc;
-  {
-    auto spawned = spawn_service(*sys, cfg->runtime);
-    if (!spawned) {
-      std::cerr << prefix << "cannot set up the runtime: "
-                << render_error(spawned.error()) << '\n';
-      return 1;
-    }
-    svc = std::move(*spawned);
-  }
+std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
+                                             const service_actor& svc,
+                                             const app_config& cfg) {
   serve::gateway_options gopts;
-  gopts.auth_token = cfg->serve.auth_token;
-  gopts.default_timeout = cfg->runtime.default_timeout;
-  auto gw = std::make_unique<serve::gateway>(*sys, *svc, gopts);
+  gopts.auth_token = cfg.serve.auth_token;
+  gopts.default_timeout = cfg.runtime.default_timeout;
+  return std::make_unique<serve::gateway>(sys, svc, gopts);
+}
 
+/// Opens the listener and prints the "listening on" line; null (after saying
+/// why) if it cannot listen.
+std::unique_ptr<serve::http_front>
+start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
+            const mock::listen_address& addr) {
   serve::front_options fopts;
-  fopts.host = addr.value->host;
-  fopts.port = addr.value->port;
-  fopts.max_body_bytes = cfg->serve.max_body_bytes;
+  fopts.host = addr.host;
+  fopts.port = addr.port;
+  fopts.max_body_bytes = cfg.serve.max_body_bytes;
   auto front = std::make_unique<serve::http_front>(
-      front_io.context(), fopts,
-      [g = gw.get()](serve::front_request req, serve::responder respond) {
+      io.context(), fopts,
+      [g = &gw](serve::front_request req, serve::responder respond) {
         g->handle(std::move(req), std::move(respond));
       });
   auto port = front->start();
   if (port == 0) {
     std::cerr << prefix << front->error() << '\n';
-    front.reset();
-    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
-    return 1;
+    return nullptr;
   }
   log(log_level::info, "serve_listening",
       {{"address", url_host(fopts.host) + ":" + std::to_string(port)},
-       {"upstreams", std::to_string(cfg->runtime.upstreams.size())},
-       {"auth", cfg->serve.auth_token.empty() ? "off" : "bearer"}});
+       {"upstreams", std::to_string(cfg.runtime.upstreams.size())},
+       {"auth", cfg.serve.auth_token.empty() ? "off" : "bearer"}});
   std::cout << "listening on http://" << url_host(fopts.host) << ":" << port
             << std::endl;
+  return front;
+}
 
-  // First signal: drain. A second one ends the grace period at once.
+/// Runs until the front end has drained: the first SIGTERM/SIGINT starts the
+/// drain (up to `grace`), a second one ends the grace period at once.
+/// Returns the first signal.
+int serve_until_drained(boost::asio::io_context& signals_ctx,
+                        boost::asio::signal_set& signals,
+                        serve::http_front& front,
+                        std::chrono::milliseconds grace) {
   int received = 0;
   bool drained = false;
   std::function<void(const boost::system::error_code&, int)> on_signal;
@@ -174,16 +202,16 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (received != 0) {
       log(log_level::warn, "serve_grace_cut",
           {{"signal", std::to_string(sig)}});
-      front->expire_grace();
+      front.expire_grace();
       signals.async_wait(on_signal);
       return;
     }
     received = sig;
     log(log_level::info, "serve_draining",
         {{"signal", std::to_string(sig)},
-         {"grace_ms", std::to_string(cfg->serve.grace.count())},
-         {"connections", std::to_string(front->connections())}});
-    front->drain(cfg->serve.grace, [&] {
+         {"grace_ms", std::to_string(grace.count())},
+         {"connections", std::to_string(front.connections())}});
+    front.drain(grace, [&] {
       boost::asio::post(signals_ctx, [&] {
         drained = true;
         signals.cancel();
@@ -193,11 +221,14 @@ int cmd_serve(const std::vector<std::string>& args) {
   };
   signals.async_wait(on_signal);
   signals_ctx.run();
+  return received;
+}
 
-  front.reset();
-  gw.reset();
-  caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
-  svc.reset();
+/// Stops the runtime after the drain and exits 0.
+int stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
+                 service_actor svc, int received) {
+  caf::anon_send_exit(svc, caf::exit_reason::user_shutdown);
+  svc = nullptr;
   log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
   // Requests abandoned at the end of the grace period can keep request
   // actors waiting for their deadline; the actor system's destructor would
@@ -220,6 +251,47 @@ int cmd_serve(const std::vector<std::string>& args) {
   sys.reset();
   std::cerr << prefix << "stopped by signal " << received << '\n';
   return 0;
+}
+
+} // namespace
+
+int cmd_serve(const std::vector<std::string>& args) {
+  auto cmd = parse_command(args);
+  if (!cmd.cfg)
+    return cmd.exit_code;
+  auto& cfg = *cmd.cfg;
+  cli::raise_fd_limit();
+
+  // Signals first, so that one arriving right after the "listening" line is
+  // never lost.
+  boost::asio::io_context signals_ctx;
+  boost::asio::signal_set signals{signals_ctx, SIGINT, SIGTERM};
+
+  // Declared first, destroyed last: the built-in upstream (if used) must
+  // outlive the actor system, and the front end's io_runtime too (replies
+  // from CAF workers are posted onto it).
+  std::unique_ptr<mock::mock_server> embedded;
+  if (!start_embedded(cfg, embedded))
+    return 1;
+  io_runtime front_io{cfg.runtime.io_threads};
+
+  caf::actor_system_config sys_cfg;
+  register_types(sys_cfg);
+  auto sys = std::make_unique<caf::actor_system>(sys_cfg);
+  auto svc = start_runtime(*sys, cfg);
+  if (!svc)
+    return 1;
+  auto gw = make_gateway(*sys, *svc, cfg);
+  auto front = start_front(front_io, *gw, cfg, cmd.addr);
+  if (!front) {
+    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  int received
+      = serve_until_drained(signals_ctx, signals, *front, cfg.serve.grace);
+  front.reset();
+  gw.reset();
+  return stop_runtime(std::move(sys), front_io, std::move(*svc), received);
 }
 
 } // namespace embedrt::app
