@@ -1,7 +1,7 @@
 #include "bench/load_driver.hpp"
 
 #include "bench/bench_report.hpp"
-#include "bench/proc_stats.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
 
 #include <algorithm>
