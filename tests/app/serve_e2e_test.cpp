@@ -1,7 +1,7 @@
 // End to end: the real `embedrt serve` binary in front of the real
-// `embedrt mock` binary, driven by a plain HTTP client (issue 6, acceptance
-// 2). Every status the gateway promises, the health and metrics endpoints,
-// an OpenAI SDK-shaped request, and the drain on SIGTERM.
+// `embedrt mock` binary, driven by a plain HTTP client. Every status the
+// gateway promises, the health and metrics endpoints, an OpenAI SDK-shaped
+// request, and the drain on SIGTERM.
 #include "embedrt/protocol/hash_embedder.hpp"
 #include "embedrt/protocol/openai.hpp"
 #include "mock_test_client.hpp"
