@@ -311,22 +311,10 @@ struct command {
 command parse_command(const std::vector<std::string>& args) {
   command cmd;
   auto p = make_parser();
-  if (!p.parse(args)) {
-    cmd.exit_code = usage_error(p.error());
+  auto cfg
+      = parse_command_line(p, args, "embed", log_level::warn, cmd.exit_code);
+  if (!cfg)
     return cmd;
-  }
-  if (p.help_requested()) {
-    std::cout << p.help();
-    return cmd;
-  }
-  auto cfg = load_config(p, environment::from_process());
-  if (!cfg) {
-    cmd.exit_code = usage_error(cfg.error);
-    return cmd;
-  }
-  for (const auto& w : cfg->warnings)
-    std::cerr << prefix << w << '\n';
-  set_log_level(cfg->log);
   if (auto msg = parse_settings(p, *cfg, cmd.s); !msg.empty()) {
     cmd.exit_code = usage_error(msg);
     return cmd;

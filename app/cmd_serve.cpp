@@ -89,22 +89,10 @@ struct command {
 command parse_command(const std::vector<std::string>& args) {
   command cmd;
   auto p = make_parser();
-  if (!p.parse(args)) {
-    cmd.exit_code = usage_error(p.error());
+  auto cfg
+      = parse_command_line(p, args, "serve", log_level::info, cmd.exit_code);
+  if (!cfg)
     return cmd;
-  }
-  if (p.help_requested()) {
-    std::cout << p.help();
-    return cmd;
-  }
-  auto cfg = load_config(p, environment::from_process(), log_level::info);
-  if (!cfg) {
-    cmd.exit_code = usage_error(cfg.error);
-    return cmd;
-  }
-  set_log_level(cfg->log);
-  for (const auto& w : cfg->warnings)
-    std::cerr << prefix << w << '\n';
   auto addr = mock::parse_listen(cfg->serve.listen);
   if (!addr) {
     cmd.exit_code = usage_error("listen address: " + addr.error);

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -210,16 +210,6 @@ struct candidate {
   std::string where;
 };
 
-template <class T>
-bool parse_integer(const std::string& text, T& out) {
-  const char* first = text.data();
-  const char* last = text.data() + text.size();
-  if (first != last && *first == '+')
-    ++first;
-  auto [end, ec] = std::from_chars(first, last, out);
-  return !text.empty() && ec == std::errc{} && end == last;
-}
-
 std::vector<std::string> split_list(std::string_view text) {
   std::vector<std::string> out;
   while (!text.empty()) {
@@ -270,7 +260,7 @@ class resolver {
     if (!c)
       return true;
     T x{};
-    if (!parse_integer(c->value, x) || x < min || x > max)
+    if (!cli::parse_number(c->value, x) || x < min || x > max)
       return fail(c->where + ": '" + c->value + "' is not an integer in ["
                   + std::to_string(min) + ", " + std::to_string(max) + "]");
     out = x;
@@ -729,6 +719,30 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
   config_result result;
   result.config = std::move(cfg);
   return result;
+}
+
+std::optional<app_config>
+parse_command_line(cli::arg_parser& p, const std::vector<std::string>& args,
+                   std::string_view command, log_level default_log_level,
+                   int& exit_code) {
+  exit_code = 0;
+  if (!p.parse(args)) {
+    exit_code = cli::usage_error(command, p.error());
+    return std::nullopt;
+  }
+  if (p.help_requested()) {
+    std::cout << p.help();
+    return std::nullopt;
+  }
+  auto cfg = load_config(p, environment::from_process(), default_log_level);
+  if (!cfg) {
+    exit_code = cli::usage_error(command, cfg.error);
+    return std::nullopt;
+  }
+  set_log_level(cfg->log);
+  for (const auto& w : cfg->warnings)
+    std::cerr << "embedrt " << command << ": " << w << '\n';
+  return std::move(cfg.config);
 }
 
 void use_embedded_upstream(app_config& cfg, std::string base_url) {
