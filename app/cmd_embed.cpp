@@ -30,7 +30,6 @@
 #include <caf/send.hpp>
 #include <cerrno>
 #include <csignal>
-#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
@@ -511,11 +510,11 @@ int cmd_embed(const std::vector<std::string>& args) {
   io.signal_fd = sig_fd.fd;
   auto r = em::run_job(sys, job_options(s, cfg, *svc), io);
   int code = report(s, r);
-  if (r.abandoned > 0) {
-    // Requests still in flight would hold the actor system's shutdown up
-    // to their deadline; everything written is already flushed and synced.
-    std::_Exit(code);
-  }
+  // Everything written is flushed and synced. One message stops the
+  // runtime: the service answers what is still in flight (records abandoned
+  // after a signal or a fatal error) with `cancelled`, which the finished
+  // job ignores, and stops its pools and connections; the actor system's
+  // destructor then returns once every actor has finished.
   caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
   return code;
 }

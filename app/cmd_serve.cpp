@@ -27,24 +27,15 @@
 #include <caf/send.hpp>
 #include <chrono>
 #include <csignal>
-#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <thread>
 
 namespace embedrt::app {
 
 namespace {
 
-using namespace std::chrono_literals;
-
 constexpr const char* prefix = "embedrt serve: ";
-
-/// How long the exit waits for the runtime's actors after the drain before
-/// leaving without them (requests abandoned at the end of the grace period
-/// may keep request actors waiting for their deadline).
-constexpr auto actor_exit_wait = 2s;
 
 cli::arg_parser make_parser() {
   cli::arg_parser p{
@@ -212,33 +203,19 @@ int serve_until_drained(boost::asio::io_context& signals_ctx,
   return received;
 }
 
-/// Stops the runtime after the drain and exits 0.
-int stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
-                 service_actor svc, int received) {
+/// Stops the runtime, in this order: the one exit message to the service
+/// (it answers every request it and its children hold with `cancelled`,
+/// stops its pools, connections, breakers and metrics actor and closes every
+/// socket); the front end's I/O threads, which called into CAF (spawning the
+/// requests' actors) and so hold a reference to CAF's logger, which the actor
+/// system's destructor waits for; then the actor system, whose destructor
+/// returns once every actor has finished.
+void stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
+                  service_actor svc) {
   caf::anon_send_exit(svc, caf::exit_reason::user_shutdown);
   svc = nullptr;
-  log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
-  // Requests abandoned at the end of the grace period can keep request
-  // actors waiting for their deadline; the actor system's destructor would
-  // wait for them. Give them a moment, then leave without them (every
-  // client was answered or its connection closed already).
-  auto deadline = std::chrono::steady_clock::now() + actor_exit_wait;
-  while (sys->registry().running() > 0
-         && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);
-  if (sys->registry().running() > 0) {
-    std::cerr << prefix << "stopped by signal " << received << " (leaving "
-              << sys->registry().running() << " runtime actors behind)\n";
-    std::fflush(nullptr);
-    std::_Exit(0);
-  }
-  // The front end's I/O threads called into CAF (spawning the requests'
-  // actors), which leaves them a reference to CAF's logger; the actor
-  // system's destructor waits for the logger, so they must end first.
   front_io.stop();
   sys.reset();
-  std::cerr << prefix << "stopped by signal " << received << '\n';
-  return 0;
 }
 
 } // namespace
@@ -272,14 +249,20 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto gw = make_gateway(*sys, *svc, cfg);
   auto front = start_front(front_io, *gw, cfg, cmd.addr);
   if (!front) {
-    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+    gw.reset();
+    stop_runtime(std::move(sys), front_io, std::move(*svc));
     return 1;
   }
   int received
       = serve_until_drained(signals_ctx, signals, *front, cfg.serve.grace);
+  // Every client has its answer or its connection closed: the front end and
+  // the gateway go first, then the runtime.
   front.reset();
   gw.reset();
-  return stop_runtime(std::move(sys), front_io, std::move(*svc), received);
+  stop_runtime(std::move(sys), front_io, std::move(*svc));
+  log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
+  std::cerr << prefix << "stopped by signal " << received << '\n';
+  return 0;
 }
 
 } // namespace embedrt::app
