@@ -395,24 +395,6 @@ std::string open_rejects(const settings& s, unique_fd& fd) {
   return {};
 }
 
-/// Starts the built-in upstream when no upstream is configured and points
-/// `cfg` at it. Returns "" or an error.
-std::string start_embedded(app_config& cfg,
-                           std::unique_ptr<mock::mock_server>& embedded) {
-  if (!cfg.uses_embedded_default)
-    return {};
-  std::string error;
-  embedded = start_embedded_default(cfg, error);
-  if (!embedded)
-    return error;
-  std::cerr << prefix
-            << "no upstream configured and no API key: using the built-in "
-               "upstream (the embedded default: deterministic lexical hash "
-               "embeddings, not semantic) at "
-            << embedded->base_url() << '\n';
-  return {};
-}
-
 em::job_options job_options(const settings& s, const app_config& cfg,
                             service_actor svc) {
   em::job_options jo;
@@ -488,9 +470,10 @@ int cmd_embed(const std::vector<std::string>& args) {
                                             : std::size_t{64 * 1024}};
 
   // The built-in upstream, if used, outlives the actor system.
-  std::unique_ptr<mock::mock_server> embedded;
-  if (auto err = start_embedded(cfg, embedded); !err.empty())
-    return fail(err);
+  std::string error;
+  auto embedded = start_embedded_default(cfg, "embed", error);
+  if (!error.empty())
+    return fail(error);
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
   caf::actor_system sys{sys_cfg};

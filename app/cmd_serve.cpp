@@ -94,26 +94,6 @@ command parse_command(const std::vector<std::string>& args) {
   return cmd;
 }
 
-/// Starts the built-in upstream when no upstream is configured and points
-/// `cfg` at it. Returns false (after saying why) if it cannot start.
-bool start_embedded(app_config& cfg,
-                    std::unique_ptr<mock::mock_server>& embedded) {
-  if (!cfg.uses_embedded_default)
-    return true;
-  std::string err;
-  embedded = start_embedded_default(cfg, err);
-  if (!embedded) {
-    std::cerr << prefix << err << '\n';
-    return false;
-  }
-  std::cerr << prefix
-            << "no upstream configured (no --upstream, OPENAI_BASE_URL, "
-               "config file upstream or API key): using the built-in "
-               "lexical upstream at "
-            << embedded->base_url() << '\n';
-  return true;
-}
-
 /// Spawns the runtime's service; std::nullopt (after saying why) if the
 /// configuration cannot be set up (e.g. a bad CA file).
 std::optional<service_actor> start_runtime(caf::actor_system& sys,
@@ -235,9 +215,12 @@ int cmd_serve(const std::vector<std::string>& args) {
   // Declared first, destroyed last: the built-in upstream (if used) must
   // outlive the actor system, and the front end's io_runtime too (replies
   // from CAF workers are posted onto it).
-  std::unique_ptr<mock::mock_server> embedded;
-  if (!start_embedded(cfg, embedded))
+  std::string error;
+  auto embedded = start_embedded_default(cfg, "serve", error);
+  if (!error.empty()) {
+    std::cerr << prefix << error << '\n';
     return 1;
+  }
   io_runtime front_io{cfg.runtime.io_threads};
 
   caf::actor_system_config sys_cfg;
