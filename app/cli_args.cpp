@@ -1,7 +1,6 @@
 #include "cli_args.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <iostream>
 #include <sys/resource.h>
@@ -119,20 +118,6 @@ bool arg_parser::get(std::string_view name, std::string& out) {
     out = std::move(*v);
   return true;
 }
-
-namespace {
-
-template <class T>
-bool parse_number(const std::string& text, T& out) {
-  const char* first = text.data();
-  const char* last = text.data() + text.size();
-  if (first != last && *first == '+')
-    ++first;
-  auto [end, ec] = std::from_chars(first, last, out);
-  return !text.empty() && ec == std::errc{} && end == last;
-}
-
-} // namespace
 
 template <class Int>
 bool arg_parser::get_integer(std::string_view name, Int& out, Int min,

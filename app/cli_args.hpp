@@ -7,6 +7,7 @@
 // print it with the usage and exit with `exit_usage` (2).
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -22,6 +23,18 @@ constexpr int exit_usage = 2;
 /// Prints "embedrt COMMAND: MSG" and where the options are to stderr;
 /// returns `exit_usage`.
 int usage_error(std::string_view command, const std::string& msg);
+
+/// Parses all of `text` as a number (an optional leading '+' allowed);
+/// false on anything else, including an empty text or overflow.
+template <class T>
+bool parse_number(const std::string& text, T& out) {
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  if (first != last && *first == '+')
+    ++first;
+  auto [end, ec] = std::from_chars(first, last, out);
+  return !text.empty() && ec == std::errc{} && end == last;
+}
 
 /// Raises the soft limit of open descriptors to the hard one (best effort):
 /// many concurrent connections need many descriptors.

@@ -9,10 +9,10 @@
 // the built-in upstream failing to start).
 #include "bench/bench_report.hpp"
 #include "bench/load_driver.hpp"
-#include "bench/proc_stats.hpp"
 #include "cli_args.hpp"
 #include "commands.hpp"
 #include "embedrt/log.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
@@ -122,7 +122,7 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   int64_t deadline = s.deadline.count();
   int64_t io_threads = static_cast<int64_t>(s.io_threads);
   int64_t text_bytes = static_cast<int64_t>(s.text_bytes);
-  int64_t workers = static_cast<int64_t>(bench::usable_cores());
+  int64_t workers = static_cast<int64_t>(usable_cores());
   constexpr auto u64max = std::numeric_limits<uint64_t>::max();
   if (!p.get("upstream", s.upstream)
       || !p.get("requests", s.requests, 1, uint64_t{1} << 40)
@@ -249,11 +249,11 @@ int measure(caf::actor_system& sys, const service_actor& svc, const settings& s,
   auto before = read_counters(sys, svc);
   lp.requests = s.requests;
   lp.first_request = s.warmup;
-  rep.threads_start = bench::thread_count();
-  auto usage0 = bench::sample_usage();
+  rep.threads_start = thread_count();
+  auto usage0 = sample_usage();
   auto out = bench::run_load(sys, lp);
-  auto usage1 = bench::sample_usage();
-  rep.threads_end = bench::thread_count();
+  auto usage1 = sample_usage();
+  rep.threads_end = thread_count();
   if (!out) {
     std::cerr << prefix << "run failed: " << render_error(out.error()) << '\n';
     return 1;

@@ -12,7 +12,6 @@
 // resume).
 #include "cli_args.hpp"
 #include "commands.hpp"
-#include "config.hpp"
 #include "embed/embed_job.hpp"
 #include "embed/id_set.hpp"
 #include "embed/output.hpp"
@@ -23,6 +22,7 @@
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "mock/mock_server.hpp"
+#include "node_config.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -30,7 +30,6 @@
 #include <caf/send.hpp>
 #include <cerrno>
 #include <csignal>
-#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
@@ -300,139 +299,124 @@ std::string summary(const settings& s, const em::job_outcome& r) {
   return out;
 }
 
-} // namespace
-
-int cmd_embed(const std::vector<std::string>& args) {
-  auto p = make_parser();
-  if (!p.parse(args))
-    return usage_error(p.error());
-  if (p.help_requested()) {
-    std::cout << p.help();
-    return 0;
-  }
-  auto cfg = load_config(p, environment::from_process());
-  if (!cfg)
-    return usage_error(cfg.error);
-  for (const auto& w : cfg->warnings)
-    std::cerr << prefix << w << '\n';
-  set_log_level(cfg->log);
+/// The command line resolved: the configuration and the command's own
+/// settings, or the code to exit with (help, bad usage).
+struct command {
+  std::optional<app_config> cfg;
   settings s;
-  if (auto msg = parse_settings(p, *cfg, s); !msg.empty())
-    return usage_error(msg);
+  int exit_code = 0;
+};
 
-  // SIGINT/SIGTERM are blocked in every thread (the runtime's and the
-  // built-in upstream's threads inherit this mask) and read from a
-  // signalfd by the job's loop. Writes to a closed pipe fail with EPIPE.
+command parse_command(const std::vector<std::string>& args) {
+  command cmd;
+  auto p = make_parser();
+  auto cfg
+      = parse_command_line(p, args, "embed", log_level::warn, cmd.exit_code);
+  if (!cfg)
+    return cmd;
+  if (auto msg = parse_settings(p, *cfg, cmd.s); !msg.empty()) {
+    cmd.exit_code = usage_error(msg);
+    return cmd;
+  }
+  cmd.cfg = std::move(*cfg);
+  return cmd;
+}
+
+/// Blocks SIGINT/SIGTERM in every thread (the runtime's and the built-in
+/// upstream's threads inherit this mask) and returns a signalfd for the job's
+/// loop to read them from; writes to a closed pipe fail with EPIPE. Returns
+/// "" or an error.
+std::string take_signals(unique_fd& sig_fd) {
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
   if (::pthread_sigmask(SIG_BLOCK, &sigs, nullptr) != 0)
-    return fail("cannot block SIGINT/SIGTERM");
-  unique_fd sig_fd{::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK)};
+    return "cannot block SIGINT/SIGTERM";
+  sig_fd.fd = ::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sig_fd.fd < 0)
-    return fail(std::string{"signalfd: "} + std::strerror(errno));
+    return std::string{"signalfd: "} + std::strerror(errno);
   std::signal(SIGPIPE, SIG_IGN);
+  return {};
+}
 
-  // Input.
-  unique_fd in_fd;
+/// The input: a file or stdin.
+struct opened_input {
+  unique_fd fd;
+  /// A pipe or terminal is read only after poll(2) reported data, so one
+  /// read(2) does not block (the descriptor is not switched to O_NONBLOCK:
+  /// that flag would be shared with the shell's terminal).
+  bool regular = false;
+  uint64_t size = 0;
+};
+
+std::string open_input(const settings& s, opened_input& in) {
   if (s.in == "-") {
-    in_fd.fd = STDIN_FILENO;
+    in.fd.fd = STDIN_FILENO;
   } else {
-    in_fd.fd = ::open(s.in.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in_fd.fd < 0)
-      return fail(errno_text("cannot open", s.in));
+    in.fd.fd = ::open(s.in.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in.fd.fd < 0)
+      return errno_text("cannot open", s.in);
   }
-  uint64_t in_size = 0;
-  // A pipe or terminal is read only after poll(2) reported data, so one
-  // read(2) does not block (the descriptor is not switched to O_NONBLOCK:
-  // that flag would be shared with the shell's terminal).
-  bool in_regular = is_regular(in_fd.fd, &in_size);
+  in.regular = is_regular(in.fd.fd, &in.size);
+  return {};
+}
 
-  // Output (resume) and rejects.
-  em::id_set done;
-  opened_output out;
-  if (auto err = open_output(s, done, out); !err.empty())
-    return fail(err);
-  if (out.scan.records > 0 && s.dims > 0
-      && out.scan.dims != static_cast<std::size_t>(s.dims))
-    return fail(s.out + " holds " + std::to_string(out.scan.dims)
-                + "-dimensional vectors but --dims is " + std::to_string(s.dims)
-                + " (pass --fresh to start over, or another --out)");
-  if (out.scan.torn_bytes > 0 || out.scan.torn_index_bytes > 0)
+/// Checks what the output already holds against the settings and says what
+/// resuming keeps and drops. Returns "" or an error.
+std::string check_resume(const settings& s, const em::scan_result& scan) {
+  if (scan.records > 0 && s.dims > 0
+      && scan.dims != static_cast<std::size_t>(s.dims))
+    return s.out + " holds " + std::to_string(scan.dims)
+        + "-dimensional vectors but --dims is " + std::to_string(s.dims)
+        + " (pass --fresh to start over, or another --out)";
+  if (scan.torn_bytes > 0 || scan.torn_index_bytes > 0)
     std::cerr << prefix << "dropped the torn end of the output ("
-              << out.scan.torn_bytes + out.scan.torn_index_bytes
-              << " bytes after record " << out.scan.records
+              << scan.torn_bytes + scan.torn_index_bytes
+              << " bytes after record " << scan.records
               << "); its records are embedded again\n";
-  if (out.scan.records > 0)
-    std::cerr << prefix << "resuming: " << em::group_digits(out.scan.records)
+  if (scan.records > 0)
+    std::cerr << prefix << "resuming: " << em::group_digits(scan.records)
               << " records already in " << s.out << '\n';
-  unique_fd rej_fd;
-  bool rejects_on_stderr = s.rejects.empty();
-  if (rejects_on_stderr) {
-    rej_fd.fd = STDERR_FILENO;
-  } else {
-    rej_fd.fd = ::open(s.rejects.c_str(),
-                       O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (rej_fd.fd < 0)
-      return fail(errno_text("cannot open", s.rejects));
+  return {};
+}
+
+/// Opens the rejects file, or takes stderr when there is none. Returns "" or
+/// an error.
+std::string open_rejects(const settings& s, unique_fd& fd) {
+  if (s.rejects.empty()) {
+    fd.fd = STDERR_FILENO;
+    return {};
   }
-  em::fd_writer data_w{out.data.fd, out.data_regular};
-  em::fd_writer index_w{out.index.fd, out.index_regular};
-  em::output_sink sink{s.format, std::move(data_w), std::move(index_w),
-                       out.scan.records};
-  em::fd_writer rejects_w{rej_fd.fd, is_regular(rej_fd.fd),
-                          rejects_on_stderr ? std::size_t{0}
-                                            : std::size_t{64 * 1024}};
+  fd.fd = ::open(s.rejects.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 0644);
+  if (fd.fd < 0)
+    return errno_text("cannot open", s.rejects);
+  return {};
+}
 
-  // The built-in upstream, if used, outlives the actor system.
-  std::unique_ptr<mock::mock_server> embedded;
-  if (cfg->uses_embedded_default) {
-    std::string error;
-    embedded = start_embedded_default(*cfg, error);
-    if (!embedded)
-      return fail(error);
-    std::cerr << prefix
-              << "no upstream configured and no API key: using the built-in "
-                 "upstream (the embedded default: deterministic lexical hash "
-                 "embeddings, not semantic) at "
-              << embedded->base_url() << '\n';
-  }
-
-  caf::actor_system_config sys_cfg;
-  register_types(sys_cfg);
-  caf::actor_system sys{sys_cfg};
-  auto svc = spawn_service(sys, cfg->runtime);
-  if (!svc)
-    return fail("cannot set up the runtime: " + render_error(svc.error()));
-
+em::job_options job_options(const settings& s, const app_config& cfg,
+                            service_actor svc) {
   em::job_options jo;
-  jo.service = *svc;
+  jo.service = std::move(svc);
   jo.model = s.model;
   jo.dims = s.dims;
   jo.batch = s.batch;
   jo.concurrency = s.concurrency;
-  jo.timeout = cfg->runtime.default_timeout;
-  if (!cfg->runtime.upstreams.empty())
-    jo.provider = cfg->runtime.upstreams.front().provider;
+  jo.timeout = cfg.runtime.default_timeout;
+  if (!cfg.runtime.upstreams.empty())
+    jo.provider = cfg.runtime.upstreams.front().provider;
   jo.progress = s.progress == "always"
       || (s.progress == "auto" && ::isatty(STDERR_FILENO) == 1);
   jo.checkpoint_records = s.checkpoint_records;
   jo.checkpoint_interval = s.checkpoint_interval;
   jo.grace = s.grace;
   jo.stop_after_failures = s.stop_after_failures;
-  em::job_io io;
-  io.in_fd = in_fd.fd;
-  io.in_size = in_regular ? in_size : 0;
-  io.in_regular = in_regular;
-  io.out = &sink;
-  io.rejects = &rejects_w;
-  io.rejects_on_stderr = rejects_on_stderr;
-  io.done = &done;
-  io.dims = out.scan.dims;
-  io.signal_fd = sig_fd.fd;
-  auto r = em::run_job(sys, jo, io);
+  return jo;
+}
 
+/// Says how the job ended; returns the exit code.
+int report(const settings& s, const em::job_outcome& r) {
   int code = 0;
   if (r.signal != 0) {
     std::cerr << prefix << "stopped by " << signal_name(r.signal);
@@ -451,11 +435,69 @@ int cmd_embed(const std::vector<std::string>& args) {
     code = exit_rejects;
   }
   std::cerr << prefix << summary(s, r) << std::endl;
-  if (r.abandoned > 0) {
-    // Requests still in flight would hold the actor system's shutdown up
-    // to their deadline; everything written is already flushed and synced.
-    std::_Exit(code);
-  }
+  return code;
+}
+
+} // namespace
+
+int cmd_embed(const std::vector<std::string>& args) {
+  auto cmd = parse_command(args);
+  if (!cmd.cfg)
+    return cmd.exit_code;
+  auto& cfg = *cmd.cfg;
+  const auto& s = cmd.s;
+  unique_fd sig_fd;
+  if (auto err = take_signals(sig_fd); !err.empty())
+    return fail(err);
+  opened_input in;
+  if (auto err = open_input(s, in); !err.empty())
+    return fail(err);
+  em::id_set done;
+  opened_output out;
+  if (auto err = open_output(s, done, out); !err.empty())
+    return fail(err);
+  if (auto err = check_resume(s, out.scan); !err.empty())
+    return fail(err);
+  unique_fd rej_fd;
+  if (auto err = open_rejects(s, rej_fd); !err.empty())
+    return fail(err);
+  bool rejects_on_stderr = s.rejects.empty();
+  em::output_sink sink{s.format, em::fd_writer{out.data.fd, out.data_regular},
+                       em::fd_writer{out.index.fd, out.index_regular},
+                       out.scan.records};
+  em::fd_writer rejects_w{rej_fd.fd, is_regular(rej_fd.fd),
+                          rejects_on_stderr ? std::size_t{0}
+                                            : std::size_t{64 * 1024}};
+
+  // The built-in upstream, if used, outlives the actor system.
+  std::string error;
+  auto embedded = start_embedded_default(cfg, "embed", error);
+  if (!error.empty())
+    return fail(error);
+  caf::actor_system_config sys_cfg;
+  register_types(sys_cfg);
+  caf::actor_system sys{sys_cfg};
+  auto svc = spawn_service(sys, cfg.runtime);
+  if (!svc)
+    return fail("cannot set up the runtime: " + render_error(svc.error()));
+
+  em::job_io io;
+  io.in_fd = in.fd.fd;
+  io.in_size = in.regular ? in.size : 0;
+  io.in_regular = in.regular;
+  io.out = &sink;
+  io.rejects = &rejects_w;
+  io.rejects_on_stderr = rejects_on_stderr;
+  io.done = &done;
+  io.dims = out.scan.dims;
+  io.signal_fd = sig_fd.fd;
+  auto r = em::run_job(sys, job_options(s, cfg, *svc), io);
+  int code = report(s, r);
+  // Everything written is flushed and synced. One message stops the
+  // runtime: the service answers what is still in flight (records abandoned
+  // after a signal or a fatal error) with `cancelled`, which the finished
+  // job ignores, and stops its pools and connections; the actor system's
+  // destructor then returns once every actor has finished.
   caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
   return code;
 }

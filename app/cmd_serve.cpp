@@ -7,7 +7,6 @@
 // the built-in upstream failing).
 #include "cli_args.hpp"
 #include "commands.hpp"
-#include "config.hpp"
 #include "embedded_default.hpp"
 #include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"
@@ -15,6 +14,7 @@
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "mock/mock_options.hpp"
+#include "node_config.hpp"
 #include "serve/gateway.hpp"
 #include "serve/http_front.hpp"
 
@@ -27,24 +27,15 @@
 #include <caf/send.hpp>
 #include <chrono>
 #include <csignal>
-#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <thread>
 
 namespace embedrt::app {
 
 namespace {
 
-using namespace std::chrono_literals;
-
 constexpr const char* prefix = "embedrt serve: ";
-
-/// How long the exit waits for the runtime's actors after the drain before
-/// leaving without them (requests abandoned at the end of the grace period
-/// may keep request actors waiting for their deadline).
-constexpr auto actor_exit_wait = 2s;
 
 cli::arg_parser make_parser() {
   cli::arg_parser p{
@@ -78,25 +69,142 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
+/// The command line resolved: the configuration and the listen address, or
+/// the code to exit with (help, bad usage).
+struct command {
+  std::optional<app_config> cfg;
+  mock::listen_address addr;
+  int exit_code = 0;
+};
+
+command parse_command(const std::vector<std::string>& args) {
+  command cmd;
+  auto p = make_parser();
+  auto cfg
+      = parse_command_line(p, args, "serve", log_level::info, cmd.exit_code);
+  if (!cfg)
+    return cmd;
+  auto addr = mock::parse_listen(cfg->serve.listen);
+  if (!addr) {
+    cmd.exit_code = usage_error("listen address: " + addr.error);
+    return cmd;
+  }
+  cmd.cfg = std::move(*cfg);
+  cmd.addr = std::move(*addr.value);
+  return cmd;
+}
+
+/// Spawns the runtime's service; std::nullopt (after saying why) if the
+/// configuration cannot be set up (e.g. a bad CA file).
+std::optional<service_actor> start_runtime(caf::actor_system& sys,
+                                           const app_config& cfg) {
+  auto spawned = spawn_service(sys, cfg.runtime);
+  if (!spawned) {
+    std::cerr << prefix
+              << "cannot set up the runtime: " << render_error(spawned.error())
+              << '\n';
+    return std::nullopt;
+  }
+  return std::move(*spawned);
+}
+
+std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
+                                             const service_actor& svc,
+                                             const app_config& cfg) {
+  serve::gateway_options gopts;
+  gopts.auth_token = cfg.serve.auth_token;
+  gopts.default_timeout = cfg.runtime.default_timeout;
+  return std::make_unique<serve::gateway>(sys, svc, gopts);
+}
+
+/// Opens the listener and prints the "listening on" line; null (after saying
+/// why) if it cannot listen.
+std::unique_ptr<serve::http_front>
+start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
+            const mock::listen_address& addr) {
+  serve::front_options fopts;
+  fopts.host = addr.host;
+  fopts.port = addr.port;
+  fopts.max_body_bytes = cfg.serve.max_body_bytes;
+  auto front = std::make_unique<serve::http_front>(
+      io.context(), fopts,
+      [g = &gw](serve::front_request req, serve::responder respond) {
+        g->handle(std::move(req), std::move(respond));
+      });
+  auto port = front->start();
+  if (port == 0) {
+    std::cerr << prefix << front->error() << '\n';
+    return nullptr;
+  }
+  log(log_level::info, "serve_listening",
+      {{"address", url_host(fopts.host) + ":" + std::to_string(port)},
+       {"upstreams", std::to_string(cfg.runtime.upstreams.size())},
+       {"auth", cfg.serve.auth_token.empty() ? "off" : "bearer"}});
+  std::cout << "listening on http://" << url_host(fopts.host) << ":" << port
+            << std::endl;
+  return front;
+}
+
+/// Runs until the front end has drained: the first SIGTERM/SIGINT starts the
+/// drain (up to `grace`), a second one ends the grace period at once.
+/// Returns the first signal.
+int serve_until_drained(boost::asio::io_context& signals_ctx,
+                        boost::asio::signal_set& signals,
+                        serve::http_front& front,
+                        std::chrono::milliseconds grace) {
+  int received = 0;
+  bool drained = false;
+  std::function<void(const boost::system::error_code&, int)> on_signal;
+  on_signal = [&](const boost::system::error_code& ec, int sig) {
+    if (ec || drained)
+      return;
+    if (received != 0) {
+      log(log_level::warn, "serve_grace_cut",
+          {{"signal", std::to_string(sig)}});
+      front.expire_grace();
+      signals.async_wait(on_signal);
+      return;
+    }
+    received = sig;
+    log(log_level::info, "serve_draining",
+        {{"signal", std::to_string(sig)},
+         {"grace_ms", std::to_string(grace.count())},
+         {"connections", std::to_string(front.connections())}});
+    front.drain(grace, [&] {
+      boost::asio::post(signals_ctx, [&] {
+        drained = true;
+        signals.cancel();
+      });
+    });
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+  signals_ctx.run();
+  return received;
+}
+
+/// Stops the runtime, in this order: the one exit message to the service
+/// (it answers every request it and its children hold with `cancelled`,
+/// stops its pools, connections, breakers and metrics actor and closes every
+/// socket); the front end's I/O threads, which called into CAF (spawning the
+/// requests' actors) and so hold a reference to CAF's logger, which the actor
+/// system's destructor waits for; then the actor system, whose destructor
+/// returns once every actor has finished.
+void stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
+                  service_actor svc) {
+  caf::anon_send_exit(svc, caf::exit_reason::user_shutdown);
+  svc = nullptr;
+  front_io.stop();
+  sys.reset();
+}
+
 } // namespace
 
 int cmd_serve(const std::vector<std::string>& args) {
-  auto p = make_parser();
-  if (!p.parse(args))
-    return usage_error(p.error());
-  if (p.help_requested()) {
-    std::cout << p.help();
-    return 0;
-  }
-  auto cfg = load_config(p, environment::from_process(), log_level::info);
-  if (!cfg)
-    return usage_error(cfg.error);
-  set_log_level(cfg->log);
-  for (const auto& w : cfg->warnings)
-    std::cerr << prefix << w << '\n';
-  auto addr = mock::parse_listen(cfg->serve.listen);
-  if (!addr)
-    return usage_error("listen address: " + addr.error);
+  auto cmd = parse_command(args);
+  if (!cmd.cfg)
+    return cmd.exit_code;
+  auto& cfg = *cmd.cfg;
   cli::raise_fd_limit();
 
   // Signals first, so that one arriving right after the "listening" line is
@@ -107,117 +215,35 @@ int cmd_serve(const std::vector<std::string>& args) {
   // Declared first, destroyed last: the built-in upstream (if used) must
   // outlive the actor system, and the front end's io_runtime too (replies
   // from CAF workers are posted onto it).
-  std::unique_ptr<mock::mock_server> embedded;
-  if (cfg->uses_embedded_default) {
-    std::string err;
-    embedded = start_embedded_default(*cfg, err);
-    if (!embedded) {
-      std::cerr << prefix << err << '\n';
-      return 1;
-    }
-    std::cerr << prefix
-              << "no upstream configured (no --upstream, OPENAI_BASE_URL, "
-                 "config file upstream or API key): using the built-in "
-                 "lexical upstream at "
-              << embedded->base_url() << '\n';
+  std::string error;
+  auto embedded = start_embedded_default(cfg, "serve", error);
+  if (!error.empty()) {
+    std::cerr << prefix << error << '\n';
+    return 1;
   }
-  io_runtime front_io{cfg->runtime.io_threads};
+  io_runtime front_io{cfg.runtime.io_threads};
 
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
   auto sys = std::make_unique<caf::actor_system>(sys_cfg);
-  std::optional<service_actor> svc;
-  {
-    auto spawned = spawn_service(*sys, cfg->runtime);
-    if (!spawned) {
-      std::cerr << prefix << "cannot set up the runtime: "
-                << render_error(spawned.error()) << '\n';
-      return 1;
-    }
-    svc = std::move(*spawned);
-  }
-  serve::gateway_options gopts;
-  gopts.auth_token = cfg->serve.auth_token;
-  gopts.default_timeout = cfg->runtime.default_timeout;
-  auto gw = std::make_unique<serve::gateway>(*sys, *svc, gopts);
-
-  serve::front_options fopts;
-  fopts.host = addr.value->host;
-  fopts.port = addr.value->port;
-  fopts.max_body_bytes = cfg->serve.max_body_bytes;
-  auto front = std::make_unique<serve::http_front>(
-      front_io.context(), fopts,
-      [g = gw.get()](serve::front_request req, serve::responder respond) {
-        g->handle(std::move(req), std::move(respond));
-      });
-  auto port = front->start();
-  if (port == 0) {
-    std::cerr << prefix << front->error() << '\n';
-    front.reset();
-    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+  auto svc = start_runtime(*sys, cfg);
+  if (!svc)
+    return 1;
+  auto gw = make_gateway(*sys, *svc, cfg);
+  auto front = start_front(front_io, *gw, cfg, cmd.addr);
+  if (!front) {
+    gw.reset();
+    stop_runtime(std::move(sys), front_io, std::move(*svc));
     return 1;
   }
-  log(log_level::info, "serve_listening",
-      {{"address", url_host(fopts.host) + ":" + std::to_string(port)},
-       {"upstreams", std::to_string(cfg->runtime.upstreams.size())},
-       {"auth", cfg->serve.auth_token.empty() ? "off" : "bearer"}});
-  std::cout << "listening on http://" << url_host(fopts.host) << ":" << port
-            << std::endl;
-
-  // First signal: drain. A second one ends the grace period at once.
-  int received = 0;
-  bool drained = false;
-  std::function<void(const boost::system::error_code&, int)> on_signal;
-  on_signal = [&](const boost::system::error_code& ec, int sig) {
-    if (ec || drained)
-      return;
-    if (received != 0) {
-      log(log_level::warn, "serve_grace_cut",
-          {{"signal", std::to_string(sig)}});
-      front->expire_grace();
-      signals.async_wait(on_signal);
-      return;
-    }
-    received = sig;
-    log(log_level::info, "serve_draining",
-        {{"signal", std::to_string(sig)},
-         {"grace_ms", std::to_string(cfg->serve.grace.count())},
-         {"connections", std::to_string(front->connections())}});
-    front->drain(cfg->serve.grace, [&] {
-      boost::asio::post(signals_ctx, [&] {
-        drained = true;
-        signals.cancel();
-      });
-    });
-    signals.async_wait(on_signal);
-  };
-  signals.async_wait(on_signal);
-  signals_ctx.run();
-
+  int received
+      = serve_until_drained(signals_ctx, signals, *front, cfg.serve.grace);
+  // Every client has its answer or its connection closed: the front end and
+  // the gateway go first, then the runtime.
   front.reset();
   gw.reset();
-  caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
-  svc.reset();
+  stop_runtime(std::move(sys), front_io, std::move(*svc));
   log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
-  // Requests abandoned at the end of the grace period can keep request
-  // actors waiting for their deadline; the actor system's destructor would
-  // wait for them. Give them a moment, then leave without them (every
-  // client was answered or its connection closed already).
-  auto deadline = std::chrono::steady_clock::now() + actor_exit_wait;
-  while (sys->registry().running() > 0
-         && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);
-  if (sys->registry().running() > 0) {
-    std::cerr << prefix << "stopped by signal " << received << " (leaving "
-              << sys->registry().running() << " runtime actors behind)\n";
-    std::fflush(nullptr);
-    std::_Exit(0);
-  }
-  // The front end's I/O threads called into CAF (spawning the requests'
-  // actors), which leaves them a reference to CAF's logger; the actor
-  // system's destructor waits for the logger, so they must end first.
-  front_io.stop();
-  sys.reset();
   std::cerr << prefix << "stopped by signal " << received << '\n';
   return 0;
 }

@@ -1,7 +1,7 @@
 #include "bench/load_driver.hpp"
 
 #include "bench/bench_report.hpp"
-#include "bench/proc_stats.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
 
 #include <algorithm>
@@ -20,7 +20,8 @@ using steady = std::chrono::steady_clock;
 
 /// How long the driver waits beyond a request's deadline for the service's
 /// answer (the service enforces the deadline; this only guards against a
-/// lost reply, CAF017.md trap 1).
+/// lost reply: CAF 0.17 has no broken_promise, so a dropped response
+/// promise would leave the requester waiting forever).
 ///
 /// The guard is the driver's periodic tick, not a timeout per request: CAF
 /// 0.17 never cancels a request timeout when the response arrives, so every

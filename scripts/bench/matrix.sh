@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark matrix in one command (issue 7; DESIGN.md §6, P1–P5):
+# The benchmark matrix in one command (P1–P5 of the targets in
+# docs/benchmarks.md):
 # installs the Debian packages (scripts/setup.sh bench, idempotent), builds
 # embedrt (Release) and runs every contestant (wrk, httpx, aiohttp, embedrt
 # bench) against the same nginx+njs and embedrt mock upstreams on 127.0.0.1;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The RFC's own proposed design as a benchmark peer: one httpx.AsyncClient
+"""The usual Python design as a benchmark peer: one httpx.AsyncClient
 with httpx.Limits(max_connections=C, max_keepalive_connections=C), an
 asyncio.Semaphore(C) around every call and a simple consecutive-failure
 circuit breaker. Drives the same closed loop and prints the same JSON line as

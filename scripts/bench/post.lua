@@ -1,5 +1,6 @@
 -- wrk script: POST one 1-input, 8-dimension embeddings request (the body of
--- DESIGN.md's P1 benchmark) on every request of every connection.
+-- the P1 benchmark, docs/benchmarks.md "Targets") on every request of every
+-- connection.
 wrk.method = "POST"
 wrk.body = '{"model":"m","input":"hello world","dimensions":8}'
 wrk.headers["Content-Type"] = "application/json"

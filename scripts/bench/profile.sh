@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Hot-path profile of `embedrt bench` in DESIGN.md's P1 scenario (zero-latency
+# Hot-path profile of `embedrt bench` in the P1 scenario (docs/benchmarks.md,
+# "Targets"; zero-latency
 # nginx+njs upstream, 8 callers on 8 connections, one text, 8 dimensions,
 # batching off): `perf record` (samples per thread, top symbols) and
 # `perf stat` (syscalls and context switches per request). The summary the

@@ -3,7 +3,7 @@
 // built-in upstream running in this test process, so that the bench
 // process's own thread count is what the report shows.
 #include "bench/bench_report.hpp"
-#include "bench/proc_stats.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "mock/mock_server.hpp"
 #include "mock_test_util.hpp"
 #include "spawn_util.hpp"
@@ -216,10 +216,10 @@ TEST_CASE("bench report renders one JSON line with nulls for missing data") {
   CHECK(errors_of(d) == std::map<std::string, int64_t>{{"upstream_error", 2}});
 }
 
-TEST_CASE("bench process stats read this process") {
-  CHECK(bench::thread_count() >= 1);
-  CHECK(bench::usable_cores() >= 1);
-  auto u = bench::sample_usage();
+TEST_CASE("bench process stats (embedrt/proc_stats.hpp) read this process") {
+  CHECK(thread_count() >= 1);
+  CHECK(usable_cores() >= 1);
+  auto u = sample_usage();
   CHECK(u.cpu_s >= 0);
   CHECK(u.max_rss_mb > 1);
 }

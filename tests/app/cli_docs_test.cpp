@@ -1,8 +1,7 @@
 // docs/cli.md against the real binary: every option that `embedrt CMD
 // --help` lists is documented in that command's section, every command
 // documents its exit codes, and every environment variable the code reads is
-// in the environment table (issue 6, acceptance 5: the reference must not
-// drift from the tool).
+// in the environment table (the reference must not drift from the tool).
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>

@@ -103,7 +103,8 @@ struct printer_state {
 
 /// Writes to `sink`. (Passing at least one spawn argument also avoids a
 /// CAF 0.17.6 quirk: spawning a function actor without arguments binds a
-/// reference to a null tuple, which UBSan reports; see CAF017.md.)
+/// reference to a null tuple, which UBSan reports; see docs/testing.md,
+/// "Sanitizers".)
 printer_actor::behavior_type
 printer(printer_actor::stateful_pointer<printer_state> self,
         std::ostream* sink) {

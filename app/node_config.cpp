@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "node_config.hpp"
 
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -210,16 +210,6 @@ struct candidate {
   std::string where;
 };
 
-template <class T>
-bool parse_integer(const std::string& text, T& out) {
-  const char* first = text.data();
-  const char* last = text.data() + text.size();
-  if (first != last && *first == '+')
-    ++first;
-  auto [end, ec] = std::from_chars(first, last, out);
-  return !text.empty() && ec == std::errc{} && end == last;
-}
-
 std::vector<std::string> split_list(std::string_view text) {
   std::vector<std::string> out;
   while (!text.empty()) {
@@ -270,7 +260,7 @@ class resolver {
     if (!c)
       return true;
     T x{};
-    if (!parse_integer(c->value, x) || x < min || x > max)
+    if (!cli::parse_number(c->value, x) || x < min || x > max)
       return fail(c->where + ": '" + c->value + "' is not an integer in ["
                   + std::to_string(min) + ", " + std::to_string(max) + "]");
     out = x;
@@ -374,6 +364,300 @@ std::string check_url(const std::string& url, const std::string& where) {
   return {};
 }
 
+// -- the steps of load_config -------------------------------------------------
+
+/// Finds the config file (--config > EMBEDRT_CONFIG > none) and reads it into
+/// `file`; returns an error message or "".
+std::string load_file(const cli::arg_parser& p, const environment& env,
+                      file_data& file) {
+  if (auto path = p.value("config")) {
+    file.path = *path;
+  } else if (auto var = env.get("EMBEDRT_CONFIG"); var && !var->empty()) {
+    file.path = *var;
+  }
+  if (p.has("config") && file.path.empty())
+    return "--config: empty file name";
+  if (file.path.empty())
+    return {};
+  std::string text;
+  if (auto msg = read_file(file.path, text); !msg.empty())
+    return msg;
+  return parse_file(text, file);
+}
+
+/// The global settings: connections, queue bound, I/O threads, deadline, log
+/// level, model and dimensions.
+void read_globals(resolver& r, const section* g, app_config& cfg) {
+  r.integer(r.pick("connections", "EMBEDRT_CONNECTIONS", {{g, "connections"}}),
+            cfg.connections, uint32_t{1}, max_connections);
+  r.integer(r.pick("max-queue", "EMBEDRT_MAX_QUEUE", {{g, "max_queue"}}),
+            cfg.max_queue, uint32_t{1}, uint32_t{100'000'000});
+  r.integer(r.pick("io-threads", "EMBEDRT_IO_THREADS", {{g, "io_threads"}}),
+            cfg.runtime.io_threads, std::size_t{1}, std::size_t{256});
+  r.millis(r.pick("deadline-ms", "EMBEDRT_DEADLINE_MS", {{g, "deadline_ms"}}),
+           cfg.runtime.default_timeout, 1, max_ms);
+  if (auto c = r.pick("log-level", "EMBEDRT_LOG_LEVEL", {{g, "log_level"}}))
+    if (!parse_log_level(c->value, cfg.log))
+      r.fail(c->where + ": '" + c->value
+             + "' is not a log level (debug, info, warn, error, off)");
+  if (auto c = r.pick("model", "EMBEDRT_MODEL", {{g, "model"}})) {
+    if (c->value.empty())
+      r.fail(c->where + ": empty model name");
+    cfg.model = c->value;
+  }
+  r.integer(r.pick("dims", "EMBEDRT_DIMENSIONS", {{g, "dimensions"}}),
+            cfg.dimensions, int32_t{0}, int32_t{65536});
+}
+
+/// The [serve] settings but the client token: listen address, body limit,
+/// grace period. `sv` is null without a [serve] section.
+void read_serve(resolver& r, const section* sv, serve_config& out) {
+  if (auto c = r.pick("listen", "EMBEDRT_LISTEN", {{sv, "listen"}}))
+    out.listen = c->value;
+  r.integer(r.pick("max-body-bytes", "EMBEDRT_MAX_BODY_BYTES",
+                   {{sv, "max_body_bytes"}}),
+            out.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
+  r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
+           out.grace, 0, max_ms);
+}
+
+/// The client token: from the variable named by --auth-token-env (which must
+/// then be set), else [serve] auth_token_env (likewise), else
+/// EMBEDRT_AUTH_TOKEN if set, else an explicit [serve] auth_token. Returns an
+/// error message or "".
+std::string read_auth_token(const resolver& r, const environment& env,
+                            const file_data& file, const section* sv,
+                            serve_config& out) {
+  if (auto c = r.pick("auth-token-env", nullptr, {{sv, "auth_token_env"}})) {
+    if (c->value.empty())
+      return c->where + ": empty variable name";
+    out.auth_token_env = c->value;
+    auto token = env.get(c->value);
+    if (!token || token->empty())
+      return c->where + ": environment variable " + c->value
+          + " is not set or empty";
+    out.auth_token = *token;
+  } else if (auto token = env.get(out.auth_token_env);
+             token && !token->empty()) {
+    out.auth_token = *token;
+  } else if (auto e = sv ? sv->find("auth_token") : nullptr) {
+    if (e->value.empty())
+      return file.path + ":" + std::to_string(e->line)
+          + ": auth_token: empty token";
+    out.auth_token = e->value;
+  }
+  return {};
+}
+
+/// What URL upstreams use, and file upstreams unless they say otherwise.
+struct upstream_defaults {
+  /// The key variable: --api-key-env > global api_key_env > OPENAI_API_KEY.
+  std::string key_var = "OPENAI_API_KEY";
+  std::optional<candidate> ca_file;
+  provider_kind provider = provider_kind::openai;
+};
+
+/// Reads the upstream defaults of the global section; returns an error
+/// message or "".
+std::string read_upstream_defaults(const resolver& r, const environment& env,
+                                   const section* g, upstream_defaults& out,
+                                   std::vector<std::string>& warnings) {
+  if (auto c = r.pick("api-key-env", nullptr, {{g, "api_key_env"}})) {
+    if (c->value.empty())
+      return c->where + ": empty variable name";
+    out.key_var = c->value;
+    if (!env.get(out.key_var))
+      warnings.push_back("environment variable " + out.key_var
+                         + " is not set: sending no API key");
+  }
+  out.ca_file = r.pick("ca-file", "EMBEDRT_CA_FILE", {{g, "ca_file"}});
+  if (auto c = r.pick("provider", "EMBEDRT_PROVIDER", {{g, "provider"}})) {
+    auto kind = parse_provider(c->value);
+    if (!kind)
+      return c->where + ": '" + c->value
+          + "' is not a provider (openai, azure, tei, generic)";
+    out.provider = *kind;
+  }
+  return {};
+}
+
+/// Builds the upstreams of a configuration: from URLs (--upstream,
+/// OPENAI_BASE_URL, an API key alone) or from the file's [upstream NAME]
+/// sections. Value errors go to the resolver.
+class upstream_builder {
+ public:
+  upstream_builder(const cli::arg_parser& p, const environment& env,
+                   const file_data& file, resolver& r, upstream_defaults d,
+                   app_config& cfg)
+      : p_(p), env_(env), file_(file), r_(r), d_(std::move(d)), cfg_(cfg) {
+    // nop
+  }
+
+  /// Which upstreams: --upstream (URLs or file names) > OPENAI_BASE_URL >
+  /// the file's [upstream] sections > an API key alone means OpenAI's API >
+  /// the embedded default. Returns an error message or "".
+  std::string choose() {
+    auto& ups = cfg_.runtime.upstreams;
+    if (auto flags = p_.values("upstream"); !flags.empty()) {
+      for (const auto& v : flags) {
+        if (v.find("://") != std::string::npos || v.empty())
+          ups.push_back(from_url(v, "--upstream"));
+        else if (auto s = find_section(v))
+          ups.push_back(from_section(*s));
+        else
+          return "--upstream: '" + v
+              + "' is neither a URL nor an [upstream] of the config file"
+              + (file_.path.empty() ? std::string{" (no config file)"}
+                                    : " " + file_.path);
+      }
+    } else if (auto url = env_.get("OPENAI_BASE_URL"); url && !url->empty()) {
+      ups.push_back(from_url(*url, "OPENAI_BASE_URL"));
+    } else if (!file_.upstreams.empty()) {
+      for (const auto& s : file_.upstreams)
+        ups.push_back(from_section(s));
+    } else if (auto key = env_.get(d_.key_var); key && !key->empty()) {
+      ups.push_back(from_url("https://api.openai.com/v1", d_.key_var));
+    } else {
+      cfg_.uses_embedded_default = true;
+    }
+    return {};
+  }
+
+ private:
+  upstream_config from_url(const std::string& url, const std::string& source) {
+    upstream_config up;
+    up.base_url = url;
+    up.provider = d_.provider;
+    up.api_key = env_.get(d_.key_var).value_or("");
+    up.connections = cfg_.connections;
+    up.max_queue = cfg_.max_queue;
+    if (d_.ca_file)
+      up.ca_file = d_.ca_file->value;
+    if (auto msg = check_url(url, source); !msg.empty())
+      r_.fail(msg);
+    return up;
+  }
+
+  upstream_config from_section(const section& u) {
+    const section* g = &file_.global;
+    upstream_config up;
+    up.name = u.name;
+    up.base_url = u.find("base_url")->value;
+    if (auto msg = check_url(up.base_url, where(u, "base_url")); !msg.empty())
+      r_.fail(msg);
+    up.provider = d_.provider;
+    if (auto e = u.find("provider")) {
+      if (auto kind = parse_provider(e->value))
+        up.provider = *kind;
+      else
+        r_.fail(where(u, "provider") + ": '" + e->value
+                + "' is not a provider (openai, azure, tei, generic)");
+    }
+    up.api_key = section_key(u);
+    r_.integer(r_.pick("connections", "EMBEDRT_CONNECTIONS",
+                       {{&u, "connections"}, {g, "connections"}}),
+               up.connections, uint32_t{1}, max_connections);
+    r_.integer(r_.pick("max-queue", "EMBEDRT_MAX_QUEUE",
+                       {{&u, "max_queue"}, {g, "max_queue"}}),
+               up.max_queue, uint32_t{1}, uint32_t{100'000'000});
+    if (auto c = r_.pick("ca-file", "EMBEDRT_CA_FILE",
+                         {{&u, "ca_file"}, {g, "ca_file"}}))
+      up.ca_file = c->value;
+    if (auto e = u.find("models")) {
+      up.models = split_list(e->value);
+      if (up.models.empty())
+        r_.fail(where(u, "models") + ": empty list");
+    }
+    if (auto e = u.find("model_map"))
+      read_model_map(*e, where(u, "model_map"), up.model_map);
+    if (auto e = u.find("azure_api_version"))
+      up.azure_api_version = e->value;
+    auto key = [&](const char* name) {
+      return r_.pick(nullptr, nullptr, {{&u, name}});
+    };
+    r_.boolean(key("tls_verify"), up.tls_verify);
+    r_.boolean(key("batching"), up.batching);
+    r_.integer(key("max_response_bytes"), up.max_response_bytes,
+               std::size_t{1024}, std::size_t{1} << 32);
+    r_.millis(key("attempt_timeout_ms"), up.attempt_timeout, 1, max_ms);
+    read_breaker(r_, file_.path, u, up.breaker);
+    return up;
+  }
+
+  /// The key of a file upstream: --api-key-env > explicit api_key > the
+  /// section's api_key_env > the global key variable.
+  std::string section_key(const section& u) {
+    if (auto flag = p_.value("api-key-env"))
+      return env_.get(*flag).value_or("");
+    if (auto e = u.find("api_key"))
+      return e->value;
+    std::string var = d_.key_var;
+    if (auto e = u.find("api_key_env")) {
+      if (e->value.empty())
+        r_.fail(where(u, "api_key_env") + ": empty variable name");
+      var = e->value;
+      if (!env_.get(var))
+        cfg_.warnings.push_back("upstream " + u.name + ": environment variable "
+                                + var + " is not set: sending no API key");
+    }
+    return env_.get(var).value_or("");
+  }
+
+  /// `model_map = CALLER=UPSTREAM, ...`.
+  void read_model_map(const entry& e, const std::string& at,
+                      std::map<std::string, std::string>& out) {
+    for (const auto& item : split_list(e.value)) {
+      auto eq = item.find('=');
+      auto from = eq == std::string::npos
+          ? std::string_view{}
+          : trim(std::string_view{item}.substr(0, eq));
+      auto to = eq == std::string::npos
+          ? std::string_view{}
+          : trim(std::string_view{item}.substr(eq + 1));
+      if (from.empty() || to.empty()) {
+        r_.fail(at + ": '" + item + "' is not CALLER_MODEL=UPSTREAM_MODEL");
+        return;
+      }
+      if (!out.emplace(std::string{from}, std::string{to}).second)
+        r_.fail(at + ": model '" + std::string{from} + "' mapped twice");
+    }
+  }
+
+  const section* find_section(const std::string& name) const {
+    for (const auto& s : file_.upstreams)
+      if (s.name == name)
+        return &s;
+    return nullptr;
+  }
+
+  /// "FILE:LINE: KEY" of a key the section sets.
+  std::string where(const section& u, const char* key) const {
+    return file_.path + ":" + std::to_string(u.find(key)->line) + ": " + key;
+  }
+
+  const cli::arg_parser& p_;
+  const environment& env_;
+  const file_data& file_;
+  resolver& r_;
+  upstream_defaults d_;
+  app_config& cfg_;
+};
+
+/// Upstream names must be unique (health, metrics, logs); returns an error
+/// message or "".
+std::string check_unique_names(const std::vector<upstream_config>& ups) {
+  std::set<std::string> names;
+  for (const auto& up : ups)
+    if (!up.name.empty() && !names.insert(up.name).second)
+      return "upstream '" + up.name + "' is used twice";
+  return {};
+}
+
+config_result failed(std::string msg) {
+  config_result result;
+  result.error = std::move(msg);
+  return result;
+}
 } // namespace
 
 void add_config_options(cli::arg_parser& p) {
@@ -404,254 +688,61 @@ void add_config_options(cli::arg_parser& p) {
 
 config_result load_config(const cli::arg_parser& p, const environment& env,
                           log_level default_log_level) {
-  config_result result;
-  auto fail = [&](std::string msg) {
-    result.config.reset();
-    result.error = std::move(msg);
-    return std::move(result);
-  };
   app_config cfg;
   cfg.log = default_log_level;
   file_data file;
-  // The file: --config > EMBEDRT_CONFIG > none.
-  if (auto path = p.value("config")) {
-    file.path = *path;
-  } else if (auto var = env.get("EMBEDRT_CONFIG"); var && !var->empty()) {
-    file.path = *var;
-  }
-  if (p.has("config") && file.path.empty())
-    return fail("--config: empty file name");
-  if (!file.path.empty()) {
-    std::string text;
-    if (auto msg = read_file(file.path, text); !msg.empty())
-      return fail(msg);
-    if (auto msg = parse_file(text, file); !msg.empty())
-      return fail(msg);
-    cfg.config_file = file.path;
-  }
+  if (auto msg = load_file(p, env, file); !msg.empty())
+    return failed(std::move(msg));
+  cfg.config_file = file.path;
   resolver r{p, env, file};
-  const section* g = &file.global;
-  const section* sv = file.serve.line != 0 ? &file.serve : nullptr;
-
-  // -- global settings ----------------------------------------------------
-  r.integer(r.pick("connections", "EMBEDRT_CONNECTIONS", {{g, "connections"}}),
-            cfg.connections, uint32_t{1}, max_connections);
-  r.integer(r.pick("max-queue", "EMBEDRT_MAX_QUEUE", {{g, "max_queue"}}),
-            cfg.max_queue, uint32_t{1}, uint32_t{100'000'000});
-  r.integer(r.pick("io-threads", "EMBEDRT_IO_THREADS", {{g, "io_threads"}}),
-            cfg.runtime.io_threads, std::size_t{1}, std::size_t{256});
-  r.millis(r.pick("deadline-ms", "EMBEDRT_DEADLINE_MS", {{g, "deadline_ms"}}),
-           cfg.runtime.default_timeout, 1, max_ms);
-  if (auto c = r.pick("log-level", "EMBEDRT_LOG_LEVEL", {{g, "log_level"}}))
-    if (!parse_log_level(c->value, cfg.log))
-      r.fail(c->where + ": '" + c->value
-             + "' is not a log level (debug, info, warn, error, off)");
-  if (auto c = r.pick("model", "EMBEDRT_MODEL", {{g, "model"}})) {
-    if (c->value.empty())
-      r.fail(c->where + ": empty model name");
-    cfg.model = c->value;
-  }
-  r.integer(r.pick("dims", "EMBEDRT_DIMENSIONS", {{g, "dimensions"}}),
-            cfg.dimensions, int32_t{0}, int32_t{65536});
+  const section* global = &file.global;
+  const section* serve = file.serve.line != 0 ? &file.serve : nullptr;
+  read_globals(r, global, cfg);
   if (!r.error.empty())
-    return fail(r.error);
-
-  // -- serve --------------------------------------------------------------
-  if (auto c = r.pick("listen", "EMBEDRT_LISTEN", {{sv, "listen"}}))
-    cfg.serve.listen = c->value;
-  r.integer(r.pick("max-body-bytes", "EMBEDRT_MAX_BODY_BYTES",
-                   {{sv, "max_body_bytes"}}),
-            cfg.serve.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
-  r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
-           cfg.serve.grace, 0, max_ms);
+    return failed(r.error);
+  read_serve(r, serve, cfg.serve);
   if (!r.error.empty())
-    return fail(r.error);
-  // The client token: from the variable named by --auth-token-env (which
-  // must then be set), else [serve] auth_token_env (likewise), else
-  // EMBEDRT_AUTH_TOKEN if set, else an explicit [serve] auth_token.
-  if (auto c = r.pick("auth-token-env", nullptr, {{sv, "auth_token_env"}})) {
-    if (c->value.empty())
-      return fail(c->where + ": empty variable name");
-    cfg.serve.auth_token_env = c->value;
-    auto token = env.get(c->value);
-    if (!token || token->empty())
-      return fail(c->where + ": environment variable " + c->value
-                  + " is not set or empty");
-    cfg.serve.auth_token = *token;
-  } else if (auto token = env.get(cfg.serve.auth_token_env);
-             token && !token->empty()) {
-    cfg.serve.auth_token = *token;
-  } else if (auto e = sv ? sv->find("auth_token") : nullptr) {
-    if (e->value.empty())
-      return fail(file.path + ":" + std::to_string(e->line)
-                  + ": auth_token: empty token");
-    cfg.serve.auth_token = e->value;
-  }
-
-  // -- upstreams ----------------------------------------------------------
-  // The key source for URL upstreams: --api-key-env > global api_key_env >
-  // OPENAI_API_KEY. (Per-upstream api_key_env / api_key apply to file
-  // upstreams; --api-key-env overrides those too.)
-  std::string key_var = "OPENAI_API_KEY";
-  if (auto c = r.pick("api-key-env", nullptr, {{g, "api_key_env"}})) {
-    if (c->value.empty())
-      return fail(c->where + ": empty variable name");
-    key_var = c->value;
-    if (!env.get(key_var))
-      cfg.warnings.push_back("environment variable " + key_var
-                             + " is not set: sending no API key");
-  }
-  auto global_ca = r.pick("ca-file", "EMBEDRT_CA_FILE", {{g, "ca_file"}});
-  // The provider of URL upstreams, and of sections without their own.
-  provider_kind global_provider = provider_kind::openai;
-  if (auto c = r.pick("provider", "EMBEDRT_PROVIDER", {{g, "provider"}})) {
-    if (auto kind = parse_provider(c->value))
-      global_provider = *kind;
-    else
-      return fail(c->where + ": '" + c->value
-                  + "' is not a provider (openai, azure, tei, generic)");
-  }
-
-  auto url_upstream = [&](const std::string& url, const std::string& where) {
-    upstream_config up;
-    up.base_url = url;
-    up.provider = global_provider;
-    up.api_key = env.get(key_var).value_or("");
-    up.connections = cfg.connections;
-    up.max_queue = cfg.max_queue;
-    if (global_ca)
-      up.ca_file = global_ca->value;
-    if (auto msg = check_url(url, where); !msg.empty())
-      r.fail(msg);
-    return up;
-  };
-
-  auto file_upstream = [&](const section& s) {
-    upstream_config up;
-    up.name = s.name;
-    const section* u = &s;
-    up.base_url = u->find("base_url")->value;
-    auto where = [&](const char* key) {
-      return file.path + ":" + std::to_string(u->find(key)->line) + ": " + key;
-    };
-    if (auto msg = check_url(up.base_url, where("base_url")); !msg.empty())
-      r.fail(msg);
-    up.provider = global_provider;
-    if (auto e = u->find("provider")) {
-      if (auto kind = parse_provider(e->value))
-        up.provider = *kind;
-      else
-        r.fail(where("provider") + ": '" + e->value
-               + "' is not a provider (openai, azure, tei, generic)");
-    }
-    // Key: --api-key-env > explicit api_key > the section's api_key_env >
-    // the global key variable.
-    if (auto flag = p.value("api-key-env")) {
-      up.api_key = env.get(*flag).value_or("");
-    } else if (auto e = u->find("api_key")) {
-      up.api_key = e->value;
-    } else {
-      std::string var = key_var;
-      if (auto e = u->find("api_key_env")) {
-        if (e->value.empty())
-          r.fail(where("api_key_env") + ": empty variable name");
-        var = e->value;
-        if (!env.get(var))
-          cfg.warnings.push_back("upstream " + up.name
-                                 + ": environment variable " + var
-                                 + " is not set: sending no API key");
-      }
-      up.api_key = env.get(var).value_or("");
-    }
-    r.integer(r.pick("connections", "EMBEDRT_CONNECTIONS",
-                     {{u, "connections"}, {g, "connections"}}),
-              up.connections, uint32_t{1}, max_connections);
-    r.integer(r.pick("max-queue", "EMBEDRT_MAX_QUEUE",
-                     {{u, "max_queue"}, {g, "max_queue"}}),
-              up.max_queue, uint32_t{1}, uint32_t{100'000'000});
-    if (auto c = r.pick("ca-file", "EMBEDRT_CA_FILE",
-                        {{u, "ca_file"}, {g, "ca_file"}}))
-      up.ca_file = c->value;
-    if (auto e = u->find("models")) {
-      up.models = split_list(e->value);
-      if (up.models.empty())
-        r.fail(where("models") + ": empty list");
-    }
-    if (auto e = u->find("model_map")) {
-      for (const auto& item : split_list(e->value)) {
-        auto eq = item.find('=');
-        auto from = eq == std::string::npos
-            ? std::string_view{}
-            : trim(std::string_view{item}.substr(0, eq));
-        auto to = eq == std::string::npos
-            ? std::string_view{}
-            : trim(std::string_view{item}.substr(eq + 1));
-        if (from.empty() || to.empty()) {
-          r.fail(where("model_map") + ": '" + item
-                 + "' is not CALLER_MODEL=UPSTREAM_MODEL");
-          break;
-        }
-        if (!up.model_map.emplace(std::string{from}, std::string{to}).second)
-          r.fail(where("model_map") + ": model '" + std::string{from}
-                 + "' mapped twice");
-      }
-    }
-    if (auto e = u->find("azure_api_version"))
-      up.azure_api_version = e->value;
-    r.boolean(r.pick(nullptr, nullptr, {{u, "tls_verify"}}), up.tls_verify);
-    r.boolean(r.pick(nullptr, nullptr, {{u, "batching"}}), up.batching);
-    r.integer(r.pick(nullptr, nullptr, {{u, "max_response_bytes"}}),
-              up.max_response_bytes, std::size_t{1024}, std::size_t{1} << 32);
-    r.millis(r.pick(nullptr, nullptr, {{u, "attempt_timeout_ms"}}),
-             up.attempt_timeout, 1, max_ms);
-    read_breaker(r, file.path, *u, up.breaker);
-    return up;
-  };
-
-  auto find_file_upstream = [&](const std::string& name) -> const section* {
-    for (const auto& s : file.upstreams)
-      if (s.name == name)
-        return &s;
-    return nullptr;
-  };
-
-  // Which upstreams: --upstream (URLs or file names) > OPENAI_BASE_URL >
-  // the file's [upstream] sections > an API key alone means OpenAI's API >
-  // the embedded default.
-  if (auto flags = p.values("upstream"); !flags.empty()) {
-    for (const auto& v : flags) {
-      if (v.find("://") != std::string::npos || v.empty()) {
-        cfg.runtime.upstreams.push_back(url_upstream(v, "--upstream"));
-      } else if (auto s = find_file_upstream(v)) {
-        cfg.runtime.upstreams.push_back(file_upstream(*s));
-      } else {
-        return fail("--upstream: '" + v
-                    + "' is neither a URL nor an [upstream] of the config "
-                      "file"
-                    + (file.path.empty() ? std::string{" (no config file)"}
-                                         : " " + file.path));
-      }
-    }
-  } else if (auto url = env.get("OPENAI_BASE_URL"); url && !url->empty()) {
-    cfg.runtime.upstreams.push_back(url_upstream(*url, "OPENAI_BASE_URL"));
-  } else if (!file.upstreams.empty()) {
-    for (const auto& s : file.upstreams)
-      cfg.runtime.upstreams.push_back(file_upstream(s));
-  } else if (auto key = env.get(key_var); key && !key->empty()) {
-    cfg.runtime.upstreams.push_back(
-        url_upstream("https://api.openai.com/v1", key_var));
-  } else {
-    cfg.uses_embedded_default = true;
-  }
+    return failed(r.error);
+  if (auto msg = read_auth_token(r, env, file, serve, cfg.serve); !msg.empty())
+    return failed(std::move(msg));
+  upstream_defaults defaults;
+  if (auto msg = read_upstream_defaults(r, env, global, defaults, cfg.warnings);
+      !msg.empty())
+    return failed(std::move(msg));
+  upstream_builder upstreams{p, env, file, r, std::move(defaults), cfg};
+  if (auto msg = upstreams.choose(); !msg.empty())
+    return failed(std::move(msg));
   if (!r.error.empty())
-    return fail(r.error);
-  // Names must be unique (health, metrics, logs).
-  std::set<std::string> names;
-  for (const auto& up : cfg.runtime.upstreams)
-    if (!up.name.empty() && !names.insert(up.name).second)
-      return fail("upstream '" + up.name + "' is used twice");
+    return failed(r.error);
+  if (auto msg = check_unique_names(cfg.runtime.upstreams); !msg.empty())
+    return failed(std::move(msg));
+  config_result result;
   result.config = std::move(cfg);
   return result;
+}
+
+std::optional<app_config>
+parse_command_line(cli::arg_parser& p, const std::vector<std::string>& args,
+                   std::string_view command, log_level default_log_level,
+                   int& exit_code) {
+  exit_code = 0;
+  if (!p.parse(args)) {
+    exit_code = cli::usage_error(command, p.error());
+    return std::nullopt;
+  }
+  if (p.help_requested()) {
+    std::cout << p.help();
+    return std::nullopt;
+  }
+  auto cfg = load_config(p, environment::from_process(), default_log_level);
+  if (!cfg) {
+    exit_code = cli::usage_error(command, cfg.error);
+    return std::nullopt;
+  }
+  set_log_level(cfg->log);
+  for (const auto& w : cfg->warnings)
+    std::cerr << "embedrt " << command << ": " << w << '\n';
+  return std::move(cfg.config);
 }
 
 void use_embedded_upstream(app_config& cfg, std::string base_url) {

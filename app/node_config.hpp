@@ -1,5 +1,8 @@
-// One configuration for every `embedrt` command: flags > environment >
-// config file > defaults (docs/cli.md, "Configuration").
+// The node's configuration: one for every `embedrt` command, resolved from
+// flags > environment > config file > defaults (docs/cli.md, "Configuration").
+// It contains the runtime's own settings (`runtime_config`,
+// embedrt/config.hpp) plus what only the command uses (serve, log level,
+// embedded default).
 //
 //   auto p = make_parser();             // the command's own options ...
 //   app::add_config_options(p);         // ... plus the shared ones
@@ -135,6 +138,18 @@ void add_config_options(cli::arg_parser& p);
 /// when nothing sets one.
 config_result load_config(const cli::arg_parser& p, const environment& env,
                           log_level default_log_level = log_level::warn);
+
+/// The common start of a command that uses the configuration: parses `args`
+/// with `p` (the command's options plus `add_config_options`), prints the
+/// help or a usage error, resolves the configuration (`load_config` with the
+/// process environment), sets the log level and prints the warnings, each
+/// line starting "embedrt COMMAND: ". Returns the configuration, or
+/// std::nullopt with the code to exit with in `exit_code` (0 after --help,
+/// `cli::exit_usage` after an error).
+std::optional<app_config>
+parse_command_line(cli::arg_parser& p, const std::vector<std::string>& args,
+                   std::string_view command, log_level default_log_level,
+                   int& exit_code);
 
 /// Points a configuration with `uses_embedded_default` at the built-in
 /// upstream running at `base_url` (one upstream named "embedded", with the

@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "node_config.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstdio>
