@@ -12,9 +12,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <future>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 
 namespace net = boost::asio;
@@ -30,12 +30,24 @@ using namespace std::chrono_literals;
 
 /// At the end of the grace period, the time left to a reply being written.
 constexpr auto final_write_timeout = 1s;
+/// How long the destructor waits for the I/O threads to let go of the
+/// shared state.
+constexpr auto release_timeout = 5s;
 
 std::string to_string(beast::string_view sv) {
   return std::string{sv.data(), sv.size()};
 }
 
 class session;
+
+/// Fulfils its promise when destroyed: the first member of the shared
+/// state, so it goes last, after the listener, the timers and the handler.
+struct release_signal {
+  std::promise<void> promise;
+  ~release_signal() {
+    promise.set_value();
+  }
+};
 
 } // namespace
 
@@ -58,6 +70,8 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
   void expire_all();
   void close_all();
 
+  /// Signalled when the last owner lets go (see ~http_front).
+  release_signal released;
   net::io_context& ioc;
   front_options opts;
   request_handler handler;
@@ -441,20 +455,19 @@ http_front::http_front(net::io_context& ioc, front_options opts,
 }
 
 http_front::~http_front() {
-  {
-    // Closing on the listener's strand: no connection accepted after the
-    // snapshot can slip through.
-    net::dispatch(impl_->listener.executor(), [d = impl_] {
-      d->close_all();
-    });
-  }
+  // Closing on the listener's strand: no connection accepted after the
+  // snapshot can slip through.
+  auto released = impl_->released.promise.get_future();
+  net::dispatch(impl_->listener.executor(), [d = impl_] {
+    d->close_all();
+  });
   // Wait (bounded) until the aborted operations and closed sessions have
-  // released the shared state, so that its listener and timers are
-  // destroyed here and not later by the io_context's destructor. The
-  // io_context must still be running (see the header).
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (impl_.use_count() > 1 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(1ms);
+  // released the shared state: the last one destroys it, which fulfils
+  // `released` after its listener and timers are gone. So they are
+  // destroyed while the io_context runs (see the header), and never later
+  // by its destructor.
+  impl_.reset();
+  released.wait_for(release_timeout);
 }
 
 uint16_t http_front::start() {
