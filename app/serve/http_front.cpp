@@ -455,9 +455,9 @@ http_front::http_front(net::io_context& ioc, front_options opts,
 }
 
 http_front::~http_front() {
+  auto released = impl_->released.promise.get_future();
   // Closing on the listener's strand: no connection accepted after the
   // snapshot can slip through.
-  auto released = impl_->released.promise.get_future();
   net::dispatch(impl_->listener.executor(), [d = impl_] {
     d->close_all();
   });
