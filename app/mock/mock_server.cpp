@@ -1,5 +1,6 @@
 #include "mock/mock_server.hpp"
 
+#include "httpd/listener.hpp"
 #include "mock/mock_handler.hpp"
 
 #include <array>
@@ -39,17 +40,9 @@ using namespace std::chrono_literals;
 
 /// How long a TLS handshake may take.
 constexpr auto handshake_timeout = 10s;
-/// After a response with `Connection: close` the server stops sending and
-/// reads (discarding) until the peer closes or this time passes. Closing at
-/// once with unread request bytes in the socket makes the kernel send RST,
-/// which can destroy the response before the client reads it (e.g. a 413
-/// sent while the client is still uploading).
-constexpr auto linger_timeout = 2s;
 /// How long stop() waits for the sessions to end before it stops the
 /// io_context (which then destroys whatever is left).
 constexpr auto stop_timeout = 5s;
-/// Pause before accepting again after an accept error (e.g. EMFILE).
-constexpr auto accept_retry_delay = 50ms;
 
 std::string_view to_std(beast::string_view sv) {
   return std::string_view{sv.data(), sv.size()};
@@ -173,12 +166,10 @@ class session : public session_base,
       on_read_error(ec);
       return;
     }
-    auto expect = parser_->get()[http::field::expect];
-    if (beast::iequals(expect, "100-continue")) {
-      static constexpr std::string_view continue_line
-          = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (httpd::expects_continue(parser_->get())) {
       net::async_write(
-          stream_, net::buffer(continue_line.data(), continue_line.size()),
+          stream_,
+          net::buffer(httpd::continue_line.data(), httpd::continue_line.size()),
           [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
             if (ec || self->closed_) {
               self->hard_close();
@@ -216,24 +207,17 @@ class session : public session_base,
   }
 
   void on_read_error(beast::error_code ec) {
-    if (ec == http::error::body_limit) {
-      core_.handler.body_too_large(reply_);
-      keep_alive_ = false;
-      respond();
-      return;
+    switch (httpd::read_failure_of(ec)) {
+      case httpd::read_failure::too_large:
+        core_.handler.body_too_large(reply_);
+        break;
+      case httpd::read_failure::malformed:
+        core_.handler.bad_http(ec.message(), reply_);
+        break;
+      case httpd::read_failure::gone: hard_close(); return;
     }
-    // A malformed request (as opposed to a closed or failed connection)
-    // gets a 400 before the connection is closed.
-    static const auto& http_category
-        = http::make_error_code(http::error::bad_target).category();
-    if (ec.category() == http_category && ec != http::error::end_of_stream
-        && ec != http::error::partial_message) {
-      core_.handler.bad_http(ec.message(), reply_);
-      keep_alive_ = false;
-      respond();
-      return;
-    }
-    hard_close();
+    keep_alive_ = false;
+    respond();
   }
 
   void on_read(beast::error_code ec) {
@@ -332,7 +316,7 @@ class session : public session_base,
       beast::error_code ec;
       lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
     }
-    lowest().expires_after(linger_timeout);
+    lowest().expires_after(httpd::linger_timeout);
     drain();
   }
 
@@ -407,65 +391,34 @@ struct mock_server::impl {
   }
 
   bool listen() {
-    beast::error_code ec;
-    auto addr = net::ip::make_address(core.opts.host, ec);
-    if (ec) {
-      error = "invalid host '" + core.opts.host + "'";
-      return false;
-    }
-    tcp::endpoint ep{addr, core.opts.port};
-    acceptor.emplace(iocs.front()->get_executor());
-    accept_retry.emplace(acceptor->get_executor());
-    auto fail = [&](const char* what) {
-      error = std::string{what} + " " + core.opts.host + ":"
-          + std::to_string(core.opts.port) + ": " + ec.message();
-      return false;
-    };
-    if (acceptor->open(ep.protocol(), ec))
-      return fail("cannot open a socket for");
-    if (acceptor->set_option(net::socket_base::reuse_address(true), ec))
-      return fail("cannot set SO_REUSEADDR for");
-    if (acceptor->bind(ep, ec))
-      return fail("cannot bind");
-    if (acceptor->listen(net::socket_base::max_listen_connections, ec))
-      return fail("cannot listen on");
-    port = acceptor->local_endpoint(ec).port();
-    if (ec)
-      return fail("cannot read the local port of");
-    return true;
+    listener.emplace(iocs.front()->get_executor());
+    port = listener->listen(core.opts.host, core.opts.port);
+    if (port == 0)
+      error = listener->error();
+    return port != 0;
   }
 
-  void do_accept() {
-    // Connections go round-robin to the I/O threads' io_contexts.
-    auto& target = *iocs[next_ioc];
-    next_ioc = (next_ioc + 1) % iocs.size();
-    acceptor->async_accept(target.get_executor(),
-                           [this](beast::error_code ec, tcp::socket s) {
-                             on_accept(ec, std::move(s));
-                           });
+  /// Starts the accept loop on the first I/O thread; connections go
+  /// round-robin to the I/O threads' io_contexts.
+  void start_accepting() {
+    listener->start(
+        [this]() -> httpd::listener::executor_type {
+          auto& target = *iocs[next_ioc];
+          next_ioc = (next_ioc + 1) % iocs.size();
+          return target.get_executor();
+        },
+        [this](tcp::socket s) {
+          on_socket(std::move(s));
+        });
   }
 
-  void on_accept(beast::error_code ec, tcp::socket s) {
-    if (ec == net::error::operation_aborted || !acceptor->is_open())
-      return;
-    if (ec) {
-      // E.g. EMFILE: try again shortly instead of spinning.
-      accept_retry->expires_after(accept_retry_delay);
-      accept_retry->async_wait([this](beast::error_code ec) {
-        if (!ec && acceptor->is_open())
-          do_accept();
-      });
-      return;
-    }
-    beast::error_code ignored;
-    s.set_option(tcp::no_delay(true), ignored);
+  void on_socket(tcp::socket s) {
     core.handler.counters().connection_opened();
     if (tls) {
       std::make_shared<tls_session>(core, std::move(s), *tls)->start();
     } else {
       std::make_shared<plain_session>(core, std::move(s))->start();
     }
-    do_accept();
   }
 
   void run_thread(net::io_context& ioc) {
@@ -487,20 +440,20 @@ struct mock_server::impl {
   /// Releases the I/O objects; the io_context last (its destructor destroys
   /// pending handlers and thereby any session left).
   void release() {
-    accept_retry.reset();
-    acceptor.reset();
+    listener.reset();
     iocs.clear();
     tls.reset();
   }
 
   server_core core;
   /// One io_context per I/O thread (no locks or strands between threads: a
-  /// connection lives on one thread). The acceptor runs on the first.
+  /// connection lives on one thread). The listener runs on the first.
   std::vector<std::unique_ptr<net::io_context>> iocs;
   std::size_t next_ioc = 0;
   std::optional<ssl::context> tls;
-  std::optional<tcp::acceptor> acceptor;
-  std::optional<net::steady_timer> accept_retry;
+  /// Runs on the first I/O thread; outlives its handlers (stop() joins the
+  /// threads before release()).
+  std::optional<httpd::listener> listener;
   std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
   std::vector<std::thread> threads;
   uint16_t port = 0;
@@ -540,9 +493,7 @@ uint16_t mock_server::start() {
     }
     for (auto& ioc : d.iocs)
       d.work.push_back(net::make_work_guard(*ioc));
-    net::post(d.acceptor->get_executor(), [&d] {
-      d.do_accept();
-    });
+    d.start_accepting();
     for (auto& ioc : d.iocs)
       d.threads.emplace_back([&d, &ctx = *ioc] {
         d.run_thread(ctx);
@@ -580,10 +531,8 @@ void mock_server::stop() {
     for (auto& [ptr, weak] : d.core.sessions)
       open.push_back(weak);
   }
-  net::post(d.acceptor->get_executor(), [&d] {
-    beast::error_code ec;
-    d.acceptor->close(ec);
-    d.accept_retry->cancel();
+  net::post(d.listener->executor(), [&d] {
+    d.listener->close();
   });
   for (auto& weak : open)
     if (auto s = weak.lock())

@@ -1,7 +1,8 @@
 #include "serve/http_front.hpp"
 
+#include "httpd/listener.hpp"
+
 #include <array>
-#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -11,9 +12,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <future>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 
 namespace net = boost::asio;
@@ -27,22 +28,26 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// After a response with `Connection: close` we stop sending and read
-/// (discarding) until the peer closes or this time passes: closing with
-/// unread request bytes in the socket makes the kernel send RST, which can
-/// destroy the response before the client reads it (e.g. a 413 sent while
-/// the client is still uploading).
-constexpr auto linger_timeout = 2s;
 /// At the end of the grace period, the time left to a reply being written.
 constexpr auto final_write_timeout = 1s;
-/// Pause before accepting again after an accept error (e.g. EMFILE).
-constexpr auto accept_retry_delay = 50ms;
+/// How long the destructor waits for the I/O threads to let go of the
+/// shared state.
+constexpr auto release_timeout = 5s;
 
 std::string to_string(beast::string_view sv) {
   return std::string{sv.data(), sv.size()};
 }
 
 class session;
+
+/// Fulfils its promise when destroyed: the first member of the shared
+/// state, so it goes last, after the listener, the timers and the handler.
+struct release_signal {
+  std::promise<void> promise;
+  ~release_signal() {
+    promise.set_value();
+  }
+};
 
 } // namespace
 
@@ -53,28 +58,27 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
       : ioc(ctx),
         opts(std::move(o)),
         handler(std::move(h)),
-        acceptor(net::make_strand(ctx)),
-        accept_retry(acceptor.get_executor()),
-        grace_timer(acceptor.get_executor()) {
+        listener(net::make_strand(ctx)),
+        grace_timer(listener.executor()) {
     // nop
   }
 
-  bool listen();
-  void do_accept();
-  void on_accept(beast::error_code ec, tcp::socket s);
+  void on_socket(tcp::socket s);
   void add(const std::shared_ptr<session>& s);
   void remove(session* s);
   std::vector<std::shared_ptr<session>> snapshot();
   void expire_all();
+  void close_all();
 
+  /// Signalled when the last owner lets go (see ~http_front).
+  release_signal released;
   net::io_context& ioc;
   front_options opts;
   request_handler handler;
-  tcp::acceptor acceptor;
-  net::steady_timer accept_retry;
+  /// Runs on a strand: the accept loop, add(), the grace timer, the drain's
+  /// and the destructor's closing of the listener.
+  httpd::listener listener;
   net::steady_timer grace_timer;
-  uint16_t port = 0;
-  std::string error;
   /// Sessions by address (weak: a session lives as long as its I/O does).
   mutable std::mutex mtx;
   std::unordered_map<session*, std::weak_ptr<session>> sessions;
@@ -197,12 +201,10 @@ class session : public std::enable_shared_from_this<session> {
       return;
     }
     stream_.expires_after(core_->opts.io_timeout);
-    auto expect = parser_->get()[http::field::expect];
-    if (beast::iequals(expect, "100-continue")) {
-      static constexpr std::string_view continue_line
-          = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (httpd::expects_continue(parser_->get())) {
       net::async_write(
-          stream_, net::buffer(continue_line.data(), continue_line.size()),
+          stream_,
+          net::buffer(httpd::continue_line.data(), httpd::continue_line.size()),
           [self = shared_from_this()](beast::error_code ec, std::size_t) {
             if (ec || self->phase_ == phase::closed) {
               self->hard_close();
@@ -225,25 +227,20 @@ class session : public std::enable_shared_from_this<session> {
 
   void on_read_error(beast::error_code ec) {
     keep_alive_ = false;
-    if (ec == http::error::body_limit) {
-      write(error_reply(413,
-                        "Request body too large: the limit is "
-                            + std::to_string(core_->opts.max_body_bytes)
-                            + " bytes",
-                        "invalid_request_error", "request_too_large"));
-      return;
+    switch (httpd::read_failure_of(ec)) {
+      case httpd::read_failure::too_large:
+        write(error_reply(413,
+                          "Request body too large: the limit is "
+                              + std::to_string(core_->opts.max_body_bytes)
+                              + " bytes",
+                          "invalid_request_error", "request_too_large"));
+        break;
+      case httpd::read_failure::malformed:
+        write(error_reply(400, "Malformed HTTP request: " + ec.message(),
+                          "invalid_request_error", "bad_http"));
+        break;
+      case httpd::read_failure::gone: hard_close(); break;
     }
-    // A malformed request (as opposed to a closed, timed out or failed
-    // connection) gets a 400 before the connection is closed.
-    static const auto& http_category
-        = http::make_error_code(http::error::bad_target).category();
-    if (ec.category() == http_category && ec != http::error::end_of_stream
-        && ec != http::error::partial_message) {
-      write(error_reply(400, "Malformed HTTP request: " + ec.message(),
-                        "invalid_request_error", "bad_http"));
-      return;
-    }
-    hard_close();
   }
 
   void on_read(beast::error_code ec) {
@@ -340,7 +337,7 @@ class session : public std::enable_shared_from_this<session> {
     phase_ = phase::lingering;
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(linger_timeout);
+    stream_.expires_after(httpd::linger_timeout);
     drain_input();
   }
 
@@ -395,58 +392,10 @@ class session : public std::enable_shared_from_this<session> {
 
 } // namespace
 
-bool http_front::impl::listen() {
-  beast::error_code ec;
-  auto addr = net::ip::make_address(opts.host, ec);
-  if (ec) {
-    error = "invalid host '" + opts.host + "'";
-    return false;
-  }
-  tcp::endpoint ep{addr, opts.port};
-  auto fail = [&](const char* what) {
-    error = std::string{what} + " " + opts.host + ":"
-        + std::to_string(opts.port) + ": " + ec.message();
-    return false;
-  };
-  if (acceptor.open(ep.protocol(), ec))
-    return fail("cannot open a socket for");
-  if (acceptor.set_option(net::socket_base::reuse_address(true), ec))
-    return fail("cannot set SO_REUSEADDR for");
-  if (acceptor.bind(ep, ec))
-    return fail("cannot bind");
-  if (acceptor.listen(net::socket_base::max_listen_connections, ec))
-    return fail("cannot listen on");
-  port = acceptor.local_endpoint(ec).port();
-  if (ec)
-    return fail("cannot read the local port of");
-  return true;
-}
-
-void http_front::impl::do_accept() {
-  acceptor.async_accept(
-      net::make_strand(ioc),
-      [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
-        self->on_accept(ec, std::move(s));
-      });
-}
-
-void http_front::impl::on_accept(beast::error_code ec, tcp::socket s) {
-  if (ec == net::error::operation_aborted || !acceptor.is_open())
-    return;
-  if (ec) {
-    accept_retry.expires_after(accept_retry_delay);
-    accept_retry.async_wait([self = shared_from_this()](beast::error_code ec) {
-      if (!ec && self->acceptor.is_open())
-        self->do_accept();
-    });
-    return;
-  }
-  beast::error_code ignored;
-  s.set_option(tcp::no_delay(true), ignored);
+void http_front::impl::on_socket(tcp::socket s) {
   auto sess = std::make_shared<session>(shared_from_this(), std::move(s));
   add(sess);
   sess->start();
-  do_accept();
 }
 
 void http_front::impl::add(const std::shared_ptr<session>& s) {
@@ -492,6 +441,13 @@ void http_front::impl::expire_all() {
     s->expire();
 }
 
+void http_front::impl::close_all() {
+  listener.close();
+  grace_timer.cancel();
+  for (auto& s : snapshot())
+    s->close_now();
+}
+
 http_front::http_front(net::io_context& ioc, front_options opts,
                        request_handler handler)
     : impl_(std::make_shared<impl>(ioc, std::move(opts), std::move(handler))) {
@@ -499,37 +455,38 @@ http_front::http_front(net::io_context& ioc, front_options opts,
 }
 
 http_front::~http_front() {
-  {
-    auto d = impl_;
-    net::dispatch(d->acceptor.get_executor(), [d] {
-      beast::error_code ec;
-      d->acceptor.close(ec);
-      d->accept_retry.cancel();
-      d->grace_timer.cancel();
-    });
-    for (auto& s : d->snapshot())
-      s->close_now();
-  }
+  auto released = impl_->released.promise.get_future();
+  // Closing on the listener's strand: no connection accepted after the
+  // snapshot can slip through.
+  net::dispatch(impl_->listener.executor(), [d = impl_] {
+    d->close_all();
+  });
   // Wait (bounded) until the aborted operations and closed sessions have
-  // released the shared state, so that its acceptor and timers are
-  // destroyed here and not later by the io_context's destructor. The
-  // io_context must still be running (see the header).
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (impl_.use_count() > 1 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(1ms);
+  // released the shared state: the last one destroys it, which fulfils
+  // `released` after its listener and timers are gone. So they are
+  // destroyed while the io_context runs (see the header), and never later
+  // by its destructor.
+  impl_.reset();
+  released.wait_for(release_timeout);
 }
 
 uint16_t http_front::start() {
-  if (!impl_->listen())
+  auto port = impl_->listener.listen(impl_->opts.host, impl_->opts.port);
+  if (port == 0)
     return 0;
-  net::post(impl_->acceptor.get_executor(), [d = impl_] {
-    d->do_accept();
-  });
-  return impl_->port;
+  impl_->listener.start(
+      [&ioc = impl_->ioc]() -> httpd::listener::executor_type {
+        return net::make_strand(ioc);
+      },
+      [d = impl_.get()](tcp::socket s) {
+        d->on_socket(std::move(s));
+      },
+      impl_);
+  return port;
 }
 
 const std::string& http_front::error() const noexcept {
-  return impl_->error;
+  return impl_->listener.error();
 }
 
 void http_front::drain(std::chrono::milliseconds grace,
@@ -542,10 +499,8 @@ void http_front::drain(std::chrono::milliseconds grace,
     d->draining = true;
     d->on_drained = std::move(done);
   }
-  net::dispatch(d->acceptor.get_executor(), [d, grace] {
-    beast::error_code ec;
-    d->acceptor.close(ec);
-    d->accept_retry.cancel();
+  net::dispatch(d->listener.executor(), [d, grace] {
+    d->listener.close();
     d->grace_timer.expires_after(grace);
     d->grace_timer.async_wait([d](beast::error_code ec) {
       if (!ec)
@@ -564,12 +519,12 @@ void http_front::drain(std::chrono::milliseconds grace,
     }
   }
   if (now)
-    net::post(d->acceptor.get_executor(), std::move(now));
+    net::post(d->listener.executor(), std::move(now));
 }
 
 void http_front::expire_grace() {
   auto d = impl_;
-  net::dispatch(d->acceptor.get_executor(), [d] {
+  net::dispatch(d->listener.executor(), [d] {
     d->grace_timer.cancel();
     d->expire_all();
   });

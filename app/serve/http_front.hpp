@@ -82,8 +82,9 @@ class http_front {
              request_handler handler);
 
   /// Closes the listener and every connection at once (no drain) and waits
-  /// (up to 5 s) until the I/O threads have let go of them. Call it from a
-  /// thread that is not an I/O thread, while the io_context still runs.
+  /// until the I/O threads have let go of them: the last one to do so
+  /// signals it (no polling; at most 5 s). Call it from a thread that is not
+  /// an I/O thread, while the io_context still runs.
   ~http_front();
 
   http_front(const http_front&) = delete;

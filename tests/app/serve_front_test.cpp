@@ -164,6 +164,37 @@ TEST_CASE("front: a reply to a closed connection is dropped") {
   CHECK(fut.get().status == 200);
 }
 
+TEST_CASE("front: its destructor closes every connection and returns once "
+          "the I/O threads let go of its state") {
+  io_runtime io{2};
+  parked park;
+  // The handler is part of the front end's state: once it is destroyed, the
+  // I/O threads hold nothing of the front end any more.
+  auto token = std::make_shared<int>(0);
+  std::weak_ptr<int> state_alive = token;
+  auto front = std::make_unique<http_front>(
+      io.context(), front_options{},
+      [&park, token = std::move(token)](front_request, responder respond) {
+        park.add(std::move(respond));
+      });
+  auto port = front->start();
+  REQUIRE(port != 0);
+  http_client idle{port};
+  REQUIRE(idle.connect() == failure::none);
+  http_client busy{port};
+  REQUIRE(busy.send_only("POST", "/v1/embeddings", "{}") == failure::none);
+  REQUIRE(park.wait_for(1));
+  auto start = std::chrono::steady_clock::now();
+  front.reset();
+  // Well under the destructor's 5 s bound: it was told, not timed out.
+  CHECK(std::chrono::steady_clock::now() - start < milliseconds{4000});
+  CHECK(state_alive.expired());
+  CHECK(idle.wait_for_close(milliseconds{2000}));
+  CHECK(busy.wait_for_close(milliseconds{2000}));
+  // A late answer to a request of a destroyed front end goes nowhere.
+  park.at(0)(text_reply(200, "too late"));
+}
+
 TEST_CASE("front: errors of its own — 413 and malformed HTTP") {
   io_runtime io{1};
   front_options opts;
@@ -188,7 +219,8 @@ TEST_CASE("front: errors of its own — 413 and malformed HTTP") {
 }
 
 TEST_CASE("front: drain closes idle connections, finishes busy ones, then "
-          "refuses") {
+          "refuses",
+          "[drain]") {
   parking_front pf;
   auto& park = pf.park;
   auto& front = pf.front;
@@ -221,7 +253,7 @@ TEST_CASE("front: drain closes idle connections, finishes busy ones, then "
   CHECK(front.connections() == 0);
 }
 
-TEST_CASE("front: at the end of the grace period the rest get 503") {
+TEST_CASE("front: at the end of the grace period the rest get 503", "[drain]") {
   parking_front pf;
   auto& park = pf.park;
   auto& front = pf.front;
@@ -248,7 +280,7 @@ TEST_CASE("front: at the end of the grace period the rest get 503") {
   park.at(0)(text_reply(200, "too late"));
 }
 
-TEST_CASE("front: drain with no connection is done at once") {
+TEST_CASE("front: drain with no connection is done at once", "[drain]") {
   io_runtime io{1};
   http_front front{io.context(), front_options{},
                    [](front_request, responder respond) {
@@ -312,7 +344,8 @@ bool closed_by_peer(int fd) {
 } // namespace
 
 TEST_CASE("front: connections accepted as the drain begins are closed, and "
-          "the drain completes") {
+          "the drain completes",
+          "[drain]") {
   // Regression: a connection accepted after the drain began but before the
   // listener closed deadlocked the front end's I/O thread (the session was
   // closed inline under the front end's lock, and closing takes it again):
@@ -358,7 +391,8 @@ TEST_CASE("front: connections accepted as the drain begins are closed, and "
 }
 
 TEST_CASE("front: a request already sent when the drain begins is answered "
-          "with Connection: close") {
+          "with Connection: close",
+          "[drain]") {
   io_runtime io{1};
   std::atomic<int> handled{0};
   http_front front{io.context(), front_options{},
