@@ -453,7 +453,9 @@ int cmd_embed(const std::vector<std::string>& args) {
   std::cerr << prefix << summary(s, r) << std::endl;
   if (r.abandoned > 0) {
     // Requests still in flight would hold the actor system's shutdown up
-    // to their deadline; everything written is already flushed and synced.
+    // to their deadline; everything written is already flushed and synced
+    // (the log too: std::_Exit skips the logger's exit handler).
+    flush_log();
     std::_Exit(code);
   }
   caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);

@@ -208,6 +208,7 @@ int cmd_serve(const std::vector<std::string>& args) {
          && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(5ms);
   if (sys->registry().running() > 0) {
+    flush_log(); // std::_Exit skips the logger's exit handler
     std::cerr << prefix << "stopped by signal " << received << " (leaving "
               << sys->registry().running() << " runtime actors behind)\n";
     std::fflush(nullptr);
