@@ -127,6 +127,56 @@ std::uint64_t reported_drops(const std::vector<std::string>& lines) {
   return sum;
 }
 
+/// Lines of the form `ts=... level=info event=EVENT thread=T seq=S[ ...]`,
+/// each thread's seq counting 0, 1, 2...
+struct sequences {
+  int count = 0;               // lines of the form
+  int out_of_order = 0;        // of them, not the seq their thread was at
+  int other = 0;               // lines not of the form
+  std::map<int, int> next_seq; // per thread: the seq expected next
+};
+
+sequences check_sequences(const std::vector<std::string>& lines,
+                          const std::string& event,
+                          const std::string& rest_pattern = "") {
+  const std::regex shape{R"(ts=\S+ level=info event=)" + event
+                         + R"( thread=(\d+) seq=(\d+))" + rest_pattern};
+  sequences res;
+  std::smatch m;
+  for (auto& line : lines) {
+    if (!std::regex_match(line, m, shape)) {
+      ++res.other;
+      continue;
+    }
+    ++res.count;
+    auto& next = res.next_seq[std::stoi(m[1])];
+    auto seq = std::stoi(m[2]);
+    if (seq != next)
+      ++res.out_of_order;
+    next = seq + 1;
+  }
+  return res;
+}
+
+/// Milliseconds since the epoch of a `ts=` value (UTC, ms precision).
+long long parse_ts(const std::string& ts) {
+  std::tm tm{};
+  int ms = 0;
+  REQUIRE(std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year,
+                      &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                      &tm.tm_sec, &ms)
+          == 7);
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<long long>(timegm(&tm)) * 1000 + ms;
+}
+
+long long epoch_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             t.time_since_epoch())
+      .count();
+}
+
 } // namespace
 
 TEST_CASE("log: a line is logfmt with the event's time, values quoted and "
@@ -150,23 +200,9 @@ TEST_CASE("log: a line is logfmt with the event's time, values quoted and "
         == "info event=ev plain=abc spaced=\"a b\" quoted=\"say "
            "\\\"hi\\\"\\n\\\\\" empty=\"\" ctl=\"x?y\"\n");
   // The timestamp is taken by the caller, at the event.
-  auto stamp = [](std::chrono::system_clock::time_point t) {
-    auto secs = std::chrono::system_clock::to_time_t(t);
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  t.time_since_epoch())
-                  .count()
-        % 1000;
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                  tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-    return std::string{buf};
-  };
-  auto ts = text.substr(3, 24);
-  CHECK(ts >= stamp(before));
-  CHECK(ts <= stamp(after));
+  auto ts = parse_ts(text.substr(3, 24));
+  CHECK(ts >= epoch_ms(before));
+  CHECK(ts <= epoch_ms(after));
 }
 
 TEST_CASE("log: lines below the level are not written") {
@@ -233,24 +269,11 @@ TEST_CASE("log: lines from many threads arrive once, whole and in each "
     l.join();
   auto lines = split_lines(cap.finish());
   CHECK(lines.size() == threads * per_thread);
-  const std::regex whole{
-      R"(ts=\S+ level=info event=concurrent thread=\d+ seq=\d+ pad=p{60})"};
-  std::map<int, int> next_seq;
-  int bad = 0;
-  for (auto& line : lines) {
-    if (!std::regex_match(line, whole)) {
-      ++bad;
-      continue;
-    }
-    auto t = std::stoi(*field(line, "thread"));
-    auto seq = std::stoi(*field(line, "seq"));
-    if (seq != next_seq[t])
-      ++bad;
-    next_seq[t] = seq + 1;
-  }
-  CHECK(bad == 0);
-  REQUIRE(next_seq.size() == threads);
-  for (auto& [t, next] : next_seq)
+  auto seqs = check_sequences(lines, "concurrent", " pad=p{60}");
+  CHECK(seqs.other == 0); // every line whole
+  CHECK(seqs.out_of_order == 0);
+  REQUIRE(seqs.next_seq.size() == threads);
+  for (auto& [t, next] : seqs.next_seq)
     CHECK(next == per_thread);
 }
 
@@ -359,21 +382,9 @@ TEST_CASE("log: every line logged before the process ends is written") {
     INFO("mode " << e.mode << ", stderr bytes " << res.err.size());
     CHECK(res.status == e.status);
     auto got = split_lines(res.err);
-    std::map<int, int> next_seq;
-    int bad = 0;
-    int count = 0;
-    for (auto& line : got) {
-      if (line.find(" event=child_line ") == std::string::npos)
-        continue;
-      ++count;
-      auto t = std::stoi(*field(line, "thread"));
-      auto seq = std::stoi(*field(line, "seq"));
-      if (seq != next_seq[t])
-        ++bad;
-      next_seq[t] = seq + 1;
-    }
-    CHECK(count == lines * threads);
-    CHECK(bad == 0);
+    auto seqs = check_sequences(got, "child_line");
+    CHECK(seqs.count == lines * threads);
+    CHECK(seqs.out_of_order == 0);
     if (e.mode == "late") {
       // Logged by a static destructor after the logger shut down.
       REQUIRE_FALSE(got.empty());
