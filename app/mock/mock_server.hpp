@@ -1,6 +1,6 @@
 // The built-in OpenAI-compatible upstream as an in-process server: the
 // `embedrt mock` command, the embedded default upstream and the test and
-// benchmark upstream (DESIGN.md §2.5).
+// benchmark upstream (docs/cli.md, "embedrt mock").
 //
 // A Beast HTTP/1.1 (optionally TLS) server with keep-alive on its own I/O
 // threads (`mock_options::threads`, one io_context each; connections are

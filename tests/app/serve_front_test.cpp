@@ -95,7 +95,7 @@ bool eventually(Pred pred, milliseconds timeout = milliseconds{5000}) {
 
 } // namespace
 
-TEST_CASE("front: replies come from other threads; only the first counts") {
+TEST_CASE("front: replies come from other threads, only the first counts") {
   io_runtime io{2};
   parked park;
   http_front front{io.context(), front_options{},
