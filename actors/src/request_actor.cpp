@@ -329,7 +329,8 @@ caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
   auto limits = strictest_limits(st.routes);
   auto unlimited = limits;
   unlimited.max_inputs = std::numeric_limits<std::size_t>::max();
-  if (auto err = openai::validate_inputs(st.req.inputs, unlimited, false)) {
+  if (auto err
+      = openai::validate_inputs(st.req.inputs, unlimited, false, &st.tokens)) {
     finish(self, std::move(err));
     return rp;
   }
@@ -337,9 +338,6 @@ caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
     for (auto& in : st.req.inputs)
       if (in == st.env->crash_marker)
         throw std::runtime_error("chaos: request crash marker received");
-  st.tokens.reserve(st.req.inputs.size());
-  for (auto& in : st.req.inputs)
-    st.tokens.push_back(static_cast<int64_t>(estimate_tokens(in)));
   st.chunks = split_into_chunks(st.req.inputs, st.tokens, limits);
   st.pending = st.chunks.size();
   st.result.embeddings.resize(st.req.inputs.size());

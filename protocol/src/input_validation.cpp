@@ -53,20 +53,18 @@ caf::error check_characters(std::size_t i, const std::string& text) {
   return {};
 }
 
-// Checks input `i` and adds its estimated tokens to `total_tokens`.
+// Checks input `i`; its estimated tokens go to `tokens`.
 caf::error check_text(std::size_t i, const std::string& text,
-                      const provider_profile& profile,
-                      std::size_t& total_tokens) {
+                      const provider_profile& profile, std::size_t& tokens) {
   if (text.size() > profile.max_input_bytes)
     return bad_request(concat("input[", i, "] is too large: ", text.size(),
                               " bytes > ", profile.max_input_bytes));
   if (auto err = check_characters(i, text))
     return err;
-  auto tokens = estimate_tokens(text);
+  tokens = estimate_tokens(text);
   if (tokens > profile.max_tokens_per_input)
     return bad_request(concat("input[", i, "] is too long: about ", tokens,
                               " tokens > ", profile.max_tokens_per_input));
-  total_tokens += tokens;
   return {};
 }
 
@@ -83,13 +81,23 @@ caf::error check_total(std::size_t total_tokens,
 
 caf::error validate_inputs(const std::vector<std::string>& inputs,
                            const provider_profile& profile,
-                           bool check_request_total) {
+                           bool check_request_total,
+                           std::vector<int64_t>* tokens) {
   if (auto err = check_count(inputs, profile))
     return err;
+  if (tokens != nullptr) {
+    tokens->clear();
+    tokens->reserve(inputs.size());
+  }
   std::size_t total_tokens = 0;
-  for (std::size_t i = 0; i < inputs.size(); ++i)
-    if (auto err = check_text(i, inputs[i], profile, total_tokens))
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    std::size_t n = 0;
+    if (auto err = check_text(i, inputs[i], profile, n))
       return err;
+    total_tokens += n;
+    if (tokens != nullptr)
+      tokens->push_back(static_cast<int64_t>(n));
+  }
   if (check_request_total)
     return check_total(total_tokens, profile);
   return {};

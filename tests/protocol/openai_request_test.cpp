@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <string>
+#include <vector>
 
 using namespace embedrt;
 using namespace embedrt::openai;
@@ -224,6 +225,21 @@ TEST_CASE("validate_inputs accepts valid inputs", "[openai][validate]") {
       {"  padded  ", "\xE4\xB8\xAD\xE6\x96\x87", "\xF0\x9F\x98\x80 emoji"},
       profile));
   CHECK_FALSE(validate_inputs(std::vector<std::string>(2048, "x"), profile));
+}
+
+TEST_CASE("validate_inputs hands out each input's token estimate",
+          "[openai][validate]") {
+  auto profile = profile_for(provider_kind::openai);
+  std::vector<std::string> inputs{"hello", std::string(4000, 'a'),
+                                  "\xE4\xB8\xAD\xE6\x96\x87 text"};
+  std::vector<int64_t> tokens{99}; // replaced, not appended to
+  REQUIRE_FALSE(validate_inputs(inputs, profile, true, &tokens));
+  REQUIRE(tokens.size() == inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    INFO("input " << i);
+    CHECK(tokens[i] == static_cast<int64_t>(estimate_tokens(inputs[i])));
+    CHECK(tokens[i] > 0);
+  }
 }
 
 TEST_CASE("validate_inputs rejects each failure naming the input",

@@ -65,10 +65,14 @@ caf::expected<embeddings_request> decode_request(std::string_view body);
 /// invalid UTF-8, a NUL character, a text over `max_input_bytes`, estimated
 /// tokens over `max_tokens_per_input`, or the sum over
 /// `max_tokens_per_request`. Set `check_request_total` to false when the
-/// caller's inputs will be split across several upstream requests.
+/// caller's inputs will be split across several upstream requests. If
+/// `tokens` is given, it receives the estimated tokens of each input (in
+/// order; complete only when no error is returned), so that callers need not
+/// estimate again.
 caf::error validate_inputs(const std::vector<std::string>& inputs,
                            const provider_profile& profile,
-                           bool check_request_total = true);
+                           bool check_request_total = true,
+                           std::vector<int64_t>* tokens = nullptr);
 
 /// Returns true if `text` is well-formed UTF-8 (no overlongs, surrogates or
 /// code points above U+10FFFF).
