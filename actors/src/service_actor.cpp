@@ -305,6 +305,82 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   };
 }
 
+/// The environment of one upstream's connection actors: where to connect,
+/// TLS, the request target and the only copy of the API key.
+caf::expected<std::shared_ptr<const detail::connection_env>>
+make_connection_env(const upstream_config& up, const base_url& url,
+                    std::shared_ptr<io_runtime> io,
+                    const service_hooks& hooks) {
+  auto cenv = std::make_shared<detail::connection_env>();
+  cenv->io = std::move(io);
+  cenv->transport.host = url.host;
+  cenv->transport.port = url.port;
+  cenv->transport.max_body_bytes = up.max_response_bytes;
+  if (url.tls) {
+    std::string err;
+    detail::tls_options topts;
+    topts.verify = up.tls_verify;
+    topts.ca_file = up.ca_file;
+    cenv->transport.tls = detail::make_tls_config(topts, err);
+    if (!cenv->transport.tls)
+      return make_error(errc::tls_failed, "upstream " + up.name + ": " + err);
+  }
+  endpoint_config ep;
+  ep.url = url;
+  ep.provider = up.provider;
+  ep.azure_api_version = up.azure_api_version;
+  cenv->target = embeddings_target(ep);
+  cenv->auth = auth_header(up.provider, up.api_key);
+  cenv->upstream_name = up.name;
+  cenv->base64 = up.base64;
+  cenv->crash_marker = hooks.crash_marker;
+  return std::shared_ptr<const detail::connection_env>{std::move(cenv)};
+}
+
+/// The environment of one upstream's breaker actor.
+std::shared_ptr<const detail::breaker_env>
+make_breaker_env(const upstream_config& up, uint64_t seed,
+                 const service_hooks& hooks) {
+  auto benv = std::make_shared<detail::breaker_env>();
+  benv->upstream = up.name;
+  benv->cfg = up.breaker;
+  benv->seed = seed;
+  // Every transition is passed to the hook (the pool counts it).
+  if (auto cb = hooks.on_breaker_transition)
+    benv->on_transition = [cb](const std::string& upstream,
+                               const detail::breaker_transition& t) {
+      cb(upstream, t.from, t.to);
+    };
+  return benv;
+}
+
+/// The environment of one upstream's pool (without the API key: only the
+/// connection environment keeps the secret).
+std::shared_ptr<const detail::pool_env>
+make_pool_env(const upstream_config& up, const retry_config& retry,
+              std::shared_ptr<const detail::connection_env> cenv,
+              uint64_t breaker_seed, const service_hooks& hooks) {
+  auto penv = std::make_shared<detail::pool_env>();
+  penv->cfg = up;
+  penv->cfg.api_key.clear();
+  penv->profile = profile_for(up.provider);
+  if (!hooks.pool_crash_marker.empty())
+    penv->crash_marker = hooks.pool_crash_marker + up.name;
+  penv->conn_env = std::move(cenv);
+  penv->retry = retry;
+  penv->batching = up.batching;
+  if (up.breaker.enabled)
+    penv->breaker = make_breaker_env(up, breaker_seed, hooks);
+  if (hooks.on_connection_spawned) {
+    auto cb = hooks.on_connection_spawned;
+    auto name = up.name;
+    penv->on_connection_spawned = [cb, name](const connection_actor& hdl) {
+      cb(name, caf::actor_cast<caf::actor>(hdl));
+    };
+  }
+  return penv;
+}
+
 } // namespace
 
 caf::expected<service_actor>
@@ -333,62 +409,13 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
       return make_error(errc::invalid_input,
                         "upstream " + up.base_url
                             + ": connections must be >= 1");
-    if (up.name.empty())
-      up.name = url->host + ":" + std::to_string(url->port);
-    auto cenv = std::make_shared<detail::connection_env>();
-    cenv->io = io;
-    cenv->transport.host = url->host;
-    cenv->transport.port = url->port;
-    cenv->transport.max_body_bytes = up.max_response_bytes;
-    if (url->tls) {
-      std::string err;
-      detail::tls_options topts;
-      topts.verify = up.tls_verify;
-      topts.ca_file = up.ca_file;
-      cenv->transport.tls = detail::make_tls_config(topts, err);
-      if (!cenv->transport.tls)
-        return make_error(errc::tls_failed, "upstream " + up.name + ": " + err);
-    }
-    endpoint_config ep;
-    ep.url = *url;
-    ep.provider = up.provider;
-    ep.azure_api_version = up.azure_api_version;
-    cenv->target = embeddings_target(ep);
-    cenv->auth = auth_header(up.provider, up.api_key);
-    cenv->upstream_name = up.name;
-    cenv->base64 = up.base64;
-    cenv->crash_marker = hooks.crash_marker;
-    auto penv = std::make_shared<detail::pool_env>();
-    penv->cfg = up;
-    penv->cfg.api_key.clear(); // Only the connection env keeps the secret.
-    penv->profile = profile_for(up.provider);
-    if (!hooks.pool_crash_marker.empty())
-      penv->crash_marker = hooks.pool_crash_marker + up.name;
-    penv->conn_env = std::move(cenv);
-    penv->retry = cfg.retry;
-    penv->batching = up.batching;
-    if (up.breaker.enabled) {
-      auto benv = std::make_shared<detail::breaker_env>();
-      benv->upstream = up.name;
-      benv->cfg = up.breaker;
-      benv->seed
-          = (cfg.seed != 0 ? cfg.seed : std::random_device{}()) + envs.size();
-      // Every transition is passed to the hook (the pool counts it).
-      if (auto cb = hooks.on_breaker_transition)
-        benv->on_transition = [cb](const std::string& upstream,
-                                   const detail::breaker_transition& t) {
-          cb(upstream, t.from, t.to);
-        };
-      penv->breaker = std::move(benv);
-    }
-    if (hooks.on_connection_spawned) {
-      auto cb = hooks.on_connection_spawned;
-      auto name = up.name;
-      penv->on_connection_spawned = [cb, name](const connection_actor& hdl) {
-        cb(name, caf::actor_cast<caf::actor>(hdl));
-      };
-    }
-    envs.emplace_back(std::move(penv));
+    auto cenv = make_connection_env(up, *url, io, hooks);
+    if (!cenv)
+      return cenv.error();
+    auto breaker_seed
+        = (cfg.seed != 0 ? cfg.seed : std::random_device{}()) + envs.size();
+    envs.emplace_back(
+        make_pool_env(up, cfg.retry, std::move(*cenv), breaker_seed, hooks));
   }
   auto renv = std::make_shared<detail::request_env>();
   renv->retry = cfg.retry;
