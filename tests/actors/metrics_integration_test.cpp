@@ -86,10 +86,12 @@ int64_t calls(const upstream_metrics& u, const std::string& error) {
 }
 
 struct fixture {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
+  // Declared before the actor system, so they outlive it: the hook may run
+  // on a CAF worker until the system has ended.
   std::mutex mtx;
   std::vector<request_record> recorded;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
 
   fixture() {
     register_types(cfg);

@@ -196,9 +196,9 @@ TEST_CASE("the service respawns a crashing pool under load: every caller is "
 }
 
 TEST_CASE("the metrics actor dies: it is restarted and metrics go on") {
+  std::atomic<int> recorded{0}; // outlives the actor system (hook target)
   system_fixture f;
   auto srv = start_mock();
-  std::atomic<int> recorded{0};
   service_hooks hooks;
   hooks.on_request_recorded = [&](const request_record& r) {
     ++recorded;
