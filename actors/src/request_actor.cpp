@@ -27,10 +27,6 @@ void finish(self_ptr self, caf::error err) {
   if (st.finished)
     return;
   st.finished = true;
-  if (st.service) {
-    self->demonitor(st.service);
-    st.service = nullptr;
-  }
   report_request(self, st, st.upstream_request_id, err);
   if (err) {
     st.rp.deliver(std::move(err));
@@ -398,18 +394,15 @@ request_actor_fn(request_impl::stateful_pointer<request_state> self,
   st.routes = std::move(routes);
   st.backoff
       = backoff_policy{env->retry.backoff_base, env->retry.backoff_cap, seed};
-  // When the service stops, every request answers at once.
-  if (auto svc = caf::actor_cast<caf::actor>(env->service)) {
-    st.service = svc;
-    self->monitor(svc);
-    self->set_down_handler([self](caf::down_msg& dm) {
-      if (self->state.service && dm.source == self->state.service.address())
-        finish(self,
-               make_error(errc::cancelled,
-                          "the service stopped (" + caf::to_string(dm.reason)
-                              + ")"));
-    });
-  }
+  // When the service stops, it sends every live request actor an exit
+  // message (it tracks them without monitors: monitors on one actor cost
+  // O(n) to remove): each answers at once.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    finish(
+        self,
+        make_error(errc::cancelled,
+                   "the service stopped (" + caf::to_string(msg.reason) + ")"));
+  });
   // An exception must not leave the caller without an answer.
   self->set_exception_handler(
       [self](caf::scheduled_actor*, std::exception_ptr&) -> caf::error {

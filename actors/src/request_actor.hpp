@@ -55,10 +55,6 @@ struct request_env {
   milliseconds default_timeout{30000};
   /// Where the reply is recorded (null: metrics off).
   metrics_actor metrics;
-  /// The service that spawns the request actors (null in unit tests): each
-  /// monitors it, so that every request answers `cancelled` at once when the
-  /// service stops. Held weakly (the service holds this environment).
-  caf::actor_addr service;
   /// Chaos hook, off when empty: a request with an input equal to this makes
   /// the request actor throw.
   std::string crash_marker;
@@ -91,8 +87,6 @@ struct request_state {
   std::vector<request_chunk> chunks;
   /// Estimated tokens of each input (computed once; calls carry their sum).
   std::vector<int64_t> tokens;
-  /// The monitored service (null if none).
-  caf::actor service;
   embed_result result;
   std::size_t pending = 0;
   /// Inputs rejected by the upstream (a chunk that fails with a 400 is

@@ -74,6 +74,15 @@ struct service_state {
   /// that stops them with the service. Dead handles are replaced, not kept.
   std::shared_ptr<std::vector<caf::actor>> children
       = std::make_shared<std::vector<caf::actor>>();
+  /// The request actors spawned, held weakly and shared with the exit
+  /// functor, which sends the live ones an exit message (each answers its
+  /// caller `cancelled`). Finished ones are pruned when the list has doubled
+  /// since the last pruning, so it stays within twice the requests in flight
+  /// (plus `min_prune`) at O(1) amortized cost per request.
+  std::shared_ptr<std::vector<caf::weak_actor_ptr>> requests
+      = std::make_shared<std::vector<caf::weak_actor_ptr>>();
+  std::size_t prune_at = min_prune;
+  static constexpr std::size_t min_prune = 1024;
 };
 
 using service_ptr = service_impl::stateful_pointer<service_state>;
@@ -147,7 +156,6 @@ void update_request_env(service_ptr self) {
   auto& st = self->state;
   auto env = std::make_shared<request_env>(*st.req_env);
   env->metrics = sink(self);
-  env->service = self->address();
   st.req_env = std::move(env);
 }
 
@@ -202,6 +210,21 @@ std::vector<route> routes_for(service_ptr self, const std::string& model) {
   return routes;
 }
 
+/// Remembers a request actor (weakly) for the exit functor.
+void track_request(service_ptr self, const request_impl& worker) {
+  auto& st = self->state;
+  auto& reqs = *st.requests;
+  if (reqs.size() >= st.prune_at) {
+    reqs.erase(std::remove_if(reqs.begin(), reqs.end(),
+                              [](const caf::weak_actor_ptr& w) {
+                                return w.lock() == nullptr;
+                              }),
+               reqs.end());
+    st.prune_at = std::max(service_state::min_prune, 2 * reqs.size());
+  }
+  reqs.emplace_back(caf::actor_cast<caf::weak_actor_ptr>(worker));
+}
+
 caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
   auto& st = self->state;
   ++st.accepted;
@@ -209,6 +232,7 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
     req.request_id = "req-" + std::to_string(++st.next_request);
   auto worker = self->spawn(request_actor_fn, st.req_env,
                             routes_for(self, req.model), st.seeder());
+  track_request(self, worker);
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
                         std::move(req));
 }
@@ -280,10 +304,14 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   // When the service ends, its children end with it: pools answer what they
   // hold (`cancelled`) and stop their connections and breaker; request
   // actors see the service go down (they monitor it) and answer `cancelled`.
-  self->attach_functor([kids = st.children](const caf::error&) {
-    for (auto& k : *kids)
-      caf::anon_send_exit(k, caf::exit_reason::user_shutdown);
-  });
+  self->attach_functor(
+      [kids = st.children, reqs = st.requests](const caf::error&) {
+        for (auto& w : *reqs)
+          if (auto r = w.lock())
+            caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+        for (auto& k : *kids)
+          caf::anon_send_exit(k, caf::exit_reason::user_shutdown);
+      });
   self->set_down_handler([self](caf::down_msg& dm) {
     on_down(self, dm);
   });
