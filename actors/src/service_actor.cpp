@@ -78,11 +78,13 @@ struct service_state {
   /// functor, which sends the live ones an exit message (each answers its
   /// caller `cancelled`). Finished ones are pruned when the list has doubled
   /// since the last pruning, so it stays within twice the requests in flight
-  /// (plus `min_prune`) at O(1) amortized cost per request.
+  /// (plus `min_prune`) at O(1) amortized cost per request. (A weak
+  /// reference keeps a finished actor's memory block, not its state: a small
+  /// `min_prune` keeps that memory small at low concurrency.)
   std::shared_ptr<std::vector<caf::weak_actor_ptr>> requests
       = std::make_shared<std::vector<caf::weak_actor_ptr>>();
   std::size_t prune_at = min_prune;
-  static constexpr std::size_t min_prune = 1024;
+  static constexpr std::size_t min_prune = 64;
 };
 
 using service_ptr = service_impl::stateful_pointer<service_state>;
