@@ -76,11 +76,11 @@ struct service_state {
       = std::make_shared<std::vector<caf::actor>>();
   /// The request actors spawned, held weakly and shared with the exit
   /// functor, which sends the live ones an exit message (each answers its
-  /// caller `cancelled`). Finished ones are pruned when the list has doubled
-  /// since the last pruning, so it stays within twice the requests in flight
-  /// (plus `min_prune`) at O(1) amortized cost per request. (A weak
-  /// reference keeps a finished actor's memory block, not its state: a small
-  /// `min_prune` keeps that memory small at low concurrency.)
+  /// caller `cancelled`). Finished ones are pruned once a quarter of the
+  /// live count found at the last pruning (at least `min_prune`) has been
+  /// added: the list stays within 1.25 times the requests in flight plus
+  /// `min_prune`, at about five weak-reference checks per request. (A weak
+  /// reference keeps a finished actor's memory block, not its state.)
   std::shared_ptr<std::vector<caf::weak_actor_ptr>> requests
       = std::make_shared<std::vector<caf::weak_actor_ptr>>();
   std::size_t prune_at = min_prune;
@@ -222,7 +222,8 @@ void track_request(service_ptr self, const request_impl& worker) {
                                 return w.lock() == nullptr;
                               }),
                reqs.end());
-    st.prune_at = std::max(service_state::min_prune, 2 * reqs.size());
+    st.prune_at
+        = reqs.size() + std::max(service_state::min_prune, reqs.size() / 4);
   }
   reqs.emplace_back(caf::actor_cast<caf::weak_actor_ptr>(worker));
 }
