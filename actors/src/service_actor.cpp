@@ -32,10 +32,13 @@ struct upstream_entry {
   /// Null while a restart is pending (requests fail over meanwhile).
   pool_supervised pool;
   restart_intensity intensity{10, milliseconds{10000}};
-  /// Consecutive restarts (backoff exponent); reset by a quiet period.
+  /// Consecutive restarts (backoff exponent) and times the restart intensity
+  /// was exceeded (down backoff exponent); both start again at 0 after a
+  /// quiet period (no crash for the intensity window `within`).
   uint32_t restarts = 0;
-  /// Times the restart intensity was exceeded in a row (down backoff).
   uint32_t downs = 0;
+  /// When the pool last died (the quiet period is measured from it).
+  restart_intensity::time_point last_down{};
   /// Restart timer epoch: a timer of another epoch is stale.
   uint64_t epoch = 0;
 };
@@ -127,6 +130,12 @@ void on_pool_down(service_ptr self, std::size_t idx, const caf::down_msg& dm) {
   auto now = restart_intensity::time_point{
       std::chrono::duration_cast<restart_intensity::time_point::duration>(
           self->clock().now().time_since_epoch())};
+  if (up.last_down != restart_intensity::time_point{}
+      && now - up.last_down > sup.within) {
+    up.restarts = 0;
+    up.downs = 0;
+  }
+  up.last_down = now;
   milliseconds wait;
   if (up.intensity.record(now)) {
     wait = doubling_backoff(sup.restart_backoff, sup.restart_backoff_cap,

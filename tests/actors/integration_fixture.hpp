@@ -32,6 +32,14 @@ inline std::unique_ptr<mock::mock_server> start_mock(mock::mock_options opts
   return srv;
 }
 
+/// Options of a built-in upstream that answers every request after `ms`.
+inline mock::mock_options slow_upstream(int ms) {
+  mock::mock_options opts;
+  opts.latency.kind = mock::latency_model::shape::fixed;
+  opts.latency.fixed_ms = ms;
+  return opts;
+}
+
 /// Options of a built-in upstream that answers every request with `f`.
 inline mock::mock_options faulty(mock::fault f) {
   mock::mock_options o;

@@ -335,10 +335,7 @@ TEST_CASE("connection actors killed under load: every request answered") {
   std::vector<caf::actor> conns;
   bool recording = true; // no handle is kept once the test is done
   system_fixture f;
-  mock::mock_options opts;
-  opts.latency.kind = mock::latency_model::shape::fixed;
-  opts.latency.fixed_ms = 5;
-  auto srv = start_mock(opts);
+  auto srv = start_mock(test::slow_upstream(5));
   service_hooks hooks;
   hooks.crash_marker = "__crash__";
   hooks.on_connection_spawned = [&](const std::string&, const caf::actor& a) {

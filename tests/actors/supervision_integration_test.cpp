@@ -11,6 +11,7 @@
 #include <caf/send.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <future>
 #include <optional>
 #include <string>
@@ -23,15 +24,9 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
+using test::slow_upstream;
 using test::start_mock;
 using test::system_fixture;
-
-mock::mock_options slow_upstream(int ms) {
-  mock::mock_options opts;
-  opts.latency.kind = mock::latency_model::shape::fixed;
-  opts.latency.fixed_ms = ms;
-  return opts;
-}
 
 upstream_config upstream(std::string name, const std::string& url,
                          uint32_t connections) {
@@ -193,6 +188,66 @@ TEST_CASE("the service respawns a crashing pool under load: every caller is "
   auto r = c.embed(request("after")).get();
   REQUIRE(r);
   CHECK(r->embeddings[0] == hash_embed("after", 8));
+}
+
+namespace {
+
+/// The `restart_in_ms` of every `event=pool_down` line in `log`, in order.
+std::vector<long> pool_restart_waits(const std::string& log) {
+  std::vector<long> out;
+  const std::string key = "restart_in_ms=";
+  for (auto at = log.find("event=pool_down"); at != std::string::npos;
+       at = log.find("event=pool_down", at + 1)) {
+    auto line_end = log.find('\n', at);
+    auto k = log.find(key, at);
+    if (k != std::string::npos && k < line_end)
+      out.push_back(std::stol(log.substr(k + key.size())));
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("the service's restart backoff doubles for crashes close together "
+          "and starts again after a quiet period") {
+  system_fixture f;
+  auto srv = start_mock();
+  service_hooks hooks;
+  hooks.pool_crash_marker = "__crash_pool__";
+  auto rc = config_with({upstream("q", srv->base_url(), 1)});
+  auto& sup = rc.upstreams[0].supervision;
+  sup.restart_backoff = 5ms;
+  sup.restart_backoff_cap = 1000ms;
+  sup.max_restarts = 10;
+  sup.within = 1000ms;
+  auto svc = spawn_service(*f.sys, rc, hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  auto* log_file = std::tmpfile();
+  REQUIRE(log_file != nullptr);
+  set_log_sink(log_file);
+  auto crash = [&] {
+    REQUIRE(wait_until_up(c, "q"));
+    auto r = c.embed(request("__crash_pool__q")).get();
+    REQUIRE(!r);
+    CHECK(error_code(r.error()) == errc::upstream_down);
+  };
+  crash();
+  crash(); // within 1 s of the first: the backoff doubles
+  REQUIRE(wait_until_up(c, "q"));
+  std::this_thread::sleep_for(1100ms); // longer than `within` without a crash
+  crash();
+  REQUIRE(wait_until_up(c, "q"));
+  REQUIRE(flush_log());
+  set_log_sink(nullptr);
+  std::string log;
+  std::rewind(log_file);
+  char chunk[4096];
+  while (auto n = std::fread(chunk, 1, sizeof(chunk), log_file))
+    log.append(chunk, n);
+  std::fclose(log_file);
+  INFO(log);
+  CHECK(pool_restart_waits(log) == std::vector<long>{5, 10, 5});
 }
 
 TEST_CASE("the metrics actor dies: it is restarted and metrics go on") {
