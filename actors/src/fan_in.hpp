@@ -1,12 +1,18 @@
 // Fan-in of the pools' health: the service (`health`) and the metrics actor
-// (`metrics` gauges) both ask every pool and combine the answers.
+// (`metrics` gauges) both ask every pool and combine the answers, holding
+// their caller's promise meanwhile.
 #pragma once
 
+#include "embedrt/protocol/errc.hpp"
 #include "interfaces.hpp"
 
+#include <caf/typed_response_promise.hpp>
 #include <chrono>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace embedrt::detail {
@@ -52,5 +58,45 @@ void collect_health(Self* self, const std::vector<pool_actor>& pools,
   }
   j->settle();
 }
+
+/// Promises an actor holds while it collects an answer, by id. Whatever is
+/// still held when the holder (an actor's state) is destroyed is answered
+/// `cancelled` with `why`: the actor's death drops no caller.
+template <class T>
+class held_promises {
+ public:
+  explicit held_promises(std::string why) : why_(std::move(why)) {
+    // nop
+  }
+
+  held_promises(const held_promises&) = delete;
+  held_promises& operator=(const held_promises&) = delete;
+
+  ~held_promises() {
+    for (auto& [id, rp] : held_)
+      rp.deliver(make_error(errc::cancelled, why_));
+  }
+
+  /// Holds `rp`; returns its id for `deliver`.
+  uint64_t hold(caf::typed_response_promise<T> rp) {
+    auto id = ++next_id_;
+    held_.emplace(id, std::move(rp));
+    return id;
+  }
+
+  /// Answers the promise `id` with `value` (nothing if already answered).
+  void deliver(uint64_t id, T value) {
+    auto i = held_.find(id);
+    if (i == held_.end())
+      return;
+    i->second.deliver(std::move(value));
+    held_.erase(i);
+  }
+
+ private:
+  std::string why_;
+  std::map<uint64_t, caf::typed_response_promise<T>> held_;
+  uint64_t next_id_ = 0;
+};
 
 } // namespace embedrt::detail

@@ -186,7 +186,7 @@ struct line_node {
 /// exchange and one store, wait-free; pop is for the writer thread only.
 class line_queue {
  public:
-  line_queue() : head_(&stub_), tail_(&stub_) {
+  line_queue() : head_(&sentinel_), tail_(&sentinel_) {
     // nop
   }
 
@@ -201,7 +201,7 @@ class line_queue {
   line_node* pop() {
     auto* tail = tail_;
     auto* next = tail->next.load(std::memory_order_acquire);
-    if (tail == &stub_) {
+    if (tail == &sentinel_) {
       if (next == nullptr)
         return nullptr;
       tail_ = next;
@@ -214,7 +214,7 @@ class line_queue {
     }
     if (tail != head_.load(std::memory_order_acquire))
       return nullptr;
-    push(&stub_);
+    push(&sentinel_);
     next = tail->next.load(std::memory_order_acquire);
     if (next == nullptr)
       return nullptr;
@@ -225,7 +225,7 @@ class line_queue {
  private:
   std::atomic<line_node*> head_; // producers
   line_node* tail_;              // the writer
-  line_node stub_;
+  line_node sentinel_;
 };
 
 /// The writer thread and its queue. Created on the first line logged and

@@ -63,15 +63,9 @@ struct metrics_state {
   } last;
   /// Test hook (service_hooks::on_request_recorded).
   std::function<void(const request_record&)> on_record;
-  /// `metrics` requests waiting for the pools' gauges, by job id: answered
-  /// `cancelled` by the destructor if the actor ends first.
-  std::map<uint64_t, caf::typed_response_promise<metrics_snapshot>> held;
-  uint64_t next_job = 0;
-
-  ~metrics_state() {
-    for (auto& [id, rp] : held)
-      rp.deliver(make_error(errc::cancelled, "metrics actor stopped"));
-  }
+  /// `metrics` requests waiting for the pools' gauges (answered `cancelled`
+  /// if the actor ends first).
+  held_promises<metrics_snapshot> held{"metrics actor stopped"};
 
   upstream_acc& upstream(const std::string& name) {
     auto i = upstreams.find(name);
@@ -232,9 +226,8 @@ metrics_fn(self_ptr self, bool enabled, std::vector<std::string> upstreams,
       [self](metrics_atom, std::vector<pool_actor>& pools,
              int64_t accepted) -> caf::result<metrics_snapshot> {
         auto& st = self->state;
-        auto id = ++st.next_job;
         auto rp = self->make_response_promise<metrics_snapshot>();
-        st.held.emplace(id, rp);
+        auto id = st.held.hold(rp);
         collect_health(
             self, pools,
             [self, id, snap = make_snapshot(st, accepted)](
@@ -244,11 +237,7 @@ metrics_fn(self_ptr self, bool enabled, std::vector<std::string> upstreams,
               for (auto& h : answers)
                 if (h)
                   add_health(snap, *h);
-              auto i = self->state.held.find(id);
-              if (i == self->state.held.end())
-                return;
-              i->second.deliver(std::move(snap));
-              self->state.held.erase(i);
+              self->state.held.deliver(id, std::move(snap));
             });
         return rp;
       },

@@ -2,7 +2,6 @@
 
 #include "embedrt/log.hpp"
 #include "embedrt/protocol/errc.hpp"
-#include "embedrt/protocol/provider.hpp"
 
 #include <algorithm>
 #include <caf/actor_cast.hpp>
@@ -542,16 +541,10 @@ void dispatch(self_ptr self) {
 // -- message handlers -------------------------------------------------------
 
 /// The tokens a call counts for in a batch: the request actor's estimate,
-/// carried in the call; computed here only for a call that came without one.
-/// At least 1, so that a learned token cap always makes the next batch
-/// smaller.
+/// carried in the call. At least 1, so that a learned token cap always makes
+/// the next batch smaller.
 std::size_t item_tokens(const upstream_call& call) {
-  if (call.tokens > 0)
-    return static_cast<std::size_t>(call.tokens);
-  std::size_t sum = 0;
-  for (auto& in : call.inputs)
-    sum += estimate_tokens(in);
-  return std::max<std::size_t>(1, sum);
+  return static_cast<std::size_t>(std::max<int64_t>(1, call.tokens));
 }
 
 caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
@@ -708,7 +701,6 @@ pool_state::~pool_state() {
                                           + ": pool ended unexpectedly");
   call_result r;
   r.error = why;
-  r.retryable = false;
   fail_queue(*this, r);
   for (auto& slot : slots)
     for (auto& item : slot.batch)

@@ -17,7 +17,6 @@
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
-#include <map>
 #include <random>
 
 namespace embedrt {
@@ -53,12 +52,6 @@ struct metrics_setup {
 struct service_state {
   static inline const char* name = "embedrt.service";
 
-  /// Answers the `health` requests still waiting for pools.
-  ~service_state() {
-    for (auto& [id, rp] : held_health)
-      rp.deliver(make_error(errc::cancelled, "the service stopped"));
-  }
-
   std::shared_ptr<io_runtime> io;
   /// Given to every request actor; rebuilt when the metrics actor restarts.
   std::shared_ptr<const request_env> req_env;
@@ -70,9 +63,9 @@ struct service_state {
   metrics_actor metrics;
   metrics_setup metrics_cfg;
   std::mt19937_64 seeder;
-  /// `health` requests waiting for the pools, by id.
-  std::map<uint64_t, caf::typed_response_promise<health_report>> held_health;
-  uint64_t next_health = 0;
+  /// `health` requests waiting for the pools (answered `cancelled` if the
+  /// service ends first).
+  held_promises<health_report> held_health{"the service stopped"};
   /// The live children (pools, metrics actor), shared with the exit functor
   /// that stops them with the service. Dead handles are replaced, not kept.
   std::shared_ptr<std::vector<caf::actor>> children
@@ -258,9 +251,8 @@ std::vector<pool_actor> live_pools(service_ptr self) {
 
 caf::result<health_report> on_health(service_ptr self) {
   auto& st = self->state;
-  auto id = ++st.next_health;
   auto rp = self->make_response_promise<health_report>();
-  st.held_health.emplace(id, rp);
+  auto id = st.held_health.hold(rp);
   collect_health(
       self, live_pools(self),
       [self, id](std::vector<std::optional<upstream_health>> answers) {
@@ -280,11 +272,7 @@ caf::result<health_report> on_health(service_ptr self) {
             report.ready = true;
           report.upstreams.emplace_back(std::move(h));
         }
-        auto i = st.held_health.find(id);
-        if (i == st.held_health.end())
-          return;
-        i->second.deliver(std::move(report));
-        st.held_health.erase(i);
+        st.held_health.deliver(id, std::move(report));
       });
   return rp;
 }
@@ -314,8 +302,8 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
     spawn_pool(self, st.upstreams.size() - 1);
   }
   // When the service ends, its children end with it: pools answer what they
-  // hold (`cancelled`) and stop their connections and breaker; request
-  // actors see the service go down (they monitor it) and answer `cancelled`.
+  // hold (`cancelled`) and stop their connections and breaker; live request
+  // actors get an exit message and answer `cancelled`.
   self->attach_functor(
       [kids = st.children, reqs = st.requests](const caf::error&) {
         for (auto& w : *reqs)

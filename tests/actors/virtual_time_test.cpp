@@ -2,6 +2,7 @@
 // budget and supervision (restart backoff, restart intensity, down and probe),
 // run on CAF's test_coordinator in virtual time: no sleeps, no sockets.
 #include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/provider.hpp"
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "pool_actor.hpp"
@@ -545,6 +546,7 @@ upstream_call make_call(std::string text, bool is_retry = false) {
   upstream_call call;
   call.model = "m";
   call.inputs = {std::move(text)};
+  call.tokens = static_cast<int64_t>(estimate_tokens(call.inputs.front()));
   call.is_retry = is_retry;
   return call;
 }
