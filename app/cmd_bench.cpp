@@ -11,6 +11,7 @@
 #include "bench/load_driver.hpp"
 #include "cli_args.hpp"
 #include "commands.hpp"
+#include "embedrt/distributed.hpp"
 #include "embedrt/log.hpp"
 #include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
@@ -82,7 +83,12 @@ cli::arg_parser make_parser() {
               "bound of the upstream's request queue (default: the "
               "runtime's, 10000)")
       .option("log-level", "LEVEL",
-              "runtime log level: debug, info, warn (default), error, off");
+              "runtime log level: debug, info, warn (default), error, off")
+      .option("peer", "HOST:PORT",
+              "measure through embedrt nodes instead: requests go to a "
+              "router over these published nodes (repeatable; no local "
+              "upstream then)",
+              true);
   return p;
 }
 
@@ -112,6 +118,8 @@ struct settings {
   std::string scheduler = "stealing";
   /// The pool's queue bound (default: the runtime's).
   std::optional<uint32_t> max_queue;
+  /// Published embedrt nodes to measure through (a router over them).
+  std::vector<peer_address> peers;
 };
 
 /// Parses the options into `s`; returns an error message or "".
@@ -156,6 +164,15 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   s.metrics = !p.has("no-metrics");
   if (p.has("upstream") && s.upstream.empty())
     return "--upstream: empty URL";
+  for (const auto& v : p.values("peer")) {
+    auto addr = parse_peer(v);
+    if (!addr)
+      return "--peer: " + error_detail(addr.error());
+    s.peers.push_back(*addr);
+  }
+  if (!s.peers.empty() && p.has("upstream"))
+    return "--peer and --upstream exclude each other (the nodes have the "
+           "upstreams)";
   if (s.model.empty())
     return "--model: empty name";
   if (s.scheduler != "stealing" && s.scheduler != "sharing")
@@ -183,10 +200,22 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   }
   if (const char* key = std::getenv(key_var.c_str()))
     s.api_key = key;
-  if (s.upstream.empty())
+  if (s.upstream.empty() && s.peers.empty())
     if (const char* url = std::getenv("OPENAI_BASE_URL"); url && *url)
       s.upstream = url;
   return {};
+}
+
+/// A router over the --peer nodes (their status says when they are ready;
+/// requests sent before wait for them).
+caf::expected<service_actor> spawn_peer_router(caf::actor_system& sys,
+                                               const settings& s) {
+  router_config rc;
+  rc.peers = s.peers;
+  rc.default_timeout = s.deadline;
+  rc.seed = s.seed;
+  rc.metrics = s.metrics;
+  return spawn_router(sys, service_actor{}, std::move(rc));
 }
 
 /// Upstream counters summed over the service's upstreams.
@@ -295,7 +324,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   // The built-in upstream, if used, must outlive the actor system (declared
   // first, destroyed last).
   std::unique_ptr<mock::mock_server> embedded;
-  if (s.upstream.empty()) {
+  if (s.upstream.empty() && s.peers.empty()) {
     embedded = std::make_unique<mock::mock_server>(mock::mock_options{});
     if (embedded->start() == 0) {
       std::cerr << prefix
@@ -328,6 +357,11 @@ int cmd_bench(const std::vector<std::string>& args) {
 
   caf::actor_system_config cfg;
   register_types(cfg);
+  if (!s.peers.empty())
+    if (auto err = enable_distribution(cfg)) {
+      std::cerr << prefix << error_detail(err) << '\n';
+      return 1;
+    }
   cfg.set("scheduler.max-threads", s.workers);
   cfg.set("scheduler.policy",
           s.scheduler == "sharing" ? caf::atom("sharing")
@@ -352,7 +386,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   rep.embedded_upstream = embedded != nullptr;
   int rc_code = 0;
   {
-    auto svc = spawn_service(sys, rc);
+    auto svc
+        = s.peers.empty() ? spawn_service(sys, rc) : spawn_peer_router(sys, s);
     if (!svc) {
       std::cerr << prefix
                 << "cannot set up the runtime: " << render_error(svc.error())

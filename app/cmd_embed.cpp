@@ -11,6 +11,7 @@
 // 143 stopped by SIGINT / SIGTERM (what was written is kept; rerun to
 // resume).
 #include "cli_args.hpp"
+#include "cluster.hpp"
 #include "commands.hpp"
 #include "embed/embed_job.hpp"
 #include "embed/id_set.hpp"
@@ -92,6 +93,7 @@ cli::arg_parser make_parser() {
               "stop when N requests in a row fail for upstream reasons "
               "(default 50, 0 = never)");
   add_config_options(p);
+  add_cluster_options(p, false);
   return p;
 }
 
@@ -476,10 +478,21 @@ int cmd_embed(const std::vector<std::string>& args) {
     return fail(error);
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
+  if (!prepare_node(sys_cfg, cfg.cluster, "embed"))
+    return cli::exit_usage;
   caf::actor_system sys{sys_cfg};
-  auto svc = spawn_service(sys, cfg.runtime);
-  if (!svc)
-    return fail("cannot set up the runtime: " + render_error(svc.error()));
+  service_actor local;
+  if (!cfg.runtime.upstreams.empty()) {
+    auto svc = spawn_service(sys, cfg.runtime);
+    if (!svc)
+      return fail("cannot set up the runtime: " + render_error(svc.error()));
+    local = std::move(*svc);
+  }
+  // With --peer, records are routed across those nodes (and the local
+  // upstreams, if any).
+  auto node = start_node(sys, std::move(local), cfg, "embed", false);
+  if (!node)
+    return 1;
 
   em::job_io io;
   io.in_fd = in.fd.fd;
@@ -491,14 +504,14 @@ int cmd_embed(const std::vector<std::string>& args) {
   io.done = &done;
   io.dims = out.scan.dims;
   io.signal_fd = sig_fd.fd;
-  auto r = em::run_job(sys, job_options(s, cfg, *svc), io);
+  auto r = em::run_job(sys, job_options(s, cfg, node->entry), io);
   int code = report(s, r);
   // Everything written is flushed and synced. One message stops the
   // runtime: the service answers what is still in flight (records abandoned
   // after a signal or a fatal error) with `cancelled`, which the finished
   // job ignores, and stops its pools and connections; the actor system's
   // destructor then returns once every actor has finished.
-  caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+  node->stop();
   return code;
 }
 

@@ -6,6 +6,7 @@
 // usage or configuration, 1 when it cannot start (port in use, bad CA file,
 // the built-in upstream failing).
 #include "cli_args.hpp"
+#include "cluster.hpp"
 #include "commands.hpp"
 #include "embedded_default.hpp"
 #include "embedrt/io_runtime.hpp"
@@ -58,6 +59,7 @@ cli::arg_parser make_parser() {
               "on SIGTERM/SIGINT, time to finish in-flight requests before "
               "the rest get 503 (default 10000)");
   add_config_options(p);
+  add_cluster_options(p, true);
   return p;
 }
 
@@ -94,10 +96,13 @@ command parse_command(const std::vector<std::string>& args) {
   return cmd;
 }
 
-/// Spawns the runtime's service; std::nullopt (after saying why) if the
-/// configuration cannot be set up (e.g. a bad CA file).
-std::optional<service_actor> start_runtime(caf::actor_system& sys,
-                                           const app_config& cfg) {
+/// Spawns the runtime's service (none for a pure front) and, with peers, the
+/// router, and publishes the node when asked; std::nullopt (after saying
+/// why) if the configuration cannot be set up (e.g. a bad CA file).
+std::optional<node_handles> start_runtime(caf::actor_system& sys,
+                                          const app_config& cfg) {
+  if (cfg.runtime.upstreams.empty())
+    return start_node(sys, service_actor{}, cfg, "serve", true);
   auto spawned = spawn_service(sys, cfg.runtime);
   if (!spawned) {
     std::cerr << prefix
@@ -105,7 +110,7 @@ std::optional<service_actor> start_runtime(caf::actor_system& sys,
               << '\n';
     return std::nullopt;
   }
-  return std::move(*spawned);
+  return start_node(sys, std::move(*spawned), cfg, "serve", true);
 }
 
 std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
@@ -191,9 +196,8 @@ int serve_until_drained(boost::asio::io_context& signals_ctx,
 /// system's destructor waits for; then the actor system, whose destructor
 /// returns once every actor has finished.
 void stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
-                  service_actor svc) {
-  caf::anon_send_exit(svc, caf::exit_reason::user_shutdown);
-  svc = nullptr;
+                  node_handles node) {
+  node.stop();
   front_io.stop();
   sys.reset();
 }
@@ -225,15 +229,17 @@ int cmd_serve(const std::vector<std::string>& args) {
 
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
+  if (!prepare_node(sys_cfg, cfg.cluster, "serve"))
+    return 2;
   auto sys = std::make_unique<caf::actor_system>(sys_cfg);
-  auto svc = start_runtime(*sys, cfg);
-  if (!svc)
+  auto node = start_runtime(*sys, cfg);
+  if (!node)
     return 1;
-  auto gw = make_gateway(*sys, *svc, cfg);
+  auto gw = make_gateway(*sys, node->entry, cfg);
   auto front = start_front(front_io, *gw, cfg, cmd.addr);
   if (!front) {
     gw.reset();
-    stop_runtime(std::move(sys), front_io, std::move(*svc));
+    stop_runtime(std::move(sys), front_io, std::move(*node));
     return 1;
   }
   int received
@@ -242,7 +248,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   // the gateway go first, then the runtime.
   front.reset();
   gw.reset();
-  stop_runtime(std::move(sys), front_io, std::move(*svc));
+  stop_runtime(std::move(sys), front_io, std::move(*node));
   log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
   std::cerr << prefix << "stopped by signal " << received << '\n';
   return 0;

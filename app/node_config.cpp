@@ -1,5 +1,6 @@
 #include "node_config.hpp"
 
+#include "embedrt/distributed.hpp"
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/provider.hpp"
@@ -70,6 +71,7 @@ struct file_data {
   std::string path;
   section global;
   section serve;
+  section cluster;
   std::vector<section> upstreams;
 };
 
@@ -78,6 +80,9 @@ const std::set<std::string> global_keys{
     "model",       "dimensions", "api_key_env", "ca_file",   "provider"};
 const std::set<std::string> serve_keys{"listen", "auth_token_env", "auth_token",
                                        "max_body_bytes", "grace_ms"};
+const std::set<std::string> cluster_keys{
+    "caf_port",    "caf_bind",          "peers", "tls_certificate", "tls_key",
+    "tls_ca_file", "status_interval_ms"};
 const std::set<std::string> upstream_keys{"base_url",
                                           "provider",
                                           "api_key_env",
@@ -156,6 +161,15 @@ std::string parse_file(std::string_view text, file_data& out) {
         current = &out.serve;
         continue;
       }
+      if (inner == "cluster") {
+        if (out.cluster.line != 0)
+          return where(line_no) + "section [cluster] repeated (first on line "
+              + std::to_string(out.cluster.line) + ")";
+        out.cluster.name = "cluster";
+        out.cluster.line = line_no;
+        current = &out.cluster;
+        continue;
+      }
       if (inner.substr(0, 8) == "upstream"
           && (inner.size() == 8
               || std::isspace(static_cast<unsigned char>(inner[8])))) {
@@ -172,7 +186,7 @@ std::string parse_file(std::string_view text, file_data& out) {
         continue;
       }
       return where(line_no) + "unknown section [" + std::string{inner}
-      + "] (known: [serve], [upstream NAME])";
+      + "] (known: [serve], [cluster], [upstream NAME])";
     }
     auto eq = line.find('=');
     if (eq == std::string_view::npos)
@@ -183,10 +197,12 @@ std::string parse_file(std::string_view text, file_data& out) {
       value = value.substr(1, value.size() - 2);
     const auto& known = current == &out.global ? global_keys
         : current == &out.serve                ? serve_keys
+        : current == &out.cluster              ? cluster_keys
                                                : upstream_keys;
     auto section_name = current == &out.global ? std::string{"global section"}
         : current == &out.serve                ? std::string{"[serve]"}
-                                : "[upstream " + current->name + "]";
+        : current == &out.cluster              ? std::string{"[cluster]"}
+                                  : "[upstream " + current->name + "]";
     if (known.count(key) == 0)
       return where(line_no) + "unknown key '" + key + "' in " + section_name
           + " (known: " + join(known) + ")";
@@ -419,6 +435,42 @@ void read_serve(resolver& r, const section* sv, serve_config& out) {
             out.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
   r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
            out.grace, 0, max_ms);
+}
+
+/// The [cluster] settings and their flags: where to publish, the peers
+/// (each checked as HOST:PORT) and TLS between nodes (all three files or
+/// none). `cl` is null without a [cluster] section.
+void read_cluster(resolver& r, const cli::arg_parser& p, const section* cl,
+                  cluster_config& out) {
+  r.integer(r.pick("caf-port", "EMBEDRT_CAF_PORT", {{cl, "caf_port"}}),
+            out.caf_port, uint16_t{0}, uint16_t{65535});
+  if (auto c = r.pick("caf-bind", "EMBEDRT_CAF_BIND", {{cl, "caf_bind"}}))
+    out.caf_bind = c->value;
+  std::string where = "--peer";
+  if (auto flags = p.values("peer"); !flags.empty()) {
+    out.peers = flags;
+  } else if (auto c = r.pick(nullptr, "EMBEDRT_PEERS", {{cl, "peers"}})) {
+    out.peers = split_list(c->value);
+    where = c->where;
+  }
+  for (const auto& peer : out.peers)
+    if (auto addr = parse_peer(peer); !addr)
+      r.fail(where + ": " + error_detail(addr.error()));
+  auto file_of = [&](const char* flag, const char* key, std::string& dst) {
+    if (auto c = r.pick(flag, nullptr, {{cl, key}}))
+      dst = c->value;
+  };
+  file_of("caf-tls-cert", "tls_certificate", out.tls_certificate);
+  file_of("caf-tls-key", "tls_key", out.tls_key);
+  file_of("caf-tls-ca", "tls_ca_file", out.tls_ca_file);
+  int given = !out.tls_certificate.empty() + !out.tls_key.empty()
+      + !out.tls_ca_file.empty();
+  if (given != 0 && given != 3)
+    r.fail("TLS between nodes needs all of --caf-tls-cert, --caf-tls-key and "
+           "--caf-tls-ca (or tls_certificate, tls_key, tls_ca_file in "
+           "[cluster])");
+  r.millis(r.pick("status-interval-ms", nullptr, {{cl, "status_interval_ms"}}),
+           out.status_interval, 10, 60'000);
 }
 
 /// The client token: from the variable named by --auth-token-env (which must
@@ -686,6 +738,27 @@ void add_config_options(cli::arg_parser& p) {
       .option("log-level", "LEVEL", "log level: debug, info, warn, error, off");
 }
 
+void add_cluster_options(cli::arg_parser& p, bool publish) {
+  if (publish)
+    p.option("caf-port", "P",
+             "publish this node to other embedrt nodes and host "
+             "applications on CAF port P (default: not published)")
+        .option("caf-bind", "ADDR",
+                "address the CAF port listens on (default 127.0.0.1)");
+  p.option("peer", "HOST:PORT",
+           "route requests across this embedrt node too (repeatable; with "
+           "no upstream of its own, the node is a pure front)",
+           true)
+      .option("caf-tls-cert", "FILE",
+              "TLS between nodes: this node's certificate (PEM; with "
+              "--caf-tls-key and --caf-tls-ca)")
+      .option("caf-tls-key", "FILE", "TLS between nodes: its private key")
+      .option("caf-tls-ca", "FILE",
+              "TLS between nodes: CA that peers' certificates must chain to")
+      .option("status-interval-ms", "N",
+              "how often each peer is asked for its capacity (default 250)");
+}
+
 config_result load_config(const cli::arg_parser& p, const environment& env,
                           log_level default_log_level) {
   app_config cfg;
@@ -709,9 +782,17 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
   if (auto msg = read_upstream_defaults(r, env, global, defaults, cfg.warnings);
       !msg.empty())
     return failed(std::move(msg));
+  read_cluster(r, p, file.cluster.line != 0 ? &file.cluster : nullptr,
+               cfg.cluster);
+  if (!r.error.empty())
+    return failed(r.error);
   upstream_builder upstreams{p, env, file, r, std::move(defaults), cfg};
   if (auto msg = upstreams.choose(); !msg.empty())
     return failed(std::move(msg));
+  // With peers and no upstream of its own, a node is a pure front: it
+  // routes to its peers and starts no built-in upstream.
+  if (cfg.uses_embedded_default && !cfg.cluster.peers.empty())
+    cfg.uses_embedded_default = false;
   if (!r.error.empty())
     return failed(r.error);
   if (auto msg = check_unique_names(cfg.runtime.upstreams); !msg.empty())

@@ -80,11 +80,32 @@ struct serve_config {
   std::chrono::milliseconds grace{10000};
 };
 
+/// Distribution across CAF nodes (section `[cluster]`; docs/distributed.md).
+struct cluster_config {
+  /// Publish this node on `caf_bind`:`caf_port` (serve only; 0: not
+  /// published).
+  uint16_t caf_port = 0;
+  std::string caf_bind = "127.0.0.1";
+  /// Other nodes to route across ("HOST:PORT" each, checked).
+  std::vector<std::string> peers;
+  /// TLS between nodes: all three files, or none.
+  std::string tls_certificate;
+  std::string tls_key;
+  std::string tls_ca_file;
+  /// How often the router asks each node for its status.
+  std::chrono::milliseconds status_interval{250};
+
+  bool distributed() const noexcept {
+    return caf_port != 0 || !peers.empty();
+  }
+};
+
 /// Everything a command needs, resolved from flags, environment, the config
 /// file and defaults.
 struct app_config {
   /// Upstreams (with their API keys), deadlines, I/O threads. Empty
-  /// `upstreams` iff `uses_embedded_default`.
+  /// `upstreams` iff `uses_embedded_default`, or for a pure front (peers and
+  /// no upstream configured).
   runtime_config runtime;
   /// True when no upstream is configured anywhere (no --upstream, no
   /// OPENAI_BASE_URL, no [upstream] in the file) and no API key is set: the
@@ -103,6 +124,7 @@ struct app_config {
   uint32_t connections = 8;
   uint32_t max_queue = 10000;
   serve_config serve;
+  cluster_config cluster;
   /// Non-fatal remarks for stderr (e.g. a key variable that is not set).
   /// Never contain a secret.
   std::vector<std::string> warnings;
@@ -130,6 +152,10 @@ struct config_result {
 /// (repeatable), --connections, --api-key-env, --ca-file, --io-threads,
 /// --deadline-ms, --max-queue, --log-level.
 void add_config_options(cli::arg_parser& p);
+
+/// Declares the distribution options: --peer (repeatable), the TLS files
+/// and, with `publish` (serve), --caf-port and --caf-bind.
+void add_cluster_options(cli::arg_parser& p, bool publish);
 
 /// Resolves the configuration: flags > environment > config file > defaults.
 /// Reads the options declared by `add_config_options` and, when the command

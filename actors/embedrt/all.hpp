@@ -3,6 +3,7 @@
 
 #include "embedrt/client.hpp"
 #include "embedrt/config.hpp"
+#include "embedrt/distributed.hpp"
 #include "embedrt/interfaces.hpp"
 #include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"

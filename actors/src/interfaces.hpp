@@ -110,4 +110,15 @@ using connection_impl
 using service_impl
     = service_actor::extend<caf::reacts_to<restart_atom, uint32_t, uint64_t>>;
 
+// -- router ------------------------------------------------------------------
+
+/// A router (embedrt/distributed.hpp) as it runs: + the views of its peers'
+/// breakers, the status poll timer, a peer's reconnect timer (member,
+/// epoch) and the deadline of a parked request (request id).
+using router_impl
+    = service_actor::extend<caf::reacts_to<breaker_atom, breaker_view>,
+                            caf::reacts_to<tick_atom>,
+                            caf::reacts_to<reconnect_atom, uint32_t, uint64_t>,
+                            caf::reacts_to<expire_atom, uint64_t>>;
+
 } // namespace embedrt::detail

@@ -31,6 +31,9 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, outcome_atom, "outcome")
 CAF_ADD_ATOM(embedrt, embedrt::detail, half_open_atom, "half_open")
 CAF_ADD_ATOM(embedrt, embedrt::detail, watchdog_atom, "watchdog")
 CAF_ADD_ATOM(embedrt, embedrt::detail, sink_atom, "sink")
+CAF_ADD_ATOM(embedrt, embedrt::detail, tick_atom, "tick")
+CAF_ADD_ATOM(embedrt, embedrt::detail, reconnect_atom, "reconnect")
+CAF_ADD_ATOM(embedrt, embedrt::detail, expire_atom, "expire")
 
 namespace embedrt::detail {
 

@@ -1,4 +1,5 @@
 #include "connection_actor.hpp"
+#include "distributed_detail.hpp"
 #include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"
 #include "embedrt/protocol/endpoint.hpp"
@@ -66,6 +67,7 @@ struct service_state {
   /// `health` requests waiting for the pools (answered `cancelled` if the
   /// service ends first).
   held_promises<health_report> held_health{"the service stopped"};
+  held_promises<node_status> held_status{"the service stopped"};
   /// The live children (pools, metrics actor), shared with the exit functor
   /// that stops them with the service. Dead handles are replaced, not kept.
   std::shared_ptr<std::vector<caf::actor>> children
@@ -249,15 +251,18 @@ std::vector<pool_actor> live_pools(service_ptr self) {
   return pools;
 }
 
-caf::result<health_report> on_health(service_ptr self) {
-  auto& st = self->state;
-  auto rp = self->make_response_promise<health_report>();
-  auto id = st.held_health.hold(rp);
+/// Asks every pool for its health; `done(upstreams, ready)` gets one entry
+/// per upstream in configuration order (a pool that does not answer, or a
+/// slot whose pool is restarting, is named so).
+template <class Done>
+void with_upstream_health(service_ptr self, Done done) {
   collect_health(
       self, live_pools(self),
-      [self, id](std::vector<std::optional<upstream_health>> answers) {
+      [self, done{std::move(done)}](
+          std::vector<std::optional<upstream_health>> answers) mutable {
         auto& st = self->state;
-        health_report report;
+        std::vector<upstream_health> ups;
+        bool ready = false;
         for (std::size_t i = 0; i < answers.size(); ++i) {
           auto& ans = answers[i];
           upstream_health h;
@@ -269,10 +274,59 @@ caf::result<health_report> on_health(service_ptr self) {
             h.state = st.upstreams[i].pool ? "unresponsive" : "restarting";
           }
           if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
-            report.ready = true;
-          report.upstreams.emplace_back(std::move(h));
+            ready = true;
+          ups.emplace_back(std::move(h));
         }
-        st.held_health.deliver(id, std::move(report));
+        done(std::move(ups), ready);
+      });
+}
+
+caf::result<health_report> on_health(service_ptr self) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<health_report>();
+  auto id = st.held_health.hold(rp);
+  with_upstream_health(
+      self, [self, id](std::vector<upstream_health> ups, bool ready) {
+        health_report report;
+        report.ready = ready;
+        report.upstreams = std::move(ups);
+        self->state.held_health.deliver(id, std::move(report));
+      });
+  return rp;
+}
+
+/// Capacity and health for routers: models served and, over the upstreams
+/// that can serve now, connections, idle ones and the queue.
+caf::result<node_status> on_status(service_ptr self) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<node_status>();
+  auto id = st.held_status.hold(rp);
+  with_upstream_health(
+      self, [self, id](std::vector<upstream_health> ups, bool ready) {
+        auto& st = self->state;
+        node_status s;
+        s.wire = wire_fingerprint();
+        s.ready = ready;
+        for (auto& w : *st.requests)
+          if (w.lock())
+            ++s.in_flight;
+        for (auto& up : st.upstreams) {
+          const auto& models = up.env->cfg.models;
+          if (models.empty())
+            s.all_models = true;
+          for (auto& m : models)
+            if (std::find(s.models.begin(), s.models.end(), m)
+                == s.models.end())
+              s.models.push_back(m);
+        }
+        for (auto& h : ups)
+          if (h.state == "up" || h.state == "half_open") {
+            s.connections += h.connections;
+            s.idle_connections += h.idle_connections;
+            s.queued += h.queued_requests;
+          }
+        s.upstreams = std::move(ups);
+        st.held_status.deliver(id, std::move(s));
       });
   return rp;
 }
@@ -326,6 +380,12 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
       },
       [self](health_atom) {
         return on_health(self);
+      },
+      [self](status_atom) {
+        return on_status(self);
+      },
+      [](hello_atom, const std::string& theirs) {
+        return answer_hello(theirs);
       },
       [self](restart_atom, uint32_t idx, uint64_t epoch) {
         on_restart_pool(self, idx, epoch);

@@ -114,6 +114,35 @@ typename Inspector::result_type inspect(Inspector& f, health_report& x) {
   return f(caf::meta::type_name("embedrt.health_report"), x.ready, x.upstreams);
 }
 
+/// A node's capacity and health as other nodes see it (answer to `status`;
+/// a router asks each member periodically and routes by it).
+struct node_status {
+  /// The node's wire fingerprint (wire_fingerprint(), type_ids.hpp).
+  std::string wire;
+  /// True if at least one upstream (or member, on a router) can serve now.
+  bool ready = false;
+  /// True if some upstream serves every model (no `models` list).
+  bool all_models = false;
+  /// Model names served (callers' names: `models` and `model_map` keys).
+  std::vector<std::string> models;
+  /// Over the upstreams that are up or half-open: connections, idle ones
+  /// and calls queued in front of them.
+  int32_t connections = 0;
+  int32_t idle_connections = 0;
+  int32_t queued = 0;
+  /// Requests accepted and not yet answered.
+  int64_t in_flight = 0;
+  /// Per upstream (or per member, on a router): name and state.
+  std::vector<upstream_health> upstreams;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_status& x) {
+  return f(caf::meta::type_name("embedrt.node_status"), x.wire, x.ready,
+           x.all_models, x.models, x.connections, x.idle_connections, x.queued,
+           x.in_flight, x.upstreams);
+}
+
 /// State of a circuit breaker (docs/architecture.md, "Breaker state machine";
 /// also the `from`/`to` of the breaker-transition hook).
 enum class breaker_state : uint8_t { closed, open, half_open };

@@ -22,6 +22,7 @@
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 #include <caf/type_id.hpp>
+#include <string>
 
 #ifndef EMBEDRT_TYPE_ID_OFFSET
 #  define EMBEDRT_TYPE_ID_OFFSET 4000
@@ -35,11 +36,14 @@ CAF_ADD_TYPE_ID(embedrt, (embedrt::embed_result))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::token_usage))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::health_report))
 CAF_ADD_TYPE_ID(embedrt, (embedrt::upstream_health))
+CAF_ADD_TYPE_ID(embedrt, (embedrt::node_status))
 
 // -- public atoms (0.17.6: atoms are atom constants and take no type ID) ---
 CAF_ADD_ATOM(embedrt, embedrt, embed_atom, "embed")
 CAF_ADD_ATOM(embedrt, embedrt, health_atom, "health")
 CAF_ADD_ATOM(embedrt, embedrt, metrics_atom, "metrics")
+CAF_ADD_ATOM(embedrt, embedrt, status_atom, "status")
+CAF_ADD_ATOM(embedrt, embedrt, hello_atom, "hello")
 
 // -- metrics ----------------------------------------------------------------
 CAF_ADD_TYPE_ID(embedrt, (embedrt::log_histogram))
@@ -61,5 +65,18 @@ namespace embedrt {
 /// Registers embedrt's type-ID block and its error category (renderer) with a
 /// host's configuration. Call once per `actor_system_config`, on every node.
 void register_types(caf::actor_system_config& cfg);
+
+/// The version of embedrt's messages between nodes; raised by hand with any
+/// change to a message that crosses nodes (the fingerprint below catches
+/// what a forgotten raise would miss).
+constexpr int wire_version = 1;
+
+/// Names this build's wire format: the wire version, the block's offset and
+/// a hash over every type of the block (its name and the bytes CAF's binary
+/// serializer writes for a default value, which change with the fields).
+/// Two nodes talk only if their fingerprints are equal; they exchange them
+/// in `hello` (plain strings, readable whatever the blocks are), e.g.
+/// "embedrt-wire/1 offset=4000 types=17 hash=9c1f0e3a5b7d2c41".
+const std::string& wire_fingerprint();
 
 } // namespace embedrt
