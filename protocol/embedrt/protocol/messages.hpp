@@ -9,6 +9,8 @@
 // pool -> connection, pool <-> breaker) live in actors/src/messages.hpp.
 #pragma once
 
+#include "embedrt/protocol/packed_vectors.hpp"
+
 #include <caf/error.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/timespan.hpp>
@@ -68,10 +70,13 @@ struct embed_result {
   std::string request_id;
 };
 
+/// Between nodes the embeddings travel as one packed blob
+/// (packed_vectors.hpp); other inspectors see the vectors.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, embed_result& x) {
-  return f(caf::meta::type_name("embedrt.embed_result"), x.model, x.embeddings,
-           x.usage, x.upstream, x.request_id);
+  return f(caf::meta::type_name("embedrt.embed_result"), x.model,
+           wire_form<Inspector>(x.embeddings), x.usage, x.upstream,
+           x.request_id);
 }
 
 /// Health of one upstream as seen by the service.
