@@ -119,6 +119,7 @@ std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
   serve::gateway_options gopts;
   gopts.auth_token = cfg.serve.auth_token;
   gopts.default_timeout = cfg.runtime.default_timeout;
+  gopts.models = app::served_models(cfg);
   return std::make_unique<serve::gateway>(sys, svc, gopts);
 }
 

@@ -95,6 +95,7 @@ const std::set<std::string> upstream_keys{"base_url",
                                           "azure_api_version",
                                           "batching",
                                           "max_queue",
+                                          "max_inputs_per_request",
                                           "max_response_bytes",
                                           "attempt_timeout_ms",
                                           "breaker",
@@ -629,6 +630,8 @@ class upstream_builder {
     };
     r_.boolean(key("tls_verify"), up.tls_verify);
     r_.boolean(key("batching"), up.batching);
+    r_.integer(key("max_inputs_per_request"), up.max_inputs_per_request,
+               std::size_t{1}, std::size_t{1'000'000});
     r_.integer(key("max_response_bytes"), up.max_response_bytes,
                std::size_t{1024}, std::size_t{1} << 32);
     r_.millis(key("attempt_timeout_ms"), up.attempt_timeout, 1, max_ms);
@@ -824,6 +827,28 @@ parse_command_line(cli::arg_parser& p, const std::vector<std::string>& args,
   for (const auto& w : cfg->warnings)
     std::cerr << "embedrt " << command << ": " << w << '\n';
   return std::move(cfg.config);
+}
+
+std::vector<std::string> served_models(const app_config& cfg) {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string& name) {
+    if (!name.empty() && std::find(out.begin(), out.end(), name) == out.end())
+      out.push_back(name);
+  };
+  for (const auto& up : cfg.runtime.upstreams) {
+    for (const auto& m : up.models)
+      add(m);
+    for (const auto& [alias, target] : up.model_map)
+      if (up.models.empty()
+          || std::find(up.models.begin(), up.models.end(), alias)
+              != up.models.end())
+        add(alias);
+    if (up.models.empty())
+      add(cfg.model); // serves any model: its default, if configured
+  }
+  if (cfg.runtime.upstreams.empty())
+    add(cfg.model); // the embedded default: any model too
+  return out;
 }
 
 void use_embedded_upstream(app_config& cfg, std::string base_url) {

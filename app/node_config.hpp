@@ -177,6 +177,13 @@ parse_command_line(cli::arg_parser& p, const std::vector<std::string>& args,
                    std::string_view command, log_level default_log_level,
                    int& exit_code);
 
+/// The model names a node serves, for `GET /v1/models`: every upstream's
+/// `models` and the `model_map` aliases it serves, in configuration order,
+/// without repeats. An upstream that serves any model (no `models`) adds its
+/// aliases and the configured default model (`model`, EMBEDRT_MODEL), if
+/// one is set: it has no list of its own.
+std::vector<std::string> served_models(const app_config& cfg);
+
 /// Points a configuration with `uses_embedded_default` at the built-in
 /// upstream running at `base_url` (one upstream named "embedded", with the
 /// resolved connections and queue bound).

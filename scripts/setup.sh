@@ -56,6 +56,10 @@ if [ "$profile" != build ]; then
   want=$(sed -n 's/^ *"openai": "\(.*\)"$/\1/p' "$sdk_dir/package.json")
   have=$(sed -n 's/^ *"version": "\(.*\)",$/\1/p' \
     "$sdk_dir/node_modules/openai/package.json" 2>/dev/null | head -1 || true)
+  # LangChain JS too (tests/app/sdk/clients_probe.mjs).
+  if [ ! -f "$sdk_dir/node_modules/@langchain/openai/package.json" ]; then
+    have=""
+  fi
   if [ -n "$want" ] && [ "$want" = "$have" ]; then
     echo "setup: OpenAI Node SDK $have present"
   else

@@ -92,6 +92,11 @@ struct upstream_config {
   std::string api_key;
   /// Azure's api-version.
   std::string azure_api_version = "2024-02-01";
+  /// Inputs a caller may send in one request to this upstream's models (0:
+  /// the provider profile's, OpenAI's 2,048). More are refused with
+  /// `invalid_input` before any I/O; distinct from the profile's
+  /// `max_inputs`, the inputs of one upstream call (batching).
+  std::size_t max_inputs_per_request = 0;
   /// Models this upstream serves (empty: any). Matching is exact.
   std::vector<std::string> models;
   /// Caller model name -> upstream model name (e.g. an Azure deployment).

@@ -81,6 +81,7 @@ void on_call(self_ptr self, connection_call& call) {
   openai::embeddings_request req;
   req.model = std::move(call.model);
   req.input = std::move(call.inputs);
+  req.token_input = std::move(call.token_inputs);
   req.input_is_array = true;
   if (call.dimensions > 0)
     req.dimensions = call.dimensions;
@@ -95,7 +96,7 @@ void on_call(self_ptr self, connection_call& call) {
   st.busy = true;
   st.call_id = call.call_id;
   st.reply_to = self->current_sender();
-  st.expect.inputs = req.input.size();
+  st.expect.inputs = req.input.size() + req.token_input.size();
   st.expect.dimensions = req.dimensions;
   st.expect.encoding_format = req.encoding_format;
   auto seq = ++st.seq;

@@ -44,9 +44,11 @@ namespace embedrt::detail {
 struct upstream_call {
   /// Model name as sent upstream (already mapped).
   std::string model;
+  /// The texts, or (exactly one of the two is non-empty) the token arrays.
   std::vector<std::string> inputs;
+  std::vector<std::vector<int32_t>> token_inputs;
   /// Estimated tokens of `inputs` (estimate_tokens, computed once by the
-  /// request actor; the pool batches by it).
+  /// request actor; the pool batches by it); exact for token arrays.
   int64_t tokens = 0;
   int32_t dimensions = 0;
   std::string user;
@@ -63,7 +65,8 @@ struct upstream_call {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, upstream_call& x) {
   return f(caf::meta::type_name("embedrt.upstream_call"), x.model, x.inputs,
-           x.tokens, x.dimensions, x.user, x.budget, x.is_retry, x.request_id);
+           x.token_inputs, x.tokens, x.dimensions, x.user, x.budget, x.is_retry,
+           x.request_id);
 }
 
 /// The pool's order to a connection actor: one upstream HTTP request. The
@@ -73,7 +76,9 @@ struct connection_call {
   /// Pool-assigned id of this dispatch (echoed in the result).
   uint64_t call_id = 0;
   std::string model;
+  /// Texts or token arrays (a merged call never mixes them).
   std::vector<std::string> inputs;
+  std::vector<std::vector<int32_t>> token_inputs;
   int32_t dimensions = 0;
   std::string user;
   /// Timeout of this attempt (connect included), already capped by the
@@ -84,7 +89,23 @@ struct connection_call {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, connection_call& x) {
   return f(caf::meta::type_name("embedrt.connection_call"), x.call_id, x.model,
-           x.inputs, x.dimensions, x.user, x.timeout);
+           x.inputs, x.token_inputs, x.dimensions, x.user, x.timeout);
+}
+
+/// The number of inputs of a caller's request or a call: its texts or its
+/// token arrays.
+inline std::size_t input_count(const embed_request& x) {
+  return x.inputs.size() + x.token_inputs.size();
+}
+
+inline std::size_t input_count(const upstream_call& x) {
+  return x.inputs.size() + x.token_inputs.size();
+}
+
+/// At least the JSON size of a token array of `ids` ids (up to 10 digits
+/// and a comma each, and the brackets): what it counts for in byte limits.
+inline std::size_t token_array_bytes(std::size_t ids) {
+  return ids * 11 + 2;
 }
 
 /// The outcome of one upstream attempt, from connection actor to pool and from

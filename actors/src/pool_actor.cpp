@@ -18,6 +18,62 @@ namespace embedrt::detail {
 
 namespace {
 
+/// Splits `total` in proportion to `weights` with largest-remainder rounding:
+/// the parts sum to `total` exactly.
+std::vector<int64_t> split_count(int64_t total,
+                                 const std::vector<std::size_t>& weights) {
+  std::vector<int64_t> parts(weights.size(), 0);
+  if (weights.empty())
+    return parts;
+  // Weights of 0 everywhere count as equal weights.
+  unsigned __int128 sum = 0;
+  for (auto w : weights)
+    sum += w;
+  bool equal = sum == 0;
+  auto weight = [&](std::size_t i) -> unsigned __int128 {
+    return equal ? 1 : weights[i];
+  };
+  if (equal)
+    sum = weights.size();
+  auto t = static_cast<unsigned __int128>(std::max<int64_t>(0, total));
+  std::vector<unsigned __int128> rest(weights.size());
+  unsigned __int128 given = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    auto share = t * weight(i);
+    parts[i] = static_cast<int64_t>(share / sum);
+    rest[i] = share % sum;
+    given += share / sum;
+  }
+  // What rounding down left over goes to the largest remainders (the
+  // earlier part first on a tie).
+  std::vector<std::size_t> order(weights.size());
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) {
+                     return rest[a] > rest[b];
+                   });
+  // Each part lost less than 1 to rounding down: fewer than size() are left.
+  auto left = static_cast<std::size_t>(t - given);
+  for (std::size_t k = 0; k < left; ++k)
+    ++parts[order[k]];
+  return parts;
+}
+
+} // namespace
+
+std::vector<token_usage> split_usage(const token_usage& total,
+                                     const std::vector<std::size_t>& weights) {
+  auto prompt = split_count(total.prompt_tokens, weights);
+  auto all = split_count(total.total_tokens, weights);
+  std::vector<token_usage> parts(weights.size());
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    parts[i] = token_usage{prompt[i], all[i]};
+  return parts;
+}
+
+namespace {
+
 using self_ptr = pool_impl::stateful_pointer<pool_state>;
 
 /// Extra time granted to a connection actor beyond its attempt timeout before
@@ -182,20 +238,26 @@ void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
 }
 
 bool compatible(const pool_item& a, const pool_item& b) {
-  return !b.solo && a.call.model == b.call.model
-      && a.call.dimensions == b.call.dimensions && a.call.user == b.call.user;
+  // One upstream request holds texts or token arrays, never both.
+  return !b.solo && a.call.inputs.empty() == b.call.inputs.empty()
+      && a.call.model == b.call.model && a.call.dimensions == b.call.dimensions
+      && a.call.user == b.call.user;
 }
 
 /// A merged call succeeded: each caller gets the vectors of its own inputs
-/// (and its share of the usage).
+/// and its share of the usage (by its estimated tokens; exact counts for
+/// token arrays).
 void split_result(self_ptr self, std::vector<pool_item>& items,
                   call_result& r) {
-  std::size_t total_inputs = 0;
+  std::vector<std::size_t> weights;
+  weights.reserve(items.size());
   for (auto& item : items)
-    total_inputs += item.call.inputs.size();
+    weights.push_back(item.tokens);
+  auto usages = split_usage(r.usage, weights);
   std::size_t offset = 0;
-  for (auto& item : items) {
-    auto n = item.call.inputs.size();
+  for (std::size_t k = 0; k < items.size(); ++k) {
+    auto& item = items[k];
+    auto n = input_count(item.call);
     call_result part;
     part.call_id = r.call_id;
     part.model = r.model;
@@ -208,10 +270,7 @@ void split_result(self_ptr self, std::vector<pool_item>& items,
     part.embeddings.reserve(n);
     for (std::size_t i = 0; i < n; ++i)
       part.embeddings.emplace_back(std::move(r.embeddings[offset + i]));
-    part.usage.prompt_tokens = r.usage.prompt_tokens * static_cast<int64_t>(n)
-        / static_cast<int64_t>(total_inputs);
-    part.usage.total_tokens = r.usage.total_tokens * static_cast<int64_t>(n)
-        / static_cast<int64_t>(total_inputs);
+    part.usage = usages[k];
     offset += n;
     answer(self, item, std::move(part));
   }
@@ -463,14 +522,14 @@ int64_t take_batch(self_ptr self, pool_slot& slot, int64_t now,
     if (!slot.batch.empty()) {
       if (!st.env->batching || !compatible(slot.batch.front(), next)
           || slot.batch.front().solo
-          || inputs + next.call.inputs.size() > prof.max_inputs
+          || inputs + input_count(next.call) > prof.max_inputs
           || tokens + next.tokens > token_limit
           || bytes + next.bytes > prof.max_request_bytes / 2)
         break;
       if (next.deadline_ns != 0 && next.deadline_ns <= now)
         break; // Answered as expired by the next round.
     }
-    inputs += next.call.inputs.size();
+    inputs += input_count(next.call);
     tokens += next.tokens;
     bytes += next.bytes;
     if (next.deadline_ns != 0 && (earliest == 0 || next.deadline_ns < earliest))
@@ -494,10 +553,18 @@ void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
   cc.model = first.model;
   cc.dimensions = first.dimensions;
   cc.user = first.user;
-  cc.inputs.reserve(inputs);
-  for (auto& item : slot.batch)
-    cc.inputs.insert(cc.inputs.end(), item.call.inputs.begin(),
-                     item.call.inputs.end());
+  if (first.token_inputs.empty()) {
+    cc.inputs.reserve(inputs);
+    for (auto& item : slot.batch)
+      cc.inputs.insert(cc.inputs.end(), item.call.inputs.begin(),
+                       item.call.inputs.end());
+  } else {
+    cc.token_inputs.reserve(inputs);
+    for (auto& item : slot.batch)
+      cc.token_inputs.insert(cc.token_inputs.end(),
+                             item.call.token_inputs.begin(),
+                             item.call.token_inputs.end());
+  }
   caf::timespan timeout = st.env->cfg.attempt_timeout;
   slot.deadline_capped = false;
   if (earliest != 0 && caf::timespan{earliest - now} < timeout) {
@@ -562,6 +629,8 @@ caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
   pool_item item;
   for (auto& in : call.inputs)
     item.bytes += in.size();
+  for (auto& ids : call.token_inputs)
+    item.bytes += token_array_bytes(ids.size());
   item.tokens = item_tokens(call);
   if (st.queue.size() >= st.env->cfg.max_queue
       || st.queue_bytes + item.bytes > st.env->cfg.max_queue_bytes) {

@@ -181,6 +181,14 @@ struct pool_state {
       = std::make_shared<breaker_actor>();
 };
 
+/// Splits a merged call's usage between its callers in proportion to
+/// `weights` (each caller's estimated tokens; exact for token arrays) with
+/// largest-remainder rounding, so the parts sum exactly to `total` (each
+/// field on its own). Equal weights when all are 0; negative totals count
+/// as 0.
+std::vector<token_usage> split_usage(const token_usage& total,
+                                     const std::vector<std::size_t>& weights);
+
 pool_impl::behavior_type
 pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
               std::shared_ptr<const pool_env> env);

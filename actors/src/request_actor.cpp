@@ -253,8 +253,12 @@ void send_attempt(self_ptr self, uint32_t idx) {
   }
   upstream_call call;
   call.model = rt.model;
-  call.inputs.assign(st.req.inputs.begin() + c.begin,
-                     st.req.inputs.begin() + c.end);
+  if (st.req.token_inputs.empty())
+    call.inputs.assign(st.req.inputs.begin() + c.begin,
+                       st.req.inputs.begin() + c.end);
+  else
+    call.token_inputs.assign(st.req.token_inputs.begin() + c.begin,
+                             st.req.token_inputs.begin() + c.end);
   call.tokens = std::accumulate(st.tokens.begin() + c.begin,
                                 st.tokens.begin() + c.end, int64_t{0});
   call.dimensions = st.req.dimensions;
@@ -280,6 +284,11 @@ provider_profile strictest_limits(const std::vector<route>& routes) {
   for (auto& rt : routes) {
     const auto& p = rt.profile;
     limits.max_inputs = std::min(limits.max_inputs, p.max_inputs);
+    limits.max_request_inputs
+        = std::min(limits.max_request_inputs, p.max_request_inputs);
+    limits.token_inputs = limits.token_inputs && p.token_inputs;
+    if (!p.token_inputs)
+      limits.kind = p.kind; // named when token arrays are refused
     limits.max_tokens_per_input
         = std::min(limits.max_tokens_per_input, p.max_tokens_per_input);
     limits.max_tokens_per_request
@@ -296,10 +305,36 @@ provider_profile strictest_limits(const std::vector<route>& routes) {
 caf::error validate_params(const embed_request& req) {
   if (req.model.empty())
     return make_error(errc::invalid_input, "'model' is required");
+  if (!req.inputs.empty() && !req.token_inputs.empty())
+    return make_error(errc::invalid_input,
+                      "inputs are texts or token arrays, not both");
   if (req.dimensions < 0)
     return make_error(errc::invalid_input,
                       "'dimensions' must be a positive integer");
   return caf::error{};
+}
+
+/// Checks the caller's inputs (texts or token arrays) against `limits`: at
+/// most `max_request_inputs` of them (they are split into upstream calls of
+/// at most `max_inputs`); each input's tokens go to `st.tokens`.
+caf::error validate_inputs(request_state& st, const provider_profile& limits) {
+  auto per_request = limits;
+  per_request.max_inputs = limits.max_request_inputs;
+  if (!st.req.token_inputs.empty())
+    return openai::validate_token_inputs(st.req.token_inputs, per_request,
+                                         false, &st.tokens);
+  return openai::validate_inputs(st.req.inputs, per_request, false, &st.tokens);
+}
+
+/// The bytes each input counts for in an upstream request.
+std::vector<std::size_t> input_bytes(const embed_request& req) {
+  std::vector<std::size_t> bytes;
+  bytes.reserve(input_count(req));
+  for (const auto& in : req.inputs)
+    bytes.push_back(in.size());
+  for (const auto& ids : req.token_inputs)
+    bytes.push_back(token_array_bytes(ids.size()));
+  return bytes;
 }
 
 caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
@@ -317,16 +352,16 @@ caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
     return rp;
   }
   if (st.routes.empty()) {
+    // OpenAI's answer to an unknown model: 404 `model_not_found`.
     finish(self,
            make_error(errc::invalid_input,
-                      "no upstream serves model '" + st.req.model + "'"));
+                      "The model '" + st.req.model
+                          + "' does not exist: no upstream serves it",
+                      404));
     return rp;
   }
   auto limits = strictest_limits(st.routes);
-  auto unlimited = limits;
-  unlimited.max_inputs = std::numeric_limits<std::size_t>::max();
-  if (auto err
-      = openai::validate_inputs(st.req.inputs, unlimited, false, &st.tokens)) {
+  if (auto err = validate_inputs(st, limits)) {
     finish(self, std::move(err));
     return rp;
   }
@@ -334,9 +369,9 @@ caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
     for (auto& in : st.req.inputs)
       if (in == st.env->crash_marker)
         throw std::runtime_error("chaos: request crash marker received");
-  st.chunks = split_into_chunks(st.req.inputs, st.tokens, limits);
+  st.chunks = split_into_chunks(input_bytes(st.req), st.tokens, limits);
   st.pending = st.chunks.size();
-  st.result.embeddings.resize(st.req.inputs.size());
+  st.result.embeddings.resize(input_count(st.req));
   for (uint32_t i = 0; i < st.chunks.size() && !st.finished; ++i)
     send_attempt(self, i);
   return rp;
@@ -358,13 +393,24 @@ std::vector<request_chunk>
 split_into_chunks(const std::vector<std::string>& inputs,
                   const std::vector<int64_t>& tokens,
                   const provider_profile& profile) {
+  std::vector<std::size_t> sizes;
+  sizes.reserve(inputs.size());
+  for (const auto& in : inputs)
+    sizes.push_back(in.size());
+  return split_into_chunks(sizes, tokens, profile);
+}
+
+std::vector<request_chunk>
+split_into_chunks(const std::vector<std::size_t>& input_bytes,
+                  const std::vector<int64_t>& tokens,
+                  const provider_profile& profile) {
   std::vector<request_chunk> chunks;
   request_chunk cur;
   std::size_t sum = 0;
   std::size_t bytes = 0;
-  for (uint32_t i = 0; i < inputs.size(); ++i) {
+  for (uint32_t i = 0; i < input_bytes.size(); ++i) {
     auto t = static_cast<std::size_t>(tokens[i]);
-    auto b = inputs[i].size();
+    auto b = input_bytes[i];
     auto n = cur.end - cur.begin;
     if (n > 0
         && (n + 1 > profile.max_inputs

@@ -108,6 +108,13 @@ split_into_chunks(const std::vector<std::string>& inputs,
                   const std::vector<int64_t>& tokens,
                   const provider_profile& profile);
 
+/// The same with each input's size in bytes (texts or token arrays,
+/// `token_array_bytes`).
+std::vector<request_chunk>
+split_into_chunks(const std::vector<std::size_t>& input_bytes,
+                  const std::vector<int64_t>& tokens,
+                  const provider_profile& profile);
+
 request_impl::behavior_type
 request_actor_fn(request_impl::stateful_pointer<request_state> self,
                  std::shared_ptr<const request_env> env,

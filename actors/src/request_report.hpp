@@ -48,7 +48,7 @@ void report_request(caf::local_actor* self, const State& st,
   }
   auto arrived = st.deadline - st.timeout;
   record_request(self, st.env->metrics, upstream, st.req.model, err,
-                 st.req.inputs.size(), arrived, retries);
+                 input_count(st.req), arrived, retries);
   if (!log_enabled(log_level::debug))
     return;
   auto ms
@@ -60,7 +60,7 @@ void report_request(caf::local_actor* self, const State& st,
          {"upstream", upstream},
          {"upstream_request_id", upstream_request_id},
          {"model", st.req.model},
-         {"texts", std::to_string(st.req.inputs.size())},
+         {"texts", std::to_string(input_count(st.req))},
          {"retries", std::to_string(retries)},
          {"latency_ms", std::to_string(ms)},
          {"error", render_error(err)}});
@@ -70,7 +70,7 @@ void report_request(caf::local_actor* self, const State& st,
          {"upstream", upstream},
          {"upstream_request_id", upstream_request_id},
          {"model", st.req.model},
-         {"texts", std::to_string(st.req.inputs.size())},
+         {"texts", std::to_string(input_count(st.req))},
          {"retries", std::to_string(retries)},
          {"latency_ms", std::to_string(ms)}});
 }

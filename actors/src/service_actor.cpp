@@ -452,6 +452,8 @@ make_pool_env(const upstream_config& up, const retry_config& retry,
   penv->cfg = up;
   penv->cfg.api_key.clear();
   penv->profile = profile_for(up.provider);
+  if (up.max_inputs_per_request > 0)
+    penv->profile.max_request_inputs = up.max_inputs_per_request;
   if (!hooks.pool_crash_marker.empty())
     penv->crash_marker = hooks.pool_crash_marker + up.name;
   penv->conn_env = std::move(cenv);

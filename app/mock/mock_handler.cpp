@@ -369,16 +369,31 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
           "invalid_request_error", "dimensions", nullptr);
     return;
   }
-  if (auto err = openai::validate_inputs(
-          body.input, profile_for(provider_kind::openai), false)) {
-    error(out, 400, error_detail(err), "invalid_request_error", "input",
+  // Each input's tokens: estimate_tokens of a text, the number of ids of a
+  // token array (usage is their sum, so it is additive per input).
+  std::vector<int64_t> input_tokens;
+  auto invalid = body.token_input.empty()
+      ? openai::validate_inputs(body.input, profile_for(provider_kind::openai),
+                                false, &input_tokens)
+      : openai::validate_token_inputs(body.token_input,
+                                      profile_for(provider_kind::openai), false,
+                                      &input_tokens);
+  if (invalid) {
+    error(out, 400, error_detail(invalid), "invalid_request_error", "input",
           nullptr);
     return;
   }
+  // A token array is embedded as its ids written out: "17 4 9".
+  for (const auto& ids : body.token_input) {
+    std::string text;
+    for (auto id : ids)
+      text += (text.empty() ? "" : " ") + std::to_string(id);
+    body.input.push_back(std::move(text));
+  }
+  int64_t tokens = 0;
+  for (auto n : input_tokens)
+    tokens += n;
   {
-    int64_t tokens = 0;
-    for (auto& in : body.input)
-      tokens += static_cast<int64_t>(estimate_tokens(in));
     if (tokens > opts_.max_tokens_per_request) {
       // OpenAI's answer when a request's inputs are too many tokens in total.
       error(out, 400,
@@ -427,9 +442,6 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
       return;
     default: break;
   }
-  int64_t tokens = 0;
-  for (const auto& text : body.input)
-    tokens += static_cast<int64_t>(estimate_tokens(text));
   if (limiter_.enabled()) {
     auto now = rate_limiter::clock::now();
     std::lock_guard<std::mutex> guard{mtx_};

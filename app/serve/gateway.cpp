@@ -2,6 +2,7 @@
 
 #include "embedrt/log.hpp"
 #include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/json_writer.hpp"
 #include "embedrt/protocol/metrics.hpp"
 #include "embedrt/protocol/openai.hpp"
 #include "serve/replies.hpp"
@@ -117,7 +118,10 @@ gateway::gateway(caf::actor_system& sys, service_actor svc,
     : sys_(sys),
       service_(svc),
       client_(sys, svc, opts.default_timeout),
-      opts_(std::move(opts)) {
+      opts_(std::move(opts)),
+      started_(std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count()) {
   // nop
 }
 
@@ -168,6 +172,18 @@ void gateway::handle(front_request req, responder respond) {
     embeddings(req, respond);
     return;
   }
+  if (path == "/v1/models" || path == "/models") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      respond(method_not_allowed(req, "GET"));
+      return;
+    }
+    if (!authorized(req)) {
+      respond(unauthorized(req));
+      return;
+    }
+    models(respond);
+    return;
+  }
   if (path == "/healthz") {
     if (req.method != "GET" && req.method != "HEAD") {
       respond(method_not_allowed(req, "GET"));
@@ -212,6 +228,7 @@ void gateway::embeddings(front_request& req, responder& respond) {
   embed_request er;
   er.model = std::move(decoded->model);
   er.inputs = std::move(decoded->input);
+  er.token_inputs = std::move(decoded->token_input);
   er.dimensions = decoded->dimensions.value_or(0);
   er.user = std::move(decoded->user);
   er.request_id = std::move(req.request_id);
@@ -237,11 +254,15 @@ void gateway::embeddings(front_request& req, responder& respond) {
   er.timeout = std::chrono::duration_cast<caf::timespan>(timeout);
   auto enc = decoded->encoding_format;
   auto deadline = std::chrono::steady_clock::now() + timeout;
+  // The response names the model as the caller did (not the upstream's
+  // name of a `model_map` alias), as OpenAI echoes the request's model.
+  auto model = er.model;
   client_.embed(
       std::move(er),
-      [respond = std::move(respond), enc, deadline,
-       timeout](caf::expected<embed_result> r) {
+      [respond = std::move(respond), enc, deadline, timeout,
+       model = std::move(model)](caf::expected<embed_result> r) {
         if (r) {
+          r->model = model;
           respond(reply_for_result(std::move(*r), enc));
           return;
         }
@@ -258,6 +279,19 @@ void gateway::embeddings(front_request& req, responder& respond) {
         }
         respond(reply_for_error(r.error()));
       });
+}
+
+void gateway::models(responder& respond) {
+  std::string body = "{\"object\":\"list\",\"data\":[";
+  for (std::size_t i = 0; i < opts_.models.size(); ++i) {
+    body += i == 0 ? "{\"id\":" : ",{\"id\":";
+    append_json_string(body, opts_.models[i]);
+    body += ",\"object\":\"model\",\"created\":" + std::to_string(started_)
+        + ",\"owned_by\":\"embedrt\"}";
+  }
+  front_reply r;
+  r.body = body + "]}";
+  respond(std::move(r));
 }
 
 void gateway::readiness(responder& respond) {

@@ -3,6 +3,8 @@
 // the answer back into an HTTP reply (replies.hpp).
 //
 //   POST /v1/embeddings, /embeddings  -> (embed_atom, embed_request)
+//   GET  /v1/models, /models           -> the configured models (OpenAI's
+//                                         list shape), no runtime message
 //   GET  /healthz                      -> 200 while the process runs
 //   GET  /readyz                       -> (health_atom): 200 iff ready
 //   GET  /metrics                      -> (metrics_atom): Prometheus text
@@ -20,6 +22,7 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace embedrt::serve {
 
@@ -32,6 +35,8 @@ struct gateway_options {
   std::chrono::milliseconds max_timeout{3'600'000};
   /// Timeout of a health request to the service (readiness probe).
   std::chrono::milliseconds health_timeout{2000};
+  /// The model names `GET /v1/models` lists (app::served_models).
+  std::vector<std::string> models;
 };
 
 class gateway {
@@ -43,6 +48,7 @@ class gateway {
 
  private:
   void embeddings(front_request& req, responder& respond);
+  void models(responder& respond);
   void readiness(responder& respond);
   void metrics(responder& respond);
   bool authorized(const front_request& req) const;
@@ -51,6 +57,8 @@ class gateway {
   service_actor service_;
   client client_;
   gateway_options opts_;
+  /// `created` of the listed models: when the gateway started (Unix time).
+  int64_t started_ = 0;
 };
 
 /// Compares a presented token with the expected one in time that depends

@@ -44,6 +44,24 @@ mapping map(errc code) {
   }
 }
 
+/// The request parameter an `invalid_input` detail is about, as OpenAI names
+/// it in `param`: the quoted name it starts with ('model', 'dimensions',
+/// 'input', ...), or `input` for the checks of the inputs themselves
+/// ("input[3] is empty", "too many inputs: ...", "inputs 2, 5 rejected by
+/// the upstream: ...").
+std::string param_of(const std::string& detail) {
+  if (detail.size() > 2 && detail.front() == '\'') {
+    auto end = detail.find('\'', 1);
+    if (end != std::string::npos)
+      return detail.substr(1, end - 1);
+  }
+  for (const char* prefix :
+       {"input", "no inputs", "too many inputs", "token-array inputs"})
+    if (detail.rfind(prefix, 0) == 0)
+      return "input";
+  return "";
+}
+
 } // namespace
 
 front_reply reply_for_error(const caf::error& err) {
@@ -51,6 +69,12 @@ front_reply reply_for_error(const caf::error& err) {
   if (code == errc::none)
     return error_reply(500, "internal error: " + render_error(err),
                        "server_error", "internal_error");
+  if (code == errc::invalid_input && error_http_status(err) == 404)
+    return error_reply(404, error_detail(err), "invalid_request_error",
+                       "model_not_found", "model");
+  if (code == errc::invalid_input)
+    return error_reply(400, error_detail(err), "invalid_request_error",
+                       to_string(code), param_of(error_detail(err)));
   auto m = map(code);
   std::string code_name = code == errc::quota_exceeded ? "insufficient_quota"
       : code == errc::auth_failed                      ? "upstream_auth_failed"

@@ -2,7 +2,9 @@
 // becomes an OpenAI embeddings response (float or base64), a typed error an
 // OpenAI-shaped error body with the matching status (docs/cli.md, "embedrt
 // serve", has the table):
-//   invalid_input 400; overloaded, rate_limited, quota_exceeded 429;
+//   invalid_input 400 (`param` names the parameter when the detail does:
+//   `input` for the checks of the inputs), or 404 `model_not_found` when no
+//   upstream serves the model; overloaded, rate_limited, quota_exceeded 429;
 //   auth_failed, upstream_error, invalid_response, connection_failed,
 //   tls_failed 502; breaker_open, upstream_down, cancelled, node_down 503;
 //   deadline_exceeded 504; anything else 500.

@@ -13,28 +13,28 @@ namespace {
 
 using detail::concat;
 using detail::decode_utf8;
-using detail::is_space;
 
 caf::error bad_request(std::string detail) {
   return make_error(errc::invalid_input, std::move(detail));
 }
 
-caf::error check_count(const std::vector<std::string>& inputs,
-                       const provider_profile& profile) {
-  if (inputs.empty())
+caf::error check_count(std::size_t inputs, const provider_profile& profile) {
+  if (inputs == 0)
     return bad_request("no inputs: at least one text is required");
-  if (inputs.size() > profile.max_inputs)
-    return bad_request(concat("too many inputs: ", inputs.size(), " > ",
+  if (inputs > profile.max_inputs)
+    return bad_request(concat("too many inputs: ", inputs, " > ",
                               profile.max_inputs, " per request"));
   return {};
 }
 
-// `text` (input `i`) must be well-formed UTF-8 without NUL and hold more
-// than white space.
+// `text` (input `i`) must be non-empty, well-formed UTF-8 without NUL. White
+// space alone is a valid input, as for OpenAI (an upstream that refuses it
+// is named by bisection).
 caf::error check_characters(std::size_t i, const std::string& text) {
+  if (text.empty())
+    return bad_request(concat("input[", i, "] is empty"));
   const auto* begin = reinterpret_cast<const unsigned char*>(text.data());
   const auto* end = begin + text.size();
-  bool has_content = false;
   for (const auto* p = begin; p < end;) {
     const auto* at = p;
     auto cp = decode_utf8(p, end);
@@ -45,11 +45,7 @@ caf::error check_characters(std::size_t i, const std::string& text) {
       return bad_request(concat("input[", i,
                                 "] contains a NUL character (at byte ",
                                 at - begin, ')'));
-    if (!has_content && !is_space(cp))
-      has_content = true;
   }
-  if (!has_content)
-    return bad_request(concat("input[", i, "] is empty or whitespace only"));
   return {};
 }
 
@@ -83,7 +79,7 @@ caf::error validate_inputs(const std::vector<std::string>& inputs,
                            const provider_profile& profile,
                            bool check_request_total,
                            std::vector<int64_t>* tokens) {
-  if (auto err = check_count(inputs, profile))
+  if (auto err = check_count(inputs.size(), profile))
     return err;
   if (tokens != nullptr) {
     tokens->clear();
@@ -97,6 +93,41 @@ caf::error validate_inputs(const std::vector<std::string>& inputs,
     total_tokens += n;
     if (tokens != nullptr)
       tokens->push_back(static_cast<int64_t>(n));
+  }
+  if (check_request_total)
+    return check_total(total_tokens, profile);
+  return {};
+}
+
+caf::error
+validate_token_inputs(const std::vector<std::vector<int32_t>>& inputs,
+                      const provider_profile& profile, bool check_request_total,
+                      std::vector<int64_t>* tokens) {
+  if (!profile.token_inputs)
+    return bad_request(concat("token-array inputs are not supported by a ",
+                              to_string(profile.kind),
+                              " upstream: send the text"));
+  if (auto err = check_count(inputs.size(), profile))
+    return err;
+  if (tokens != nullptr) {
+    tokens->clear();
+    tokens->reserve(inputs.size());
+  }
+  std::size_t total_tokens = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const auto& ids = inputs[i];
+    if (ids.empty())
+      return bad_request(concat("input[", i, "] is an empty token array"));
+    for (std::size_t k = 0; k < ids.size(); ++k)
+      if (ids[k] < 0)
+        return bad_request(
+            concat("input[", i, "][", k, "] is a negative token id"));
+    if (ids.size() > profile.max_tokens_per_input)
+      return bad_request(concat("input[", i, "] is too long: ", ids.size(),
+                                " tokens > ", profile.max_tokens_per_input));
+    total_tokens += ids.size();
+    if (tokens != nullptr)
+      tokens->push_back(static_cast<int64_t>(ids.size()));
   }
   if (check_request_total)
     return check_total(total_tokens, profile);

@@ -21,10 +21,33 @@ std::size_t encoded_size_hint(const embeddings_request& req) {
   std::size_t size_hint = 64 + req.model.size() + req.user.size();
   for (const auto& s : req.input)
     size_hint += s.size() + 3;
+  for (const auto& ids : req.token_input)
+    size_hint += ids.size() * 7 + 3;
   return size_hint;
 }
 
+void append_token_input(std::string& out, const embeddings_request& req) {
+  out.push_back('[');
+  for (std::size_t i = 0; i < req.token_input.size(); ++i) {
+    if (i > 0)
+      out.push_back(',');
+    out.push_back('[');
+    const auto& ids = req.token_input[i];
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      if (k > 0)
+        out.push_back(',');
+      append_int(out, ids[k]);
+    }
+    out.push_back(']');
+  }
+  out.push_back(']');
+}
+
 void append_input(std::string& out, const embeddings_request& req) {
+  if (!req.token_input.empty()) {
+    append_token_input(out, req);
+    return;
+  }
   if (req.input_is_array || req.input.size() != 1) {
     out.push_back('[');
     for (std::size_t i = 0; i < req.input.size(); ++i) {
@@ -129,7 +152,8 @@ class request_parser : detail::json_reader {
   }
 
   static constexpr const char* not_text
-      = "'input' must be a string or an array of strings";
+      = "'input' must be a string, an array of strings, an array of token "
+        "ids or an array of token-id arrays";
 
   bool parse_input() {
     if (cur() == '"') {
@@ -143,38 +167,82 @@ class request_parser : detail::json_reader {
     if (cur() != '[')
       return reject_value(not_text);
     result_.input_is_array = true;
-    auto ok = for_each_element([this] {
-      return parse_input_element();
+    // The first element decides the shape: texts, one token array ([1, 2])
+    // or token arrays ([[1, 2], [3]]); the others must follow it.
+    shape_ = shape::unknown;
+    std::size_t index = 0;
+    auto ok = for_each_element([this, &index] {
+      return parse_input_element(index++);
     });
-    if (ok && result_.input.empty())
+    if (ok && index == 0)
       return fail("'input' must not be an empty array");
     return ok;
   }
 
-  bool parse_input_element() {
-    if (cur() == '"') {
-      std::string_view text;
-      if (!read_string(text))
-        return false;
-      result_.input.emplace_back(text);
-      return true;
+  enum class shape { unknown, texts, ids, id_arrays };
+
+  bool parse_input_element(std::size_t i) {
+    if (shape_ == shape::unknown)
+      shape_ = cur() == '"'      ? shape::texts
+          : starts_number(cur()) ? shape::ids
+          : cur() == '['         ? shape::id_arrays
+                                 : shape::unknown;
+    switch (shape_) {
+      case shape::texts: {
+        if (cur() != '"')
+          return reject_value(mixed(i, "a string"));
+        std::string_view text;
+        if (!read_string(text))
+          return false;
+        result_.input.emplace_back(text);
+        return true;
+      }
+      case shape::ids:
+        if (!starts_number(cur()))
+          return reject_value(mixed(i, "a token id"));
+        if (result_.token_input.empty())
+          result_.token_input.emplace_back();
+        return read_token_id(result_.token_input.front(), i);
+      case shape::id_arrays: return parse_id_array(i);
+      default:
+        return reject_value(
+            concat(not_text, " (input[", i, "] is not a string)"));
     }
-    // [1, 2] and [[1, 2], [3]] are OpenAI's token arrays.
-    if (starts_number(cur()) || nested_token_array())
-      return reject_value("'input' token arrays are not supported: send text");
-    return reject_value(concat(not_text, " (input[", result_.input.size(),
-                               "] is not a string)"));
   }
 
-  // True if p_ is at an array whose first element is a number.
-  bool nested_token_array() {
+  std::string mixed(std::size_t i, const char* expected) {
+    return concat("'input' mixes shapes: input[", i, "] is not ", expected,
+                  " like input[0]");
+  }
+
+  bool parse_id_array(std::size_t i) {
     if (cur() != '[')
+      return reject_value(mixed(i, "a token-id array"));
+    auto& ids = result_.token_input.emplace_back();
+    std::size_t k = 0;
+    auto ok = for_each_element([this, &ids, &k, i] {
+      if (!starts_number(cur()))
+        return reject_value(concat("'input' token arrays hold integers (input[",
+                                   i, "][", k, "] is not one)"));
+      return read_token_id(ids, k++);
+    });
+    if (ok && ids.empty())
+      return fail(concat("input[", i, "] is an empty token array"));
+    return ok;
+  }
+
+  bool read_token_id(std::vector<int32_t>& ids, std::size_t i) {
+    number_token t;
+    int64_t value = 0;
+    if (!read_number(t))
       return false;
-    const char* saved = p_;
-    ++p_;
-    bool number = starts_number(peek());
-    p_ = saved;
-    return number;
+    if (!read_int(t, value) || value < 0
+        || value > std::numeric_limits<int32_t>::max())
+      return fail(concat("'input' token ids are integers in [0, 2147483647] "
+                         "(element ",
+                         i, " is not)"));
+    ids.push_back(static_cast<int32_t>(value));
+    return true;
   }
 
   bool parse_dimensions() {
@@ -219,6 +287,7 @@ class request_parser : detail::json_reader {
   }
 
   embeddings_request result_;
+  shape shape_ = shape::unknown;
 };
 
 } // namespace

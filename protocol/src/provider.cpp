@@ -47,10 +47,14 @@ provider_profile profile_for(provider_kind kind) {
       result.max_inputs = 32;
       result.max_tokens_per_input = 512;
       result.max_tokens_per_request = 32 * 512;
+      // Its /v1/embeddings `input` is a string or an array of strings.
+      result.token_inputs = false;
       break;
     case provider_kind::generic:
       // Unknown OpenAI-compatible servers (vLLM, Ollama, LiteLLM, ...): assume
-      // OpenAI's limits, which such servers are built to accept.
+      // OpenAI's limits, which such servers are built to accept. Token arrays
+      // are passed on (vLLM takes them); a server that refuses them (Ollama)
+      // answers 400 and the reply names the inputs.
       result.max_inputs = 2048;
       result.max_tokens_per_input = 8192;
       result.max_tokens_per_request = 300000;

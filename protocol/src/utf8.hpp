@@ -54,25 +54,4 @@ inline int32_t decode_utf8(const unsigned char*& p, const unsigned char* end) {
   return -1;
 }
 
-/// Unicode White_Space (plus the ASCII controls a tokenizer ignores).
-inline bool is_space(int32_t cp) {
-  switch (cp) {
-    case ' ':
-    case '\t':
-    case '\n':
-    case '\v':
-    case '\f':
-    case '\r':
-    case 0x85:
-    case 0xA0:
-    case 0x1680:
-    case 0x2028:
-    case 0x2029:
-    case 0x202F:
-    case 0x205F:
-    case 0x3000: return true;
-    default: return cp >= 0x2000 && cp <= 0x200A;
-  }
-}
-
 } // namespace embedrt::detail

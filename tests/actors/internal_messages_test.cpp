@@ -35,14 +35,20 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
           "[inspect]") {
   typed_system ts;
   SECTION("upstream_call") {
-    check_inspect_covers_every_field(
-        upstream_call{
-            "model-u", {"a", "b"}, 17, 512, "user-3", 2500ms, true, "req-4"},
-        ts.sys.get());
+    check_inspect_covers_every_field(upstream_call{"model-u",
+                                                   {"a", "b"},
+                                                   {{3, 4}},
+                                                   17,
+                                                   512,
+                                                   "user-3",
+                                                   2500ms,
+                                                   true,
+                                                   "req-4"},
+                                     ts.sys.get());
   }
   SECTION("connection_call") {
     check_inspect_covers_every_field(
-        connection_call{42, "model-c", {"x"}, 256, "user-5", 900ms},
+        connection_call{42, "model-c", {"x"}, {{9}}, 256, "user-5", 900ms},
         ts.sys.get());
   }
   SECTION("call_result") {

@@ -283,7 +283,6 @@ TEST_CASE("invalid input is rejected before any network I/O") {
   client c{*f.sys, *svc};
   for (auto inputs :
        {std::vector<std::string>{}, std::vector<std::string>{""},
-        std::vector<std::string>{" \t\n"},
         std::vector<std::string>{"ok", "bad \xc3\x28 utf8"},
         std::vector<std::string>{std::string("nul\0byte", 8)},
         std::vector<std::string>{std::string(1024 * 1024, 'x')}}) {

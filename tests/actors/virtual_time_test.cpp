@@ -343,7 +343,7 @@ TEST_CASE("invalid input is rejected before any call") {
   auto script = std::make_shared<pool_script>();
   auto pool = vt.sys->spawn(scripted_pool, script);
   for (auto inputs :
-       {std::vector<std::string>{}, std::vector<std::string>{"ok", "   "},
+       {std::vector<std::string>{}, std::vector<std::string>{"ok", ""},
         std::vector<std::string>{std::string("a\0b", 3)},
         std::vector<std::string>{"\xff\xfe"}}) {
     auto req = vt.sys->spawn(request_actor_fn, make_request_env(),

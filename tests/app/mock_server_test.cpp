@@ -163,6 +163,19 @@ TEST_CASE("mock serves /stats and resets it") {
   CHECK(m.server.stats().requests == 0);
 }
 
+TEST_CASE("mock embeds token arrays as their ids written out, counting the "
+          "ids") {
+  running_mock m;
+  http_client client{m.port};
+  auto res
+      = client.embed(R"({"model":"m","input":[[17,4],[9]],"dimensions":8})");
+  auto decoded = decode(res, 2, 8, openai::encoding::float32);
+  CHECK(decoded.data[0] == hash_embed("17 4", 8));
+  CHECK(decoded.data[1] == hash_embed("9", 8));
+  CHECK(decoded.usage.prompt_tokens == 3);
+  CHECK(decoded.usage.total_tokens == 3);
+}
+
 TEST_CASE("mock rejects bad requests with OpenAI-shaped errors") {
   mock_options opts;
   opts.max_body_bytes = 4096;
@@ -187,12 +200,17 @@ TEST_CASE("mock rejects bad requests with OpenAI-shaped errors") {
     CHECK(res.keep_alive);
   }
   SECTION("wrong types") {
-    auto res = client.embed(R"({"model":"m","input":[1,2]})");
+    auto res = client.embed(R"({"model":"m","input":[true]})");
+    CHECK(res.status == 400);
+    error_message(res.body, "invalid_request_error");
+    res = client.embed(R"({"model":"m","input":[1,"2"]})");
     CHECK(res.status == 400);
     error_message(res.body, "invalid_request_error");
   }
-  SECTION("an empty text") {
-    auto res = client.embed(embed_body({"ok", "   "}));
+  SECTION("an empty text (white space alone is embedded)") {
+    auto res = client.embed(embed_body({"ok", "   "}, 8));
+    CHECK(res.status == 200);
+    res = client.embed(embed_body({"ok", ""}));
     CHECK(res.status == 400);
     CHECK_THAT(error_message(res.body, "invalid_request_error"),
                Catch::Contains("1"));

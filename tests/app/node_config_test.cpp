@@ -415,3 +415,25 @@ TEST_CASE("config: the client auth token") {
   CHECK(r->serve.auth_token == "tok-3");
   CHECK(r->serve.auth_token_env == "FILE_TOKEN");
 }
+
+TEST_CASE("config: an upstream's max_inputs_per_request and the models a "
+          "node serves") {
+  temp_file f{"model = default-m\n"
+              "[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"
+              "models = one, small\nmax_inputs_per_request = 100\n"
+              "model_map = small=up-small, hidden=up-hidden\n"
+              "[upstream b]\nbase_url = http://127.0.0.1:2/v1\n"
+              "model_map = big=up-big, small=other\n"};
+  auto r = load({"--config", f.path()});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 2);
+  CHECK(r->runtime.upstreams[0].max_inputs_per_request == 100);
+  CHECK(r->runtime.upstreams[1].max_inputs_per_request == 0); // profile's
+  // `hidden` is mapped but not among a's models: not served. b serves any
+  // model: its aliases and the default model; no repeats.
+  CHECK(served_models(*r)
+        == std::vector<std::string>{"one", "small", "big", "default-m"});
+  temp_file bad{"[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"
+                "max_inputs_per_request = 0\n"};
+  CHECK_FALSE(load({"--config", bad.path()}));
+}

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
+#include <vector>
 
 using namespace embedrt;
 using namespace embedrt::serve;
@@ -54,6 +55,47 @@ TEST_CASE("serve: every runtime error maps to its HTTP status") {
     CHECK_FALSE(e->type.empty());
     CHECK(header(r, "retry-after").empty() == !retry_after);
   }
+}
+
+TEST_CASE("serve: invalid input names its parameter, as OpenAI does") {
+  struct row {
+    const char* detail;
+    const char* param;
+  };
+  for (const auto& [detail, param] : std::vector<row>{
+           {"input[3] is empty", "input"},
+           {"too many inputs: 2049 > 2048 per request", "input"},
+           {"no inputs: at least one text is required", "input"},
+           {"inputs 2, 5 rejected by the upstream: bad", "input"},
+           {"token-array inputs are not supported by a tei upstream: send "
+            "the text",
+            "input"},
+           {"'input' must not be an empty array", "input"},
+           {"'dimensions' must be a positive integer", "dimensions"},
+           {"'model' is required", "model"},
+           {"api answered 400: dimensions too large", ""},
+       }) {
+    INFO(detail);
+    auto r = reply_for_error(make_error(errc::invalid_input, detail, 400));
+    CHECK(r.status == 400);
+    auto e = openai::decode_error(r.body);
+    REQUIRE(e);
+    CHECK(e->type == "invalid_request_error");
+    CHECK(e->code == "invalid_input");
+    CHECK(e->param == param);
+  }
+}
+
+TEST_CASE("serve: an unknown model is OpenAI's 404 model_not_found") {
+  auto r = reply_for_error(
+      make_error(errc::invalid_input,
+                 "The model 'x' does not exist: no upstream serves it", 404));
+  CHECK(r.status == 404);
+  auto e = openai::decode_error(r.body);
+  REQUIRE(e);
+  CHECK(e->type == "invalid_request_error");
+  CHECK(e->code == "model_not_found");
+  CHECK(e->param == "model");
 }
 
 TEST_CASE("serve: Retry-After rounds the runtime's hint up to seconds") {

@@ -63,8 +63,8 @@ upstream_metrics sample_upstream_metrics() {
 TEST_CASE("inspect covers every field of the public messages",
           "[messages][inspect]") {
   SECTION("embed_request") {
-    check_inspect_covers_every_field(
-        embed_request{"model-x", {"a", "b"}, 256, "user-7", 1500ms, "req-9"});
+    check_inspect_covers_every_field(embed_request{
+        "model-x", {"a", "b"}, {{17, 4}}, 256, "user-7", 1500ms, "req-9"});
   }
   SECTION("token_usage") {
     check_inspect_covers_every_field(token_usage{11, 23});

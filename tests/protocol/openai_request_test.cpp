@@ -101,6 +101,60 @@ TEST_CASE("decode_request reads every field", "[openai][request]") {
   CHECK(esc->input.front() == "a\0b\xC3\xA9"s);
 }
 
+TEST_CASE("token-array inputs decode and encode as OpenAI's shapes",
+          "[openai][request]") {
+  // One input as a flat array of ids.
+  auto one = decode_request(R"({"model":"m","input":[17, 0,2147483647]})");
+  REQUIRE(one);
+  CHECK(one->input.empty());
+  CHECK(one->token_input
+        == std::vector<std::vector<int32_t>>{{17, 0, 2147483647}});
+  // Several inputs as an array of arrays.
+  auto many = decode_request(R"({"model":"m","input":[[1,2], [3]]})");
+  REQUIRE(many);
+  CHECK(many->token_input == std::vector<std::vector<int32_t>>{{1, 2}, {3}});
+  // Always encoded as an array of arrays, never as texts.
+  embeddings_request req;
+  req.model = "m";
+  req.token_input = {{9906, 1917}, {13}};
+  req.dimensions = 8;
+  CHECK(encode_request(req)
+        == R"({"model":"m","input":[[9906,1917],[13]],"dimensions":8})");
+  auto back = decode_request(encode_request(req));
+  REQUIRE(back);
+  CHECK(back->token_input == req.token_input);
+  CHECK(back->input.empty());
+}
+
+TEST_CASE("validate_token_inputs counts each input's ids exactly",
+          "[openai][validate]") {
+  auto openai = profile_for(provider_kind::openai);
+  std::vector<int64_t> tokens{99};
+  REQUIRE_FALSE(validate_token_inputs({{1, 2, 3}, {4}}, openai, true, &tokens));
+  CHECK(tokens == std::vector<int64_t>{3, 1});
+  auto refused = [](const std::vector<std::vector<int32_t>>& in,
+                    const provider_profile& p) {
+    auto err = validate_token_inputs(in, p);
+    REQUIRE(err);
+    CHECK(error_code(err) == errc::invalid_input);
+    return error_detail(err);
+  };
+  CHECK(refused({}, openai) == "no inputs: at least one text is required");
+  CHECK(refused({{1}, {}}, openai) == "input[1] is an empty token array");
+  CHECK(refused({{1, -4}}, openai) == "input[0][1] is a negative token id");
+  CHECK(refused({std::vector<int32_t>(8193, 5)}, openai)
+        == "input[0] is too long: 8193 tokens > 8192");
+  CHECK(refused(std::vector<std::vector<int32_t>>(2049, {1}), openai)
+        == "too many inputs: 2049 > 2048 per request");
+  // TEI's OpenAI route takes text only.
+  CHECK(refused({{1}}, profile_for(provider_kind::tei))
+        == "token-array inputs are not supported by a tei upstream: send the "
+           "text");
+  CHECK_FALSE(
+      validate_token_inputs({{1}}, profile_for(provider_kind::generic)));
+  CHECK_FALSE(validate_token_inputs({{1}}, profile_for(provider_kind::azure)));
+}
+
 TEST_CASE("request round trip", "[openai][request]") {
   embeddings_request req;
   req.model = "model/with \"quotes\"";
@@ -151,24 +205,37 @@ TEST_CASE("decode_request rejects each malformed field with its own detail",
         == "duplicate key 'model' in request");
   CHECK(rejection(R"({"model":"a","input":"x","input":["y"]})")
         == "duplicate key 'input' in request");
-  CHECK(rejection(R"({"model":"m","input":null})")
-        == "'input' must be a string or an array of strings");
-  CHECK(rejection(R"({"model":"m","input":42})")
-        == "'input' must be a string or an array of strings");
-  CHECK(rejection(R"({"model":"m","input":{"text":"x"}})")
-        == "'input' must be a string or an array of strings");
+  const std::string not_text
+      = "'input' must be a string, an array of strings, an array of token "
+        "ids or an array of token-id arrays";
+  CHECK(rejection(R"({"model":"m","input":null})") == not_text);
+  CHECK(rejection(R"({"model":"m","input":42})") == not_text);
+  CHECK(rejection(R"({"model":"m","input":{"text":"x"}})") == not_text);
   CHECK(rejection(R"({"model":"m","input":[]})")
         == "'input' must not be an empty array");
+  CHECK(rejection(R"({"model":"m","input":[null]})")
+        == not_text + " (input[0] is not a string)");
   CHECK(rejection(R"({"model":"m","input":["a",null]})")
-        == "'input' must be a string or an array of strings (input[1] is not "
-           "a string)");
+        == "'input' mixes shapes: input[1] is not a string like input[0]");
   CHECK(rejection(R"({"model":"m","input":["a",["b"]]})")
-        == "'input' must be a string or an array of strings (input[1] is not "
-           "a string)");
-  CHECK(rejection(R"({"model":"m","input":[1,2,3]})")
-        == "'input' token arrays are not supported: send text");
-  CHECK(rejection(R"({"model":"m","input":[[1,2],[3]]})")
-        == "'input' token arrays are not supported: send text");
+        == "'input' mixes shapes: input[1] is not a string like input[0]");
+  CHECK(rejection(R"({"model":"m","input":["a",[1]]})")
+        == "'input' mixes shapes: input[1] is not a string like input[0]");
+  CHECK(rejection(R"({"model":"m","input":[[1],"a"]})")
+        == "'input' mixes shapes: input[1] is not a token-id array like "
+           "input[0]");
+  CHECK(rejection(R"({"model":"m","input":[1,[2]]})")
+        == "'input' mixes shapes: input[1] is not a token id like input[0]");
+  CHECK(rejection(R"({"model":"m","input":[[1,2],[]]})")
+        == "input[1] is an empty token array");
+  CHECK(rejection(R"({"model":"m","input":[[1,"2"]]})")
+        == "'input' token arrays hold integers (input[0][1] is not one)");
+  for (auto id : {"-1", "1.5", "2147483648", "1e3"}) {
+    INFO(id);
+    CHECK(rejection(R"({"model":"m","input":[[3,)"s + id + "]]}")
+          == "'input' token ids are integers in [0, 2147483647] (element 1 "
+             "is not)");
+  }
   const char* bad_dims[]
       = {"0", "-1", "1.5", "2.0", "\"8\"", "true", "3000000000", "[8]"};
   for (auto dims : bad_dims) {
@@ -227,6 +294,22 @@ TEST_CASE("validate_inputs accepts valid inputs", "[openai][validate]") {
   CHECK_FALSE(validate_inputs(std::vector<std::string>(2048, "x"), profile));
 }
 
+TEST_CASE("validate_inputs accepts white space alone, as OpenAI does",
+          "[openai][validate]") {
+  // LangChain JS turns "\n" into " "; OpenAI and the upstreams embed it.
+  auto profile = profile_for(provider_kind::openai);
+  std::vector<int64_t> tokens;
+  // ASCII and Unicode spaces: NBSP, EN QUAD..HAIR SPACE, IDEOGRAPHIC SPACE,
+  // NNBSP.
+  CHECK_FALSE(validate_inputs(
+      {" ", "\n", " \t\r\n\v\f",
+       "\xC2\xA0\xE2\x80\x80\xE2\x80\x8A\xE3\x80\x80\xE2\x80\xAF"},
+      profile, true, &tokens));
+  REQUIRE(tokens.size() == 4);
+  CHECK(tokens[0] == 1);
+  CHECK(tokens[2] == 6);
+}
+
 TEST_CASE("validate_inputs hands out each input's token estimate",
           "[openai][validate]") {
   auto profile = profile_for(provider_kind::openai);
@@ -248,14 +331,7 @@ TEST_CASE("validate_inputs rejects each failure naming the input",
   CHECK(invalid({}, profile) == "no inputs: at least one text is required");
   CHECK(invalid(std::vector<std::string>(2049, "x"), profile)
         == "too many inputs: 2049 > 2048 per request");
-  CHECK(invalid({"ok", "ok", "ok", ""}, profile)
-        == "input[3] is empty or whitespace only");
-  CHECK(invalid({" \t\r\n\v\f"}, profile)
-        == "input[0] is empty or whitespace only");
-  // Unicode spaces: NBSP, EN QUAD..HAIR SPACE, IDEOGRAPHIC SPACE, NNBSP.
-  CHECK(invalid({"\xC2\xA0\xE2\x80\x80\xE2\x80\x8A\xE3\x80\x80\xE2\x80\xAF"},
-                profile)
-        == "input[0] is empty or whitespace only");
+  CHECK(invalid({"ok", "ok", "ok", ""}, profile) == "input[3] is empty");
   CHECK(invalid({"ok", "bad \xC0\xAF"}, profile)
         == "input[1] is not valid UTF-8 (at byte 4)");
   CHECK(invalid({"\xED\xA0\x80"}, profile)

@@ -39,6 +39,14 @@ TEST_CASE("provider profiles carry the documented limits", "[provider]") {
   CHECK(generic.max_inputs == 2048);
   CHECK(generic.max_tokens_per_input == 8192);
   CHECK(generic.max_tokens_per_request == 300000);
+  // A caller may send OpenAI's 2,048 inputs to any of them (split into
+  // upstream calls of max_inputs); token arrays go to all but TEI.
+  for (auto& p : {openai, azure, tei, generic})
+    CHECK(p.max_request_inputs == 2048);
+  CHECK(openai.token_inputs);
+  CHECK(azure.token_inputs);
+  CHECK(generic.token_inputs);
+  CHECK_FALSE(tei.token_inputs);
   for (auto& p : {openai, azure, tei, generic}) {
     CHECK(p.max_input_bytes > 0);
     CHECK(p.max_request_bytes >= p.max_input_bytes);

@@ -10,8 +10,8 @@
 //    "<ca", "cat", "at>".
 // 3. Each feature is hashed with 64-bit FNV-1a; bucket = hash % dims, sign =
 //    +1 if bit 63 is set, else -1; the bucket accumulates sign * weight.
-// 4. The vector is L2-normalised. A text with no features (cannot happen for
-//    validated input) maps to the unit vector e0.
+// 4. The vector is L2-normalised. A text with no features (white space or
+//    punctuation alone, a valid input) maps to the unit vector e0.
 #pragma once
 
 #include <cstddef>

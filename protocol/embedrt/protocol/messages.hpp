@@ -24,8 +24,14 @@ namespace embedrt {
 struct embed_request {
   /// The model name as the caller knows it (mapped per upstream).
   std::string model;
-  /// The texts to embed, in order. Must not be empty.
+  /// The texts to embed, in order. Exactly one of `inputs` and
+  /// `token_inputs` is non-empty.
   std::vector<std::string> inputs;
+  /// Or pre-tokenized inputs: the token ids of each input, in order, as
+  /// OpenAI's `input` array of integer arrays (tiktoken ids for OpenAI's
+  /// models). Passed upstream unchanged; each counts exactly its ids as
+  /// tokens. Refused by a provider that cannot take them (`tei`).
+  std::vector<std::vector<int32_t>> token_inputs;
   /// Requested output dimensions; 0 means the model's default.
   int32_t dimensions = 0;
   /// Optional end-user id forwarded to the upstream (`user`).
@@ -40,7 +46,7 @@ struct embed_request {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, embed_request& x) {
   return f(caf::meta::type_name("embedrt.embed_request"), x.model, x.inputs,
-           x.dimensions, x.user, x.timeout, x.request_id);
+           x.token_inputs, x.dimensions, x.user, x.timeout, x.request_id);
 }
 
 /// Token accounting as reported by the upstream.

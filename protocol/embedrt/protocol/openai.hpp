@@ -34,7 +34,13 @@ const char* to_string(encoding x);
 /// A decoded (server side) or to-be-encoded (client side) request body.
 struct embeddings_request {
   std::string model;
+  /// The texts; empty when the inputs are token arrays.
   std::vector<std::string> input;
+  /// Token-array inputs (`[1,2]` decodes as one, `[[1,2],[3]]` as two); sent
+  /// as an array of integer arrays. Exactly one of `input` and `token_input`
+  /// is non-empty in a decoded request; when encoding, a non-empty
+  /// `token_input` is sent instead of `input`.
+  std::vector<std::vector<int32_t>> token_input;
   /// True if `input` was / should be sent as a JSON array (false: a single
   /// string; then `input.size() == 1`).
   bool input_is_array = true;
@@ -51,8 +57,10 @@ std::string encode_request(const embeddings_request& req);
 
 /// Decodes a request body strictly (server side). Rejects with
 /// `invalid_input`: malformed JSON, a non-object body, a missing or non-string
-/// `model`, a missing `input`, an `input` that is not a string or an array of
-/// strings (token arrays are not supported), an empty array, a
+/// `model`, a missing `input`, an `input` that is not a string, an array of
+/// strings, an array of token ids or an array of such arrays (OpenAI's four
+/// shapes; a token id is an integer in [0, 2^31-1], a token array must not be
+/// empty, texts and token arrays do not mix), an empty array, a
 /// `dimensions` that is not a positive integer, an unknown `encoding_format`,
 /// a non-string `user`. Optional members that are JSON null count as absent.
 /// `model` and `user` must be valid UTF-8; input text content is not
@@ -61,8 +69,9 @@ caf::expected<embeddings_request> decode_request(std::string_view body);
 
 /// Validates caller inputs against a provider profile before any network
 /// I/O. Rejects with `invalid_input` (detail names the offending index):
-/// no inputs, more than `max_inputs`, an empty or whitespace-only text,
-/// invalid UTF-8, a NUL character, a text over `max_input_bytes`, estimated
+/// no inputs, more than `max_inputs`, an empty text (OpenAI's only
+/// refusal of a text by its content: white space alone is valid), invalid
+/// UTF-8, a NUL character, a text over `max_input_bytes`, estimated
 /// tokens over `max_tokens_per_input`, or the sum over
 /// `max_tokens_per_request`. Set `check_request_total` to false when the
 /// caller's inputs will be split across several upstream requests. If
@@ -73,6 +82,18 @@ caf::error validate_inputs(const std::vector<std::string>& inputs,
                            const provider_profile& profile,
                            bool check_request_total = true,
                            std::vector<int64_t>* tokens = nullptr);
+
+/// The same for token-array inputs: rejects with `invalid_input` a profile
+/// that cannot take them (`token_inputs` false), no inputs, more than
+/// `max_inputs`, an empty array, a negative id, more ids than
+/// `max_tokens_per_input`, or (if `check_request_total`) more than
+/// `max_tokens_per_request` in total. `tokens` receives each input's exact
+/// count (its number of ids).
+caf::error
+validate_token_inputs(const std::vector<std::vector<int32_t>>& inputs,
+                      const provider_profile& profile,
+                      bool check_request_total = true,
+                      std::vector<int64_t>* tokens = nullptr);
 
 /// Returns true if `text` is well-formed UTF-8 (no overlongs, surrogates or
 /// code points above U+10FFFF).

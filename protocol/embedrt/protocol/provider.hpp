@@ -30,8 +30,16 @@ std::optional<provider_kind> parse_provider(std::string_view name);
 /// Limits of one provider kind. All limits are inclusive.
 struct provider_profile {
   provider_kind kind = provider_kind::openai;
-  /// Max inputs per upstream request (OpenAI: 2048, TEI: 32).
+  /// Max inputs per upstream request (OpenAI: 2048, TEI: 32): the batching
+  /// limit of one upstream call.
   std::size_t max_inputs = 2048;
+  /// Max inputs in one caller's request, before it is split into upstream
+  /// calls (OpenAI refuses more than 2048 with a 400 on `input`).
+  std::size_t max_request_inputs = 2048;
+  /// Whether the upstream takes token-array inputs (OpenAI's arrays of token
+  /// ids). TEI does not: its OpenAI route takes text only, and ids from a
+  /// caller's tiktoken mean nothing to its models' tokenizers.
+  bool token_inputs = true;
   /// Max estimated tokens per input (OpenAI: 8192).
   std::size_t max_tokens_per_input = 8192;
   /// Max estimated tokens per upstream request (OpenAI: 300,000).
