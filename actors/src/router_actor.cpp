@@ -191,7 +191,8 @@ void finish(router_ptr self, uint64_t id, pending& p, caf::error err,
   auto& st = self->state;
   auto upstream = p.at != pending::npos ? st.members[p.at].name : std::string{};
   record_request(self, st.metrics, upstream, p.req.model,
-                 res ? caf::error{} : err, p.req.inputs.size(), p.arrived,
+                 res ? caf::error{} : err,
+                 p.req.inputs.size() + p.req.token_inputs.size(), p.arrived,
                  p.attempt > 0 ? p.attempt - 1 : 0);
   if (res)
     p.rp.deliver(std::move(*res));
