@@ -42,9 +42,13 @@ struct node_tls_config {
 };
 
 /// Prepares a host's configuration for distribution: loads CAF's middleman
-/// and, with TLS, the OpenSSL manager with the certificate settings. Call
-/// once, before creating the actor system (after register_types). Errors:
-/// `invalid_input` naming a missing or unreadable TLS file.
+/// (with heartbeats every second and a 5 s connection timeout, so a node
+/// that vanishes without closing its connections is noticed; set
+/// `middleman.heartbeat-interval` / `middleman.connection-timeout` after
+/// this call to change them) and, with TLS, the OpenSSL manager with the
+/// certificate settings. Call once, before creating the actor system (after
+/// register_types). Errors: `invalid_input` naming a missing or unreadable
+/// TLS file.
 caf::error enable_distribution(caf::actor_system_config& cfg,
                                const node_tls_config& tls = {});
 

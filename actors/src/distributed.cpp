@@ -36,6 +36,14 @@ caf::error check_readable(const std::string& what, const std::string& path) {
 caf::error enable_distribution(caf::actor_system_config& cfg,
                                const node_tls_config& tls) {
   cfg.load<caf::io::middleman>();
+  // CAF sends no heartbeats by default: a node that vanishes without closing
+  // its connections (power, network partition) would never be noticed. With
+  // them, a node silent for 5 s is disconnected and everything that
+  // monitors its actors gets a down message (the router re-routes).
+  cfg.set("middleman.heartbeat-interval",
+          caf::timespan{std::chrono::seconds{1}});
+  cfg.set("middleman.connection-timeout",
+          caf::timespan{std::chrono::seconds{5}});
   if (!tls.enabled)
     return caf::none;
   // CAF's OpenSSL layer falls back to anonymous ciphers when no certificate

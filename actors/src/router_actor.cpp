@@ -87,8 +87,11 @@ struct pending {
   clock_point deadline;
   /// The member it is in flight at (npos: parked, waiting for a member).
   std::size_t at = npos;
-  /// Forwards so far; an answer to an earlier forward is stale.
+  /// Generation of the current forward: an answer tagged with an earlier one
+  /// is stale (bumped by each forward and when the member is lost).
   uint32_t attempt = 0;
+  /// Forwards so far (the retries recorded are forwards - 1).
+  uint32_t forwards = 0;
   uint64_t breaker_epoch = 0;
   bool probe = false;
   /// A parked request's expiry timer is armed.
@@ -193,7 +196,7 @@ void finish(router_ptr self, uint64_t id, pending& p, caf::error err,
   record_request(self, st.metrics, upstream, p.req.model,
                  res ? caf::error{} : err,
                  p.req.inputs.size() + p.req.token_inputs.size(), p.arrived,
-                 p.attempt > 0 ? p.attempt - 1 : 0);
+                 p.forwards > 0 ? p.forwards - 1 : 0);
   if (res)
     p.rp.deliver(std::move(*res));
   else
@@ -307,6 +310,7 @@ void forward(router_ptr self, uint64_t id, pending& p, std::size_t idx) {
   p.at = idx;
   p.tried[idx] = true;
   ++p.attempt;
+  ++p.forwards;
   ++m.outstanding;
   p.breaker_epoch = m.view.epoch;
   p.probe = m.breaker && m.view.state == breaker_state::half_open;

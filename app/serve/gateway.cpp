@@ -7,6 +7,7 @@
 #include "embedrt/protocol/openai.hpp"
 #include "serve/replies.hpp"
 
+#include <algorithm>
 #include <caf/event_based_actor.hpp>
 #include <cctype>
 #include <charconv>
@@ -282,16 +283,29 @@ void gateway::embeddings(front_request& req, responder& respond) {
 }
 
 void gateway::models(responder& respond) {
-  std::string body = "{\"object\":\"list\",\"data\":[";
-  for (std::size_t i = 0; i < opts_.models.size(); ++i) {
-    body += i == 0 ? "{\"id\":" : ",{\"id\":";
-    append_json_string(body, opts_.models[i]);
-    body += ",\"object\":\"model\",\"created\":" + std::to_string(started_)
-        + ",\"owned_by\":\"embedrt\"}";
-  }
-  front_reply r;
-  r.body = body + "]}";
-  respond(std::move(r));
+  // The configured names, plus what the runtime's status says it serves:
+  // on a front node, the models its peers serve.
+  ask_service<node_status>(
+      sys_, service_,
+      std::chrono::duration_cast<caf::timespan>(opts_.health_timeout),
+      status_atom_v,
+      [names = opts_.models, started = started_,
+       respond = std::move(respond)](caf::expected<node_status> st) mutable {
+        if (st)
+          for (auto& m : st->models)
+            if (std::find(names.begin(), names.end(), m) == names.end())
+              names.push_back(m);
+        std::string body = "{\"object\":\"list\",\"data\":[";
+        for (std::size_t i = 0; i < names.size(); ++i) {
+          body += i == 0 ? "{\"id\":" : ",{\"id\":";
+          append_json_string(body, names[i]);
+          body += ",\"object\":\"model\",\"created\":" + std::to_string(started)
+              + ",\"owned_by\":\"embedrt\"}";
+        }
+        front_reply r;
+        r.body = body + "]}";
+        respond(std::move(r));
+      });
 }
 
 void gateway::readiness(responder& respond) {

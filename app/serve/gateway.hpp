@@ -3,8 +3,9 @@
 // the answer back into an HTTP reply (replies.hpp).
 //
 //   POST /v1/embeddings, /embeddings  -> (embed_atom, embed_request)
-//   GET  /v1/models, /models           -> the configured models (OpenAI's
-//                                         list shape), no runtime message
+//   GET  /v1/models, /models           -> (status_atom): the configured
+//                                         models plus those the runtime
+//                                         (a front: its peers) serves
 //   GET  /healthz                      -> 200 while the process runs
 //   GET  /readyz                       -> (health_atom): 200 iff ready
 //   GET  /metrics                      -> (metrics_atom): Prometheus text
