@@ -205,12 +205,14 @@ class driver {
     } else {
       e.error = render_error(res.error());
     }
+    // The next request first: once the last reply is counted, the test may
+    // go on and destroy the driver, so nothing touches it after that.
+    next();
     auto answered = answered_.fetch_add(1) + 1;
     if (answered == kill_at_)
       kill_point_.set_value();
     if (answered == n_)
       done_.set_value();
-    next();
   }
 
   client& c_;
