@@ -70,6 +70,10 @@ class process {
     err_ = child.err;
   }
 
+  // A copy would kill the child (and close its pipes) when it goes away.
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+
   ~process() {
     if (pid_ > 0 && !exited_) {
       kill(pid_, SIGKILL);

@@ -9,8 +9,14 @@
 #  3. start the real `embedrt mock --listen 127.0.0.1:0`, run the example
 #     against its URL and check its output line by line; the vectors must be
 #     the ones the mock serves directly over HTTP (curl);
-#  4. check the failure paths: a bad URL and, after the mock is stopped with
-#     SIGTERM, an upstream that refuses connections (exit 1, typed error).
+#  4. start `embedrt serve --caf-port P` in front of that mock and run the
+#     example with `--remote 127.0.0.1:P` (embedrt::enable_distribution +
+#     embedrt::connect, in its own process): the same vector lines as the
+#     local run, a header naming the node;
+#  5. check the failure paths: a bad URL, a bad --remote address, --remote to
+#     a port where no node is published (after the node is stopped) and,
+#     after the mock is stopped with SIGTERM, an upstream that refuses
+#     connections (exit 1, typed error).
 #
 # Everything is written under one temporary directory (removed on exit, the
 # mock is stopped on every way out); every step has a time limit.
@@ -46,10 +52,14 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/embedrt-install-test.XXXXXX")
 prefix=$tmp/prefix
 app_build=$tmp/host_app-build
 mock_pid=''
+node_pid=''
 
-stop_mock() {
-  if [ -n "$mock_pid" ] && kill -0 "$mock_pid" 2>/dev/null; then
-    kill -TERM "$mock_pid" 2>/dev/null || true
+# stop_pid PID: SIGTERM, then waits for it (SIGKILL after 15 s); returns its
+# exit status.
+stop_pid() {
+  local pid=$1
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
     # Bounded wait: a watchdog kills the mock if SIGTERM is not enough (and
     # takes its sleep with it when it is itself stopped).
     (
@@ -57,23 +67,34 @@ stop_mock() {
       sleep 15 &
       s=$!
       wait "$s"
-      kill -KILL "$mock_pid" 2>/dev/null
+      kill -KILL "$pid" 2>/dev/null
     ) >/dev/null 2>&1 &
     local watchdog=$!
     local rc=0
-    wait "$mock_pid" 2>/dev/null || rc=$?
+    wait "$pid" 2>/dev/null || rc=$?
     kill "$watchdog" 2>/dev/null || true
     wait "$watchdog" 2>/dev/null || true
-    mock_pid=
     return "$rc"
   fi
+}
+stop_mock() {
+  local rc=0
+  stop_pid "$mock_pid" || rc=$?
   mock_pid=
+  return "$rc"
+}
+stop_node() {
+  local rc=0
+  stop_pid "$node_pid" || rc=$?
+  node_pid=
+  return "$rc"
 }
 cleanup() {
   # Only the script itself: bash also runs the EXIT trap in a subshell that
   # a signal ends (the stop watchdog below, killed once the mock is gone), and
   # there it removed $tmp while the test went on.
   [ "$BASHPID" = "$$" ] || return 0
+  stop_node || true
   stop_mock || true
   rm -rf "$tmp"
 }
@@ -234,7 +255,45 @@ if grep -q . "$tmp/host.err"; then
   fail "host_app wrote to stderr on success"
 fi
 
-# -- 4. failure paths --------------------------------------------------------------
+# -- 4. through a remote node ------------------------------------------------------
+caf_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+step "starting $cli serve --upstream $url --caf-port $caf_port"
+"$cli" serve --listen 127.0.0.1:0 --upstream "$url" --caf-port "$caf_port" \
+  --log-level warn >"$tmp/node.out" 2>"$tmp/node.err" &
+node_pid=$!
+for _ in $(seq 200); do
+  grep -q '^listening on ' "$tmp/node.out" && break
+  kill -0 "$node_pid" 2>/dev/null || break
+  sleep 0.1
+done
+grep -qxF "published on caf://127.0.0.1:$caf_port" "$tmp/node.out" \
+  || fail "the node did not publish on $caf_port: $(cat "$tmp/node.out" "$tmp/node.err")"
+grep -q '^listening on ' "$tmp/node.out" \
+  || fail "the node printed no 'listening on' line in 20 s: $(cat "$tmp/node.err")"
+
+rc=0
+timeout --kill-after=5 60 "$host_app" --remote "127.0.0.1:$caf_port" "${texts[@]}" \
+  >"$tmp/remote.out" 2>"$tmp/remote.err" || rc=$?
+cat "$tmp/remote.out"
+if [ "$rc" -ne 0 ]; then
+  cat "$tmp/remote.err" >&2
+  fail "host_app --remote exited with $rc against caf://127.0.0.1:$caf_port"
+fi
+grep -qxF -- "host_app: remote caf://127.0.0.1:$caf_port, embedrt type IDs from $offset, host_app type IDs from 5000" \
+  "$tmp/remote.out" || fail "host_app --remote: missing or wrong header line"
+grep -qxF -- "host_app: ok, $((2 * ${#texts[@]})) host_app::vector_line messages printed" \
+  "$tmp/remote.out" || fail "host_app --remote: missing ok line"
+# The same vectors as through the local service (same mock, same texts).
+if ! diff <(grep -v '^host_app: ' "$tmp/host.out") \
+  <(grep -v '^host_app: ' "$tmp/remote.out") >&2; then
+  fail "host_app --remote printed other vector lines than the local run (< local, > remote)"
+fi
+if grep -q . "$tmp/remote.err"; then
+  cat "$tmp/remote.err" >&2
+  fail "host_app --remote wrote to stderr on success"
+fi
+
+# -- 5. failure paths --------------------------------------------------------------
 expect_error() { # expect_error NAME REGEX ARGS...: exit 1 and a typed error
   local name=$1 re=$2 rc=0
   shift 2
@@ -251,6 +310,14 @@ expect_error() { # expect_error NAME REGEX ARGS...: exit 1 and a typed error
   step "$name: $(head -n 1 "$tmp/$name.err")"
 }
 expect_error bad-url '^host_app: error: embedrt\.invalid_input: ' "not a url" hello
+expect_error bad-remote '^host_app: error: embedrt\.invalid_input: ' --remote "no-port" hello
+
+step "stopping the node (SIGTERM)"
+stop_rc=0
+stop_node || stop_rc=$?
+[ "$stop_rc" -eq 0 ] || fail "the node exited with $stop_rc on SIGTERM: $(cat "$tmp/node.err")"
+expect_error no-node '^host_app: error: embedrt\.node_down: ' \
+  --remote "127.0.0.1:$caf_port" hello
 
 step "stopping the mock (SIGTERM)"
 stop_rc=0

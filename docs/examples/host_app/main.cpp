@@ -1,6 +1,7 @@
 // A host CAF application that embeds embedrt (see docs/examples/README.md).
 //
 //   host_app BASE_URL [TEXT...]
+//   host_app --remote HOST:PORT [TEXT...]
 //
 // The host owns main(), its actor_system_config and its own CAF type-ID block
 // (`host_app`, at 5000, well clear of embedrt's [4000, 4100)). It spawns
@@ -11,6 +12,11 @@
 //
 //   1. from an event-based actor, with `request(...).then(...)`;
 //   2. from plain code, with the `embedrt::client` future facade.
+//
+// With --remote it spawns no service: it loads CAF's middleman
+// (embedrt::enable_distribution, before the actor system) and reaches the
+// service of a running node (`embedrt serve --caf-port PORT`) with
+// embedrt::connect; the same two ways then talk to that remote handle.
 //
 // Every vector is reported to the host's printer actor as a
 // `host_app::vector_line`, a message of the host's own block, next to
@@ -43,6 +49,7 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -207,28 +214,52 @@ int fail(const caf::error& err) {
   return 1;
 }
 
-int run(caf::actor_system& sys, const std::string& base_url,
-        const std::vector<std::string>& texts) {
+/// Where the texts are embedded: an upstream URL (a local service) or a
+/// remote node's address.
+struct target {
+  std::string base_url;
+  std::optional<embedrt::peer_address> remote;
+
+  std::string describe() const {
+    return remote
+        ? "remote caf://" + remote->host + ":" + std::to_string(remote->port)
+        : "upstream " + base_url;
+  }
+};
+
+/// A service of our own in this actor system, over the upstream at `url`.
+caf::expected<embedrt::service_actor>
+spawn_local_service(caf::actor_system& sys, const std::string& url) {
   embedrt::runtime_config rc;
   embedrt::upstream_config up;
   up.name = "upstream";
-  up.base_url = base_url;
+  up.base_url = url;
   if (const char* key = std::getenv("OPENAI_API_KEY"))
     up.api_key = key;
   up.connections = 2;
   up.attempt_timeout = 5s;
   rc.upstreams.push_back(std::move(up));
   rc.default_timeout = request_timeout;
-  auto svc = embedrt::spawn_service(sys, std::move(rc));
+  return embedrt::spawn_service(sys, std::move(rc));
+}
+
+int run(caf::actor_system& sys, const target& where,
+        const std::vector<std::string>& texts) {
+  // A remote node's service is the same typed handle as a local one.
+  auto svc = where.remote
+      ? embedrt::connect(sys, where.remote->host, where.remote->port)
+      : spawn_local_service(sys, where.base_url);
   if (!svc)
     return fail(svc.error());
   auto out = sys.spawn(printer, &std::cout);
-  // Stops the host's actors and the runtime on every way out of run().
+  // Stops the host's actors and a runtime of our own on every way out of
+  // run() (a remote node's service is not ours to stop).
   auto stop = [&] {
-    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+    if (!where.remote)
+      caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(out, caf::exit_reason::user_shutdown);
   };
-  std::cout << "host_app: upstream " << base_url << ", embedrt type IDs from "
+  std::cout << "host_app: " << where.describe() << ", embedrt type IDs from "
             << caf::type_id<embedrt::embed_request>::value
             << ", host_app type IDs from " << caf::type_id<vector_line>::value
             << '\n'
@@ -286,14 +317,27 @@ int run(caf::actor_system& sys, const std::string& base_url,
 } // namespace host_app
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string{argv[1]} == "--help") {
+  if (argc < 2 || std::string{argv[1]} == "--help"
+      || (std::string{argv[1]} == "--remote" && argc < 3)) {
     std::cerr << "usage: host_app BASE_URL [TEXT...]\n"
-                 "  e.g. host_app http://127.0.0.1:8080/v1 \"hello world\"\n";
+                 "       host_app --remote HOST:PORT [TEXT...]\n"
+                 "  e.g. host_app http://127.0.0.1:8080/v1 \"hello world\"\n"
+                 "       host_app --remote 127.0.0.1:4242 \"hello world\"\n";
     return 1;
   }
-  std::string base_url = argv[1];
+  host_app::target where;
+  int first_text = 2;
+  if (std::string{argv[1]} == "--remote") {
+    auto addr = embedrt::parse_peer(argv[2]);
+    if (!addr)
+      return host_app::fail(addr.error());
+    where.remote = std::move(*addr);
+    first_text = 3;
+  } else {
+    where.base_url = argv[1];
+  }
   std::vector<std::string> texts;
-  for (int i = 2; i < argc; ++i)
+  for (int i = first_text; i < argc; ++i)
     texts.emplace_back(argv[i]);
   if (texts.empty())
     texts = {"The quick brown fox jumps over the lazy dog.",
@@ -303,10 +347,15 @@ int main(int argc, char** argv) {
   caf::actor_system_config cfg;
   embedrt::register_types(cfg);                     // embedrt's block + errors
   cfg.add_message_types<caf::id_block::host_app>(); // the host's own block
+  if (where.remote) {
+    // CAF's middleman, loaded before the actor system exists.
+    if (auto err = embedrt::enable_distribution(cfg))
+      return host_app::fail(err);
+  }
   int rc = 1;
   {
     caf::actor_system sys{cfg};
-    rc = host_app::run(sys, base_url, texts);
+    rc = host_app::run(sys, where, texts);
     // ~actor_system waits for every actor, the runtime's included.
   }
   return rc;
