@@ -15,6 +15,7 @@
 #include "embedrt/client.hpp"
 #include "embedrt/interfaces.hpp"
 #include "serve/http_front.hpp"
+#include "serve/replies.hpp"
 
 #include <caf/actor_system.hpp>
 #include <chrono>
@@ -32,6 +33,8 @@ struct gateway_options {
   std::chrono::milliseconds max_timeout{3'600'000};
   /// Timeout of a health request to the service (readiness probe).
   std::chrono::milliseconds health_timeout{2000};
+  /// How much of an error's detail reaches the client (replies.hpp).
+  upstream_detail upstream_errors = upstream_detail::message;
 };
 
 class gateway {
