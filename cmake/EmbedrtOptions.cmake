@@ -53,7 +53,9 @@ if(EMBEDRT_FUZZ)
     message(FATAL_ERROR "EMBEDRT_FUZZ brings its own sanitizers: leave "
                         "EMBEDRT_SANITIZE empty")
   endif()
-  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined
-                      -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  add_compile_options(
+    -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+    -fsanitize-ignorelist=${PROJECT_SOURCE_DIR}/tests/fuzz/ubsan-ignorelist.txt
+    -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined)
 endif()
