@@ -120,6 +120,9 @@ std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
   gopts.auth_token = cfg.serve.auth_token;
   gopts.default_timeout = cfg.runtime.default_timeout;
   gopts.models = app::served_models(cfg);
+  gopts.upstream_errors = cfg.serve.full_upstream_errors
+      ? serve::upstream_detail::full
+      : serve::upstream_detail::message;
   return std::make_unique<serve::gateway>(sys, svc, gopts);
 }
 
@@ -132,6 +135,10 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   fopts.host = addr.host;
   fopts.port = addr.port;
   fopts.max_body_bytes = cfg.serve.max_body_bytes;
+  fopts.max_header_bytes = cfg.serve.max_header_bytes;
+  fopts.idle_timeout = cfg.serve.idle_timeout;
+  fopts.request_timeout = cfg.serve.request_timeout;
+  fopts.max_connections = cfg.serve.max_connections;
   auto front = std::make_unique<serve::http_front>(
       io.context(), fopts,
       [g = &gw](serve::front_request req, serve::responder respond) {
@@ -145,7 +152,8 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   log(log_level::info, "serve_listening",
       {{"address", url_host(fopts.host) + ":" + std::to_string(port)},
        {"upstreams", std::to_string(cfg.runtime.upstreams.size())},
-       {"auth", cfg.serve.auth_token.empty() ? "off" : "bearer"}});
+       {"auth", cfg.serve.auth_token.empty() ? "off" : "bearer"},
+       {"max_connections", std::to_string(front->max_connections())}});
   std::cout << "listening on http://" << url_host(fopts.host) << ":" << port
             << std::endl;
   return front;

@@ -78,8 +78,12 @@ struct file_data {
 const std::set<std::string> global_keys{
     "connections", "io_threads", "deadline_ms", "max_queue", "log_level",
     "model",       "dimensions", "api_key_env", "ca_file",   "provider"};
-const std::set<std::string> serve_keys{"listen", "auth_token_env", "auth_token",
-                                       "max_body_bytes", "grace_ms"};
+const std::set<std::string> serve_keys{
+    "listen",          "auth_token_env",
+    "auth_token",      "max_body_bytes",
+    "grace_ms",        "max_header_bytes",
+    "idle_timeout_ms", "request_timeout_ms",
+    "max_connections", "upstream_error_detail"};
 const std::set<std::string> cluster_keys{
     "caf_port",    "caf_bind",          "peers", "tls_certificate", "tls_key",
     "tls_ca_file", "status_interval_ms"};
@@ -426,6 +430,28 @@ void read_globals(resolver& r, const section* g, app_config& cfg) {
             cfg.dimensions, int32_t{0}, int32_t{65536});
 }
 
+/// The [serve] keys of the front end's limits (config file only; see
+/// docs/security.md): header size, idle and request timeouts, connections,
+/// and how much of an upstream's error reaches clients.
+void read_serve_limits(resolver& r, const section* sv, serve_config& out) {
+  auto key = [&](const char* name) {
+    return r.pick(nullptr, nullptr, {{sv, name}});
+  };
+  r.integer(key("max_header_bytes"), out.max_header_bytes, std::size_t{1024},
+            std::size_t{1} << 20);
+  r.millis(key("idle_timeout_ms"), out.idle_timeout, 1, max_ms);
+  r.millis(key("request_timeout_ms"), out.request_timeout, 1, max_ms);
+  r.integer(key("max_connections"), out.max_connections, std::size_t{0},
+            std::size_t{1'000'000});
+  if (auto c = key("upstream_error_detail")) {
+    if (c->value == "full" || c->value == "message")
+      out.full_upstream_errors = c->value == "full";
+    else
+      r.fail(c->where + ": '" + c->value
+             + "' is not an upstream error detail (message, full)");
+  }
+}
+
 /// The [serve] settings but the client token: listen address, body limit,
 /// grace period. `sv` is null without a [serve] section.
 void read_serve(resolver& r, const section* sv, serve_config& out) {
@@ -436,6 +462,7 @@ void read_serve(resolver& r, const section* sv, serve_config& out) {
             out.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
   r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
            out.grace, 0, max_ms);
+  read_serve_limits(r, sv, out);
 }
 
 /// The [cluster] settings and their flags: where to publish, the peers

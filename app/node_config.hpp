@@ -78,6 +78,18 @@ struct serve_config {
   std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// Drain period on SIGTERM/SIGINT before the rest is answered 503.
   std::chrono::milliseconds grace{10000};
+  /// Largest request line + headers; larger get 431.
+  std::size_t max_header_bytes = 32 * 1024;
+  /// A keep-alive connection with nothing received for this long closes.
+  std::chrono::milliseconds idle_timeout{60000};
+  /// Time to receive a whole request from its first byte; slower gets 408.
+  std::chrono::milliseconds request_timeout{30000};
+  /// Client connections at once; 0 = half the file descriptor limit.
+  std::size_t max_connections = 0;
+  /// Error messages to clients keep the upstream's address and its whole
+  /// message ("full") or only its message, without addresses and echoed
+  /// bodies ("message", the default; docs/security.md).
+  bool full_upstream_errors = false;
 };
 
 /// Distribution across CAF nodes (section `[cluster]`; docs/distributed.md).

@@ -30,5 +30,32 @@ if(EMBEDRT_SANITIZE)
 endif()
 
 function(embedrt_target_defaults target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+  if(EMBEDRT_FUZZ)
+    # The fuzz build (clang) finds crashes; the warnings gate is the default
+    # build (GCC), whose -Werror clang's other warnings would only duplicate.
+    target_compile_options(${target} PRIVATE -Wall -Wextra)
+  else()
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+  endif()
 endfunction()
+
+# EMBEDRT_FUZZ=ON builds the libFuzzer targets of tests/fuzz (docs/testing.md,
+# "Fuzzing"). It needs clang (configure a build dir of its own with
+# CC=clang CXX=clang++); everything is compiled with coverage for libFuzzer
+# and ASan + UBSan, so the libraries under test are instrumented too.
+option(EMBEDRT_FUZZ "Build the libFuzzer targets (clang only)" OFF)
+if(EMBEDRT_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "EMBEDRT_FUZZ needs clang: configure a separate "
+                        "build dir with CC=clang CXX=clang++")
+  endif()
+  if(EMBEDRT_SANITIZE)
+    message(FATAL_ERROR "EMBEDRT_FUZZ brings its own sanitizers: leave "
+                        "EMBEDRT_SANITIZE empty")
+  endif()
+  add_compile_options(
+    -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+    -fsanitize-ignorelist=${PROJECT_SOURCE_DIR}/tests/fuzz/ubsan-ignorelist.txt
+    -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()

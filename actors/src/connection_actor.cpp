@@ -14,6 +14,10 @@ namespace {
 
 using self_ptr = connection_impl::stateful_pointer<connection_state>;
 
+/// An upstream's x-request-id is logged with every line about its request:
+/// longer ones are cut.
+constexpr std::size_t max_upstream_request_id = 128;
+
 /// Runs on an I/O thread: turns the transport's result into a message for the
 /// actor. Touches no actor state.
 http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
@@ -115,11 +119,18 @@ void on_io_done(self_ptr self, http_outcome& out) {
   auto& st = self->state;
   if (!st.busy || out.seq != st.seq)
     return; // Stale completion (cannot happen with one exchange at a time).
+  // Every string the upstream provides may reach a log line or an error
+  // detail: the same rule for all of them.
+  const auto& secret = st.env->auth.second;
+  redact_secret(out.request_id, secret);
+  if (out.request_id.size() > max_upstream_request_id)
+    out.request_id.resize(max_upstream_request_id);
   if (out.status != 200) {
-    const auto& secret = st.env->auth.second;
     redact_secret(out.body, secret);
     redact_secret(out.error_message, secret);
     redact_secret(out.error_text, secret);
+    redact_secret(out.error_code, secret);
+    redact_secret(out.error_param, secret);
   }
   reply(self,
         classify_outcome(std::move(out), st.expect, st.env->upstream_name));

@@ -79,6 +79,10 @@ void listener::start(executor_source next, socket_handler on_socket,
   });
 }
 
+void listener::on_accept_error(error_handler h) {
+  on_error_ = std::move(h);
+}
+
 void listener::close() {
   beast::error_code ec;
   acceptor_.close(ec);
@@ -98,6 +102,8 @@ void listener::on_accept(beast::error_code ec, tcp::socket s,
   if (ec == net::error::operation_aborted || !acceptor_.is_open())
     return;
   if (ec) {
+    if (on_error_)
+      on_error_(ec);
     // E.g. EMFILE: try again shortly instead of spinning.
     retry_.expires_after(accept_retry_delay);
     retry_.async_wait(

@@ -65,6 +65,8 @@ class listener {
   using socket_handler = std::function<void(tcp::socket)>;
   /// The executor the next connection's socket is created on.
   using executor_source = std::function<executor_type()>;
+  /// Told of each failed accept (e.g. EMFILE), on the listener's executor.
+  using error_handler = std::function<void(const boost::beast::error_code&)>;
 
   explicit listener(executor_type ex);
 
@@ -88,6 +90,9 @@ class listener {
   void start(executor_source next, socket_handler on_socket,
              std::shared_ptr<void> keep_alive = {});
 
+  /// Sets the handler of accept errors (call before `start`).
+  void on_accept_error(error_handler h);
+
   /// Stops accepting and closes the socket: new connections are refused,
   /// and no accepted one reaches the handler any more. Runs on the
   /// listener's executor; idempotent.
@@ -107,6 +112,7 @@ class listener {
   boost::asio::steady_timer retry_;
   executor_source next_;
   socket_handler on_socket_;
+  error_handler on_error_;
   std::string error_;
 };
 

@@ -223,7 +223,7 @@ void gateway::handle(front_request req, responder respond) {
 void gateway::embeddings(front_request& req, responder& respond) {
   auto decoded = openai::decode_request(req.body);
   if (!decoded) {
-    respond(reply_for_error(decoded.error()));
+    respond(reply_for_error(decoded.error(), opts_.upstream_errors));
     return;
   }
   embed_request er;
@@ -261,7 +261,8 @@ void gateway::embeddings(front_request& req, responder& respond) {
   client_.embed(
       std::move(er),
       [respond = std::move(respond), enc, deadline, timeout,
-       model = std::move(model)](caf::expected<embed_result> r) {
+       model = std::move(model),
+       detail = opts_.upstream_errors](caf::expected<embed_result> r) {
         if (r) {
           r->model = model;
           respond(reply_for_result(std::move(*r), enc));
@@ -272,13 +273,15 @@ void gateway::embeddings(front_request& req, responder& respond) {
         // deadline, the client's answer is 504 whatever the last attempt said.
         if (error_code(r.error()) == errc::connection_failed
             && std::chrono::steady_clock::now() >= deadline) {
-          respond(reply_for_error(make_error(
-              errc::deadline_exceeded,
-              "deadline of " + std::to_string(timeout.count())
-                  + " ms exceeded; last error: " + error_detail(r.error()))));
+          respond(reply_for_error(
+              make_error(errc::deadline_exceeded,
+                         "deadline of " + std::to_string(timeout.count())
+                             + " ms exceeded; last error: "
+                             + error_detail(r.error())),
+              detail));
           return;
         }
-        respond(reply_for_error(r.error()));
+        respond(reply_for_error(r.error(), detail));
       });
 }
 

@@ -18,6 +18,7 @@
 #include "embedrt/client.hpp"
 #include "embedrt/interfaces.hpp"
 #include "serve/http_front.hpp"
+#include "serve/replies.hpp"
 
 #include <caf/actor_system.hpp>
 #include <chrono>
@@ -38,6 +39,8 @@ struct gateway_options {
   std::chrono::milliseconds health_timeout{2000};
   /// The model names `GET /v1/models` lists (app::served_models).
   std::vector<std::string> models;
+  /// How much of an error's detail reaches the client (replies.hpp).
+  upstream_detail upstream_errors = upstream_detail::message;
 };
 
 class gateway {

@@ -1,8 +1,12 @@
 #include "serve/http_front.hpp"
 
+#include "embedrt/log.hpp"
 #include "httpd/listener.hpp"
+#include "serve/front_parse.hpp"
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -12,9 +16,13 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
+#include <cstdio>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <random>
+#include <sys/resource.h>
 #include <unordered_map>
 
 namespace net = boost::asio;
@@ -34,8 +42,32 @@ constexpr auto final_write_timeout = 1s;
 /// shared state.
 constexpr auto release_timeout = 5s;
 
-std::string to_string(beast::string_view sv) {
-  return std::string{sv.data(), sv.size()};
+/// Bytes asked for by the read that waits for a request's first byte.
+constexpr std::size_t first_read_bytes = 4096;
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Half the file descriptor limit (the rest is for upstream connections,
+/// the runtime and the process), between 16 and 16384.
+std::size_t default_max_connections() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY)
+    return 16384;
+  return std::clamp<std::size_t>(static_cast<std::size_t>(lim.rlim_cur / 2), 16,
+                                 16384);
+}
+
+/// "req-" + 8 hex digits drawn once per process + "-" + a counter: unique
+/// within a process and, very likely, across restarts.
+std::string request_id_prefix() {
+  std::random_device rd;
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "req-%08x-", static_cast<unsigned>(rd()));
+  return buf;
 }
 
 class session;
@@ -64,6 +96,16 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
   }
 
   void on_socket(tcp::socket s);
+  bool admit();
+  bool evict_oldest_idle();
+  void on_accept_error(const beast::error_code& ec);
+  /// What happens at a connection limit, each logged at most once per
+  /// interval (with the count since its last line).
+  enum class limit_event { evicted_idle, refused, accept_failed };
+  void note(limit_event what, const std::string& error = {});
+  std::string next_request_id() {
+    return id_prefix + std::to_string(++id_counter);
+  }
   void add(const std::shared_ptr<session>& s);
   void remove(session* s);
   std::vector<std::shared_ptr<session>> snapshot();
@@ -85,6 +127,17 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
   bool draining = false;
   std::function<void()> on_drained;
   bool drained_called = false;
+  /// The connection limit in force (set by start()).
+  std::size_t max_connections = 0;
+  const std::string id_prefix = request_id_prefix();
+  std::atomic<uint64_t> id_counter{0};
+  /// Per limit_event: occurrences since its last log line, and when that
+  /// was (listener strand only).
+  struct throttle {
+    uint64_t count = 0;
+    std::chrono::steady_clock::time_point last{};
+  };
+  std::array<throttle, 3> throttles;
 };
 
 namespace {
@@ -110,7 +163,9 @@ class session : public std::enable_shared_from_this<session> {
   };
 
   session(std::shared_ptr<http_front::impl> core, tcp::socket s)
-      : core_(std::move(core)), stream_(std::move(s)) {
+      : core_(std::move(core)),
+        stream_(std::move(s)),
+        read_timer_(stream_.get_executor()) {
     // nop
   }
 
@@ -164,6 +219,28 @@ class session : public std::enable_shared_from_this<session> {
     });
   }
 
+  /// Since when the connection waits for a next request with nothing
+  /// received (steady clock, ns), 0 if it does not. Read from other threads.
+  int64_t idle_since() const noexcept {
+    return idle_since_.load(std::memory_order_relaxed);
+  }
+
+  /// Claims the connection for eviction if it is idle (so that it is picked
+  /// once); true if it was.
+  bool claim_idle(int64_t since) noexcept {
+    return idle_since_.compare_exchange_strong(since, 0,
+                                               std::memory_order_relaxed);
+  }
+
+  /// Closes the connection if it is still idle with nothing received (its
+  /// place is taken by a new connection).
+  void evict() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->phase_ == phase::idle && !self->input_pending())
+        self->hard_close();
+    });
+  }
+
   /// Closes at once (destructor of the front end).
   void close_now() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
@@ -180,11 +257,44 @@ class session : public std::enable_shared_from_this<session> {
       lingering_close();
       return;
     }
-    phase_ = phase::idle;
     parser_.emplace();
-    parser_->body_limit(core_->opts.max_body_bytes);
-    stream_.expires_after(buffer_.size() == 0 ? core_->opts.idle_timeout
-                                              : core_->opts.io_timeout);
+    apply_limits(*parser_, core_->opts);
+    if (buffer_.size() != 0) {
+      start_request();
+      return;
+    }
+    // Idle until the first byte of the next request: the idle timeout
+    // applies, and the connection may give its place to a new one.
+    phase_ = phase::idle;
+    idle_since_.store(steady_ns(), std::memory_order_relaxed);
+    stream_.expires_after(core_->opts.idle_timeout);
+    stream_.async_read_some(
+        buffer_.prepare(first_read_bytes),
+        [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+          self->on_first_bytes(ec, n);
+        });
+  }
+
+  void on_first_bytes(beast::error_code ec, std::size_t n) {
+    idle_since_.store(0, std::memory_order_relaxed);
+    if (phase_ == phase::closed)
+      return;
+    if (ec) {
+      // Closed by the client, idle timeout, eviction: no request, no answer.
+      hard_close();
+      return;
+    }
+    buffer_.commit(n);
+    start_request();
+  }
+
+  /// The first byte of a request is here: the whole request must arrive
+  /// within the request timeout (header and body), else 408.
+  void start_request() {
+    phase_ = phase::reading;
+    request_id_ = core_->next_request_id();
+    stream_.expires_never();
+    arm_request_timer();
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -192,16 +302,38 @@ class session : public std::enable_shared_from_this<session> {
         });
   }
 
+  /// A slow request is cut by cancelling its read (not by the stream's own
+  /// timeout, which would close the socket before the 408 is sent).
+  void arm_request_timer() {
+    auto gen = ++read_gen_;
+    timed_out_ = false;
+    read_timer_.expires_after(core_->opts.request_timeout);
+    read_timer_.async_wait(
+        [self = shared_from_this(), gen](beast::error_code ec) {
+          if (ec || gen != self->read_gen_ || self->phase_ != phase::reading)
+            return;
+          self->timed_out_ = true;
+          beast::error_code ignored;
+          self->stream_.socket().cancel(ignored);
+        });
+  }
+
+  void stop_request_timer() {
+    ++read_gen_;
+    read_timer_.cancel();
+  }
+
   void on_header(beast::error_code ec) {
     if (phase_ == phase::closed)
       return;
-    phase_ = phase::reading;
     if (ec) {
       on_read_error(ec);
       return;
     }
-    stream_.expires_after(core_->opts.io_timeout);
+    if (auto id = client_request_id(parser_->get()); !id.empty())
+      request_id_ = std::move(id);
     if (httpd::expects_continue(parser_->get())) {
+      stream_.expires_after(core_->opts.io_timeout);
       net::async_write(
           stream_,
           net::buffer(httpd::continue_line.data(), httpd::continue_line.size()),
@@ -210,6 +342,7 @@ class session : public std::enable_shared_from_this<session> {
               self->hard_close();
               return;
             }
+            self->stream_.expires_never();
             self->read_body();
           });
       return;
@@ -226,21 +359,21 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   void on_read_error(beast::error_code ec) {
+    stop_request_timer();
     keep_alive_ = false;
-    switch (httpd::read_failure_of(ec)) {
-      case httpd::read_failure::too_large:
-        write(error_reply(413,
-                          "Request body too large: the limit is "
-                              + std::to_string(core_->opts.max_body_bytes)
-                              + " bytes",
-                          "invalid_request_error", "request_too_large"));
-        break;
-      case httpd::read_failure::malformed:
-        write(error_reply(400, "Malformed HTTP request: " + ec.message(),
-                          "invalid_request_error", "bad_http"));
-        break;
-      case httpd::read_failure::gone: hard_close(); break;
+    // A body over the limit is found once the header is complete: the
+    // reply names the client's request.
+    if (parser_->is_header_done() || ec == http::error::body_limit)
+      if (auto id = client_request_id(parser_->get()); !id.empty())
+        request_id_ = std::move(id);
+    if (timed_out_) {
+      write(request_timeout_reply(core_->opts));
+      return;
     }
+    if (auto reply = read_error_reply(ec, core_->opts))
+      write(std::move(*reply));
+    else
+      hard_close();
   }
 
   void on_read(beast::error_code ec) {
@@ -250,20 +383,10 @@ class session : public std::enable_shared_from_this<session> {
       on_read_error(ec);
       return;
     }
-    auto& req = parser_->get();
-    keep_alive_ = req.keep_alive();
-    front_request fr;
-    fr.method = to_string(req.method_string());
-    fr.target = to_string(req.target());
-    fr.body = std::move(req.body());
-    if (auto i = req.find(http::field::authorization); i != req.end())
-      fr.authorization = to_string(i->value());
-    if (auto i = req.find(timeout_header); i != req.end()) {
-      fr.timeout_ms = to_string(i->value());
-      fr.has_timeout_ms = true;
-    }
-    if (auto i = req.find("x-request-id"); i != req.end())
-      fr.request_id = to_string(i->value());
+    stop_request_timer();
+    keep_alive_ = parser_->get().keep_alive();
+    auto fr = request_of(*parser_, std::move(request_id_));
+    request_id_ = fr.request_id;
     phase_ = phase::waiting;
     stream_.expires_never();
     // No I/O is pending while the handler has the request: the session keeps
@@ -306,6 +429,10 @@ class session : public std::enable_shared_from_this<session> {
     res_.result(static_cast<unsigned>(r.status));
     res_.set(http::field::server, "embedrt");
     res_.set(http::field::content_type, r.content_type);
+    // Every reply names its request, errors included: the client's id, or
+    // the one assigned when it sent none (the handler's own wins).
+    if (!request_id_.empty())
+      res_.set("x-request-id", request_id_);
     for (auto& [name, value] : r.headers)
       res_.set(name, value);
     res_.keep_alive(keep_alive_);
@@ -373,6 +500,7 @@ class session : public std::enable_shared_from_this<session> {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
+    read_timer_.cancel();
     auto keep = std::move(hold_);
   }
 
@@ -382,6 +510,14 @@ class session : public std::enable_shared_from_this<session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
   std::array<char, 4096> drain_buf_;
+  /// Cuts a request not received within the request timeout.
+  net::steady_timer read_timer_;
+  /// Guards the timer's handler against a request that already ended.
+  uint64_t read_gen_ = 0;
+  bool timed_out_ = false;
+  /// The id of the request being read or answered (see front_request).
+  std::string request_id_;
+  std::atomic<int64_t> idle_since_{0};
   /// Set while waiting for the handler's reply (see on_read).
   std::shared_ptr<session> hold_;
   phase phase_ = phase::idle;
@@ -393,9 +529,79 @@ class session : public std::enable_shared_from_this<session> {
 } // namespace
 
 void http_front::impl::on_socket(tcp::socket s) {
+  if (!admit()) {
+    beast::error_code ignored;
+    s.close(ignored);
+    note(limit_event::refused);
+    return;
+  }
   auto sess = std::make_shared<session>(shared_from_this(), std::move(s));
   add(sess);
   sess->start();
+}
+
+bool http_front::impl::admit() {
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (sessions.size() < max_connections)
+      return true;
+  }
+  if (!evict_oldest_idle())
+    return false;
+  note(limit_event::evicted_idle);
+  return true;
+}
+
+bool http_front::impl::evict_oldest_idle() {
+  std::shared_ptr<session> victim;
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    int64_t oldest = 0;
+    for (auto& [ptr, weak] : sessions) {
+      auto since = ptr->idle_since();
+      if (since != 0 && (oldest == 0 || since < oldest))
+        if (auto s = weak.lock()) {
+          victim = std::move(s);
+          oldest = since;
+        }
+    }
+    if (!victim || !victim->claim_idle(oldest))
+      return false;
+  }
+  victim->evict();
+  return true;
+}
+
+void http_front::impl::on_accept_error(const beast::error_code& ec) {
+  // Out of file descriptors: an idle connection gives its place, so that a
+  // new one (a health check) can be accepted on the next try.
+  if (ec.value() == EMFILE || ec.value() == ENFILE)
+    evict_oldest_idle();
+  note(limit_event::accept_failed, ec.message());
+}
+
+void http_front::impl::note(limit_event what, const std::string& error) {
+  static constexpr const char* reasons[]
+      = {"evicted_idle", "max_connections", "accept_failed"};
+  auto& t = throttles[static_cast<std::size_t>(what)];
+  ++t.count;
+  auto now = std::chrono::steady_clock::now();
+  if (t.last != std::chrono::steady_clock::time_point{}
+      && now - t.last < opts.limit_log_interval)
+    return;
+  t.last = now;
+  std::size_t open = 0;
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    open = sessions.size();
+  }
+  log(log_level::warn, "connection_limit",
+      {{"reason", reasons[static_cast<std::size_t>(what)]},
+       {"error", error},
+       {"count", std::to_string(t.count)},
+       {"connections", std::to_string(open)},
+       {"max_connections", std::to_string(max_connections)}});
+  t.count = 0;
 }
 
 void http_front::impl::add(const std::shared_ptr<session>& s) {
@@ -474,6 +680,13 @@ uint16_t http_front::start() {
   auto port = impl_->listener.listen(impl_->opts.host, impl_->opts.port);
   if (port == 0)
     return 0;
+  impl_->max_connections = impl_->opts.max_connections != 0
+      ? impl_->opts.max_connections
+      : default_max_connections();
+  impl_->listener.on_accept_error(
+      [d = impl_.get()](const beast::error_code& ec) {
+        d->on_accept_error(ec);
+      });
   impl_->listener.start(
       [&ioc = impl_->ioc]() -> httpd::listener::executor_type {
         return net::make_strand(ioc);
@@ -528,6 +741,10 @@ void http_front::expire_grace() {
     d->grace_timer.cancel();
     d->expire_all();
   });
+}
+
+std::size_t http_front::max_connections() const {
+  return impl_->max_connections;
 }
 
 std::size_t http_front::connections() const {

@@ -40,6 +40,8 @@ struct front_request {
   std::string authorization;
   std::string timeout_ms;
   bool has_timeout_ms = false;
+  /// The client's `x-request-id` if acceptable (front_parse.hpp), else one
+  /// the front end assigned; never empty. Every reply carries it.
   std::string request_id;
 };
 
@@ -67,13 +69,28 @@ struct front_options {
   uint16_t port = 0;
   /// Larger request bodies get 413.
   std::size_t max_body_bytes = 16 * 1024 * 1024;
-  /// A kept-alive connection idle for this long is closed.
+  /// Larger request lines + headers get 431 (large JWTs in Authorization
+  /// and cookies are common: Beast's default of 8 KiB is too small).
+  std::size_t max_header_bytes = 32 * 1024;
+  /// A kept-alive connection with nothing received for this long is closed
+  /// (silently: HTTP allows closing an idle connection at any time).
   std::chrono::milliseconds idle_timeout{60000};
-  /// Time allowed to receive one request once it started, and to send one
-  /// response.
+  /// Time to receive one whole request (header and body) from its first
+  /// byte; a slower one (e.g. headers or a body trickled in) gets 408 and
+  /// the connection closes.
+  std::chrono::milliseconds request_timeout{30000};
+  /// Time to send one response.
   std::chrono::milliseconds io_timeout{30000};
+  /// Client connections open at once; 0 = half the process's file
+  /// descriptor limit (between 16 and 16384). At the limit a new connection
+  /// takes the place of the one idle the longest, or, with none idle, is
+  /// closed at once. While accept() fails for want of file descriptors
+  /// (EMFILE/ENFILE) the connection idle the longest is closed too, so that
+  /// the next try succeeds. Each of these is logged at most once per
+  /// `limit_log_interval`, with the count since the last line.
+  std::size_t max_connections = 0;
+  std::chrono::milliseconds limit_log_interval{10000};
 };
-
 class http_front {
  public:
   /// Serves on `ioc` (run by the caller's threads; each connection gets its
@@ -104,6 +121,10 @@ class http_front {
 
   /// Connections open right now.
   std::size_t connections() const;
+
+  /// The connection limit in force (`max_connections`, or the one derived
+  /// from the file descriptor limit); valid after `start`.
+  std::size_t max_connections() const;
 
   /// Implementation detail (shared with the connections).
   struct impl;

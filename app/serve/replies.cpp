@@ -3,6 +3,7 @@
 #include "embedrt/protocol/errc.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 namespace embedrt::serve {
 
@@ -62,9 +63,131 @@ std::string param_of(const std::string& detail) {
   return "";
 }
 
+bool host_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-'
+      || c == '_';
+}
+
+/// Where the URL starting at `i` ("scheme://...") ends.
+std::size_t url_end(std::string_view text, std::size_t i) {
+  while (i < text.size()) {
+    char c = text[i];
+    if (std::isspace(static_cast<unsigned char>(c)) || c == ')' || c == ','
+        || c == ';' || c == '\'' || c == '"' || c == '>')
+      break;
+    ++i;
+  }
+  return i;
+}
+
+/// If a host:port (`api.example.com:443`, `10.0.0.1:8080`, `[::1]:80`,
+/// `localhost:80`) starts at `i`,
+/// where it ends; else `i`.
+std::size_t host_port_end(std::string_view text, std::size_t i) {
+  std::size_t j = i;
+  bool named = false;
+  if (text[j] == '[') {
+    auto close = text.find(']', j);
+    if (close == std::string_view::npos || close - j > 48)
+      return i;
+    j = close + 1;
+    named = true;
+  } else {
+    // A dotted name or address, or localhost: "word:12" alone is too often
+    // something else (a marker, a time).
+    bool dot = false;
+    while (j < text.size() && host_char(text[j])) {
+      dot = dot || text[j] == '.';
+      ++j;
+    }
+    named = (dot && j - i > 2) || text.substr(i, j - i) == "localhost";
+  }
+  if (!named || j >= text.size() || text[j] != ':')
+    return i;
+  auto k = j + 1;
+  while (k < text.size() && k - j <= 5
+         && std::isdigit(static_cast<unsigned char>(text[k])))
+    ++k;
+  if (k == j + 1 || k - j > 6 || (k < text.size() && host_char(text[k])))
+    return i;
+  return k;
+}
+
+/// If a JSON object or array with a string member starts at `i` (`{"` or
+/// `["`), where it ends (after its closing bracket, or the end of `text`);
+/// else `i`.
+std::size_t json_end(std::string_view text, std::size_t i) {
+  if (i + 1 >= text.size() || text[i + 1] != '"')
+    return i;
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t k = i; k < text.size(); ++k) {
+    char c = text[k];
+    if (in_string) {
+      if (c == '\\')
+        ++k;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth == 0) {
+      return k + 1;
+    }
+  }
+  return text.size();
+}
+
 } // namespace
 
-front_reply reply_for_error(const caf::error& err) {
+std::string client_message(std::string_view detail) {
+  constexpr std::string_view address = "[upstream]";
+  constexpr std::string_view body = "[body omitted]";
+  std::string out;
+  out.reserve(std::min(detail.size(), max_client_message));
+  for (std::size_t i = 0; i < detail.size();) {
+    bool boundary = i == 0 || !host_char(detail[i - 1]);
+    if (boundary && std::isalpha(static_cast<unsigned char>(detail[i]))) {
+      auto scheme = detail.find("://", i);
+      if (scheme != std::string_view::npos
+          && std::all_of(detail.begin() + i, detail.begin() + scheme,
+                         [](char c) {
+                           return std::isalpha(static_cast<unsigned char>(c));
+                         })) {
+        out += address;
+        i = url_end(detail, scheme + 3);
+        continue;
+      }
+    }
+    if (boundary) {
+      if (auto end = host_port_end(detail, i); end != i) {
+        out += address;
+        i = end;
+        continue;
+      }
+    }
+    if (detail[i] == '{' || detail[i] == '[') {
+      if (auto end = json_end(detail, i); end != i) {
+        out += body;
+        i = end;
+        continue;
+      }
+    }
+    out += detail[i++];
+  }
+  if (out.size() > max_client_message) {
+    // Cut on a UTF-8 character boundary.
+    auto cut = max_client_message - 3;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80)
+      --cut;
+    out.resize(cut);
+    out += "...";
+  }
+  return out;
+}
+
+front_reply reply_for_error(const caf::error& err, upstream_detail detail) {
   auto code = error_code(err);
   if (code == errc::none)
     return error_reply(500, "internal error: " + render_error(err),
@@ -79,7 +202,11 @@ front_reply reply_for_error(const caf::error& err) {
   std::string code_name = code == errc::quota_exceeded ? "insufficient_quota"
       : code == errc::auth_failed                      ? "upstream_auth_failed"
                                                        : to_string(code);
-  auto r = error_reply(m.status, error_detail(err), m.type, code_name);
+  auto r = error_reply(m.status,
+                       detail == upstream_detail::full
+                           ? error_detail(err)
+                           : client_message(error_detail(err)),
+                       m.type, code_name);
   auto hint = error_retry_after(err).count();
   if (m.retry_after || hint > 0) {
     auto ms = std::max<int64_t>(hint, 0);

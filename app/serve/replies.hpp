@@ -10,6 +10,12 @@
 //   deadline_exceeded 504; anything else 500.
 // 429 and 503 carry `Retry-After` (whole seconds, at least 1) and
 // `retry-after-ms` when the runtime knows how long to wait.
+//
+// An error's message keeps what the client can act on: with
+// `upstream_detail::message` (the default) upstream addresses (host:port,
+// URLs) and bodies the upstream echoed back (JSON inside its message) are
+// dropped and the message is capped; `full` passes the runtime's detail
+// through (docs/security.md).
 #pragma once
 
 #include "embedrt/protocol/messages.hpp"
@@ -20,8 +26,23 @@
 
 namespace embedrt::serve {
 
+/// How much of the runtime's error detail reaches the client.
+enum class upstream_detail {
+  /// The upstream's message, without addresses and echoed bodies.
+  message,
+  /// Everything (the upstream's address and whole message).
+  full,
+};
+
+/// The longest error message sent with `upstream_detail::message`.
+constexpr std::size_t max_client_message = 512;
+
 /// The reply for a failed request.
-front_reply reply_for_error(const caf::error& err);
+front_reply reply_for_error(const caf::error& err,
+                            upstream_detail detail = upstream_detail::message);
+
+/// `detail` as a client sees it with `upstream_detail::message`.
+std::string client_message(std::string_view detail);
 
 /// The 200 reply for a successful request.
 front_reply reply_for_result(embed_result&& res, openai::encoding enc);

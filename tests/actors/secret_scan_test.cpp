@@ -39,7 +39,8 @@ constexpr const char* fake_key = "sk-embedrt-SECRETSCAN-7f3a9c1e5b2d";
 
 /// A hostile upstream on 127.0.0.1: answers every request with 401 and an
 /// OpenAI error whose message repeats the request's Authorization and
-/// api-key headers (as a careless proxy might). Serves until destroyed.
+/// api-key headers (as a careless proxy might), and an x-request-id that
+/// contains the key. Serves until destroyed.
 class echo_auth_server {
  public:
   echo_auth_server() {
@@ -89,6 +90,15 @@ class echo_auth_server {
     return v;
   }
 
+  /// The key the request carried (Authorization without "Bearer ", or
+  /// api-key), echoed in the x-request-id of the answer.
+  static std::string echoed_key(const std::string& req) {
+    auto key = header(req, "authorization");
+    if (key.rfind("Bearer ", 0) == 0)
+      key.erase(0, 7);
+    return key + header(req, "api-key");
+  }
+
   void serve(int c) {
     std::string req;
     char buf[4096];
@@ -117,7 +127,7 @@ class echo_auth_server {
                        "application/json\r\nx-ratelimit-remaining-requests: "
                        "42\r\nx-ratelimit-remaining-tokens: 4200\r\n"
                        "x-request-id: echo-"
-        + std::to_string(served_.load())
+        + std::to_string(served_.load()) + "-" + echoed_key(req)
         + "\r\nConnection: close\r\nContent-Length: "
         + std::to_string(body.size()) + "\r\n\r\n" + body;
     auto w = write(c, resp.data(), resp.size());
@@ -327,6 +337,8 @@ TEST_CASE("no API key in logs, errors, metrics or health on any error path",
   CHECK(logs.find("event=attempt_failed") != std::string::npos);
   CHECK(logs.find("upstream_request_id=mock-") != std::string::npos);
   CHECK(logs.find("upstream_request_id=echo-") != std::string::npos);
+  // The upstream's x-request-id echoed the key: redacted like its bodies.
+  CHECK(logs.find("-[redacted]") != std::string::npos);
   std::size_t request_lines = 0;
   std::size_t pos = 0;
   while (pos < logs.size()) {

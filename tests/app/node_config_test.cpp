@@ -128,6 +128,32 @@ TEST_CASE("config: flags beat environment beat file beat defaults") {
   CHECK(r->connections == 3);
 }
 
+TEST_CASE("config: the front end's limits of the [serve] section") {
+  auto r = load({});
+  REQUIRE(r);
+  CHECK(r->serve.max_header_bytes == 32 * 1024);
+  CHECK(r->serve.idle_timeout == std::chrono::milliseconds{60000});
+  CHECK(r->serve.request_timeout == std::chrono::milliseconds{30000});
+  CHECK(r->serve.max_connections == 0);
+  CHECK_FALSE(r->serve.full_upstream_errors);
+  temp_file f{"[serve]\nmax_header_bytes = 65536\nidle_timeout_ms = 5000\n"
+              "request_timeout_ms = 1000\nmax_connections = 300\n"
+              "upstream_error_detail = full\n"};
+  r = load({"--config", f.path()});
+  REQUIRE(r);
+  CHECK(r->serve.max_header_bytes == 65536);
+  CHECK(r->serve.idle_timeout == std::chrono::milliseconds{5000});
+  CHECK(r->serve.request_timeout == std::chrono::milliseconds{1000});
+  CHECK(r->serve.max_connections == 300);
+  CHECK(r->serve.full_upstream_errors);
+  CHECK_THAT(load_error("[serve]\nupstream_error_detail = all\n"),
+             Catch::Contains(":2: upstream_error_detail: 'all' is not"));
+  CHECK_THAT(load_error("[serve]\nmax_header_bytes = 100\n"),
+             Catch::Contains(":2: max_header_bytes: '100' is not an integer"));
+  CHECK_THAT(load_error("[serve]\nrequest_timeout_ms = 0\n"),
+             Catch::Contains(":2: request_timeout_ms: '0'"));
+}
+
 TEST_CASE("config: which upstreams are used") {
   temp_file f{"[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"
               "[upstream b]\nbase_url = http://127.0.0.1:2/v1\n"};

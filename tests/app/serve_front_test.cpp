@@ -2,6 +2,7 @@
 // late and duplicate replies, replies to closed connections, and the drain.
 #include "embedrt/io_runtime.hpp"
 #include "mock_test_client.hpp"
+#include "serve/front_parse.hpp"
 #include "serve/http_front.hpp"
 
 #include <arpa/inet.h>
@@ -434,4 +435,46 @@ TEST_CASE("front: a request already sent when the drain begins is answered "
   CHECK(handled == 1);
   CHECK(done.get_future().wait_for(std::chrono::seconds{5})
         == std::future_status::ready);
+}
+
+TEST_CASE("front: parsing a request — limits, the request id rule") {
+  front_options opts;
+  opts.max_body_bytes = 100;
+  opts.max_header_bytes = 2048;
+  auto ok = parse_request("POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
+                          "Authorization: Bearer t\r\n"
+                          "x-embedrt-timeout-ms: 50\r\nx-request-id: abc-1\r\n"
+                          "Content-Length: 2\r\n\r\n{}",
+                          opts, "req-assigned");
+  REQUIRE(ok.request);
+  CHECK(ok.request->method == "POST");
+  CHECK(ok.request->target == "/v1/embeddings");
+  CHECK(ok.request->body == "{}");
+  CHECK(ok.request->authorization == "Bearer t");
+  CHECK(ok.request->timeout_ms == "50");
+  CHECK(ok.request->request_id == "abc-1");
+  auto assigned = parse_request("GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                "x-request-id: has space\r\n\r\n",
+                                opts, "req-assigned");
+  REQUIRE(assigned.request);
+  CHECK(assigned.request->request_id == "req-assigned");
+  auto big_header = parse_request(
+      "GET / HTTP/1.1\r\nx-big: " + std::string(3000, 'b') + "\r\n\r\n", opts,
+      "id");
+  REQUIRE(big_header.error);
+  CHECK(big_header.error->status == 431);
+  auto big_body = parse_request(
+      "POST / HTTP/1.1\r\nContent-Length: 500\r\n\r\n", opts, "id");
+  REQUIRE(big_body.error);
+  CHECK(big_body.error->status == 413);
+  auto bad = parse_request("NONSENSE\r\n\r\n", opts, "id");
+  REQUIRE(bad.error);
+  CHECK(bad.error->status == 400);
+  auto partial = parse_request("GET / HTTP/1.1\r\nHost:", opts, "id");
+  CHECK_FALSE(partial.request);
+  CHECK_FALSE(partial.error);
+  CHECK(acceptable_request_id(std::string(max_request_id, 'a')));
+  CHECK_FALSE(acceptable_request_id(std::string(max_request_id + 1, 'a')));
+  CHECK_FALSE(acceptable_request_id(""));
+  CHECK_FALSE(acceptable_request_id("tab\there"));
 }

@@ -145,3 +145,49 @@ TEST_CASE("serve: token comparison") {
   CHECK_FALSE(token_matches("", ""));
   CHECK_FALSE(token_matches("secretsecret", "secret"));
 }
+
+TEST_CASE("serve: client messages leave out upstream addresses and echoed "
+          "bodies") {
+  CHECK(client_message("openai: cannot connect to api.openai.com:443: "
+                       "Connection refused")
+        == "openai: cannot connect to [upstream]: Connection refused");
+  CHECK(client_message("timed out after 200 ms reading (10.0.0.7:8080)")
+        == "timed out after 200 ms reading ([upstream])");
+  CHECK(client_message("a closed the connection ([::1]:9000)")
+        == "a closed the connection ([upstream])");
+  CHECK(client_message("see https://host.example:8443/v1/embeddings, then")
+        == "see [upstream], then");
+  CHECK(
+      client_message(
+          R"(tei answered 422: Failed to deserialize {"inputs":["secret text"],"x":{"y":1}} at column 3)")
+      == "tei answered 422: Failed to deserialize [body omitted] at column 3");
+  CHECK(client_message(R"(cut short: ["a", "b)")
+        == "cut short: [body omitted]");
+  // What is not an address or a body stays.
+  for (const char* kept :
+       {"input 3 rejected by the upstream: [[mock:400]] is not allowed",
+        "deadline of 200 ms exceeded at 12:30", "'dimensions' must be > 0",
+        "error: 500", "{not json}"})
+    CHECK(client_message(kept) == kept);
+  auto longer = client_message(std::string(2000, 'x'));
+  CHECK(longer.size() == max_client_message);
+  CHECK(longer.substr(longer.size() - 3) == "...");
+  // A cut never splits a UTF-8 character.
+  auto utf8 = client_message(std::string(1, 'a') + [] {
+    std::string s;
+    for (int i = 0; i < 400; ++i)
+      s += "\xc3\xa9";
+    return s;
+  }());
+  CHECK(openai::is_valid_utf8(utf8));
+}
+
+TEST_CASE("serve: upstream_detail full passes the runtime's detail through") {
+  auto err = make_error(errc::connection_failed,
+                        "openai: cannot connect to 10.1.2.3:443: refused");
+  CHECK(openai::decode_error(reply_for_error(err).body)->message
+        == "openai: cannot connect to [upstream]: refused");
+  CHECK(openai::decode_error(reply_for_error(err, upstream_detail::full).body)
+            ->message
+        == "openai: cannot connect to 10.1.2.3:443: refused");
+}
