@@ -220,6 +220,14 @@ TEST_CASE("breaker: a failing upstream opens it within its threshold, "
   auto open_for = half[1].at - half[0].at;
   CHECK(open_for >= 1490ms);
   CHECK(open_for <= 1800ms + 250ms);
+  // ... (the hook sees the transition first; the pool learns it by a
+  // message right after) ...
+  for (auto until = steady::now() + 1s; steady::now() < until;) {
+    auto h = c.health();
+    if (h && h->upstreams.at(0).state == "half_open")
+      break;
+    std::this_thread::sleep_for(1ms);
+  }
   // ... and the first request is the probe that closes it.
   auto probe = c.embed(make_request({"probe"})).get();
   INFO("probe: " << (probe ? std::string{"ok"} : f.sys->render(probe.error())));
