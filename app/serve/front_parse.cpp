@@ -1,3 +1,11 @@
+// GCC 12 with -fsanitize=address,undefined reports a false
+// -Wmaybe-uninitialized inside Beast's request parser (the boost::optional
+// returned by basic_parser<true>::content_length_unchecked), instantiated
+// here.
+#if defined(__GNUC__) && !defined(__clang__)
+#  pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "serve/front_parse.hpp"
 
 #include "httpd/listener.hpp"
