@@ -32,7 +32,10 @@ enum class log_level : int {
 };
 
 /// Sets the minimum level written (default: info; EMBEDRT_LOG_LEVEL or the
-/// command line may change it at start).
+/// command line may change it at start). Unless `off`, also starts the
+/// writer thread if it is not running yet, so that a later line needs no new
+/// resource (the writer's eventfd) — e.g. a line about running out of file
+/// descriptors.
 void set_log_level(log_level lvl);
 
 log_level get_log_level();

@@ -461,6 +461,11 @@ void log_writer::write_batch(std::string& batch) {
 
 void set_log_level(log_level lvl) {
   current_level.store(static_cast<int>(lvl), std::memory_order_relaxed);
+  // Start the writer now rather than at the first line, which may come when
+  // the process has no descriptor left for its eventfd (accept() failing
+  // with EMFILE is logged): then every line is written synchronously.
+  if (lvl != log_level::off)
+    log_writer::get();
 }
 
 log_level get_log_level() {

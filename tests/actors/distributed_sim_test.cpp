@@ -208,47 +208,55 @@ struct cluster : belt_fixture<test_coordinator_fixture<node_config>> {
   ledger_ptr send(int n, const std::string& model = "m",
                   caf::timespan budget = caf::timespan{10s}) {
     auto out = std::make_shared<ledger>();
-    auto r = router;
-    earth.sys.spawn([=](caf::event_based_actor* self) {
-      for (int i = 0; i < n; ++i) {
-        embed_request req;
-        req.model = model;
-        req.inputs = {"text " + std::to_string(i)};
-        req.timeout = budget;
-        self->request(r, budget + caf::timespan{1s}, embed_atom_v, req)
-            .then(
-                [out](embed_result& res) {
-                  ++out->answered;
-                  ++out->ok_by_node[res.upstream];
-                },
-                [out](caf::error& err) {
-                  ++out->answered;
-                  out->errors.push_back(err);
-                });
-      }
-    });
+    // (What the actor needs is passed as spawn arguments: CAF 0.17.6 binds a
+    // reference to a null pointer when it starts a function-based actor
+    // spawned without any, which UBSan reports.)
+    earth.sys.spawn(
+        [=](caf::event_based_actor* self, service_actor r) {
+          for (int i = 0; i < n; ++i) {
+            embed_request req;
+            req.model = model;
+            req.inputs = {"text " + std::to_string(i)};
+            req.timeout = budget;
+            self->request(r, budget + caf::timespan{1s}, embed_atom_v, req)
+                .then(
+                    [out](embed_result& res) {
+                      ++out->answered;
+                      ++out->ok_by_node[res.upstream];
+                    },
+                    [out](caf::error& err) {
+                      ++out->answered;
+                      out->errors.push_back(err);
+                    });
+          }
+        },
+        router);
     settle();
     return out;
   }
 
   health_report health() {
     health_report out;
-    earth.sys.spawn([&, r = router](caf::event_based_actor* self) {
-      self->request(r, 1s, health_atom_v).then([&](health_report& h) {
-        out = std::move(h);
-      });
-    });
+    earth.sys.spawn(
+        [&](caf::event_based_actor* self, service_actor r) {
+          self->request(r, 1s, health_atom_v).then([&](health_report& h) {
+            out = std::move(h);
+          });
+        },
+        router);
     settle();
     return out;
   }
 
   metrics_snapshot metrics() {
     metrics_snapshot out;
-    earth.sys.spawn([&, r = router](caf::event_based_actor* self) {
-      self->request(r, 1s, metrics_atom_v).then([&](metrics_snapshot& m) {
-        out = std::move(m);
-      });
-    });
+    earth.sys.spawn(
+        [&](caf::event_based_actor* self, service_actor r) {
+          self->request(r, 1s, metrics_atom_v).then([&](metrics_snapshot& m) {
+            out = std::move(m);
+          });
+        },
+        router);
     settle();
     return out;
   }

@@ -392,6 +392,14 @@ TEST_CASE("serve: running out of file descriptors is logged once per "
           "interval and /healthz is still answered") {
   // max_connections above what 128 descriptors allow: accept() fails with
   // EMFILE; an idle connection gives its place each time.
+#ifdef EMBEDRT_UBSAN_VPTR
+  // UBSan's vptr check probes an object's vtable through a pipe; with no
+  // descriptor left it reports valid objects as "invalid vptr" (seen in
+  // Boost's error_category and std::thread) and halts the server.
+  // Suppressions do not apply to it. Run in the plain and TSan builds.
+  WARN("skipped under UBSan: its vptr check needs a free descriptor");
+  return;
+#endif
   temp_config file{"[serve]\nmax_connections = 1000\n"};
   auto start = steady_clock::now();
   limited_serve serve{128, {"--config", file.path}};
