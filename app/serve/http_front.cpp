@@ -18,6 +18,7 @@
 #include <boost/beast/http.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -68,6 +69,16 @@ std::string request_id_prefix() {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "req-%08x-", static_cast<unsigned>(rd()));
   return buf;
+}
+
+/// The `Date` header value (RFC 9110 IMF-fixdate) of now.
+std::string http_date() {
+  auto t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  auto n = std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return std::string{buf, n};
 }
 
 class session;
@@ -387,6 +398,10 @@ class session : public std::enable_shared_from_this<session> {
     keep_alive_ = parser_->get().keep_alive();
     auto fr = request_of(*parser_, std::move(request_id_));
     request_id_ = fr.request_id;
+    if (auto err = decode_content(*parser_, fr, core_->opts)) {
+      write(std::move(*err));
+      return;
+    }
     phase_ = phase::waiting;
     stream_.expires_never();
     // No I/O is pending while the handler has the request: the session keeps
@@ -428,7 +443,9 @@ class session : public std::enable_shared_from_this<session> {
     res_.version(11);
     res_.result(static_cast<unsigned>(r.status));
     res_.set(http::field::server, "embedrt");
-    res_.set(http::field::content_type, r.content_type);
+    res_.set(http::field::date, http_date());
+    if (!r.content_type.empty())
+      res_.set(http::field::content_type, r.content_type);
     // Every reply names its request, errors included: the client's id, or
     // the one assigned when it sent none (the handler's own wins).
     if (!request_id_.empty())

@@ -43,11 +43,16 @@ struct front_request {
   /// The client's `x-request-id` if acceptable (front_parse.hpp), else one
   /// the front end assigned; never empty. Every reply carries it.
   std::string request_id;
+  /// `Origin` and, in a CORS preflight, `Access-Control-Request-Headers`
+  /// ("" if absent).
+  std::string origin;
+  std::string cors_request_headers;
 };
 
 /// The answer to one request.
 struct front_reply {
   int status = 200;
+  /// "" sends no Content-Type (a reply without a body).
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
