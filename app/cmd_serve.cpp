@@ -61,6 +61,9 @@ cli::arg_parser make_parser() {
       .option("grace-ms", "N",
               "on SIGTERM/SIGINT, time to finish in-flight requests before "
               "the rest get 503 (default 10000)")
+      .option("tls-cert", "FILE",
+              "serve HTTPS: certificate chain (PEM; with --tls-key)")
+      .option("tls-key", "FILE", "serve HTTPS: its private key (PEM)")
       .option("cors-origins", "LIST",
               "browser origins allowed to call (comma-separated "
               "scheme://host[:port], or *; default: CORS off)");
@@ -151,6 +154,8 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   fopts.idle_timeout = cfg.serve.idle_timeout;
   fopts.request_timeout = cfg.serve.request_timeout;
   fopts.max_connections = cfg.serve.max_connections;
+  fopts.tls_certificate = cfg.serve.tls_certificate;
+  fopts.tls_key = cfg.serve.tls_key;
   auto front = std::make_unique<serve::http_front>(
       io.context(), fopts,
       [g = &gw](serve::front_request req, serve::responder respond) {
@@ -171,9 +176,11 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
         std::to_string(cfg.serve.clients.size()
                        + (cfg.serve.auth_token.empty() ? 0 : 1))},
        {"cors", cfg.serve.cors_origins.empty() ? "off" : "on"},
+       {"tls", cfg.serve.tls_certificate.empty() ? "off" : "on"},
        {"max_connections", std::to_string(front->max_connections())}});
-  std::cout << "listening on http://" << url_host(fopts.host) << ":" << port
-            << "/v1" << std::endl;
+  const char* scheme = fopts.tls_certificate.empty() ? "http" : "https";
+  std::cout << "listening on " << scheme << "://" << url_host(fopts.host) << ":"
+            << port << "/v1" << std::endl;
   return front;
 }
 

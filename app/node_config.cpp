@@ -85,7 +85,8 @@ const std::set<std::string> serve_keys{
     "grace_ms",        "max_header_bytes",
     "idle_timeout_ms", "request_timeout_ms",
     "max_connections", "upstream_error_detail",
-    "cors_origins"};
+    "cors_origins",    "tls_certificate",
+    "tls_key"};
 const std::set<std::string> client_keys{"token_env", "token", "rpm", "tpm"};
 const std::set<std::string> cluster_keys{
     "caf_port",    "caf_bind",          "peers", "tls_certificate", "tls_key",
@@ -498,6 +499,13 @@ void read_serve(resolver& r, const section* sv, serve_config& out) {
         r.fail(c->where + ": '" + o
                + "' is not an origin (scheme://host[:port], or *)");
   }
+  if (auto c = r.pick("tls-cert", nullptr, {{sv, "tls_certificate"}}))
+    out.tls_certificate = c->value;
+  if (auto c = r.pick("tls-key", nullptr, {{sv, "tls_key"}}))
+    out.tls_key = c->value;
+  if (out.tls_certificate.empty() != out.tls_key.empty())
+    r.fail("TLS on the listener needs both --tls-cert and --tls-key (or "
+           "tls_certificate and tls_key in [serve])");
   read_serve_limits(r, sv, out);
 }
 

@@ -90,6 +90,9 @@ struct serve_config {
   std::vector<client_config> clients;
   /// Origins allowed to call from a browser ("*": any); empty: CORS off.
   std::vector<std::string> cors_origins;
+  /// TLS on the listener: certificate chain and key (PEM), both or none.
+  std::string tls_certificate;
+  std::string tls_key;
   /// Largest request body; larger bodies get 413.
   std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// Drain period on SIGTERM/SIGINT before the rest is answered 503.

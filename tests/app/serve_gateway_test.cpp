@@ -12,8 +12,10 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
+#include <rapidjson/document.h>
 #include <sstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
 #include <zlib.h>
 
@@ -282,4 +284,102 @@ TEST_CASE("serve: client configuration errors exit 2 without the token") {
   CHECK(err.find("same-secret") == std::string::npos);
   err = run("[client a]\nrpm = 5\n", {});
   CHECK_THAT(err, Catch::Contains("exactly one of token_env and token"));
+}
+
+TEST_CASE("serve: HTTPS on the listener, with the OpenAI Node SDK") {
+  const std::string tls_dir = EMBEDRT_TEST_DATA_DIR "/tls";
+  mock_proc mock;
+  temp_config file{"[serve]\ntls_certificate = " + tls_dir
+                   + "/server.pem\ntls_key = " + tls_dir + "/server.key\n"};
+  process proc{{"serve", "--listen", "127.0.0.1:0", "--upstream", mock.url,
+                "--config", file.path, "--log-level", "warn"},
+               clean_env({"EMBEDRT_AUTH_TOKEN=tls-token"})};
+  auto line = proc.read_line(milliseconds{20000});
+  REQUIRE(line);
+  const std::string prefix = "listening on https://127.0.0.1:";
+  REQUIRE_THAT(*line, Catch::StartsWith(prefix) && Catch::EndsWith("/v1"));
+  auto port = static_cast<uint16_t>(std::stoi(line->substr(prefix.size())));
+  auto base = "https://127.0.0.1:" + std::to_string(port) + "/v1";
+  // A client that trusts the test CA (name checked: 127.0.0.1 is in the
+  // certificate).
+  {
+    tls_options tls;
+    tls.ca_file = tls_dir + "/ca.pem";
+    tls.server_name = "127.0.0.1";
+    http_client client{port, tls};
+    auto res = client.embed(embed_body({"secure"}, 8),
+                            {{"Authorization", "Bearer tls-token"}});
+    CHECK(vectors_of(res, 1, 8)[0] == hash_embed("secure", 8));
+    CHECK(res.keep_alive);
+    // Keep-alive over TLS.
+    CHECK(client.request("GET", "/healthz").status == 200);
+    CHECK(client.connects() == 1);
+  }
+  // One that trusts another CA fails the handshake; plain HTTP gets nothing.
+  {
+    tls_options tls;
+    tls.ca_file = tls_dir + "/other.pem";
+    tls.server_name = "127.0.0.1";
+    http_client client{port, tls};
+    CHECK(client.request("GET", "/healthz").error == failure::tls);
+    http_client plain{port};
+    auto res = plain.request("GET", "/healthz", {}, {}, milliseconds{3000});
+    CHECK_FALSE(res.ok());
+  }
+  // The official OpenAI Node SDK with the CA in NODE_EXTRA_CA_CERTS (and
+  // without it: refused).
+  REQUIRE(access(EMBEDRT_SDK_DIR "/node_modules/openai/package.json", R_OK)
+          == 0);
+  auto probe = [&](std::vector<std::string> extra) {
+    // The test's own environment may name a CA file already: replaced.
+    std::vector<std::string> env;
+    for (auto& kv : clean_env())
+      if (kv.rfind("NODE_EXTRA_CA_CERTS=", 0) != 0)
+        env.push_back(std::move(kv));
+    for (auto& kv : extra)
+      env.push_back(std::move(kv));
+    process node{EMBEDRT_NODE,
+                 {EMBEDRT_SDK_DIR "/tls_probe.mjs", base, "tls-token"},
+                 std::move(env)};
+    auto out = node.read_line(milliseconds{30000});
+    CHECK(node.wait_exit(milliseconds{10000}) == 0);
+    REQUIRE(out);
+    return *out;
+  };
+  auto ok = probe({"NODE_EXTRA_CA_CERTS=" + tls_dir + "/ca.pem"});
+  INFO("probe: " << ok);
+  CHECK_THAT(ok, Catch::StartsWith("{\"ok\":true,\"vectors\":[["));
+  // The vectors are the mock's for these texts.
+  rapidjson::Document doc;
+  doc.Parse(ok.c_str());
+  REQUIRE_FALSE(doc.HasParseError());
+  REQUIRE(doc["vectors"].IsArray());
+  REQUIRE(doc["vectors"].Size() == 2);
+  const char* texts[] = {"over tls", "second"};
+  for (rapidjson::SizeType i = 0; i < 2; ++i) {
+    auto want = hash_embed(texts[i], 8);
+    const auto& got = doc["vectors"][i];
+    REQUIRE(got.Size() == want.size());
+    for (rapidjson::SizeType j = 0; j < got.Size(); ++j)
+      CHECK(got[j].GetDouble() == Approx(want[j]).margin(1e-6));
+  }
+  auto refused = probe({});
+  INFO("probe without the CA: " << refused);
+  CHECK_THAT(refused, Catch::StartsWith("{\"ok\":false"));
+}
+
+TEST_CASE("serve: TLS settings errors") {
+  const std::string tls_dir = EMBEDRT_TEST_DATA_DIR "/tls";
+  mock_proc mock;
+  // Only one of the two: bad usage.
+  process half{{"serve", "--listen", "127.0.0.1:0", "--upstream", mock.url,
+                "--tls-cert", tls_dir + "/server.pem"}};
+  CHECK(half.wait_exit(milliseconds{10000}) == 2);
+  CHECK_THAT(half.stderr_text(), Catch::Contains("--tls-key"));
+  // A key that does not load or match: cannot start.
+  process bad{{"serve", "--listen", "127.0.0.1:0", "--upstream", mock.url,
+               "--tls-cert", tls_dir + "/server.pem", "--tls-key",
+               tls_dir + "/node.key"}};
+  CHECK(bad.wait_exit(milliseconds{10000}) == 1);
+  CHECK_THAT(bad.stderr_text(), Catch::Contains("cannot load the TLS key"));
 }
