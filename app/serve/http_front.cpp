@@ -355,6 +355,7 @@ class session : public session_base,
   /// within the request timeout (header and body), else 408.
   void start_request() {
     phase_ = phase::reading;
+    request_started_ = std::chrono::steady_clock::now();
     request_id_ = core_->next_request_id();
     lowest().expires_never();
     arm_request_timer();
@@ -430,11 +431,11 @@ class session : public session_base,
       if (auto id = client_request_id(parser_->get()); !id.empty())
         request_id_ = std::move(id);
     if (timed_out_) {
-      write(request_timeout_reply(core_->opts));
+      write_own(request_timeout_reply(core_->opts));
       return;
     }
     if (auto reply = read_error_reply(ec, core_->opts))
-      write(std::move(*reply));
+      write_own(std::move(*reply));
     else
       hard_close();
   }
@@ -451,7 +452,7 @@ class session : public session_base,
     auto fr = request_of(*parser_, std::move(request_id_));
     request_id_ = fr.request_id;
     if (auto err = decode_content(*parser_, fr, core_->opts)) {
-      write(std::move(*err));
+      write_own(std::move(*err));
       return;
     }
     phase_ = phase::waiting;
@@ -476,6 +477,35 @@ class session : public session_base,
       write(error_reply(500, std::string{"internal error: "} + e.what(),
                         "server_error", "internal_error"));
     }
+  }
+
+  /// A reply of the front end's own (the request never reached the
+  /// gateway, which logs the others): written, and logged like the
+  /// gateway's access log, without a client name.
+  void write_own(front_reply r) {
+    if (log_enabled(log_level::info)) {
+      std::string method = "-";
+      std::string path = "-";
+      if (parser_ && parser_->is_header_done()) {
+        const auto& req = parser_->get();
+        auto m = req.method_string();
+        auto t = req.target();
+        method.assign(m.data(), m.size());
+        path.assign(t.data(), std::min(t.size(), t.find('?')));
+      }
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - request_started_)
+                    .count();
+      log(log_level::info, "http_request",
+          {{"method", method},
+           {"path", path},
+           {"status", std::to_string(r.status)},
+           {"ms",
+            std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100)},
+           {"client", "-"},
+           {"request_id", request_id_}});
+    }
+    write(std::move(r));
   }
 
   void on_reply(uint64_t seq, front_reply r) {
@@ -590,6 +620,8 @@ class session : public session_base,
   bool timed_out_ = false;
   /// The id of the request being read or answered (see front_request).
   std::string request_id_;
+  /// When its first byte arrived.
+  std::chrono::steady_clock::time_point request_started_{};
   /// Set while waiting for the handler's reply (see on_read).
   std::shared_ptr<session> hold_;
   phase phase_ = phase::idle;

@@ -245,6 +245,15 @@ TEST_CASE("serve: several named clients with their own RPM and TPM limits") {
   CHECK_THAT(m.body, Catch::Contains("{client=\"\",status=\"401\"} 1"));
   // Every reply has a Date.
   CHECK_THAT(m.header("date"), Catch::EndsWith(" GMT"));
+  // A reply of the front end's own (415, before the gateway) is logged too,
+  // without a client name.
+  CHECK(client
+            .embed(body,
+                   {{"Authorization", "Bearer carol-secret"},
+                    {"Content-Encoding", "br"},
+                    {"x-request-id", "front-415"}})
+            .status
+        == 415);
   // The access log: one line per request at info, with the client's name
   // and request id, never a token.
   proc.signal(SIGTERM);
@@ -260,7 +269,11 @@ TEST_CASE("serve: several named clients with their own RPM and TPM limits") {
   for (auto at = log.find("event=http_request"); at != std::string::npos;
        at = log.find("event=http_request", at + 1))
     ++lines;
-  CHECK(lines == 14);
+  CHECK(lines == 15);
+  CHECK_THAT(log,
+             Catch::Contains("method=POST path=/v1/embeddings "
+                             "status=415"));
+  CHECK_THAT(log, Catch::Contains("client=- request_id=front-415"));
   for (const char* secret :
        {"alice-secret", "bob-secret", "carol-secret", "legacy-secret"})
     CHECK(log.find(secret) == std::string::npos);
