@@ -139,10 +139,7 @@ std::optional<front_reply> client_registry::admit(std::size_t client,
       st.tokens.level -= static_cast<double>(tokens);
     return std::nullopt;
   }
-  {
-    std::lock_guard<std::mutex> count_guard{count_mtx_};
-    ++limited_[{spec.name, kind}];
-  }
+  ++(kind == "requests" ? st.limited_requests : st.limited_tokens);
   auto secs = (wait.count() + 999) / 1000;
   message += ". Please try again in " + std::to_string(wait.count()) + "ms.";
   auto r = error_reply(429, message, kind, "rate_limit_exceeded");
@@ -152,27 +149,40 @@ std::optional<front_reply> client_registry::admit(std::size_t client,
   return r;
 }
 
-void client_registry::count(const std::string& client, int status) {
-  std::lock_guard<std::mutex> guard{count_mtx_};
-  ++replies_[{client, status}];
+void client_registry::count(std::optional<std::size_t> client, int status) {
+  auto& counts = client ? clients_[*client]->replies : anonymous_;
+  auto i = status >= 100 && status < 600 ? static_cast<std::size_t>(status) : 0;
+  counts[i].fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string client_registry::render_metrics() const {
   std::string out;
-  std::lock_guard<std::mutex> guard{count_mtx_};
   out += "# HELP embedrt_gateway_requests_total Replies of the gateway by "
          "client (\"\": no client token) and HTTP status.\n"
          "# TYPE embedrt_gateway_requests_total counter\n";
-  for (const auto& [key, n] : replies_)
-    out += "embedrt_gateway_requests_total{client=\"" + label(key.first)
-        + "\",status=\"" + std::to_string(key.second) + "\"} "
-        + std::to_string(n) + "\n";
+  auto replies = [&out](const std::string& name, const status_counts& counts) {
+    for (std::size_t i = 0; i < counts.size(); ++i)
+      if (auto n = counts[i].load(std::memory_order_relaxed); n != 0)
+        out += "embedrt_gateway_requests_total{client=\"" + label(name)
+            + "\",status=\"" + std::to_string(i) + "\"} " + std::to_string(n)
+            + "\n";
+  };
+  replies("", anonymous_);
+  for (const auto& c : clients_)
+    replies(c->spec.name, c->replies);
   out += "# HELP embedrt_gateway_rate_limited_total Requests refused with "
          "429 by a client's own limit (limit: requests or tokens).\n"
          "# TYPE embedrt_gateway_rate_limited_total counter\n";
-  for (const auto& [key, n] : limited_)
-    out += "embedrt_gateway_rate_limited_total{client=\"" + label(key.first)
-        + "\",limit=\"" + key.second + "\"} " + std::to_string(n) + "\n";
+  for (const auto& c : clients_) {
+    if (c->spec.rpm != 0)
+      out += "embedrt_gateway_rate_limited_total{client=\""
+          + label(c->spec.name) + "\",limit=\"requests\"} "
+          + std::to_string(c->limited_requests.load()) + "\n";
+    if (c->spec.tpm != 0)
+      out += "embedrt_gateway_rate_limited_total{client=\""
+          + label(c->spec.name) + "\",limit=\"tokens\"} "
+          + std::to_string(c->limited_tokens.load()) + "\n";
+  }
   return out;
 }
 

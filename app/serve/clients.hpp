@@ -7,6 +7,8 @@
 
 #include "serve/http_front.hpp"
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -65,24 +67,28 @@ class client_registry {
   std::optional<front_reply> admit(std::size_t client, uint64_t tokens,
                                    clock::time_point now = clock::now());
 
-  /// Counts a reply for /metrics: `client` (name, "" for anonymous) and the
-  /// status.
-  void count(const std::string& client, int status);
+  /// Counts a reply for /metrics: the client (std::nullopt: none) and the
+  /// status. Lock-free.
+  void count(std::optional<std::size_t> client, int status);
 
   /// Prometheus text of the per-client counters.
   std::string render_metrics() const;
 
  private:
+  /// Replies by status (100 ... 599; others count as 0).
+  using status_counts = std::array<std::atomic<uint64_t>, 600>;
   struct state {
     client_spec spec;
     std::mutex mtx;
     minute_bucket requests;
     minute_bucket tokens;
+    status_counts replies{};
+    std::atomic<uint64_t> limited_requests{0};
+    std::atomic<uint64_t> limited_tokens{0};
   };
   std::vector<std::unique_ptr<state>> clients_;
-  mutable std::mutex count_mtx_;
-  std::map<std::pair<std::string, int>, uint64_t> replies_;
-  std::map<std::pair<std::string, std::string>, uint64_t> limited_;
+  /// Replies to requests without a (valid) client token.
+  status_counts anonymous_{};
 };
 
 /// Compares a presented token with the expected one in time that depends

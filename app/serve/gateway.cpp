@@ -116,14 +116,13 @@ void gateway::handle(front_request req, responder respond) {
   std::optional<std::size_t> who;
   if (clients_->auth_required() && !req.authorization.empty())
     who = clients_->identify(req.authorization);
-  std::string client_name = who ? clients_->name(*who) : std::string{};
   // Every reply: counted per client, CORS headers (if on), one access-log
   // line at info.
   respond = [clients = clients_, cors = cors_, inner = std::move(respond),
              method = req.method, target = std::string{path},
-             origin = req.origin, request_id = req.request_id, client_name,
+             origin = req.origin, request_id = req.request_id, who,
              start = std::chrono::steady_clock::now()](front_reply r) {
-    clients->count(client_name, r.status);
+    clients->count(who, r.status);
     if (method != "OPTIONS")
       cors->decorate(origin, r);
     if (log_enabled(log_level::info)) {
@@ -136,7 +135,7 @@ void gateway::handle(front_request req, responder respond) {
            {"status", std::to_string(r.status)},
            {"ms",
             std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100)},
-           {"client", client_name.empty() ? "-" : client_name},
+           {"client", who ? clients->name(*who) : std::string{"-"}},
            {"request_id", request_id}});
     }
     inner(std::move(r));
