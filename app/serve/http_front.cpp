@@ -536,7 +536,11 @@ class session : public session_base,
       res_.set(name, value);
     res_.keep_alive(keep_alive_);
     res_.body() = std::move(r.body);
-    res_.prepare_payload();
+    // A 204 has no body and no Content-Length (RFC 9110, 8.6).
+    if (r.status == 204)
+      res_.body().clear();
+    else
+      res_.prepare_payload();
     lowest().expires_after(core_->opts.io_timeout);
     http::async_write(
         stream_, res_,

@@ -98,10 +98,15 @@ TEST_CASE("serve: CORS preflight and actual replies with cors_origins") {
           == "authorization, content-type, x-stainless-os");
     CHECK(res.header("vary") == "Origin");
     CHECK(res.body.empty());
+    CHECK_FALSE(res.has_header("content-length"));
+    CHECK_FALSE(res.has_header("content-type"));
+    // The connection stays usable after the bodiless 204.
+    CHECK(res.keep_alive);
     // The actual request: its reply names the origin, errors too.
     res = client.embed(
         body, {{"Origin", origin}, {"Authorization", "Bearer cors-secret"}});
     CHECK(vectors_of(res, 1, 8)[0] == hash_embed("cors", 8));
+    CHECK(client.connects() == 1); // same connection as the preflight
     CHECK(res.header("access-control-allow-origin") == origin);
     CHECK_THAT(res.header("access-control-expose-headers"),
                Catch::Contains("x-request-id"));
