@@ -69,6 +69,11 @@ class arg_parser {
   /// True if the flag or option was given.
   bool has(std::string_view name) const;
 
+  /// True if the command declares the flag or option (given or not).
+  bool declares(std::string_view name) const {
+    return find(name) != nullptr;
+  }
+
   /// The last value of an option, if given.
   std::optional<std::string> value(std::string_view name) const;
 

@@ -1,7 +1,7 @@
 // `embedrt serve`: the embedding gateway node. An OpenAI-compatible
 // `POST /v1/embeddings` (and `/embeddings`) in front of the runtime, plus
 // `/healthz` and `/readyz`. Prints exactly one line to stdout once it accepts
-// connections, "listening on http://HOST:PORT"; on SIGTERM/SIGINT it drains
+// connections, "listening on http://HOST:PORT/v1"; on SIGTERM/SIGINT it drains
 // (http_front.hpp) and exits 0. Exit codes: 0 after a signal, 2 for bad
 // usage or configuration, 1 when it cannot start (port in use, bad CA file,
 // the built-in upstream failing).
@@ -42,11 +42,14 @@ cli::arg_parser make_parser() {
   cli::arg_parser p{
       "embedrt serve [--listen HOST:PORT] [--upstream URL ...] [options]",
       "Runs an OpenAI-compatible embeddings gateway: POST /v1/embeddings "
-      "(and\n/embeddings), GET /healthz, GET /readyz. Requests go through "
-      "the runtime\n(bounded queue, batching, keep-alive connections, "
-      "retries, breaker) to the\nupstreams. Prints 'listening on "
-      "http://HOST:PORT' when ready; SIGTERM or\nSIGINT drains in-flight "
-      "requests (up to --grace-ms) and exits 0."};
+      "(and\n/embeddings), GET /v1/models, GET /healthz, GET /readyz, GET "
+      "/metrics\n(Prometheus). Requests go through the runtime (bounded "
+      "queue, batching,\nkeep-alive connections, retries, breaker) to the "
+      "upstreams. Prints\n'listening on http://HOST:PORT/v1' when ready "
+      "(the base URL for OpenAI\nclients); SIGTERM or SIGINT drains "
+      "in-flight requests (up to --grace-ms)\nand exits 0. Several client "
+      "tokens with names and limits: [client NAME]\nsections of the config "
+      "file (docs/cli.md)."};
   p.option("listen", "HOST:PORT",
            "address to listen on (default 127.0.0.1:8080; port 0 picks a "
            "free one)")
@@ -57,7 +60,13 @@ cli::arg_parser make_parser() {
               "largest request body; larger gets 413 (default 16777216)")
       .option("grace-ms", "N",
               "on SIGTERM/SIGINT, time to finish in-flight requests before "
-              "the rest get 503 (default 10000)");
+              "the rest get 503 (default 10000)")
+      .option("tls-cert", "FILE",
+              "serve HTTPS: certificate chain (PEM; with --tls-key)")
+      .option("tls-key", "FILE", "serve HTTPS: its private key (PEM)")
+      .option("cors-origins", "LIST",
+              "browser origins allowed to call (comma-separated "
+              "scheme://host[:port], or *; default: CORS off)");
   add_config_options(p);
   add_cluster_options(p, true);
   return p;
@@ -117,7 +126,13 @@ std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
                                              const service_actor& svc,
                                              const app_config& cfg) {
   serve::gateway_options gopts;
-  gopts.auth_token = cfg.serve.auth_token;
+  // The single token (auth_token_env, EMBEDRT_AUTH_TOKEN) is the client
+  // "default"; the [client NAME] sections add theirs.
+  if (!cfg.serve.auth_token.empty())
+    gopts.clients.push_back({"default", cfg.serve.auth_token, 0, 0});
+  for (const auto& c : cfg.serve.clients)
+    gopts.clients.push_back({c.name, c.token, c.rpm, c.tpm});
+  gopts.cors_origins = cfg.serve.cors_origins;
   gopts.default_timeout = cfg.runtime.default_timeout;
   gopts.models = app::served_models(cfg);
   gopts.upstream_errors = cfg.serve.full_upstream_errors
@@ -139,6 +154,8 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   fopts.idle_timeout = cfg.serve.idle_timeout;
   fopts.request_timeout = cfg.serve.request_timeout;
   fopts.max_connections = cfg.serve.max_connections;
+  fopts.tls_certificate = cfg.serve.tls_certificate;
+  fopts.tls_key = cfg.serve.tls_key;
   auto front = std::make_unique<serve::http_front>(
       io.context(), fopts,
       [g = &gw](serve::front_request req, serve::responder respond) {
@@ -152,10 +169,18 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   log(log_level::info, "serve_listening",
       {{"address", url_host(fopts.host) + ":" + std::to_string(port)},
        {"upstreams", std::to_string(cfg.runtime.upstreams.size())},
-       {"auth", cfg.serve.auth_token.empty() ? "off" : "bearer"},
+       {"auth",
+        cfg.serve.auth_token.empty() && cfg.serve.clients.empty() ? "off"
+                                                                  : "bearer"},
+       {"clients",
+        std::to_string(cfg.serve.clients.size()
+                       + (cfg.serve.auth_token.empty() ? 0 : 1))},
+       {"cors", cfg.serve.cors_origins.empty() ? "off" : "on"},
+       {"tls", cfg.serve.tls_certificate.empty() ? "off" : "on"},
        {"max_connections", std::to_string(front->max_connections())}});
-  std::cout << "listening on http://" << url_host(fopts.host) << ":" << port
-            << std::endl;
+  const char* scheme = fopts.tls_certificate.empty() ? "http" : "https";
+  std::cout << "listening on " << scheme << "://" << url_host(fopts.host) << ":"
+            << port << "/v1" << std::endl;
   return front;
 }
 

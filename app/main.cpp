@@ -25,7 +25,8 @@ constexpr command commands[] = {
 
 void print_usage(std::ostream& out) {
   out << "usage: embedrt <command> [options]\n"
-         "       embedrt <command> --help\n\ncommands:\n";
+         "       embedrt <command> --help  (or: embedrt help <command>)\n"
+         "       embedrt --version\n\ncommands:\n";
   for (const auto& c : commands) {
     out << "  " << c.name;
     for (auto n = std::strlen(c.name); n < 8; ++n)
@@ -42,11 +43,20 @@ int main(int argc, char** argv) {
     return embedrt::cli::exit_usage;
   }
   std::string name = argv[1];
+  if (name == "help" && argc > 2) {
+    // `embedrt help COMMAND` is `embedrt COMMAND --help`.
+    for (const auto& c : commands)
+      if (c.name == std::string{argv[2]})
+        return c.run({"--help"});
+    std::cerr << "embedrt: unknown command '" << argv[2] << "'\n";
+    print_usage(std::cerr);
+    return embedrt::cli::exit_usage;
+  }
   if (name == "--help" || name == "-h" || name == "help") {
     print_usage(std::cout);
     return 0;
   }
-  if (name == "--version") {
+  if (name == "--version" || name == "-V" || name == "version") {
     std::cout << "embedrt " << EMBEDRT_VERSION << '\n';
     return 0;
   }

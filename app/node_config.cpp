@@ -73,6 +73,7 @@ struct file_data {
   section serve;
   section cluster;
   std::vector<section> upstreams;
+  std::vector<section> clients;
 };
 
 const std::set<std::string> global_keys{
@@ -83,7 +84,10 @@ const std::set<std::string> serve_keys{
     "auth_token",      "max_body_bytes",
     "grace_ms",        "max_header_bytes",
     "idle_timeout_ms", "request_timeout_ms",
-    "max_connections", "upstream_error_detail"};
+    "max_connections", "upstream_error_detail",
+    "cors_origins",    "tls_certificate",
+    "tls_key"};
+const std::set<std::string> client_keys{"token_env", "token", "rpm", "tpm"};
 const std::set<std::string> cluster_keys{
     "caf_port",    "caf_bind",          "peers", "tls_certificate", "tls_key",
     "tls_ca_file", "status_interval_ms"};
@@ -144,6 +148,7 @@ std::string parse_file(std::string_view text, file_data& out) {
   section* current = &out.global;
   int line_no = 0;
   std::set<std::string> upstream_names;
+  std::set<std::string> client_names;
   while (!text.empty()) {
     ++line_no;
     auto nl = text.find('\n');
@@ -190,8 +195,23 @@ std::string parse_file(std::string_view text, file_data& out) {
         current = &out.upstreams.back();
         continue;
       }
+      if (inner.substr(0, 6) == "client"
+          && (inner.size() == 6
+              || std::isspace(static_cast<unsigned char>(inner[6])))) {
+        auto name = trim(inner.substr(6));
+        if (!valid_name(name, true))
+          return where(line_no)
+              + "[client NAME] needs a name of letters, digits, '_', "
+                "'-' or '.'";
+        if (!client_names.emplace(name).second)
+          return where(line_no) + "client '" + std::string{name}
+          + "' is defined twice";
+        out.clients.push_back(section{std::string{name}, line_no, {}});
+        current = &out.clients.back();
+        continue;
+      }
       return where(line_no) + "unknown section [" + std::string{inner}
-      + "] (known: [serve], [cluster], [upstream NAME])";
+      + "] (known: [serve], [cluster], [upstream NAME], [client NAME])";
     }
     auto eq = line.find('=');
     if (eq == std::string_view::npos)
@@ -200,14 +220,17 @@ std::string parse_file(std::string_view text, file_data& out) {
     auto value = trim(line.substr(eq + 1));
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
       value = value.substr(1, value.size() - 2);
+    bool in_client = !out.clients.empty() && current == &out.clients.back();
     const auto& known = current == &out.global ? global_keys
         : current == &out.serve                ? serve_keys
         : current == &out.cluster              ? cluster_keys
+        : in_client                            ? client_keys
                                                : upstream_keys;
     auto section_name = current == &out.global ? std::string{"global section"}
         : current == &out.serve                ? std::string{"[serve]"}
         : current == &out.cluster              ? std::string{"[cluster]"}
-                                  : "[upstream " + current->name + "]";
+        : in_client ? "[client " + current->name + "]"
+                    : "[upstream " + current->name + "]";
     if (known.count(key) == 0)
       return where(line_no) + "unknown key '" + key + "' in " + section_name
           + " (known: " + join(known) + ")";
@@ -219,6 +242,10 @@ std::string parse_file(std::string_view text, file_data& out) {
   for (const auto& up : out.upstreams)
     if (up.find("base_url") == nullptr)
       return where(up.line) + "[upstream " + up.name + "] has no base_url";
+  for (const auto& cl : out.clients)
+    if ((cl.find("token_env") == nullptr) == (cl.find("token") == nullptr))
+      return where(cl.line) + "[client " + cl.name
+          + "] needs exactly one of token_env and token";
   return {};
 }
 
@@ -462,6 +489,23 @@ void read_serve(resolver& r, const section* sv, serve_config& out) {
             out.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
   r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
            out.grace, 0, max_ms);
+  if (auto c = r.pick("cors-origins", "EMBEDRT_CORS_ORIGINS",
+                      {{sv, "cors_origins"}})) {
+    out.cors_origins = split_list(c->value);
+    if (out.cors_origins.empty())
+      r.fail(c->where + ": empty list of origins");
+    for (const auto& o : out.cors_origins)
+      if (o != "*" && o.find("://") == std::string::npos)
+        r.fail(c->where + ": '" + o
+               + "' is not an origin (scheme://host[:port], or *)");
+  }
+  if (auto c = r.pick("tls-cert", nullptr, {{sv, "tls_certificate"}}))
+    out.tls_certificate = c->value;
+  if (auto c = r.pick("tls-key", nullptr, {{sv, "tls_key"}}))
+    out.tls_key = c->value;
+  if (out.tls_certificate.empty() != out.tls_key.empty())
+    r.fail("TLS on the listener needs both --tls-cert and --tls-key (or "
+           "tls_certificate and tls_key in [serve])");
   read_serve_limits(r, sv, out);
 }
 
@@ -525,6 +569,58 @@ std::string read_auth_token(const resolver& r, const environment& env,
       return file.path + ":" + std::to_string(e->line)
           + ": auth_token: empty token";
     out.auth_token = e->value;
+  }
+  return {};
+}
+
+/// The [client NAME] sections: each one's token (from `token_env`, which
+/// must be set, or `token`) and limits; names and tokens unique, and the
+/// name "default" taken by a single `auth_token`. Returns an error message
+/// or "".
+std::string read_clients(resolver& r, const environment& env,
+                         const file_data& file, serve_config& out) {
+  auto where = [&](const section& s, const char* key) {
+    return file.path + ":" + std::to_string(s.find(key)->line) + ": " + key;
+  };
+  for (const auto& s : file.clients) {
+    client_config c;
+    c.name = s.name;
+    if (auto e = s.find("token_env")) {
+      if (e->value.empty())
+        return where(s, "token_env") + ": empty variable name";
+      auto token = env.get(e->value);
+      if (!token || token->empty())
+        return where(s, "token_env") + ": environment variable " + e->value
+            + " is not set or empty";
+      c.token = *token;
+    } else {
+      c.token = s.find("token")->value;
+      if (c.token.empty())
+        return where(s, "token") + ": empty token";
+    }
+    auto key = [&](const char* name) {
+      return r.pick(nullptr, nullptr, {{&s, name}});
+    };
+    if (!r.integer(key("rpm"), c.rpm, uint64_t{0}, uint64_t{1'000'000'000})
+        || !r.integer(key("tpm"), c.tpm, uint64_t{0},
+                      uint64_t{1'000'000'000'000}))
+      return r.error;
+    for (const auto& other : out.clients)
+      if (other.token == c.token)
+        return file.path + ":" + std::to_string(s.line) + ": clients "
+            + other.name + " and " + c.name + " have the same token";
+    out.clients.push_back(std::move(c));
+  }
+  if (!out.auth_token.empty()) {
+    for (const auto& c : out.clients) {
+      if (c.name == "default")
+        return "[client default] and a single client token (auth_token_env, "
+               "auth_token, EMBEDRT_AUTH_TOKEN) both name the client "
+               "'default'";
+      if (c.token == out.auth_token)
+        return "client " + c.name
+            + " has the same token as the single client token";
+    }
   }
   return {};
 }
@@ -806,8 +902,15 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
   read_serve(r, serve, cfg.serve);
   if (!r.error.empty())
     return failed(r.error);
-  if (auto msg = read_auth_token(r, env, file, serve, cfg.serve); !msg.empty())
-    return failed(std::move(msg));
+  // The client tokens only for the command that uses them (serve): `embed`
+  // reads the same file and must not need the gateway's variables.
+  if (p.declares("auth-token-env")) {
+    if (auto msg = read_auth_token(r, env, file, serve, cfg.serve);
+        !msg.empty())
+      return failed(std::move(msg));
+    if (auto msg = read_clients(r, env, file, cfg.serve); !msg.empty())
+      return failed(std::move(msg));
+  }
   upstream_defaults defaults;
   if (auto msg = read_upstream_defaults(r, env, global, defaults, cfg.warnings);
       !msg.empty())

@@ -66,14 +66,33 @@ class environment {
   std::map<std::string, std::string> vars_;
 };
 
+/// A client of `embedrt serve` (section `[client NAME]`).
+struct client_config {
+  /// The label of its requests in the access log and /metrics.
+  std::string name;
+  /// Its bearer token (a secret: never print it).
+  std::string token;
+  /// Requests and estimated tokens per minute; 0 = no limit.
+  uint64_t rpm = 0;
+  uint64_t tpm = 0;
+};
+
 /// Settings of `embedrt serve` (section `[serve]`).
 struct serve_config {
   /// HOST:PORT to listen on (IPv4, [IPv6] or localhost; port 0 = any).
   std::string listen = "127.0.0.1:8080";
   /// Variable holding the client bearer token.
   std::string auth_token_env = "EMBEDRT_AUTH_TOKEN";
-  /// The resolved client token; empty: clients need no token.
+  /// The resolved client token; empty: clients need no token (unless
+  /// `clients` has some).
   std::string auth_token;
+  /// The `[client NAME]` sections, tokens resolved (serve only).
+  std::vector<client_config> clients;
+  /// Origins allowed to call from a browser ("*": any); empty: CORS off.
+  std::vector<std::string> cors_origins;
+  /// TLS on the listener: certificate chain and key (PEM), both or none.
+  std::string tls_certificate;
+  std::string tls_key;
   /// Largest request body; larger bodies get 413.
   std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// Drain period on SIGTERM/SIGINT before the rest is answered 503.
@@ -172,7 +191,10 @@ void add_cluster_options(cli::arg_parser& p, bool publish);
 /// Resolves the configuration: flags > environment > config file > defaults.
 /// Reads the options declared by `add_config_options` and, when the command
 /// declares them, --model, --dims (embed) and --listen, --auth-token-env,
-/// --max-body-bytes, --grace-ms (serve). `default_log_level` is the level
+/// --max-body-bytes, --grace-ms, --cors-origins (serve). The client tokens
+/// (auth_token_env, [client NAME]) are only resolved, and their variables
+/// only required, for a command that declares --auth-token-env (serve): one
+/// file serves both commands. `default_log_level` is the level
 /// when nothing sets one.
 config_result load_config(const cli::arg_parser& p, const environment& env,
                           log_level default_log_level = log_level::warn);

@@ -97,6 +97,48 @@ bool is_upstream_failure(errc code) {
   }
 }
 
+/// A failure of the upstream itself that no record can get past (a bad key,
+/// a wrong URL, an unreachable upstream before anything succeeded): the job
+/// stops at once with what to fix, and rejects no record for it (they are
+/// not bad input; a rerun sends them). "" if `err` is not one.
+std::string upstream_fatal(const caf::error& err, bool any_success) {
+  auto detail = error_detail(err);
+  switch (error_code(err)) {
+    case errc::auth_failed:
+      return "the upstream refused the API key (HTTP "
+          + std::to_string(error_http_status(err))
+          + "): check the key variable (OPENAI_API_KEY, --api-key-env, "
+            "api_key_env) and that it belongs to this upstream ("
+          + detail + ")";
+    case errc::quota_exceeded:
+      return "the upstream's quota is exhausted (insufficient_quota): check "
+             "the account's plan and billing ("
+          + detail + ")";
+    case errc::upstream_error:
+      if (error_http_status(err) == 404)
+        return "404 from the upstream: does the base URL end in /v1 (e.g. "
+               "http://HOST:PORT/v1)? ("
+            + detail + ")";
+      return {};
+    case errc::invalid_input:
+      // No upstream serves the model: every record would fail alike.
+      if (error_http_status(err) == 404)
+        return "the model is not served (" + detail
+            + "): check --model or the upstream's models";
+      return {};
+    case errc::connection_failed:
+    case errc::tls_failed:
+    case errc::breaker_open:
+    case errc::upstream_down:
+      if (any_success)
+        return {};
+      return std::string{"cannot reach the upstream: is it running, and "
+                         "are the base URL, port and TLS settings right? ("}
+      + to_string(error_code(err)) + ": " + detail + ")";
+    default: return {};
+  }
+}
+
 /// The error name for the rejects file: the errc name, else CAF's.
 std::string error_name(const caf::error& err) {
   if (auto code = error_code(err); code != errc::none)
@@ -265,6 +307,7 @@ class job {
       return;
     }
     failures_in_a_row_ = 0;
+    any_success_ = true;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& v = res.embeddings[i];
       if (out_.dims == 0)
@@ -301,6 +344,15 @@ class job {
         singles_.push_back(std::move(it));
       return;
     }
+    if (auto why = upstream_fatal(err, any_success_); !why.empty()) {
+      // Not the records' fault: none is rejected, the job stops (exit 1).
+      upstream_stopped_ = true;
+      if (!stopping_)
+        stop(std::move(why));
+      return;
+    }
+    if (upstream_stopped_ && (code == errc::none || is_upstream_failure(code)))
+      return; // answers still in flight after the stop: same cause
     auto name = error_name(err);
     auto message = render_error(err);
     for (const auto& it : batch)
@@ -367,11 +419,13 @@ class job {
 
   void draw() {
     out_.counts.bytes_read = reader_.consumed();
-    auto text = render_progress(out_.counts, elapsed());
+    // One column short of the terminal's width: a line that fills it would
+    // wrap on some terminals.
     winsize ws{};
-    if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1
-        && text.size() >= ws.ws_col)
-      text.resize(ws.ws_col - 1u);
+    std::size_t width = 0;
+    if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1)
+      width = ws.ws_col - 1u;
+    auto text = render_progress(out_.counts, elapsed(), width);
     std::string line = "\r" + text + "\x1b[K";
     [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
     drawn_ = true;
@@ -416,6 +470,11 @@ class job {
   bool abandon_ = false;
   bool drawn_ = false;
   uint32_t failures_in_a_row_ = 0;
+  /// A request of this run succeeded (an unreachable upstream is then a
+  /// passing failure, not a wrong address).
+  bool any_success_ = false;
+  /// Stopped by `upstream_fatal`.
+  bool upstream_stopped_ = false;
   uint64_t since_checkpoint_ = 0;
   steady::time_point start_;
   steady::time_point next_checkpoint_;

@@ -2,6 +2,7 @@
 // formatting; the job decides when to draw).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -35,6 +36,10 @@ std::string format_duration(double seconds);
 /// counts, e.g.
 /// `[########------------]  41%  8,192 written  4,096/s  ETA 0:03  0 skipped  2
 /// failed`.
-std::string render_progress(const job_counts& c, double elapsed_s);
+/// With `width` (> 0, a terminal's columns) the line fits in it: the bar
+/// goes first, then the ETA, then the rate, so that the counts (the failed
+/// one last) stay visible.
+std::string render_progress(const job_counts& c, double elapsed_s,
+                            std::size_t width = 0);
 
 } // namespace embedrt::app::embed

@@ -9,6 +9,7 @@
 #include "serve/front_parse.hpp"
 
 #include "httpd/listener.hpp"
+#include "serve/content_encoding.hpp"
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
@@ -62,7 +63,22 @@ front_request request_of(request_parser& p, std::string assigned_id) {
   fr.request_id = client_request_id(req);
   if (fr.request_id.empty())
     fr.request_id = std::move(assigned_id);
+  if (auto i = req.find(http::field::origin); i != req.end())
+    fr.origin = to_string(i->value());
+  if (auto i = req.find(http::field::access_control_request_headers);
+      i != req.end())
+    fr.cors_request_headers = to_string(i->value());
   return fr;
+}
+
+std::optional<front_reply> decode_content(const request_parser& p,
+                                          front_request& fr,
+                                          const front_options& opts) {
+  auto& req = p.get();
+  auto i = req.find(http::field::content_encoding);
+  if (i == req.end())
+    return std::nullopt;
+  return decode_body(to_string(i->value()), fr.body, opts.max_body_bytes);
 }
 
 std::optional<front_reply> read_error_reply(const boost::beast::error_code& ec,
@@ -120,8 +136,13 @@ parse_outcome parse_request(std::string_view bytes, const front_options& opts,
       return out;
     bytes.remove_prefix(n);
   }
-  if (p.is_done())
+  if (p.is_done()) {
     out.request = request_of(p, std::move(assigned_id));
+    if (auto err = decode_content(p, *out.request, opts)) {
+      out.error = std::move(err);
+      out.request.reset();
+    }
+  }
   return out;
 }
 

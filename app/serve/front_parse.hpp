@@ -41,6 +41,13 @@ std::string client_request_id(const boost::beast::http::fields& header);
 /// else `assigned_id`).
 front_request request_of(request_parser& p, std::string assigned_id);
 
+/// Decodes the body of the request `p` completed into `fr.body` per its
+/// `Content-Encoding` (content_encoding.hpp): the error reply (413, 415,
+/// 400), or std::nullopt when `fr` is ready for the gateway.
+std::optional<front_reply> decode_content(const request_parser& p,
+                                          front_request& fr,
+                                          const front_options& opts);
+
 /// The reply to a request that could not be read: 413 (body over the
 /// limit), 431 (header over the limit), 400 (malformed). std::nullopt: the
 /// connection is gone, closed, or failed (close without an answer). A read

@@ -5,6 +5,7 @@
 #include "embedrt/protocol/json_writer.hpp"
 #include "embedrt/protocol/metrics.hpp"
 #include "embedrt/protocol/openai.hpp"
+#include "embedrt/protocol/provider.hpp"
 #include "serve/replies.hpp"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cctype>
 #include <charconv>
 #include <functional>
+#include <optional>
 #include <utility>
 
 namespace embedrt::serve {
@@ -21,16 +23,6 @@ namespace {
 std::string_view path_of(std::string_view target) {
   auto q = target.find('?');
   return q == std::string_view::npos ? target : target.substr(0, q);
-}
-
-bool iequals_prefix(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size())
-    return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(text[i]))
-        != std::tolower(static_cast<unsigned char>(prefix[i])))
-      return false;
-  return true;
 }
 
 front_reply method_not_allowed(const front_request& req, const char* allow) {
@@ -104,73 +96,67 @@ std::string readiness_body(const health_report& h) {
 
 } // namespace
 
-bool token_matches(std::string_view given, std::string_view expected) {
-  if (expected.empty())
-    return false;
-  unsigned diff = given.size() == expected.size() ? 0u : 1u;
-  for (std::size_t i = 0; i < given.size(); ++i)
-    diff |= static_cast<unsigned char>(given[i])
-        ^ static_cast<unsigned char>(expected[i % expected.size()]);
-  return diff == 0;
-}
-
 gateway::gateway(caf::actor_system& sys, service_actor svc,
                  gateway_options opts)
     : sys_(sys),
       service_(svc),
       client_(sys, svc, opts.default_timeout),
       opts_(std::move(opts)),
+      clients_(std::make_shared<client_registry>(opts_.clients)),
+      cors_(std::make_shared<const cors_policy>(opts_.cors_origins)),
       started_(std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
   // nop
 }
 
-bool gateway::authorized(const front_request& req) const {
-  if (opts_.auth_token.empty())
-    return true;
-  std::string_view value = req.authorization;
-  constexpr std::string_view scheme = "Bearer ";
-  if (!iequals_prefix(value, scheme))
-    return false;
-  value.remove_prefix(scheme.size());
-  while (!value.empty() && value.front() == ' ')
-    value.remove_prefix(1);
-  while (!value.empty() && value.back() == ' ')
-    value.remove_suffix(1);
-  return token_matches(value, opts_.auth_token);
-}
-
 void gateway::handle(front_request req, responder respond) {
   auto path = path_of(req.target);
-  if (log_enabled(log_level::debug)) {
-    // One access-log line per request, when it is answered.
-    respond = [inner = std::move(respond), method = req.method,
-               target = std::string{path},
-               start = std::chrono::steady_clock::now()](front_reply r) {
+  // Who is asking: a client's token, or none (anonymous, or a wrong token).
+  std::optional<std::size_t> who;
+  if (clients_->auth_required() && !req.authorization.empty())
+    who = clients_->identify(req.authorization);
+  // Every reply: counted per client, CORS headers (if on), one access-log
+  // line at info.
+  respond = [clients = clients_, cors = cors_, inner = std::move(respond),
+             method = req.method, target = std::string{path},
+             origin = req.origin, request_id = req.request_id, who,
+             start = std::chrono::steady_clock::now()](front_reply r) {
+    clients->count(who, r.status);
+    if (method != "OPTIONS")
+      cors->decorate(origin, r);
+    if (log_enabled(log_level::info)) {
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::steady_clock::now() - start)
                     .count();
-      log(log_level::debug, "http_request",
+      log(log_level::info, "http_request",
           {{"method", method},
            {"path", target},
            {"status", std::to_string(r.status)},
            {"ms",
-            std::to_string(us / 1000) + "."
-                + std::to_string(us % 1000 / 100)}});
-      inner(std::move(r));
-    };
+            std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100)},
+           {"client", who ? clients->name(*who) : std::string{"-"}},
+           {"request_id", request_id}});
+    }
+    inner(std::move(r));
+  };
+  auto authorized = [&] {
+    return !clients_->auth_required() || who.has_value();
+  };
+  if (req.method == "OPTIONS" && cors_->enabled()) {
+    respond(cors_->preflight(req));
+    return;
   }
   if (path == "/v1/embeddings" || path == "/embeddings") {
     if (req.method != "POST") {
       respond(method_not_allowed(req, "POST"));
       return;
     }
-    if (!authorized(req)) {
+    if (!authorized()) {
       respond(unauthorized(req));
       return;
     }
-    embeddings(req, respond);
+    embeddings(req, respond, who);
     return;
   }
   if (path == "/v1/models" || path == "/models") {
@@ -178,7 +164,7 @@ void gateway::handle(front_request req, responder respond) {
       respond(method_not_allowed(req, "GET"));
       return;
     }
-    if (!authorized(req)) {
+    if (!authorized()) {
       respond(unauthorized(req));
       return;
     }
@@ -208,7 +194,7 @@ void gateway::handle(front_request req, responder respond) {
       respond(method_not_allowed(req, "GET"));
       return;
     }
-    if (!authorized(req)) {
+    if (!authorized()) {
       respond(unauthorized(req));
       return;
     }
@@ -220,11 +206,25 @@ void gateway::handle(front_request req, responder respond) {
       "invalid_request_error", "unknown_url"));
 }
 
-void gateway::embeddings(front_request& req, responder& respond) {
+void gateway::embeddings(front_request& req, responder& respond,
+                         std::optional<std::size_t> who) {
   auto decoded = openai::decode_request(req.body);
   if (!decoded) {
     respond(reply_for_error(decoded.error(), opts_.upstream_errors));
     return;
+  }
+  if (who) {
+    // The client's limits, on the same estimate the runtime's limits use
+    // (exact for token arrays).
+    uint64_t tokens = 0;
+    for (const auto& text : decoded->input)
+      tokens += estimate_tokens(text);
+    for (const auto& ids : decoded->token_input)
+      tokens += ids.size();
+    if (auto refused = clients_->admit(*who, tokens)) {
+      respond(std::move(*refused));
+      return;
+    }
   }
   embed_request er;
   er.model = std::move(decoded->model);
@@ -338,7 +338,8 @@ void gateway::metrics(responder& respond) {
       sys_, service_,
       std::chrono::duration_cast<caf::timespan>(opts_.health_timeout),
       metrics_atom_v,
-      [respond = std::move(respond)](caf::expected<metrics_snapshot> m) {
+      [respond = std::move(respond),
+       registry = clients_](caf::expected<metrics_snapshot> m) {
         if (!m) {
           respond(error_reply(
               503, "no metrics from the runtime: " + render_error(m.error()),
@@ -347,7 +348,7 @@ void gateway::metrics(responder& respond) {
         }
         front_reply r;
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = render_prometheus(*m);
+        r.body = render_prometheus(*m) + registry->render_metrics();
         respond(std::move(r));
       });
 }

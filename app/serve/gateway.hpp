@@ -9,6 +9,13 @@
 //   GET  /healthz                      -> 200 while the process runs
 //   GET  /readyz                       -> (health_atom): 200 iff ready
 //   GET  /metrics                      -> (metrics_atom): Prometheus text
+//                                         plus the per-client counters
+//   OPTIONS (any path, CORS on)        -> the preflight (cors.hpp)
+//
+// With clients (clients.hpp) every path but the probes needs a client's
+// token; a client's RPM/TPM limits are applied before the request is sent.
+// Each request is logged once at info when answered (method, path, status,
+// duration, client, request id; never a token or a body).
 //
 // Everything runs on the I/O thread that read the request up to the send;
 // the answer arrives on a CAF worker, which hands it to the responder (a post
@@ -17,11 +24,15 @@
 
 #include "embedrt/client.hpp"
 #include "embedrt/interfaces.hpp"
+#include "serve/clients.hpp"
+#include "serve/cors.hpp"
 #include "serve/http_front.hpp"
 #include "serve/replies.hpp"
 
 #include <caf/actor_system.hpp>
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,8 +40,10 @@
 namespace embedrt::serve {
 
 struct gateway_options {
-  /// Client bearer token; empty: no authentication.
-  std::string auth_token;
+  /// The clients and their tokens; empty: no authentication.
+  std::vector<client_spec> clients;
+  /// Allowed browser origins ("*": any); empty: CORS off.
+  std::vector<std::string> cors_origins;
   /// Deadline of a request without the timeout header.
   std::chrono::milliseconds default_timeout{30000};
   /// Largest deadline the timeout header may ask for.
@@ -51,22 +64,22 @@ class gateway {
   void handle(front_request req, responder respond);
 
  private:
-  void embeddings(front_request& req, responder& respond);
+  void embeddings(front_request& req, responder& respond,
+                  std::optional<std::size_t> who);
   void models(responder& respond);
   void readiness(responder& respond);
   void metrics(responder& respond);
-  bool authorized(const front_request& req) const;
 
   caf::actor_system& sys_;
   service_actor service_;
   client client_;
   gateway_options opts_;
+  /// Shared with the reply callbacks, which may run after the gateway is
+  /// gone (a request the runtime answers during shutdown).
+  std::shared_ptr<client_registry> clients_;
+  std::shared_ptr<const cors_policy> cors_;
   /// `created` of the listed models: when the gateway started (Unix time).
   int64_t started_ = 0;
 };
-
-/// Compares a presented token with the expected one in time that depends
-/// only on the presented token's length (never on where they differ).
-bool token_matches(std::string_view given, std::string_view expected);
 
 } // namespace embedrt::serve

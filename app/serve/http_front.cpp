@@ -11,24 +11,29 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <future>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <sys/resource.h>
+#include <type_traits>
 #include <unordered_map>
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
+namespace ssl = net::ssl;
 
 namespace embedrt::serve {
 
@@ -70,7 +75,44 @@ std::string request_id_prefix() {
   return buf;
 }
 
-class session;
+/// The `Date` header value (RFC 9110 IMF-fixdate) of now.
+std::string http_date() {
+  auto t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  auto n = std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return std::string{buf, n};
+}
+
+/// What the shared state and the drain need of a connection, whatever its
+/// stream (plain TCP or TLS).
+class session_base {
+ public:
+  virtual ~session_base() = default;
+
+  /// See session<Stream>.
+  virtual void begin_drain() = 0;
+  virtual void expire() = 0;
+  virtual void evict() = 0;
+  virtual void close_now() = 0;
+
+  /// Since when the connection waits for a next request with nothing
+  /// received (steady clock, ns), 0 if it does not. Read from other threads.
+  int64_t idle_since() const noexcept {
+    return idle_since_.load(std::memory_order_relaxed);
+  }
+
+  /// Claims the connection for eviction if it is idle (so that it is picked
+  /// once); true if it was.
+  bool claim_idle(int64_t since) noexcept {
+    return idle_since_.compare_exchange_strong(since, 0,
+                                               std::memory_order_relaxed);
+  }
+
+ protected:
+  std::atomic<int64_t> idle_since_{0};
+};
 
 /// Fulfils its promise when destroyed: the first member of the shared
 /// state, so it goes last, after the listener, the timers and the handler.
@@ -96,6 +138,9 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
   }
 
   void on_socket(tcp::socket s);
+  /// Loads the certificate chain and key; false with `tls_error` set.
+  bool init_tls();
+  std::string tls_error;
   bool admit();
   bool evict_oldest_idle();
   void on_accept_error(const beast::error_code& ec);
@@ -106,9 +151,9 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
   std::string next_request_id() {
     return id_prefix + std::to_string(++id_counter);
   }
-  void add(const std::shared_ptr<session>& s);
-  void remove(session* s);
-  std::vector<std::shared_ptr<session>> snapshot();
+  void add(const std::shared_ptr<session_base>& s);
+  void remove(session_base* s);
+  std::vector<std::shared_ptr<session_base>> snapshot();
   void expire_all();
   void close_all();
 
@@ -123,10 +168,12 @@ struct http_front::impl : std::enable_shared_from_this<http_front::impl> {
   net::steady_timer grace_timer;
   /// Sessions by address (weak: a session lives as long as its I/O does).
   mutable std::mutex mtx;
-  std::unordered_map<session*, std::weak_ptr<session>> sessions;
+  std::unordered_map<session_base*, std::weak_ptr<session_base>> sessions;
   bool draining = false;
   std::function<void()> on_drained;
   bool drained_called = false;
+  /// The listener's TLS context (with tls_certificate and tls_key).
+  std::optional<ssl::context> tls;
   /// The connection limit in force (set by start()).
   std::size_t max_connections = 0;
   const std::string id_prefix = request_id_prefix();
@@ -145,8 +192,12 @@ namespace {
 /// One client connection: reads a request, hands it to the handler, writes
 /// the reply, and reads the next (HTTP/1.1 keep-alive; one request at a
 /// time). All members are touched only on the session's strand.
-class session : public std::enable_shared_from_this<session> {
+template <class Stream>
+class session : public session_base,
+                public std::enable_shared_from_this<session<Stream>> {
  public:
+  static constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
+  using std::enable_shared_from_this<session<Stream>>::shared_from_this;
   enum class phase {
     /// Waiting for the next request (nothing of it received yet, as far as
     /// the buffer shows).
@@ -162,27 +213,28 @@ class session : public std::enable_shared_from_this<session> {
     closed,
   };
 
-  session(std::shared_ptr<http_front::impl> core, tcp::socket s)
+  template <class... Ts>
+  session(std::shared_ptr<http_front::impl> core, Ts&&... xs)
       : core_(std::move(core)),
-        stream_(std::move(s)),
+        stream_(std::forward<Ts>(xs)...),
         read_timer_(stream_.get_executor()) {
     // nop
   }
 
-  ~session() {
+  ~session() override {
     core_->remove(this);
   }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      self->do_read();
+      self->on_start();
     });
   }
 
   /// Graceful shutdown began: an idle connection with nothing to read closes
   /// now; a request in progress, or one that already arrived (buffered, or
   /// waiting in the socket), is answered with `Connection: close`.
-  void begin_drain() {
+  void begin_drain() override {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->draining_ = true;
       if (self->phase_ == phase::idle && !self->input_pending())
@@ -193,7 +245,7 @@ class session : public std::enable_shared_from_this<session> {
   /// The grace period is over: a request still waiting for its reply gets a
   /// 503 now; a request still being received is abandoned (it was never
   /// accepted), and the connection closes.
-  void expire() {
+  void expire() override {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->draining_ = true;
       switch (self->phase_) {
@@ -212,29 +264,16 @@ class session : public std::enable_shared_from_this<session> {
         case phase::lingering:
           // A reply on its way (or the wait for the client to close) gets
           // one more second, not the full I/O timeout.
-          self->stream_.expires_after(final_write_timeout);
+          self->lowest().expires_after(final_write_timeout);
           break;
         default: break;
       }
     });
   }
 
-  /// Since when the connection waits for a next request with nothing
-  /// received (steady clock, ns), 0 if it does not. Read from other threads.
-  int64_t idle_since() const noexcept {
-    return idle_since_.load(std::memory_order_relaxed);
-  }
-
-  /// Claims the connection for eviction if it is idle (so that it is picked
-  /// once); true if it was.
-  bool claim_idle(int64_t since) noexcept {
-    return idle_since_.compare_exchange_strong(since, 0,
-                                               std::memory_order_relaxed);
-  }
-
   /// Closes the connection if it is still idle with nothing received (its
   /// place is taken by a new connection).
-  void evict() {
+  void evict() override {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       if (self->phase_ == phase::idle && !self->input_pending())
         self->hard_close();
@@ -242,13 +281,37 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   /// Closes at once (destructor of the front end).
-  void close_now() {
+  void close_now() override {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->hard_close();
     });
   }
 
  private:
+  beast::tcp_stream& lowest() {
+    return beast::get_lowest_layer(stream_);
+  }
+
+  /// A TLS connection starts with the handshake (within the request
+  /// timeout); a plain one with its first request.
+  void on_start() {
+    if constexpr (is_tls) {
+      lowest().expires_after(core_->opts.request_timeout);
+      stream_.async_handshake(
+          ssl::stream_base::server,
+          [self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->phase_ == phase::closed) {
+              self->hard_close();
+              return;
+            }
+            self->lowest().expires_never();
+            self->do_read();
+          });
+    } else {
+      do_read();
+    }
+  }
+
   void do_read() {
     if (phase_ == phase::closed)
       return;
@@ -267,7 +330,7 @@ class session : public std::enable_shared_from_this<session> {
     // applies, and the connection may give its place to a new one.
     phase_ = phase::idle;
     idle_since_.store(steady_ns(), std::memory_order_relaxed);
-    stream_.expires_after(core_->opts.idle_timeout);
+    lowest().expires_after(core_->opts.idle_timeout);
     stream_.async_read_some(
         buffer_.prepare(first_read_bytes),
         [self = shared_from_this()](beast::error_code ec, std::size_t n) {
@@ -292,8 +355,9 @@ class session : public std::enable_shared_from_this<session> {
   /// within the request timeout (header and body), else 408.
   void start_request() {
     phase_ = phase::reading;
+    request_started_ = std::chrono::steady_clock::now();
     request_id_ = core_->next_request_id();
-    stream_.expires_never();
+    lowest().expires_never();
     arm_request_timer();
     http::async_read_header(
         stream_, buffer_, *parser_,
@@ -314,7 +378,7 @@ class session : public std::enable_shared_from_this<session> {
             return;
           self->timed_out_ = true;
           beast::error_code ignored;
-          self->stream_.socket().cancel(ignored);
+          self->lowest().socket().cancel(ignored);
         });
   }
 
@@ -333,7 +397,7 @@ class session : public std::enable_shared_from_this<session> {
     if (auto id = client_request_id(parser_->get()); !id.empty())
       request_id_ = std::move(id);
     if (httpd::expects_continue(parser_->get())) {
-      stream_.expires_after(core_->opts.io_timeout);
+      lowest().expires_after(core_->opts.io_timeout);
       net::async_write(
           stream_,
           net::buffer(httpd::continue_line.data(), httpd::continue_line.size()),
@@ -342,7 +406,7 @@ class session : public std::enable_shared_from_this<session> {
               self->hard_close();
               return;
             }
-            self->stream_.expires_never();
+            self->lowest().expires_never();
             self->read_body();
           });
       return;
@@ -367,11 +431,11 @@ class session : public std::enable_shared_from_this<session> {
       if (auto id = client_request_id(parser_->get()); !id.empty())
         request_id_ = std::move(id);
     if (timed_out_) {
-      write(request_timeout_reply(core_->opts));
+      write_own(request_timeout_reply(core_->opts));
       return;
     }
     if (auto reply = read_error_reply(ec, core_->opts))
-      write(std::move(*reply));
+      write_own(std::move(*reply));
     else
       hard_close();
   }
@@ -387,8 +451,12 @@ class session : public std::enable_shared_from_this<session> {
     keep_alive_ = parser_->get().keep_alive();
     auto fr = request_of(*parser_, std::move(request_id_));
     request_id_ = fr.request_id;
+    if (auto err = decode_content(*parser_, fr, core_->opts)) {
+      write_own(std::move(*err));
+      return;
+    }
     phase_ = phase::waiting;
-    stream_.expires_never();
+    lowest().expires_never();
     // No I/O is pending while the handler has the request: the session keeps
     // itself alive until the reply comes or the connection closes (the
     // responder only holds a weak reference).
@@ -411,6 +479,35 @@ class session : public std::enable_shared_from_this<session> {
     }
   }
 
+  /// A reply of the front end's own (the request never reached the
+  /// gateway, which logs the others): written, and logged like the
+  /// gateway's access log, without a client name.
+  void write_own(front_reply r) {
+    if (log_enabled(log_level::info)) {
+      std::string method = "-";
+      std::string path = "-";
+      if (parser_ && parser_->is_header_done()) {
+        const auto& req = parser_->get();
+        auto m = req.method_string();
+        auto t = req.target();
+        method.assign(m.data(), m.size());
+        path.assign(t.data(), std::min(t.size(), t.find('?')));
+      }
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - request_started_)
+                    .count();
+      log(log_level::info, "http_request",
+          {{"method", method},
+           {"path", path},
+           {"status", std::to_string(r.status)},
+           {"ms",
+            std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100)},
+           {"client", "-"},
+           {"request_id", request_id_}});
+    }
+    write(std::move(r));
+  }
+
   void on_reply(uint64_t seq, front_reply r) {
     if (phase_ != phase::waiting || seq != seq_)
       return; // answered already (e.g. 503 at the end of the grace period)
@@ -428,7 +525,9 @@ class session : public std::enable_shared_from_this<session> {
     res_.version(11);
     res_.result(static_cast<unsigned>(r.status));
     res_.set(http::field::server, "embedrt");
-    res_.set(http::field::content_type, r.content_type);
+    res_.set(http::field::date, http_date());
+    if (!r.content_type.empty())
+      res_.set(http::field::content_type, r.content_type);
     // Every reply names its request, errors included: the client's id, or
     // the one assigned when it sent none (the handler's own wins).
     if (!request_id_.empty())
@@ -437,8 +536,12 @@ class session : public std::enable_shared_from_this<session> {
       res_.set(name, value);
     res_.keep_alive(keep_alive_);
     res_.body() = std::move(r.body);
-    res_.prepare_payload();
-    stream_.expires_after(core_->opts.io_timeout);
+    // A 204 has no body and no Content-Length (RFC 9110, 8.6).
+    if (r.status == 204)
+      res_.body().clear();
+    else
+      res_.prepare_payload();
+    lowest().expires_after(core_->opts.io_timeout);
     http::async_write(
         stream_, res_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -462,9 +565,13 @@ class session : public std::enable_shared_from_this<session> {
 
   void lingering_close() {
     phase_ = phase::lingering;
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(httpd::linger_timeout);
+    // (TLS: no TCP half-close under the TLS layer; the client closes after
+    // the `Connection: close` reply, or the linger timeout does.)
+    if constexpr (!is_tls) {
+      beast::error_code ec;
+      lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
+    lowest().expires_after(httpd::linger_timeout);
     drain_input();
   }
 
@@ -486,7 +593,7 @@ class session : public std::enable_shared_from_this<session> {
     if (buffer_.size() != 0)
       return true;
     beast::error_code ec;
-    return stream_.socket().available(ec) > 0 && !ec;
+    return lowest().socket().available(ec) > 0 && !ec;
   }
 
   void hard_close() {
@@ -498,14 +605,14 @@ class session : public std::enable_shared_from_this<session> {
     // before the peer can see the close.
     core_->remove(this);
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
     read_timer_.cancel();
     auto keep = std::move(hold_);
   }
 
   std::shared_ptr<http_front::impl> core_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
@@ -517,7 +624,8 @@ class session : public std::enable_shared_from_this<session> {
   bool timed_out_ = false;
   /// The id of the request being read or answered (see front_request).
   std::string request_id_;
-  std::atomic<int64_t> idle_since_{0};
+  /// When its first byte arrived.
+  std::chrono::steady_clock::time_point request_started_{};
   /// Set while waiting for the handler's reply (see on_read).
   std::shared_ptr<session> hold_;
   phase phase_ = phase::idle;
@@ -525,6 +633,9 @@ class session : public std::enable_shared_from_this<session> {
   bool keep_alive_ = true;
   bool draining_ = false;
 };
+
+using plain_session = session<beast::tcp_stream>;
+using tls_session = session<beast::ssl_stream<beast::tcp_stream>>;
 
 } // namespace
 
@@ -535,9 +646,43 @@ void http_front::impl::on_socket(tcp::socket s) {
     note(limit_event::refused);
     return;
   }
-  auto sess = std::make_shared<session>(shared_from_this(), std::move(s));
+  if (tls) {
+    auto sess
+        = std::make_shared<tls_session>(shared_from_this(), std::move(s), *tls);
+    add(sess);
+    sess->start();
+    return;
+  }
+  auto sess = std::make_shared<plain_session>(shared_from_this(), std::move(s));
   add(sess);
   sess->start();
+}
+
+bool http_front::impl::init_tls() {
+  tls.emplace(ssl::context::tls_server);
+  beast::error_code ec;
+  tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2
+                       | ssl::context::no_sslv3 | ssl::context::no_tlsv1
+                       | ssl::context::no_tlsv1_1,
+                   ec);
+  if (!ec)
+    tls->use_certificate_chain_file(opts.tls_certificate, ec);
+  if (ec) {
+    tls_error = "cannot load the TLS certificate '" + opts.tls_certificate
+        + "': " + ec.message();
+    tls.reset();
+    return false;
+  }
+  tls->use_private_key_file(opts.tls_key, ssl::context::pem, ec);
+  if (!ec && SSL_CTX_check_private_key(tls->native_handle()) != 1)
+    ec = net::error::invalid_argument;
+  if (ec) {
+    tls_error = "cannot load the TLS key '" + opts.tls_key
+        + "' (or it does not match the certificate): " + ec.message();
+    tls.reset();
+    return false;
+  }
+  return true;
 }
 
 bool http_front::impl::admit() {
@@ -553,7 +698,7 @@ bool http_front::impl::admit() {
 }
 
 bool http_front::impl::evict_oldest_idle() {
-  std::shared_ptr<session> victim;
+  std::shared_ptr<session_base> victim;
   {
     std::lock_guard<std::mutex> guard{mtx};
     int64_t oldest = 0;
@@ -604,7 +749,7 @@ void http_front::impl::note(limit_event what, const std::string& error) {
   t.count = 0;
 }
 
-void http_front::impl::add(const std::shared_ptr<session>& s) {
+void http_front::impl::add(const std::shared_ptr<session_base>& s) {
   bool drain_now = false;
   {
     std::lock_guard<std::mutex> guard{mtx};
@@ -618,7 +763,7 @@ void http_front::impl::add(const std::shared_ptr<session>& s) {
     s->begin_drain();
 }
 
-void http_front::impl::remove(session* s) {
+void http_front::impl::remove(session_base* s) {
   std::function<void()> done;
   {
     std::lock_guard<std::mutex> guard{mtx};
@@ -632,8 +777,8 @@ void http_front::impl::remove(session* s) {
     done();
 }
 
-std::vector<std::shared_ptr<session>> http_front::impl::snapshot() {
-  std::vector<std::shared_ptr<session>> out;
+std::vector<std::shared_ptr<session_base>> http_front::impl::snapshot() {
+  std::vector<std::shared_ptr<session_base>> out;
   std::lock_guard<std::mutex> guard{mtx};
   out.reserve(sessions.size());
   for (auto& [ptr, weak] : sessions)
@@ -677,6 +822,8 @@ http_front::~http_front() {
 }
 
 uint16_t http_front::start() {
+  if (!impl_->opts.tls_certificate.empty() && !impl_->init_tls())
+    return 0;
   auto port = impl_->listener.listen(impl_->opts.host, impl_->opts.port);
   if (port == 0)
     return 0;
@@ -699,6 +846,8 @@ uint16_t http_front::start() {
 }
 
 const std::string& http_front::error() const noexcept {
+  if (!impl_->tls_error.empty())
+    return impl_->tls_error;
   return impl_->listener.error();
 }
 

@@ -43,11 +43,16 @@ struct front_request {
   /// The client's `x-request-id` if acceptable (front_parse.hpp), else one
   /// the front end assigned; never empty. Every reply carries it.
   std::string request_id;
+  /// `Origin` and, in a CORS preflight, `Access-Control-Request-Headers`
+  /// ("" if absent).
+  std::string origin;
+  std::string cors_request_headers;
 };
 
 /// The answer to one request.
 struct front_reply {
   int status = 200;
+  /// "" sends no Content-Type (a reply without a body).
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
@@ -90,6 +95,11 @@ struct front_options {
   /// `limit_log_interval`, with the count since the last line.
   std::size_t max_connections = 0;
   std::chrono::milliseconds limit_log_interval{10000};
+  /// TLS on the listener: the certificate chain and private key (PEM);
+  /// both empty: plain HTTP. TLS 1.2 or later; the handshake must finish
+  /// within `request_timeout`.
+  std::string tls_certificate;
+  std::string tls_key;
 };
 class http_front {
  public:
@@ -107,7 +117,8 @@ class http_front {
   http_front(const http_front&) = delete;
   http_front& operator=(const http_front&) = delete;
 
-  /// Binds and listens; returns the port, or 0 with `error()` set.
+  /// Loads the TLS files (if any), binds and listens; returns the port, or 0
+  /// with `error()` set.
   uint16_t start();
 
   const std::string& error() const noexcept;

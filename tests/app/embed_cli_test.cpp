@@ -6,6 +6,7 @@
 #include "embed/progress.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
 
+#include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <map>
+#include <netinet/in.h>
 #include <optional>
 #include <poll.h>
 #include <rapidjson/document.h>
@@ -21,6 +23,8 @@
 #include <spawn.h>
 #include <sstream>
 #include <string>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -620,4 +624,143 @@ TEST_CASE("embed: progress line on a terminal, none on a pipe") {
   CHECK(q.err.find("\x1b[") == std::string::npos);
   CHECK(q.err.find("ETA") == std::string::npos);
   CHECK_THAT(q.err, Catch::Contains("2,000 written, 0 skipped"));
+}
+
+TEST_CASE("embed: the progress line fits a narrow terminal") {
+  temp_dir dir;
+  auto in = dir.file("in.jsonl");
+  make_input(in, 3000);
+  mock_proc mock{{"--latency-ms", "20"}};
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  winsize ws{};
+  ws.ws_col = 60;
+  ws.ws_row = 24;
+  REQUIRE(::ioctl(master, TIOCSWINSZ, &ws) == 0);
+  int slave = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(slave >= 0);
+  std::string tty;
+  {
+    proc p{{"embed", "--in", in, "--out", dir.file("out.jsonl"), "--upstream",
+            mock.base, "--dims", "8", "--batch", "10", "--concurrency", "2"},
+           {},
+           slave};
+    ::close(slave);
+    auto deadline = steady::now() + 30s;
+    while (steady::now() < deadline) {
+      pollfd pfd{master, POLLIN, 0};
+      if (::poll(&pfd, 1, 100) <= 0)
+        continue;
+      char buf[4096];
+      auto n = ::read(master, buf, sizeof(buf));
+      if (n <= 0)
+        break;
+      tty.append(buf, static_cast<std::size_t>(n));
+    }
+    CHECK(p.finish() == 0);
+  }
+  ::close(master);
+  INFO("terminal output: " << tty);
+  // Every redraw ("\r" LINE "\x1b[K") fits in 59 columns and still shows
+  // the failed count.
+  int draws = 0;
+  for (auto at = tty.find('\r'); at != std::string::npos;
+       at = tty.find('\r', at + 1)) {
+    auto end = tty.find("\x1b[K", at);
+    if (end == std::string::npos)
+      break;
+    auto line = tty.substr(at + 1, end - at - 1);
+    if (line.empty() || line.find('\n') != std::string::npos)
+      continue;
+    ++draws;
+    INFO("line: '" << line << "'");
+    CHECK(line.size() <= 59);
+    CHECK_THAT(line, Catch::Contains(" failed"));
+  }
+  CHECK(draws >= 2);
+  CHECK_THAT(tty, Catch::Contains("3,000 written"));
+}
+
+TEST_CASE("embed: one config file with [serve] and [client] whose "
+          "variables are unset") {
+  // The documented layout: the gateway's token variables are serve's
+  // business; embed reads the same file and runs.
+  temp_dir dir;
+  auto in = dir.file("in.jsonl");
+  make_input(in, 20);
+  mock_proc mock;
+  auto cfg = dir.file("embedrt.ini");
+  write_file(cfg,
+             "connections = 4\n[serve]\nlisten = 127.0.0.1:0\n"
+             "auth_token_env = EMBEDRT_TEST_UNSET_GATEWAY_TOKEN\n"
+             "[client indexer]\ntoken_env = EMBEDRT_TEST_UNSET_CLIENT\n"
+             "rpm = 10\n[upstream local]\nbase_url = "
+                 + mock.base + "\n");
+  proc p{{"embed", "--config", cfg, "--in", in, "--out", dir.file("out.jsonl"),
+          "--dims", "8"}};
+  auto code = p.finish();
+  INFO("stderr: " << p.err);
+  CHECK(code == 0);
+  CHECK_THAT(p.err, Catch::Contains("20 written"));
+  // serve still requires them.
+  proc s{{"serve", "--config", cfg}};
+  CHECK(s.finish() == 2);
+  CHECK_THAT(s.err, Catch::Contains("EMBEDRT_TEST_UNSET_GATEWAY_TOKEN"));
+}
+
+TEST_CASE("embed: a failing upstream stops the job with what to fix, "
+          "rejecting nothing") {
+  temp_dir dir;
+  auto in = dir.file("in.jsonl");
+  make_input(in, 100);
+  auto run = [&](const std::string& url, const std::string& expect) {
+    auto out = dir.file("out.jsonl");
+    proc p{{"embed", "--in", in, "--out", out, "--upstream", url, "--dims", "8",
+            "--batch", "4", "--concurrency", "2"}};
+    auto code = p.finish();
+    INFO("stderr: " << p.err);
+    CHECK(code == 1);
+    CHECK_THAT(p.err, Catch::Contains(expect));
+    CHECK_THAT(p.err, Catch::Contains("0 failed"));
+    // Nothing went to the rejects: the records are not at fault.
+    CHECK(read_file(dir.file("out.rejects.jsonl")).empty());
+  };
+  SECTION("the upstream refuses the key") {
+    mock_proc mock{{"--fault", "401:1"}};
+    run(mock.base, "the upstream refused the API key (HTTP 401)");
+  }
+  SECTION("a base URL with the wrong path") {
+    mock_proc mock;
+    auto base = mock.base.substr(0, mock.base.size() - 3) + "/api";
+    run(base, "404 from the upstream: does the base URL end in /v1");
+  }
+  SECTION("nothing listens on the port") {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    run("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/v1",
+        "cannot reach the upstream");
+    ::close(fd);
+  }
+}
+
+TEST_CASE("embedrt help COMMAND, --version, -V, version") {
+  proc h{{"help", "embed"}};
+  CHECK(h.finish() == 0);
+  CHECK_THAT(h.out, Catch::StartsWith("usage: embedrt embed"));
+  CHECK_THAT(h.out, Catch::Contains("--stop-after-failures"));
+  proc u{{"help", "nonsense"}};
+  CHECK(u.finish() == 2);
+  for (const char* flag : {"--version", "-V", "version"}) {
+    proc v{{flag}};
+    CHECK(v.finish() == 0);
+    CHECK_THAT(v.out, Catch::StartsWith("embedrt "));
+  }
 }

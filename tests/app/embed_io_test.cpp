@@ -462,3 +462,26 @@ TEST_CASE("embed progress: the line with and without a known input size") {
   CHECK(format_duration(59.4) == "0:59");
   CHECK(format_duration(3725) == "1:02:05");
 }
+
+TEST_CASE("embed progress: the line fits the terminal, the counts stay") {
+  job_counts c;
+  c.written = 1234567;
+  c.skipped = 7654321;
+  c.failed = 42;
+  c.bytes_read = 500;
+  c.bytes_total = 1000;
+  auto full = render_progress(c, 3.0);
+  REQUIRE(full.size() > 79);
+  for (std::size_t width : {79u, 70u, 60u, 50u, 40u, 30u, 12u}) {
+    auto line = render_progress(c, 3.0, width);
+    INFO("width " << width << ": '" << line << "'");
+    CHECK(line.size() <= width);
+    if (width >= 40)
+      CHECK_THAT(line, Catch::Contains("42 failed"));
+  }
+  // The bar goes first, then the ETA.
+  auto line = render_progress(c, 3.0, 79);
+  CHECK(line.find('[') == std::string::npos);
+  CHECK_THAT(line, Catch::StartsWith(" 50%  1,234,567 written"));
+  CHECK(render_progress(c, 3.0, 400) == full);
+}

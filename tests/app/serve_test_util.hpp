@@ -125,6 +125,10 @@ class process {
     kill(pid_, sig);
   }
 
+  pid_t pid() const noexcept {
+    return pid_;
+  }
+
   /// The exit code, or -1 if it did not exit in time (then killed) or died
   /// from a signal.
   int wait_exit(milliseconds timeout) {
