@@ -108,6 +108,7 @@ const std::set<std::string> upstream_keys{"base_url",
                                           "breaker_window",
                                           "breaker_min_calls",
                                           "breaker_slow_call_ms",
+                                          "breaker_silent_call_ms",
                                           "breaker_open_ms",
                                           "breaker_max_open_ms",
                                           "breaker_half_open_probes"};
@@ -347,6 +348,7 @@ void read_breaker(resolver& r, const std::string& path, const section& u,
   r.integer(key("breaker_min_calls"), b.min_calls, uint32_t{1},
             uint32_t{100'000});
   r.millis(key("breaker_slow_call_ms"), b.slow_call_threshold, 0, max_ms);
+  r.millis(key("breaker_silent_call_ms"), b.silent_call_threshold, 0, max_ms);
   r.millis(key("breaker_open_ms"), b.reset_timeout, 1, max_ms);
   r.millis(key("breaker_max_open_ms"), b.max_reset_timeout, 1, max_ms);
   r.integer(key("breaker_half_open_probes"), b.half_open_probes, uint32_t{1},

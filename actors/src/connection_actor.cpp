@@ -105,8 +105,8 @@ void on_call(self_ptr self, connection_call& call) {
   st.expect.encoding_format = req.encoding_format;
   auto seq = ++st.seq;
   auto hdl = caf::actor_cast<connection_impl>(self);
-  auto timeout
-      = std::chrono::duration_cast<std::chrono::milliseconds>(call.timeout);
+  // Rounded up: the I/O deadline never fires before the caller's.
+  auto timeout = std::chrono::ceil<std::chrono::milliseconds>(call.timeout);
   if (timeout.count() <= 0)
     timeout = std::chrono::milliseconds{1};
   st.conn->async_exchange(

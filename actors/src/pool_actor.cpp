@@ -144,7 +144,12 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
     return;
   breaker_outcome out;
   out.epoch = slot.breaker_epoch;
-  out.verdict = judge_call(r, slot.deadline_capped, st.env->breaker->cfg);
+  attempt_facts facts;
+  facts.deadline_capped = slot.deadline_capped;
+  facts.waited = std::chrono::nanoseconds{
+      std::max<int64_t>(r.upstream_ns, now_ns(self) - slot.dispatched_ns)};
+  facts.typical = std::chrono::nanoseconds{st.latency_ns};
+  out.verdict = judge_call(r, facts, st.env->breaker->cfg);
   out.retry_after_ms = r.retry_after_ms;
   if (out.verdict != call_verdict::failure) {
     self->send(st.breaker, outcome_atom_v, std::move(out));
@@ -154,7 +159,16 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
   // message round trip; only after failures), so with one connection a
   // threshold of N lets exactly N failing calls out, however loaded the
   // machine. A breaker that died answers with an error: go on then too.
-  out.what = r.error ? render_error(r.error) : "slow call";
+  out.what = !r.error ? "slow call"
+      : r.timed_out && slot.deadline_capped
+      ? "no answer for "
+          + std::to_string(
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                  facts.waited)
+                  .count())
+          + " ms (typical " + std::to_string(st.latency_ns / 1000000)
+          + " ms): " + render_error(r.error)
+      : render_error(r.error);
   ++st.verdicts_pending;
   auto judged = [self] {
     --self->state.verdicts_pending;
@@ -335,6 +349,11 @@ void on_result(self_ptr self, call_result& r) {
   slot->st = pool_slot::state::idle;
   slot->restarts = 0;
   st.idle.push_back(idx);
+  if (!r.error && r.upstream_ns > 0)
+    // EWMA with weight 1/8: follows a change within a few dozen calls.
+    st.latency_ns = st.latency_ns == 0
+        ? r.upstream_ns
+        : st.latency_ns + (r.upstream_ns - st.latency_ns) / 8;
   if (r.error) {
     on_failed_call(self, *slot, items, r);
   } else if (items.size() == 1) {
@@ -577,6 +596,7 @@ void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
     --st.permits;
   slot.st = pool_slot::state::busy;
   slot.call_id = cc.call_id;
+  slot.dispatched_ns = now;
   slot.stuck_at_ns = now + caf::timespan{timeout + stuck_grace}.count();
   arm_watchdog(self, slot.stuck_at_ns);
   // A message, not a request: the connection answers with (result, ...) by

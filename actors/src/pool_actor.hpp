@@ -111,6 +111,8 @@ struct pool_slot {
   uint64_t breaker_epoch = 0;
   /// The call's timeout was shortened to its earliest caller deadline.
   bool deadline_capped = false;
+  /// When the call in flight was sent (actor clock, ns).
+  int64_t dispatched_ns = 0;
   /// Estimated tokens of the call in flight.
   std::size_t tokens = 0;
   /// When the call in flight counts as stuck (actor clock, ns): its attempt
@@ -159,6 +161,9 @@ struct pool_state {
   /// Tokens per upstream request the upstream accepted to learn (0: the
   /// profile's limit), lowered when it refuses a batch as too large.
   std::size_t token_cap = 0;
+  /// Typical time on the wire of a successful upstream call (EWMA, ns; 0:
+  /// none yet): the breaker's silence bound and the admission estimate.
+  int64_t latency_ns = 0;
   /// Counters reported by `health`.
   int64_t upstream_calls = 0;
   int64_t connects = 0;

@@ -171,6 +171,16 @@ void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
   }
   auto delay = st.backoff.next_delay(c.attempts, hint);
   if (self->clock().now() + delay >= st.deadline) {
+    if (r.timed_out) {
+      // The attempt ran out of time (it waited in the queue, then was cut at
+      // the time left) and none is left: the deadline ended the request.
+      finish(self,
+             make_error(errc::deadline_exceeded,
+                        deadline_note(self) + attempts_note(c)
+                            + "; no time left to retry after: "
+                            + render_error(r.error)));
+      return;
+    }
     finish(self,
            make_error(code,
                       error_detail(r.error) + attempts_note(c)

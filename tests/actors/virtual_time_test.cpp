@@ -1033,7 +1033,10 @@ TEST_CASE("breaker: what counts as a failure") {
     call_result r;
     r.error = make_error(code, "x", status);
     r.timed_out = timed_out;
-    return judge_call(r, capped, cfg);
+    attempt_facts facts;
+    facts.deadline_capped = capped;
+    facts.waited = 100ms;
+    return judge_call(r, facts, cfg);
   };
   CHECK(verdict(errc::connection_failed) == F);
   CHECK(verdict(errc::connection_failed, 0, true) == F);
@@ -1054,11 +1057,46 @@ TEST_CASE("breaker: what counts as a failure") {
   CHECK(verdict(errc::cancelled) == I);
   call_result ok;
   ok.upstream_ns = 3'000'000'000;
-  CHECK(judge_call(ok, false, cfg) == S);
+  CHECK(judge_call(ok, attempt_facts{}, cfg) == S);
   cfg.slow_call_threshold = 2000ms;
-  CHECK(judge_call(ok, false, cfg) == F); // slow calls count when configured
+  CHECK(judge_call(ok, attempt_facts{}, cfg) == F); // slow calls, if set
   ok.upstream_ns = 1'000'000'000;
-  CHECK(judge_call(ok, false, cfg) == S);
+  CHECK(judge_call(ok, attempt_facts{}, cfg) == S);
+}
+
+TEST_CASE("breaker: an attempt cut by its caller's deadline counts as a "
+          "failure once the upstream was silent far beyond its latency") {
+  auto cfg = test_breaker_config();
+  cfg.silent_call_threshold = 1000ms;
+  cfg.silent_call_factor = 4.0;
+  call_result r;
+  r.error = make_error(errc::connection_failed, "timeout");
+  r.timed_out = true;
+  auto judge = [&](std::chrono::nanoseconds waited,
+                   std::chrono::nanoseconds typical, bool capped = true) {
+    attempt_facts facts;
+    facts.deadline_capped = capped;
+    facts.waited = waited;
+    facts.typical = typical;
+    return judge_call(r, facts, cfg);
+  };
+  // Nothing observed yet (a black hole from the start): the threshold alone.
+  CHECK(judge(999ms, 0ms) == I);
+  CHECK(judge(1000ms, 0ms) == F);
+  CHECK(judge(3000ms, 0ms) == F);
+  // A typical latency of 50 ms: the threshold still rules.
+  CHECK(judge(900ms, 50ms) == I);
+  CHECK(judge(1500ms, 50ms) == F);
+  // A slow upstream (typical 2 s): silence counts only beyond 4 x 2 s.
+  CHECK(silence_bound(cfg, 2000ms) == 8000ms);
+  CHECK(judge(3000ms, 2000ms) == I);
+  CHECK(judge(8000ms, 2000ms) == F);
+  // Not capped: a timeout of the upstream's own attempt time is a failure.
+  CHECK(judge(100ms, 2000ms, false) == F);
+  // Off.
+  cfg.silent_call_threshold = 0ms;
+  CHECK(silence_bound(cfg, 2000ms).count() == 0);
+  CHECK(judge(60000ms, 0ms) == I);
 }
 
 // -- breaker: the actor, in virtual time

