@@ -349,6 +349,18 @@ void on_result(self_ptr self, call_result& r) {
   slot->st = pool_slot::state::idle;
   slot->restarts = 0;
   st.idle.push_back(idx);
+  {
+    auto took = now_ns(self) - slot->dispatched_ns;
+    auto n = static_cast<double>(items.size());
+    if (st.service_ns == 0) {
+      st.service_ns = std::max<int64_t>(1, took);
+      st.calls_per_dispatch = n;
+    } else {
+      st.service_ns
+          = std::max<int64_t>(1, st.service_ns + (took - st.service_ns) / 8);
+      st.calls_per_dispatch += (n - st.calls_per_dispatch) / 8;
+    }
+  }
   if (!r.error && r.upstream_ns > 0)
     // EWMA with weight 1/8: follows a change within a few dozen calls.
     st.latency_ns = st.latency_ns == 0
@@ -634,6 +646,47 @@ std::size_t item_tokens(const upstream_call& call) {
   return static_cast<std::size_t>(std::max<int64_t>(1, call.tokens));
 }
 
+/// Deadline-aware admission: when a call admitted now would complete (ns
+/// from now) at the observed service rate: a connection freeing up, the
+/// calls queued ahead drained by the live connections, then its own service
+/// time. 0 when it would go out
+/// at once, and while nothing has been observed (start-up: admission by
+/// count alone).
+int64_t expected_completion_ns(self_ptr self, const upstream_call& call,
+                               int64_t now) {
+  auto& st = self->state;
+  if (st.service_ns == 0 || (st.queue.empty() && !st.idle.empty()))
+    return 0; // Nothing observed yet, or it goes out at once.
+  int64_t s = st.service_ns;
+  uint32_t live = 0;
+  int64_t oldest = 0;
+  for (const auto& slot : st.slots) {
+    if (slot.st == pool_slot::state::dead)
+      continue;
+    ++live;
+    if (slot.st == pool_slot::state::busy && slot.call_id != 0)
+      oldest = std::max(oldest, now - slot.dispatched_ns);
+  }
+  // A call in flight for longer than twice the typical service time says the
+  // upstream slowed down before any result says so.
+  s = std::max(s, oldest - s);
+  if (live == 0)
+    return 0; // Restarting: the supervisor decides.
+  auto ahead = static_cast<double>(st.queue.size());
+  auto per_dispatch = std::max(1.0, st.calls_per_dispatch);
+  if (st.env->batching) {
+    // Under a backlog, batches grow up to the profile's inputs per call.
+    auto inputs = std::max<std::size_t>(1, input_count(call));
+    auto fit = static_cast<double>(
+        std::max<std::size_t>(1, st.env->profile.max_inputs / inputs));
+    per_dispatch = std::max(per_dispatch, std::min((ahead + 1) / live, fit));
+  }
+  // The queue ahead drains at live x per_dispatch calls per service time,
+  // after the first connection frees up (half a service time on average).
+  auto wait = ahead * static_cast<double>(s) / (live * per_dispatch);
+  return static_cast<int64_t>(wait) + s / 2 + s;
+}
+
 caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
   auto& st = self->state;
   if (!st.env->crash_marker.empty())
@@ -659,6 +712,26 @@ caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
                    st.env->cfg.name + ": queue full ("
                        + std::to_string(st.queue.size()) + " calls, "
                        + std::to_string(st.queue_bytes) + " bytes)");
+  }
+  if (call.budget.count() > 0) {
+    auto now = now_ns(self);
+    auto done_in = expected_completion_ns(self, call, now);
+    if (done_in > call.budget.count()) {
+      // It would time out in the queue: refuse it now, while the caller can
+      // still go elsewhere, and say when the excess will have drained.
+      ++st.rejected;
+      auto ms = [](int64_t ns) {
+        return std::to_string((ns + 999999) / 1000000);
+      };
+      auto over = std::chrono::milliseconds{std::max<int64_t>(
+          1, (done_in - call.budget.count() + 999999) / 1000000)};
+      return failure(errc::overloaded,
+                     st.env->cfg.name + ": cannot finish within the deadline ("
+                         + std::to_string(st.queue.size()) + " calls queued, ~"
+                         + ms(done_in) + " ms to complete, "
+                         + ms(call.budget.count()) + " ms left)",
+                     false, over);
+    }
   }
   if (!st.budget.try_admit(call.is_retry)) {
     ++st.rejected;

@@ -164,6 +164,11 @@ struct pool_state {
   /// Typical time on the wire of a successful upstream call (EWMA, ns; 0:
   /// none yet): the breaker's silence bound and the admission estimate.
   int64_t latency_ns = 0;
+  /// Deadline-aware admission: how long a connection is taken by one call,
+  /// dispatch to result (EWMA, ns; 0: nothing completed yet), and how many
+  /// queued calls one upstream call carries (EWMA; > 1 with batching).
+  int64_t service_ns = 0;
+  double calls_per_dispatch = 0.0;
   /// Counters reported by `health`.
   int64_t upstream_calls = 0;
   int64_t connects = 0;

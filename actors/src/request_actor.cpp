@@ -133,15 +133,19 @@ void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
   auto& st = self->state;
   auto& c = st.chunks[idx];
   auto code = error_code(r.error);
-  // A retry rejected by the retry budget reports the error that made it
-  // retry.
+  // A retry the pool refused (retry budget, or no time to finish) reports
+  // the error that made it retry.
   if (code == errc::overloaded && c.attempts > 1 && c.last_error) {
+    auto why = error_detail(r.error);
+    auto colon = why.find(": ");
     finish(self,
-           make_error(error_code(c.last_error),
-                      error_detail(c.last_error) + "; retry budget exhausted"
-                          + attempts_note(c),
-                      error_http_status(c.last_error),
-                      error_retry_after(c.last_error)));
+           make_error(
+               error_code(c.last_error),
+               error_detail(c.last_error) + "; "
+                   + (colon == std::string::npos ? why : why.substr(colon + 2))
+                   + attempts_note(c),
+               error_http_status(c.last_error),
+               error_retry_after(c.last_error)));
     return;
   }
   c.last_error = r.error;

@@ -836,6 +836,97 @@ TEST_CASE("queued work whose deadline passed is answered, not sent") {
   fc->clear();
 }
 
+TEST_CASE("pool: deadline-aware admission refuses at once what cannot "
+          "finish within its deadline at the observed service rate") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto env = make_pool_env(fc, 2);
+  env->retry.budget_min_retries = 100;
+  auto pool
+      = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+  pool_caller c{*vt.sys};
+  // Queued calls are answered at once when they reach a connection; only the
+  // two "hold" calls in flight take (virtual) time.
+  auto timed = [](caf::timespan budget) {
+    auto call = make_call("q");
+    call.budget = budget;
+    return call;
+  };
+  auto count_overloaded = [](const std::vector<call_result>& answers) {
+    std::size_t n = 0;
+    for (auto& r : answers)
+      if (error_code(r.error) == errc::overloaded) {
+        ++n;
+        CHECK(error_detail(r.error).find("cannot finish within the deadline")
+              != std::string::npos);
+        CHECK(error_retry_after(r.error).count() >= 1);
+      }
+    return n;
+  };
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  // The fake forgets its connections once nothing is held: keep them.
+  auto conns = fc->conns;
+  REQUIRE(conns.size() == 2);
+  auto release = [&] {
+    fc->conns = conns;
+    fc->release(vt);
+  };
+  SECTION("start-up: nothing observed yet, admission by count alone") {
+    for (int i = 0; i < 30; ++i)
+      c.self->send(pool, call_atom_v, timed(1000ms));
+    vt.sched->run();
+    CHECK(c.answers().empty());
+    release();
+    CHECK(c.answers().size() == 32);
+  }
+  SECTION("with a service time observed") {
+    // Two calls take 100 ms each: 2 connections serve 20 calls/s.
+    vt.sched->clock().current_time += 100ms;
+    release();
+    REQUIRE(c.answers().size() == 2);
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    vt.sched->run();
+    SECTION("the queue admits what completes within 1 s, refuses the rest") {
+      // Position q completes in 50 ms (a connection frees up) + q x 100 ms
+      // / 2 + 100 ms: q = 0..17 fit.
+      for (int i = 0; i < 25; ++i)
+        c.self->send(pool, call_atom_v, timed(1000ms));
+      vt.sched->run();
+      auto answers = c.answers();
+      CHECK(answers.size() == 7);
+      CHECK(count_overloaded(answers) == 7);
+      // Calls without a deadline are admitted by count alone, and a longer
+      // deadline still fits.
+      c.self->send(pool, call_atom_v, make_call("q"));
+      c.self->send(pool, call_atom_v, timed(5000ms));
+      vt.sched->run();
+      CHECK(c.answers().empty());
+      // Everything admitted completes.
+      release();
+      auto done = c.answers();
+      CHECK(done.size() == 22);
+      for (auto& r : done)
+        CHECK(!r.error);
+    }
+    SECTION("a slowdown counts before any result reports it") {
+      // The calls in flight have taken 500 ms so far: the estimate is 400 ms
+      // per call, not 100 ms, so only q = 0..2 fit in 1 s (200 + q x 200 +
+      // 400 ms); with 100 ms, q = 0..17 would.
+      vt.sched->clock().current_time += 500ms;
+      for (int i = 0; i < 8; ++i)
+        c.self->send(pool, call_atom_v, timed(1000ms));
+      vt.sched->run();
+      CHECK(count_overloaded(c.answers()) == 5);
+      release();
+      CHECK(c.answers().size() == 5);
+    }
+  }
+  fc->clear();
+}
+
 // -- breaker: the state machine
 // ------------------------------------------------
 

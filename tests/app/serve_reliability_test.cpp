@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -107,4 +108,62 @@ TEST_CASE("serve: breaker_silent_call_ms = 0 leaves deadline-cut attempts "
     CHECK(res.status == 504);
   http_client client{serve.port};
   CHECK(client.request("GET", "/readyz").status == 200);
+}
+
+TEST_CASE("serve: under 3x overload, accepted requests complete within their "
+          "deadline and the excess gets 429 overloaded at once") {
+  // 2 connections x 100 ms = 20 requests/s without batching; 60 requests at
+  // once with 1 s deadlines: about 20 can finish in time. Without
+  // deadline-aware admission all 60 were queued and 40 got 504 after 1 s.
+  mock_proc mock{{"--latency-ms", "100"}};
+  temp_config file{"[upstream slow]\nbase_url = " + mock.url
+                   + "\nconnections = 2\nbatching = false\n"};
+  serve_proc serve{{"--config", file.path}};
+  auto body = embed_body({"crowded"}, 8);
+  {
+    // The service rate is learned from these.
+    http_client warm{serve.port};
+    for (int i = 0; i < 4; ++i)
+      REQUIRE(warm.embed(body).status == 200);
+  }
+  struct timed_reply {
+    http_response res;
+    milliseconds took;
+  };
+  std::vector<std::future<timed_reply>> futs;
+  for (int i = 0; i < 60; ++i)
+    futs.push_back(std::async(std::launch::async, [&] {
+      http_client c{serve.port};
+      c.connect(); // a failure shows as the reply's status below
+      auto t0 = steady_clock::now();
+      auto res = c.embed(body, {{"x-embedrt-timeout-ms", "1000"}},
+                         milliseconds{10000});
+      return timed_reply{
+          std::move(res),
+          std::chrono::duration_cast<milliseconds>(steady_clock::now() - t0)};
+    }));
+  int ok = 0;
+  int overloaded = 0;
+  int late = 0;
+  for (auto& f : futs) {
+    auto r = f.get();
+    INFO("status " << r.res.status << " after " << r.took.count()
+                   << " ms: " << r.res.body);
+    if (r.res.status == 200) {
+      ++ok;
+    } else if (r.res.status == 429) {
+      ++overloaded;
+      CHECK(error_of(r.res).code == "overloaded");
+      CHECK(std::stoi(r.res.header("retry-after")) >= 1);
+      // Refused at once, not after waiting in the queue.
+      CHECK(r.took < milliseconds{500});
+    } else {
+      CHECK(r.res.status == 504);
+      ++late;
+    }
+  }
+  INFO("ok " << ok << ", overloaded " << overloaded << ", 504 " << late);
+  CHECK(ok >= 8);
+  CHECK(overloaded >= 20);
+  CHECK(late <= 3);
 }
