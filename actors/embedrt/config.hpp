@@ -123,7 +123,10 @@ struct upstream_config {
   std::size_t max_response_bytes = 64 * 1024 * 1024;
   /// Continuous batching: merge queued calls into one upstream request.
   bool batching = true;
-  /// Request vectors base64-encoded upstream (4x smaller, no float parsing).
+  /// Request vectors base64-encoded upstream (4x smaller, no float parsing;
+  /// config key `encoding_format`). An upstream that refuses base64 (a
+  /// 400/422 naming it) is asked in float from then on: the pool remembers
+  /// it and resends the refused calls.
   bool base64 = true;
   supervision_config supervision;
   breaker_config breaker;

@@ -89,8 +89,9 @@ void on_call(self_ptr self, connection_call& call) {
   req.input_is_array = true;
   if (call.dimensions > 0)
     req.dimensions = call.dimensions;
-  req.encoding_format
-      = st.env->base64 ? openai::encoding::base64 : openai::encoding::float32;
+  req.encoding_format = st.env->base64 && !call.float_only
+      ? openai::encoding::base64
+      : openai::encoding::float32;
   req.user = std::move(call.user);
   http_request hreq;
   hreq.target = st.env->target;

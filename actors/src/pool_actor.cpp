@@ -85,6 +85,10 @@ constexpr auto stuck_grace = std::chrono::seconds{2};
 /// re-queued again (a poison call must not take the upstream down).
 constexpr uint32_t max_crashes_per_call = 2;
 
+/// Refusals with one and the same message, from this many distinct requests
+/// in a row (no success in between), make the upstream misconfigured.
+constexpr std::size_t misconfigured_after = 5;
+
 int64_t now_ns(self_ptr self) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              self->clock().now().time_since_epoch())
@@ -294,6 +298,18 @@ void split_result(self_ptr self, std::vector<pool_item>& items,
 void on_failed_call(self_ptr self, pool_slot& slot,
                     std::vector<pool_item>& items, call_result& r) {
   auto& st = self->state;
+  if (r.base64_refused) {
+    // The upstream only answers floats: remember it and send these again
+    // (calls sent in base64 before it was known come back here too).
+    if (!st.float_only)
+      log(log_level::warn, "upstream_refuses_base64",
+          {{"upstream", st.env->cfg.name},
+           {"error", render_error(r.error)},
+           {"fallback", "float"}});
+    st.float_only = true;
+    requeue_front(self, items, false);
+    return;
+  }
   if (items.size() > 1 && r.too_large) {
     // The upstream accepts fewer tokens per request than the profile says:
     // learn a smaller cap and re-batch under it.
@@ -318,6 +334,59 @@ void on_failed_call(self_ptr self, pool_slot& slot,
   }
 }
 
+/// Tells a refusal of bad input from an upstream that refuses everything:
+/// the same message for distinct requests, with no success in between, is
+/// the upstream's (misconfigured: a wrong port or scheme, a parameter it
+/// never takes); its refusals become `upstream_error` 502, which the breaker
+/// counts and readiness reports. Any success ends it.
+void judge_refusal(self_ptr self, const std::vector<pool_item>& items,
+                   call_result& r) {
+  auto& st = self->state;
+  if (!r.error) {
+    if (st.misconfigured)
+      log(log_level::info, "upstream_refusals_ended",
+          {{"upstream", st.env->cfg.name}});
+    st.misconfigured = false;
+    st.refusal.clear();
+    st.refusal_requests.clear();
+    return;
+  }
+  if (error_code(r.error) != errc::invalid_input || r.too_large
+      || r.base64_refused || r.names_param || items.size() != 1)
+    return; // Not a refusal of one caller's call as it stands, or one that
+            // points at a part of it (`param`: the input, `dimensions`...).
+  auto msg = error_detail(r.error);
+  if (msg != st.refusal) {
+    st.refusal = msg;
+    st.refusal_requests.clear();
+  }
+  // The service names every request; a call without a name cannot be told
+  // apart from another one's, so it never counts.
+  const auto& id = items.front().call.request_id;
+  if (id.empty())
+    return;
+  auto& seen = st.refusal_requests;
+  if (seen.size() < misconfigured_after
+      && std::find(seen.begin(), seen.end(), id) == seen.end())
+    seen.push_back(id);
+  if (seen.size() < misconfigured_after)
+    return;
+  if (!st.misconfigured) {
+    st.misconfigured = true;
+    log(log_level::error, "upstream_misconfigured",
+        {{"upstream", st.env->cfg.name},
+         {"refusals", std::to_string(seen.size())},
+         {"error", msg}});
+  }
+  r.error = make_error(errc::upstream_error,
+                       msg
+                           + " (the upstream refuses every request this way: "
+                             "its configuration, not the input)",
+                       502);
+  r.retryable = false;
+  r.request_level = true;
+}
+
 /// The slot holding call `call_id`, or nullptr (the slot died meanwhile and
 /// its work was re-queued, or the watchdog gave up on it).
 pool_slot* busy_slot(self_ptr self, uint64_t call_id, uint32_t& idx) {
@@ -339,6 +408,7 @@ void on_result(self_ptr self, call_result& r) {
   auto items = std::move(slot->batch);
   slot->batch.clear();
   slot->call_id = 0;
+  judge_refusal(self, items, r);
   report(self, *slot, r);
   record_pool_call(st.metrics, st.env->cfg.name, r, items);
   ++st.upstream_calls;
@@ -603,6 +673,7 @@ void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
     slot.deadline_capped = true;
   }
   cc.timeout = timeout;
+  cc.float_only = st.float_only;
   slot.breaker_epoch = st.view.epoch;
   if (st.view.state == breaker_state::half_open)
     --st.permits;
@@ -759,6 +830,7 @@ upstream_health on_health(self_ptr self) {
   h.state = st.down                               ? "down"
       : st.view.state == breaker_state::open      ? "breaker_open"
       : st.view.state == breaker_state::half_open ? "half_open"
+      : st.misconfigured                          ? "misconfigured"
                                                   : "up";
   for (auto& slot : st.slots)
     if (slot.st != pool_slot::state::dead)

@@ -169,6 +169,15 @@ struct pool_state {
   /// queued calls one upstream call carries (EWMA; > 1 with batching).
   int64_t service_ns = 0;
   double calls_per_dispatch = 0.0;
+  /// The upstream refused base64: every call asks for float from now on.
+  bool float_only = false;
+  /// Refusals (400/422 that are not about size or encoding) of single calls
+  /// with the same message, from distinct requests, without a success in
+  /// between: at `misconfigured_after` the upstream refuses everything the
+  /// same way (misconfigured) and such refusals become its failures (502).
+  std::string refusal;
+  std::vector<std::string> refusal_requests;
+  bool misconfigured = false;
   /// Counters reported by `health`.
   int64_t upstream_calls = 0;
   int64_t connects = 0;

@@ -210,10 +210,11 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
     on_chunk_rejected(self, idx, r);
     return;
   }
-  // Failover: an upstream that is down or whose breaker is open is skipped
-  // if another serves the model (the attempt is not counted: nothing was
-  // sent).
-  if ((code == errc::upstream_down || code == errc::breaker_open)
+  // Failover: an upstream that is down, whose breaker is open or that
+  // cannot take the call (queue full, no time to finish it) is skipped if
+  // another serves the model (the attempt is not counted: nothing was sent).
+  if ((code == errc::upstream_down || code == errc::breaker_open
+       || code == errc::overloaded)
       && c.route + 1 < st.routes.size()) {
     ++c.route;
     c.last_error = r.error;

@@ -1,6 +1,7 @@
 // Deterministic tests of retry/backoff, deadlines, failover, the retry
 // budget and supervision (restart backoff, restart intensity, down and probe),
 // run on CAF's test_coordinator in virtual time: no sleeps, no sockets.
+#include "classify.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/provider.hpp"
 #include "embedrt/protocol/type_ids.hpp"
@@ -415,6 +416,8 @@ struct fake_connections {
   int spawned = 0;
   /// Inputs of every upstream call, in dispatch order.
   std::vector<std::vector<std::string>> calls;
+  /// Whether each call asked for float although base64 is configured.
+  std::vector<bool> float_only;
   /// A call with more inputs than this is refused as too large (0: any).
   std::size_t max_batch = 0;
   /// `release` answers held calls with a 500 instead of vectors.
@@ -471,6 +474,7 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
     return {
         [self, fc, reply](call_atom, connection_call& call) {
           fc->calls.push_back(call.inputs);
+          fc->float_only.push_back(call.float_only);
           auto to = self->current_sender();
           if (fc->max_batch != 0 && call.inputs.size() > fc->max_batch) {
             auto r = err_result(errc::invalid_input, false);
@@ -497,6 +501,23 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
             if (in == "exit") {
               // Dies holding the call: it is never answered.
               self->quit(caf::sec::runtime_error);
+              return;
+            }
+            if (in == "badparam") {
+              // A refusal naming its parameter: about this input.
+              auto r = err_result(errc::invalid_input, false);
+              r.names_param = true;
+              r.call_id = call.call_id;
+              reply(to, std::move(r));
+              return;
+            }
+            if (in == "b64" && !call.float_only) {
+              // An upstream that only answers floats.
+              auto r = err_result(errc::invalid_input, false);
+              r.base64_refused = true;
+              r.request_level = true;
+              r.call_id = call.call_id;
+              reply(to, std::move(r));
               return;
             }
             if (in == "hold") {
@@ -924,6 +945,133 @@ TEST_CASE("pool: deadline-aware admission refuses at once what cannot "
       CHECK(c.answers().size() == 5);
     }
   }
+  fc->clear();
+}
+
+TEST_CASE("classify: a 400 refusing base64 is marked for a float retry") {
+  openai::response_expectation b64;
+  b64.inputs = 1;
+  b64.encoding_format = openai::encoding::base64;
+  auto refusal = [](std::string param, std::string text) {
+    http_outcome out;
+    out.status = 400;
+    out.error_param = std::move(param);
+    out.error_text = std::move(text);
+    return out;
+  };
+  auto r = classify_outcome(refusal("encoding_format", "not supported"), b64,
+                            "up");
+  CHECK(r.base64_refused);
+  CHECK(error_code(r.error) == errc::invalid_input);
+  CHECK(classify_outcome(refusal("", "base64 is not supported"), b64, "up")
+            .base64_refused);
+  // Other 400s, or a float request, are not about the encoding.
+  CHECK(!classify_outcome(refusal("input", "input[0] is empty"), b64, "up")
+             .base64_refused);
+  auto f32 = b64;
+  f32.encoding_format = openai::encoding::float32;
+  CHECK(!classify_outcome(refusal("encoding_format", "x"), f32, "up")
+             .base64_refused);
+}
+
+TEST_CASE("classify: a body that is not an OpenAI error is quoted, on one "
+          "ASCII line") {
+  openai::response_expectation expect;
+  expect.inputs = 1;
+  http_outcome out;
+  out.status = 400;
+  out.body = "<html>\r\n<head><title>400 The plain HTTP request was sent to "
+             "HTTPS port</title></head>\r\n<body>\xc3\xa9</body></html>";
+  auto r = classify_outcome(std::move(out), expect, "up");
+  auto detail = error_detail(r.error);
+  CHECK(detail.find("The plain HTTP request was sent to HTTPS port")
+        != std::string::npos);
+  CHECK(detail.find('\r') == std::string::npos);
+  CHECK(detail.find('\n') == std::string::npos);
+  for (char c : detail)
+    CHECK(static_cast<unsigned char>(c) < 0x80);
+}
+
+TEST_CASE("pool: an upstream that refuses base64 is asked in float from then "
+          "on, and the refused call is resent") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  pool_caller c{*vt.sys};
+  c.self->send(pool, call_atom_v, make_call("b64"));
+  vt.sched->run();
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 1);
+  CHECK(!answers[0].error);
+  REQUIRE(fc->float_only.size() == 2);
+  CHECK(!fc->float_only[0]); // base64, refused
+  CHECK(fc->float_only[1]);  // the same call in float
+  c.self->send(pool, call_atom_v, make_call("b64"));
+  vt.sched->run();
+  CHECK(!c.answers().at(0).error);
+  REQUIRE(fc->float_only.size() == 3);
+  CHECK(fc->float_only[2]); // remembered: no second refusal
+  fc->clear();
+}
+
+TEST_CASE("pool: the same refusal for distinct requests makes the upstream "
+          "misconfigured (502, health), a success ends it") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  pool_caller c{*vt.sys};
+  auto state = [&] {
+    // The answer is in the mailbox once the scheduler ran: no blocking wait
+    // on the test coordinator.
+    std::string s;
+    c.self->send(pool, health_atom_v);
+    vt.sched->run();
+    c.self->receive(
+        [&](upstream_health& h) {
+          s = h.state;
+        },
+        [&](caf::error& err) {
+          FAIL(caf::to_string(err));
+        });
+    return s;
+  };
+  auto refused = [&](std::string request_id, std::string input = "bad") {
+    auto call = make_call(std::move(input));
+    call.request_id = std::move(request_id);
+    c.self->send(pool, call_atom_v, std::move(call));
+    vt.sched->run();
+    auto answers = c.answers();
+    REQUIRE(answers.size() == 1);
+    return answers.front();
+  };
+  // Refusals naming a parameter (OpenAI's `param`: "input") are about the
+  // request, however many callers get them.
+  for (int i = 0; i < 6; ++i)
+    CHECK(error_code(refused("p" + std::to_string(i), "badparam").error)
+          == errc::invalid_input);
+  CHECK(state() == "up");
+  // One request's refusals (bisection) count once.
+  for (int i = 0; i < 6; ++i)
+    CHECK(error_code(refused("same").error) == errc::invalid_input);
+  CHECK(state() == "up");
+  // Four more distinct requests: the fifth distinct one is the upstream's.
+  for (int i = 1; i <= 3; ++i)
+    CHECK(error_code(refused("r" + std::to_string(i)).error)
+          == errc::invalid_input);
+  auto fifth = refused("r4");
+  CHECK(error_code(fifth.error) == errc::upstream_error);
+  CHECK(error_http_status(fifth.error) == 502);
+  CHECK(error_detail(fifth.error).find("fake 400") != std::string::npos);
+  CHECK(state() == "misconfigured");
+  CHECK(error_code(refused("r5").error) == errc::upstream_error);
+  // It answers again: healthy, and a refusal is the caller's again.
+  c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  CHECK(!c.answers().at(0).error);
+  CHECK(state() == "up");
+  CHECK(error_code(refused("r6").error) == errc::invalid_input);
   fc->clear();
 }
 

@@ -167,3 +167,75 @@ TEST_CASE("serve: under 3x overload, accepted requests complete within their "
   CHECK(overloaded >= 20);
   CHECK(late <= 3);
 }
+
+TEST_CASE("serve: an upstream that refuses base64 is asked in float, once "
+          "logged, and answers every caller") {
+  mock_proc mock{{"--refuse-base64"}};
+  serve_proc serve{{"--upstream", mock.url}};
+  http_client client{serve.port};
+  for (int i = 0; i < 3; ++i) {
+    auto res = client.embed(embed_body({"floats only"}, 8));
+    CHECK(vectors_of(res, 1, 8).size() == 1);
+  }
+  // The caller's own encoding is the gateway's business, not the upstream's.
+  auto b64 = client.embed(embed_body({"floats only"}, 8, true));
+  CHECK(vectors_of(b64, 1, 8, true).size() == 1);
+  CHECK(client.request("GET", "/readyz").status == 200);
+  serve.proc.signal(SIGTERM);
+  REQUIRE(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  auto log = serve.proc.stderr_text();
+  auto first = log.find("event=upstream_refuses_base64");
+  REQUIRE(first != std::string::npos);
+  CHECK(log.find("event=upstream_refuses_base64", first + 1)
+        == std::string::npos);
+}
+
+TEST_CASE("serve: encoding_format = float in the config file never asks "
+          "for base64") {
+  mock_proc mock{{"--refuse-base64"}};
+  temp_config file{"[upstream floats]\nbase_url = " + mock.url
+                   + "\nencoding_format = float\n"};
+  serve_proc serve{{"--config", file.path}};
+  http_client client{serve.port};
+  CHECK(vectors_of(client.embed(embed_body({"plain"}, 8)), 1, 8).size() == 1);
+  serve.proc.signal(SIGTERM);
+  REQUIRE(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  CHECK(serve.proc.stderr_text().find("upstream_refuses_base64")
+        == std::string::npos);
+  // Anything else is a configuration error.
+  temp_config bad{"[upstream floats]\nbase_url = " + mock.url
+                  + "\nencoding_format = binary\n"};
+  process p{{"serve", "--listen", "127.0.0.1:0", "--config", bad.path}};
+  CHECK(p.wait_exit(milliseconds{10000}) == 2);
+  CHECK_THAT(p.stderr_text(), Catch::Contains("encoding_format"));
+}
+
+TEST_CASE("serve: an upstream refusing every request the same way is "
+          "reported as its problem: 502, logged, not ready; healed, ready") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url, "--connections", "2"}};
+  http_client client{serve.port};
+  http_client control{mock.port};
+  REQUIRE(client.embed(embed_body({"fine"}, 8)).status == 200);
+  // Every request now gets the same 400 (as a TLS port answers plain HTTP).
+  REQUIRE(control.request("POST", "/outage", "400").status == 200);
+  for (int i = 0; i < 4; ++i) {
+    auto res = client.embed(embed_body({"request " + std::to_string(i)}, 8));
+    INFO(res.body);
+    CHECK(res.status == 400); // could still be this caller's input
+  }
+  auto blamed = client.embed(embed_body({"request 4"}, 8));
+  INFO(blamed.body);
+  CHECK(blamed.status == 502);
+  CHECK_THAT(blamed.body, Catch::Contains("refuses every request"));
+  auto ready = client.request("GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK_THAT(ready.body, Catch::Contains("misconfigured"));
+  REQUIRE(control.request("POST", "/outage", "none").status == 200);
+  CHECK(client.embed(embed_body({"healed"}, 8)).status == 200);
+  CHECK(client.request("GET", "/readyz").status == 200);
+  serve.proc.signal(SIGTERM);
+  REQUIRE(serve.proc.wait_exit(milliseconds{10000}) == 0);
+  CHECK_THAT(serve.proc.stderr_text(),
+             Catch::Contains("event=upstream_misconfigured"));
+}
