@@ -44,7 +44,10 @@ cli::arg_parser make_parser() {
       .option("retry-after-ms", "N",
               "retry-after-ms of an injected 429 (default 20)")
       .option("model", "NAME",
-              "model name reported in responses (default: the request's)");
+              "model name reported in responses (default: the request's)")
+      .flag("refuse-base64",
+            "answer encoding_format base64 with 400 (an upstream that only "
+            "answers floats)");
   return p;
 }
 
@@ -106,6 +109,7 @@ int cmd_mock(const std::vector<std::string>& args) {
                 i64max)
       || !p.get("model", opts.model))
     return usage_error(p.error());
+  opts.refuse_base64 = p.has("refuse-base64");
   opts.dims_default = static_cast<int32_t>(dims);
   opts.threads = static_cast<std::size_t>(threads);
   opts.max_body_bytes = static_cast<std::size_t>(max_body);

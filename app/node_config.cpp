@@ -112,6 +112,8 @@ const std::set<std::string> upstream_keys{"base_url",
                                           "breaker_window",
                                           "breaker_min_calls",
                                           "breaker_slow_call_ms",
+                                          "breaker_silent_call_ms",
+                                          "encoding_format",
                                           "breaker_open_ms",
                                           "breaker_max_open_ms",
                                           "breaker_half_open_probes"};
@@ -374,6 +376,7 @@ void read_breaker(resolver& r, const std::string& path, const section& u,
   r.integer(key("breaker_min_calls"), b.min_calls, uint32_t{1},
             uint32_t{100'000});
   r.millis(key("breaker_slow_call_ms"), b.slow_call_threshold, 0, max_ms);
+  r.millis(key("breaker_silent_call_ms"), b.silent_call_threshold, 0, max_ms);
   r.millis(key("breaker_open_ms"), b.reset_timeout, 1, max_ms);
   r.millis(key("breaker_max_open_ms"), b.max_reset_timeout, 1, max_ms);
   r.integer(key("breaker_half_open_probes"), b.half_open_probes, uint32_t{1},
@@ -758,6 +761,15 @@ class upstream_builder {
     r_.integer(key("max_response_bytes"), up.max_response_bytes,
                std::size_t{1024}, std::size_t{1} << 32);
     r_.millis(key("attempt_timeout_ms"), up.attempt_timeout, 1, max_ms);
+    if (auto e = u.find("encoding_format")) {
+      if (e->value == "base64")
+        up.base64 = true;
+      else if (e->value == "float")
+        up.base64 = false;
+      else
+        r_.fail(where(u, "encoding_format") + ": '" + e->value
+                + "' is not base64 or float");
+    }
     read_breaker(r_, file_.path, u, up.breaker);
     return up;
   }

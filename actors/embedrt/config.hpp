@@ -53,9 +53,10 @@ struct supervision_config {
 /// Circuit breaker of one upstream (docs/architecture.md;
 /// actors/src/breaker.hpp has the state diagram). Failures: connection failures
 /// and attempt timeouts, TLS failures, invalid responses, 5xx, 408 and 429 rate
-/// limits; slow calls when `slow_call_threshold` is set. Not failures: the
-/// caller's own errors (400, 413, 422), auth and quota errors, and attempts cut
-/// short by the caller's deadline.
+/// limits; slow calls when `slow_call_threshold` is set; attempts cut short by
+/// the caller's deadline after the upstream was silent for the silence bound
+/// (below). Not failures: the caller's own errors (400, 413, 422), auth and
+/// quota errors, and other attempts cut short by the caller's deadline.
 struct breaker_config {
   bool enabled = true;
   /// Closed -> open after this many consecutive failures.
@@ -68,6 +69,13 @@ struct breaker_config {
   uint32_t min_calls = 20;
   /// A successful call slower than this counts as a failure (0: off).
   milliseconds slow_call_threshold{0};
+  /// An attempt cut short by its caller's deadline counts as a failure when
+  /// the upstream had answered nothing for at least this long and for at
+  /// least `silent_call_factor` x its typical latency (an EWMA of recent
+  /// successful calls' time on the wire; this threshold alone until one
+  /// succeeded). Shorter ones are the caller's (ignored). 0: never counts.
+  milliseconds silent_call_threshold{1000};
+  double silent_call_factor = 4.0;
   /// Open time: reset_timeout * 2^(trips-1), capped at max_reset_timeout,
   /// times (1 + jitter * uniform[0,1)) (Akka's backoff with random factor);
   /// the upstream's Retry-After instead when it is longer (capped at
@@ -115,7 +123,10 @@ struct upstream_config {
   std::size_t max_response_bytes = 64 * 1024 * 1024;
   /// Continuous batching: merge queued calls into one upstream request.
   bool batching = true;
-  /// Request vectors base64-encoded upstream (4x smaller, no float parsing).
+  /// Request vectors base64-encoded upstream (4x smaller, no float parsing;
+  /// config key `encoding_format`). An upstream that refuses base64 (a
+  /// 400/422 naming it) is asked in float from then on: the pool remembers
+  /// it and resends the refused calls.
   bool base64 = true;
   supervision_config supervision;
   breaker_config breaker;

@@ -12,7 +12,20 @@ namespace embedrt::detail {
 
 using std::chrono::milliseconds;
 
-call_verdict judge_call(const call_result& r, bool deadline_capped,
+std::chrono::nanoseconds silence_bound(const breaker_config& cfg,
+                                       std::chrono::nanoseconds typical) {
+  if (cfg.silent_call_threshold.count() <= 0)
+    return std::chrono::nanoseconds{0};
+  auto bound = std::chrono::nanoseconds{cfg.silent_call_threshold};
+  if (cfg.silent_call_factor > 0.0 && typical.count() > 0)
+    bound = std::max(
+        bound,
+        std::chrono::nanoseconds{static_cast<int64_t>(
+            cfg.silent_call_factor * static_cast<double>(typical.count()))});
+  return bound;
+}
+
+call_verdict judge_call(const call_result& r, const attempt_facts& attempt,
                         const breaker_config& cfg) {
   if (!r.error) {
     if (cfg.slow_call_threshold.count() > 0
@@ -24,9 +37,15 @@ call_verdict judge_call(const call_result& r, bool deadline_capped,
   }
   switch (error_code(r.error)) {
     case errc::connection_failed:
-      // A timeout shortened to the caller's deadline is the caller's.
-      if (r.timed_out && deadline_capped)
-        return call_verdict::ignored;
+      // A timeout shortened to the caller's deadline is the caller's,
+      // unless the upstream stayed silent far longer than it takes to
+      // answer (a black hole).
+      if (r.timed_out && attempt.deadline_capped) {
+        auto bound = silence_bound(cfg, attempt.typical);
+        return bound.count() > 0 && attempt.waited >= bound
+            ? call_verdict::failure
+            : call_verdict::ignored;
+      }
       return call_verdict::failure;
     case errc::tls_failed:
     case errc::invalid_response:

@@ -47,10 +47,29 @@
 
 namespace embedrt::detail {
 
-/// How an upstream call counts for the breaker. `deadline_capped` says the
-/// attempt's timeout was shortened to the caller's deadline (a timeout then
-/// is the caller's, not the upstream's).
-call_verdict judge_call(const call_result& r, bool deadline_capped,
+/// What the pool knows about an attempt besides its result.
+struct attempt_facts {
+  /// The attempt's timeout was shortened to a caller's deadline.
+  bool deadline_capped = false;
+  /// How long the attempt had waited for its answer when it ended.
+  std::chrono::nanoseconds waited{0};
+  /// The upstream's typical time on the wire of recent successful calls (0:
+  /// none observed yet).
+  std::chrono::nanoseconds typical{0};
+};
+
+/// The silence after which an attempt cut short by its caller's deadline
+/// counts as the upstream's failure: `silent_call_threshold`, or
+/// `silent_call_factor` x the typical latency when that is longer (0: off).
+std::chrono::nanoseconds silence_bound(const breaker_config& cfg,
+                                       std::chrono::nanoseconds typical);
+
+/// How an upstream call counts for the breaker. A timeout of an attempt
+/// capped at its caller's deadline is the caller's (ignored), unless the
+/// upstream had answered nothing for `silence_bound` by then: an upstream
+/// that accepts and never answers must trip the breaker whatever deadlines
+/// its callers use.
+call_verdict judge_call(const call_result& r, const attempt_facts& attempt,
                         const breaker_config& cfg);
 
 /// One transition of a breaker.

@@ -9,9 +9,43 @@ namespace embedrt::detail {
 
 namespace {
 
+/// The upstream's error message; for a body that is not an OpenAI error
+/// (an HTML page of a proxy, e.g. "The plain HTTP request was sent to HTTPS
+/// port") its first bytes, on one line.
 std::string upstream_message(const http_outcome& out) {
-  return out.error_text.empty() ? std::string{"no error message"}
-                                : out.error_text;
+  if (!out.error_text.empty())
+    return out.error_text;
+  constexpr std::size_t max_snippet = 160;
+  std::string text;
+  bool space = false;
+  for (char c : out.body) {
+    if (text.size() >= max_snippet)
+      break;
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      space = !text.empty();
+      continue;
+    }
+    if (space)
+      text += ' ';
+    space = false;
+    text += u < 0x80 ? c : '?'; // ASCII only: never a broken UTF-8 sequence
+  }
+  if (text.empty())
+    return "no error message";
+  return "no OpenAI error in the body: " + text
+      + (out.body.size() > max_snippet ? "..." : "");
+}
+
+/// A 400/422 that refuses `encoding_format: base64` (OpenAI-compatible
+/// servers that only produce floats name the parameter or the value).
+bool refuses_base64(const http_outcome& out) {
+  auto names = [](const std::string& s) {
+    return s.find("encoding_format") != std::string::npos
+        || s.find("base64") != std::string::npos;
+  };
+  return out.error_param == "encoding_format" || names(out.error_text)
+      || (out.error_text.empty() && names(out.body));
 }
 
 } // namespace
@@ -69,6 +103,15 @@ call_result classify_outcome(http_outcome&& out,
   }
   auto detail = upstream_name + " answered " + std::to_string(status) + ": "
       + upstream_message(out);
+  r.names_param = !out.error_param.empty();
+  if ((status == 400 || status == 422)
+      && expect.encoding_format == openai::encoding::base64
+      && refuses_base64(out)) {
+    r.base64_refused = true;
+    r.request_level = true;
+    fail(errc::invalid_input, std::move(detail), false, status);
+    return r;
+  }
   switch (status) {
     case 401:
     case 403: fail(errc::auth_failed, std::move(detail), false, status); break;

@@ -89,8 +89,9 @@ void on_call(self_ptr self, connection_call& call) {
   req.input_is_array = true;
   if (call.dimensions > 0)
     req.dimensions = call.dimensions;
-  req.encoding_format
-      = st.env->base64 ? openai::encoding::base64 : openai::encoding::float32;
+  req.encoding_format = st.env->base64 && !call.float_only
+      ? openai::encoding::base64
+      : openai::encoding::float32;
   req.user = std::move(call.user);
   http_request hreq;
   hreq.target = st.env->target;
@@ -105,8 +106,8 @@ void on_call(self_ptr self, connection_call& call) {
   st.expect.encoding_format = req.encoding_format;
   auto seq = ++st.seq;
   auto hdl = caf::actor_cast<connection_impl>(self);
-  auto timeout
-      = std::chrono::duration_cast<std::chrono::milliseconds>(call.timeout);
+  // Rounded up: the I/O deadline never fires before the caller's.
+  auto timeout = std::chrono::ceil<std::chrono::milliseconds>(call.timeout);
   if (timeout.count() <= 0)
     timeout = std::chrono::milliseconds{1};
   st.conn->async_exchange(

@@ -37,7 +37,7 @@ struct connection_env {
   /// Authentication header (secret value: never logged).
   std::pair<std::string, std::string> auth;
   std::string upstream_name;
-  /// Ask the upstream for base64 vectors.
+  /// Ask the upstream for base64 vectors (unless a call says `float_only`).
   bool base64 = true;
   /// Chaos hook, off when empty: a call with an input equal to this marker
   /// makes the handler throw (tests the supervisor's restart path).

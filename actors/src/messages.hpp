@@ -84,12 +84,16 @@ struct connection_call {
   /// Timeout of this attempt (connect included), already capped by the
   /// earliest deadline of the work in it.
   caf::timespan timeout{0};
+  /// Ask for float vectors although the upstream is configured for base64:
+  /// it refused base64 (the pool remembers that per upstream).
+  bool float_only = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, connection_call& x) {
   return f(caf::meta::type_name("embedrt.connection_call"), x.call_id, x.model,
-           x.inputs, x.token_inputs, x.dimensions, x.user, x.timeout);
+           x.inputs, x.token_inputs, x.dimensions, x.user, x.timeout,
+           x.float_only);
 }
 
 /// The number of inputs of a caller's request or a call: its texts or its
@@ -140,6 +144,12 @@ struct call_result {
   /// A 400 about the request as a whole (its error names a parameter other
   /// than `input`, e.g. `dimensions`): bisecting the inputs cannot help.
   bool request_level = false;
+  /// The upstream refused `encoding_format: base64` (a 400/422 naming it):
+  /// the same call in float may pass.
+  bool base64_refused = false;
+  /// The refusal names a request parameter (OpenAI's `param`, e.g. `input`):
+  /// it is about this request, never evidence of a misconfigured upstream.
+  bool names_param = false;
 };
 
 template <class Inspector>
@@ -148,7 +158,8 @@ typename Inspector::result_type inspect(Inspector& f, call_result& x) {
            x.retryable, x.retry_after_ms, x.model, x.embeddings, x.usage,
            x.upstream_request_id, x.connected, x.reused, x.upstream_ns,
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
-           x.timed_out, x.too_large, x.request_level);
+           x.timed_out, x.too_large, x.request_level, x.base64_refused,
+           x.names_param);
 }
 
 /// The breaker's word to its pool (breaker -> pool). A new `epoch` starts

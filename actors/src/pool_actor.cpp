@@ -85,6 +85,10 @@ constexpr auto stuck_grace = std::chrono::seconds{2};
 /// re-queued again (a poison call must not take the upstream down).
 constexpr uint32_t max_crashes_per_call = 2;
 
+/// Refusals with one and the same message, from this many distinct requests
+/// in a row (no success in between), make the upstream misconfigured.
+constexpr std::size_t misconfigured_after = 5;
+
 int64_t now_ns(self_ptr self) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              self->clock().now().time_since_epoch())
@@ -144,7 +148,12 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
     return;
   breaker_outcome out;
   out.epoch = slot.breaker_epoch;
-  out.verdict = judge_call(r, slot.deadline_capped, st.env->breaker->cfg);
+  attempt_facts facts;
+  facts.deadline_capped = slot.deadline_capped;
+  facts.waited = std::chrono::nanoseconds{
+      std::max<int64_t>(r.upstream_ns, now_ns(self) - slot.dispatched_ns)};
+  facts.typical = std::chrono::nanoseconds{st.latency_ns};
+  out.verdict = judge_call(r, facts, st.env->breaker->cfg);
   out.retry_after_ms = r.retry_after_ms;
   if (out.verdict != call_verdict::failure) {
     self->send(st.breaker, outcome_atom_v, std::move(out));
@@ -154,7 +163,16 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
   // message round trip; only after failures), so with one connection a
   // threshold of N lets exactly N failing calls out, however loaded the
   // machine. A breaker that died answers with an error: go on then too.
-  out.what = r.error ? render_error(r.error) : "slow call";
+  out.what = !r.error ? "slow call"
+      : r.timed_out && slot.deadline_capped
+      ? "no answer for "
+          + std::to_string(
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                  facts.waited)
+                  .count())
+          + " ms (typical " + std::to_string(st.latency_ns / 1000000)
+          + " ms): " + render_error(r.error)
+      : render_error(r.error);
   ++st.verdicts_pending;
   auto judged = [self] {
     --self->state.verdicts_pending;
@@ -280,6 +298,18 @@ void split_result(self_ptr self, std::vector<pool_item>& items,
 void on_failed_call(self_ptr self, pool_slot& slot,
                     std::vector<pool_item>& items, call_result& r) {
   auto& st = self->state;
+  if (r.base64_refused) {
+    // The upstream only answers floats: remember it and send these again
+    // (calls sent in base64 before it was known come back here too).
+    if (!st.float_only)
+      log(log_level::warn, "upstream_refuses_base64",
+          {{"upstream", st.env->cfg.name},
+           {"error", render_error(r.error)},
+           {"fallback", "float"}});
+    st.float_only = true;
+    requeue_front(self, items, false);
+    return;
+  }
   if (items.size() > 1 && r.too_large) {
     // The upstream accepts fewer tokens per request than the profile says:
     // learn a smaller cap and re-batch under it.
@@ -304,6 +334,59 @@ void on_failed_call(self_ptr self, pool_slot& slot,
   }
 }
 
+/// Tells a refusal of bad input from an upstream that refuses everything:
+/// the same message for distinct requests, with no success in between, is
+/// the upstream's (misconfigured: a wrong port or scheme, a parameter it
+/// never takes); its refusals become `upstream_error` 502, which the breaker
+/// counts and readiness reports. Any success ends it.
+void judge_refusal(self_ptr self, const std::vector<pool_item>& items,
+                   call_result& r) {
+  auto& st = self->state;
+  if (!r.error) {
+    if (st.misconfigured)
+      log(log_level::info, "upstream_refusals_ended",
+          {{"upstream", st.env->cfg.name}});
+    st.misconfigured = false;
+    st.refusal.clear();
+    st.refusal_requests.clear();
+    return;
+  }
+  if (error_code(r.error) != errc::invalid_input || r.too_large
+      || r.base64_refused || r.names_param || items.size() != 1)
+    return; // Not a refusal of one caller's call as it stands, or one that
+            // points at a part of it (`param`: the input, `dimensions`...).
+  auto msg = error_detail(r.error);
+  if (msg != st.refusal) {
+    st.refusal = msg;
+    st.refusal_requests.clear();
+  }
+  // The service names every request; a call without a name cannot be told
+  // apart from another one's, so it never counts.
+  const auto& id = items.front().call.request_id;
+  if (id.empty())
+    return;
+  auto& seen = st.refusal_requests;
+  if (seen.size() < misconfigured_after
+      && std::find(seen.begin(), seen.end(), id) == seen.end())
+    seen.push_back(id);
+  if (seen.size() < misconfigured_after)
+    return;
+  if (!st.misconfigured) {
+    st.misconfigured = true;
+    log(log_level::error, "upstream_misconfigured",
+        {{"upstream", st.env->cfg.name},
+         {"refusals", std::to_string(seen.size())},
+         {"error", msg}});
+  }
+  r.error = make_error(errc::upstream_error,
+                       msg
+                           + " (the upstream refuses every request this way: "
+                             "its configuration, not the input)",
+                       502);
+  r.retryable = false;
+  r.request_level = true;
+}
+
 /// The slot holding call `call_id`, or nullptr (the slot died meanwhile and
 /// its work was re-queued, or the watchdog gave up on it).
 pool_slot* busy_slot(self_ptr self, uint64_t call_id, uint32_t& idx) {
@@ -325,6 +408,7 @@ void on_result(self_ptr self, call_result& r) {
   auto items = std::move(slot->batch);
   slot->batch.clear();
   slot->call_id = 0;
+  judge_refusal(self, items, r);
   report(self, *slot, r);
   record_pool_call(st.metrics, st.env->cfg.name, r, items);
   ++st.upstream_calls;
@@ -335,6 +419,23 @@ void on_result(self_ptr self, call_result& r) {
   slot->st = pool_slot::state::idle;
   slot->restarts = 0;
   st.idle.push_back(idx);
+  {
+    auto took = now_ns(self) - slot->dispatched_ns;
+    auto n = static_cast<double>(items.size());
+    if (st.service_ns == 0) {
+      st.service_ns = std::max<int64_t>(1, took);
+      st.calls_per_dispatch = n;
+    } else {
+      st.service_ns
+          = std::max<int64_t>(1, st.service_ns + (took - st.service_ns) / 8);
+      st.calls_per_dispatch += (n - st.calls_per_dispatch) / 8;
+    }
+  }
+  if (!r.error && r.upstream_ns > 0)
+    // EWMA with weight 1/8: follows a change within a few dozen calls.
+    st.latency_ns = st.latency_ns == 0
+        ? r.upstream_ns
+        : st.latency_ns + (r.upstream_ns - st.latency_ns) / 8;
   if (r.error) {
     on_failed_call(self, *slot, items, r);
   } else if (items.size() == 1) {
@@ -572,11 +673,13 @@ void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
     slot.deadline_capped = true;
   }
   cc.timeout = timeout;
+  cc.float_only = st.float_only;
   slot.breaker_epoch = st.view.epoch;
   if (st.view.state == breaker_state::half_open)
     --st.permits;
   slot.st = pool_slot::state::busy;
   slot.call_id = cc.call_id;
+  slot.dispatched_ns = now;
   slot.stuck_at_ns = now + caf::timespan{timeout + stuck_grace}.count();
   arm_watchdog(self, slot.stuck_at_ns);
   // A message, not a request: the connection answers with (result, ...) by
@@ -614,6 +717,47 @@ std::size_t item_tokens(const upstream_call& call) {
   return static_cast<std::size_t>(std::max<int64_t>(1, call.tokens));
 }
 
+/// Deadline-aware admission: when a call admitted now would complete (ns
+/// from now) at the observed service rate: a connection freeing up, the
+/// calls queued ahead drained by the live connections, then its own service
+/// time. 0 when it would go out
+/// at once, and while nothing has been observed (start-up: admission by
+/// count alone).
+int64_t expected_completion_ns(self_ptr self, const upstream_call& call,
+                               int64_t now) {
+  auto& st = self->state;
+  if (st.service_ns == 0 || (st.queue.empty() && !st.idle.empty()))
+    return 0; // Nothing observed yet, or it goes out at once.
+  int64_t s = st.service_ns;
+  uint32_t live = 0;
+  int64_t oldest = 0;
+  for (const auto& slot : st.slots) {
+    if (slot.st == pool_slot::state::dead)
+      continue;
+    ++live;
+    if (slot.st == pool_slot::state::busy && slot.call_id != 0)
+      oldest = std::max(oldest, now - slot.dispatched_ns);
+  }
+  // A call in flight for longer than twice the typical service time says the
+  // upstream slowed down before any result says so.
+  s = std::max(s, oldest - s);
+  if (live == 0)
+    return 0; // Restarting: the supervisor decides.
+  auto ahead = static_cast<double>(st.queue.size());
+  auto per_dispatch = std::max(1.0, st.calls_per_dispatch);
+  if (st.env->batching) {
+    // Under a backlog, batches grow up to the profile's inputs per call.
+    auto inputs = std::max<std::size_t>(1, input_count(call));
+    auto fit = static_cast<double>(
+        std::max<std::size_t>(1, st.env->profile.max_inputs / inputs));
+    per_dispatch = std::max(per_dispatch, std::min((ahead + 1) / live, fit));
+  }
+  // The queue ahead drains at live x per_dispatch calls per service time,
+  // after the first connection frees up (half a service time on average).
+  auto wait = ahead * static_cast<double>(s) / (live * per_dispatch);
+  return static_cast<int64_t>(wait) + s / 2 + s;
+}
+
 caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
   auto& st = self->state;
   if (!st.env->crash_marker.empty())
@@ -639,6 +783,26 @@ caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
                    st.env->cfg.name + ": queue full ("
                        + std::to_string(st.queue.size()) + " calls, "
                        + std::to_string(st.queue_bytes) + " bytes)");
+  }
+  if (call.budget.count() > 0) {
+    auto now = now_ns(self);
+    auto done_in = expected_completion_ns(self, call, now);
+    if (done_in > call.budget.count()) {
+      // It would time out in the queue: refuse it now, while the caller can
+      // still go elsewhere, and say when the excess will have drained.
+      ++st.rejected;
+      auto ms = [](int64_t ns) {
+        return std::to_string((ns + 999999) / 1000000);
+      };
+      auto over = std::chrono::milliseconds{std::max<int64_t>(
+          1, (done_in - call.budget.count() + 999999) / 1000000)};
+      return failure(errc::overloaded,
+                     st.env->cfg.name + ": cannot finish within the deadline ("
+                         + std::to_string(st.queue.size()) + " calls queued, ~"
+                         + ms(done_in) + " ms to complete, "
+                         + ms(call.budget.count()) + " ms left)",
+                     false, over);
+    }
   }
   if (!st.budget.try_admit(call.is_retry)) {
     ++st.rejected;
@@ -666,6 +830,7 @@ upstream_health on_health(self_ptr self) {
   h.state = st.down                               ? "down"
       : st.view.state == breaker_state::open      ? "breaker_open"
       : st.view.state == breaker_state::half_open ? "half_open"
+      : st.misconfigured                          ? "misconfigured"
                                                   : "up";
   for (auto& slot : st.slots)
     if (slot.st != pool_slot::state::dead)

@@ -111,6 +111,8 @@ struct pool_slot {
   uint64_t breaker_epoch = 0;
   /// The call's timeout was shortened to its earliest caller deadline.
   bool deadline_capped = false;
+  /// When the call in flight was sent (actor clock, ns).
+  int64_t dispatched_ns = 0;
   /// Estimated tokens of the call in flight.
   std::size_t tokens = 0;
   /// When the call in flight counts as stuck (actor clock, ns): its attempt
@@ -159,6 +161,23 @@ struct pool_state {
   /// Tokens per upstream request the upstream accepted to learn (0: the
   /// profile's limit), lowered when it refuses a batch as too large.
   std::size_t token_cap = 0;
+  /// Typical time on the wire of a successful upstream call (EWMA, ns; 0:
+  /// none yet): the breaker's silence bound and the admission estimate.
+  int64_t latency_ns = 0;
+  /// Deadline-aware admission: how long a connection is taken by one call,
+  /// dispatch to result (EWMA, ns; 0: nothing completed yet), and how many
+  /// queued calls one upstream call carries (EWMA; > 1 with batching).
+  int64_t service_ns = 0;
+  double calls_per_dispatch = 0.0;
+  /// The upstream refused base64: every call asks for float from now on.
+  bool float_only = false;
+  /// Refusals (400/422 that are not about size or encoding) of single calls
+  /// with the same message, from distinct requests, without a success in
+  /// between: at `misconfigured_after` the upstream refuses everything the
+  /// same way (misconfigured) and such refusals become its failures (502).
+  std::string refusal;
+  std::vector<std::string> refusal_requests;
+  bool misconfigured = false;
   /// Counters reported by `health`.
   int64_t upstream_calls = 0;
   int64_t connects = 0;

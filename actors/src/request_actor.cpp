@@ -133,15 +133,19 @@ void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
   auto& st = self->state;
   auto& c = st.chunks[idx];
   auto code = error_code(r.error);
-  // A retry rejected by the retry budget reports the error that made it
-  // retry.
+  // A retry the pool refused (retry budget, or no time to finish) reports
+  // the error that made it retry.
   if (code == errc::overloaded && c.attempts > 1 && c.last_error) {
+    auto why = error_detail(r.error);
+    auto colon = why.find(": ");
     finish(self,
-           make_error(error_code(c.last_error),
-                      error_detail(c.last_error) + "; retry budget exhausted"
-                          + attempts_note(c),
-                      error_http_status(c.last_error),
-                      error_retry_after(c.last_error)));
+           make_error(
+               error_code(c.last_error),
+               error_detail(c.last_error) + "; "
+                   + (colon == std::string::npos ? why : why.substr(colon + 2))
+                   + attempts_note(c),
+               error_http_status(c.last_error),
+               error_retry_after(c.last_error)));
     return;
   }
   c.last_error = r.error;
@@ -171,6 +175,16 @@ void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
   }
   auto delay = st.backoff.next_delay(c.attempts, hint);
   if (self->clock().now() + delay >= st.deadline) {
+    if (r.timed_out) {
+      // The attempt ran out of time (it waited in the queue, then was cut at
+      // the time left) and none is left: the deadline ended the request.
+      finish(self,
+             make_error(errc::deadline_exceeded,
+                        deadline_note(self) + attempts_note(c)
+                            + "; no time left to retry after: "
+                            + render_error(r.error)));
+      return;
+    }
     finish(self,
            make_error(code,
                       error_detail(r.error) + attempts_note(c)
@@ -196,10 +210,11 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
     on_chunk_rejected(self, idx, r);
     return;
   }
-  // Failover: an upstream that is down or whose breaker is open is skipped
-  // if another serves the model (the attempt is not counted: nothing was
-  // sent).
-  if ((code == errc::upstream_down || code == errc::breaker_open)
+  // Failover: an upstream that is down, whose breaker is open or that
+  // cannot take the call (queue full, no time to finish it) is skipped if
+  // another serves the model (the attempt is not counted: nothing was sent).
+  if ((code == errc::upstream_down || code == errc::breaker_open
+       || code == errc::overloaded)
       && c.route + 1 < st.routes.size()) {
     ++c.route;
     c.last_error = r.error;

@@ -345,6 +345,14 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
     return;
   }
   auto& body = *decoded;
+  if (opts_.refuse_base64 && body.encoding_format == openai::encoding::base64) {
+    // Like OpenAI-compatible servers that only produce floats.
+    error(out, 400,
+          "encoding_format 'base64' is not supported by this server; use "
+          "'float'",
+          "invalid_request_error", "encoding_format", nullptr);
+    return;
+  }
   // Latency: the request's override, else the model.
   std::chrono::nanoseconds delay{0};
   if (req.latency_header) {

@@ -147,6 +147,9 @@ struct mock_options {
   /// If non-empty, responses report this model instead of echoing the
   /// request's.
   std::string model;
+  /// Refuse `encoding_format: base64` with a 400 naming `encoding_format`
+  /// (an upstream that only answers floats).
+  bool refuse_base64 = false;
 
   bool tls() const noexcept {
     return !tls_cert_file.empty();

@@ -48,7 +48,8 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
   }
   SECTION("connection_call") {
     check_inspect_covers_every_field(
-        connection_call{42, "model-c", {"x"}, {{9}}, 256, "user-5", 900ms},
+        connection_call{
+            42, "model-c", {"x"}, {{9}}, 256, "user-5", 900ms, true},
         ts.sys.get());
   }
   SECTION("call_result") {
@@ -66,6 +67,8 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
                     99000,
                     5,
                     6000,
+                    true,
+                    true,
                     true,
                     true,
                     true},

@@ -1,6 +1,7 @@
 // Deterministic tests of retry/backoff, deadlines, failover, the retry
 // budget and supervision (restart backoff, restart intensity, down and probe),
 // run on CAF's test_coordinator in virtual time: no sleeps, no sockets.
+#include "classify.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/provider.hpp"
 #include "embedrt/protocol/type_ids.hpp"
@@ -415,6 +416,8 @@ struct fake_connections {
   int spawned = 0;
   /// Inputs of every upstream call, in dispatch order.
   std::vector<std::vector<std::string>> calls;
+  /// Whether each call asked for float although base64 is configured.
+  std::vector<bool> float_only;
   /// A call with more inputs than this is refused as too large (0: any).
   std::size_t max_batch = 0;
   /// `release` answers held calls with a 500 instead of vectors.
@@ -471,6 +474,7 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
     return {
         [self, fc, reply](call_atom, connection_call& call) {
           fc->calls.push_back(call.inputs);
+          fc->float_only.push_back(call.float_only);
           auto to = self->current_sender();
           if (fc->max_batch != 0 && call.inputs.size() > fc->max_batch) {
             auto r = err_result(errc::invalid_input, false);
@@ -497,6 +501,23 @@ std::shared_ptr<pool_env> make_pool_env(std::shared_ptr<fake_connections> fc,
             if (in == "exit") {
               // Dies holding the call: it is never answered.
               self->quit(caf::sec::runtime_error);
+              return;
+            }
+            if (in == "badparam") {
+              // A refusal naming its parameter: about this input.
+              auto r = err_result(errc::invalid_input, false);
+              r.names_param = true;
+              r.call_id = call.call_id;
+              reply(to, std::move(r));
+              return;
+            }
+            if (in == "b64" && !call.float_only) {
+              // An upstream that only answers floats.
+              auto r = err_result(errc::invalid_input, false);
+              r.base64_refused = true;
+              r.request_level = true;
+              r.call_id = call.call_id;
+              reply(to, std::move(r));
               return;
             }
             if (in == "hold") {
@@ -836,6 +857,224 @@ TEST_CASE("queued work whose deadline passed is answered, not sent") {
   fc->clear();
 }
 
+TEST_CASE("pool: deadline-aware admission refuses at once what cannot "
+          "finish within its deadline at the observed service rate") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto env = make_pool_env(fc, 2);
+  env->retry.budget_min_retries = 100;
+  auto pool
+      = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+  pool_caller c{*vt.sys};
+  // Queued calls are answered at once when they reach a connection; only the
+  // two "hold" calls in flight take (virtual) time.
+  auto timed = [](caf::timespan budget) {
+    auto call = make_call("q");
+    call.budget = budget;
+    return call;
+  };
+  auto count_overloaded = [](const std::vector<call_result>& answers) {
+    std::size_t n = 0;
+    for (auto& r : answers)
+      if (error_code(r.error) == errc::overloaded) {
+        ++n;
+        CHECK(error_detail(r.error).find("cannot finish within the deadline")
+              != std::string::npos);
+        CHECK(error_retry_after(r.error).count() >= 1);
+      }
+    return n;
+  };
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  vt.sched->run();
+  // The fake forgets its connections once nothing is held: keep them.
+  auto conns = fc->conns;
+  REQUIRE(conns.size() == 2);
+  auto release = [&] {
+    fc->conns = conns;
+    fc->release(vt);
+  };
+  SECTION("start-up: nothing observed yet, admission by count alone") {
+    for (int i = 0; i < 30; ++i)
+      c.self->send(pool, call_atom_v, timed(1000ms));
+    vt.sched->run();
+    CHECK(c.answers().empty());
+    release();
+    CHECK(c.answers().size() == 32);
+  }
+  SECTION("with a service time observed") {
+    // Two calls take 100 ms each: 2 connections serve 20 calls/s.
+    vt.sched->clock().current_time += 100ms;
+    release();
+    REQUIRE(c.answers().size() == 2);
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    vt.sched->run();
+    SECTION("the queue admits what completes within 1 s, refuses the rest") {
+      // Position q completes in 50 ms (a connection frees up) + q x 100 ms
+      // / 2 + 100 ms: q = 0..17 fit.
+      for (int i = 0; i < 25; ++i)
+        c.self->send(pool, call_atom_v, timed(1000ms));
+      vt.sched->run();
+      auto answers = c.answers();
+      CHECK(answers.size() == 7);
+      CHECK(count_overloaded(answers) == 7);
+      // Calls without a deadline are admitted by count alone, and a longer
+      // deadline still fits.
+      c.self->send(pool, call_atom_v, make_call("q"));
+      c.self->send(pool, call_atom_v, timed(5000ms));
+      vt.sched->run();
+      CHECK(c.answers().empty());
+      // Everything admitted completes.
+      release();
+      auto done = c.answers();
+      CHECK(done.size() == 22);
+      for (auto& r : done)
+        CHECK(!r.error);
+    }
+    SECTION("a slowdown counts before any result reports it") {
+      // The calls in flight have taken 500 ms so far: the estimate is 400 ms
+      // per call, not 100 ms, so only q = 0..2 fit in 1 s (200 + q x 200 +
+      // 400 ms); with 100 ms, q = 0..17 would.
+      vt.sched->clock().current_time += 500ms;
+      for (int i = 0; i < 8; ++i)
+        c.self->send(pool, call_atom_v, timed(1000ms));
+      vt.sched->run();
+      CHECK(count_overloaded(c.answers()) == 5);
+      release();
+      CHECK(c.answers().size() == 5);
+    }
+  }
+  fc->clear();
+}
+
+TEST_CASE("classify: a 400 refusing base64 is marked for a float retry") {
+  openai::response_expectation b64;
+  b64.inputs = 1;
+  b64.encoding_format = openai::encoding::base64;
+  auto refusal = [](std::string param, std::string text) {
+    http_outcome out;
+    out.status = 400;
+    out.error_param = std::move(param);
+    out.error_text = std::move(text);
+    return out;
+  };
+  auto r = classify_outcome(refusal("encoding_format", "not supported"), b64,
+                            "up");
+  CHECK(r.base64_refused);
+  CHECK(error_code(r.error) == errc::invalid_input);
+  CHECK(classify_outcome(refusal("", "base64 is not supported"), b64, "up")
+            .base64_refused);
+  // Other 400s, or a float request, are not about the encoding.
+  CHECK(!classify_outcome(refusal("input", "input[0] is empty"), b64, "up")
+             .base64_refused);
+  auto f32 = b64;
+  f32.encoding_format = openai::encoding::float32;
+  CHECK(!classify_outcome(refusal("encoding_format", "x"), f32, "up")
+             .base64_refused);
+}
+
+TEST_CASE("classify: a body that is not an OpenAI error is quoted, on one "
+          "ASCII line") {
+  openai::response_expectation expect;
+  expect.inputs = 1;
+  http_outcome out;
+  out.status = 400;
+  out.body = "<html>\r\n<head><title>400 The plain HTTP request was sent to "
+             "HTTPS port</title></head>\r\n<body>\xc3\xa9</body></html>";
+  auto r = classify_outcome(std::move(out), expect, "up");
+  auto detail = error_detail(r.error);
+  CHECK(detail.find("The plain HTTP request was sent to HTTPS port")
+        != std::string::npos);
+  CHECK(detail.find('\r') == std::string::npos);
+  CHECK(detail.find('\n') == std::string::npos);
+  for (char c : detail)
+    CHECK(static_cast<unsigned char>(c) < 0x80);
+}
+
+TEST_CASE("pool: an upstream that refuses base64 is asked in float from then "
+          "on, and the refused call is resent") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  pool_caller c{*vt.sys};
+  c.self->send(pool, call_atom_v, make_call("b64"));
+  vt.sched->run();
+  auto answers = c.answers();
+  REQUIRE(answers.size() == 1);
+  CHECK(!answers[0].error);
+  REQUIRE(fc->float_only.size() == 2);
+  CHECK(!fc->float_only[0]); // base64, refused
+  CHECK(fc->float_only[1]);  // the same call in float
+  c.self->send(pool, call_atom_v, make_call("b64"));
+  vt.sched->run();
+  CHECK(!c.answers().at(0).error);
+  REQUIRE(fc->float_only.size() == 3);
+  CHECK(fc->float_only[2]); // remembered: no second refusal
+  fc->clear();
+}
+
+TEST_CASE("pool: the same refusal for distinct requests makes the upstream "
+          "misconfigured (502, health), a success ends it") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  pool_caller c{*vt.sys};
+  auto state = [&] {
+    // The answer is in the mailbox once the scheduler ran: no blocking wait
+    // on the test coordinator.
+    std::string s;
+    c.self->send(pool, health_atom_v);
+    vt.sched->run();
+    c.self->receive(
+        [&](upstream_health& h) {
+          s = h.state;
+        },
+        [&](caf::error& err) {
+          FAIL(caf::to_string(err));
+        });
+    return s;
+  };
+  auto refused = [&](std::string request_id, std::string input = "bad") {
+    auto call = make_call(std::move(input));
+    call.request_id = std::move(request_id);
+    c.self->send(pool, call_atom_v, std::move(call));
+    vt.sched->run();
+    auto answers = c.answers();
+    REQUIRE(answers.size() == 1);
+    return answers.front();
+  };
+  // Refusals naming a parameter (OpenAI's `param`: "input") are about the
+  // request, however many callers get them.
+  for (int i = 0; i < 6; ++i)
+    CHECK(error_code(refused("p" + std::to_string(i), "badparam").error)
+          == errc::invalid_input);
+  CHECK(state() == "up");
+  // One request's refusals (bisection) count once.
+  for (int i = 0; i < 6; ++i)
+    CHECK(error_code(refused("same").error) == errc::invalid_input);
+  CHECK(state() == "up");
+  // Four more distinct requests: the fifth distinct one is the upstream's.
+  for (int i = 1; i <= 3; ++i)
+    CHECK(error_code(refused("r" + std::to_string(i)).error)
+          == errc::invalid_input);
+  auto fifth = refused("r4");
+  CHECK(error_code(fifth.error) == errc::upstream_error);
+  CHECK(error_http_status(fifth.error) == 502);
+  CHECK(error_detail(fifth.error).find("fake 400") != std::string::npos);
+  CHECK(state() == "misconfigured");
+  CHECK(error_code(refused("r5").error) == errc::upstream_error);
+  // It answers again: healthy, and a refusal is the caller's again.
+  c.self->send(pool, call_atom_v, make_call("fine"));
+  vt.sched->run();
+  CHECK(!c.answers().at(0).error);
+  CHECK(state() == "up");
+  CHECK(error_code(refused("r6").error) == errc::invalid_input);
+  fc->clear();
+}
+
 // -- breaker: the state machine
 // ------------------------------------------------
 
@@ -1033,7 +1272,10 @@ TEST_CASE("breaker: what counts as a failure") {
     call_result r;
     r.error = make_error(code, "x", status);
     r.timed_out = timed_out;
-    return judge_call(r, capped, cfg);
+    attempt_facts facts;
+    facts.deadline_capped = capped;
+    facts.waited = 100ms;
+    return judge_call(r, facts, cfg);
   };
   CHECK(verdict(errc::connection_failed) == F);
   CHECK(verdict(errc::connection_failed, 0, true) == F);
@@ -1054,11 +1296,46 @@ TEST_CASE("breaker: what counts as a failure") {
   CHECK(verdict(errc::cancelled) == I);
   call_result ok;
   ok.upstream_ns = 3'000'000'000;
-  CHECK(judge_call(ok, false, cfg) == S);
+  CHECK(judge_call(ok, attempt_facts{}, cfg) == S);
   cfg.slow_call_threshold = 2000ms;
-  CHECK(judge_call(ok, false, cfg) == F); // slow calls count when configured
+  CHECK(judge_call(ok, attempt_facts{}, cfg) == F); // slow calls, if set
   ok.upstream_ns = 1'000'000'000;
-  CHECK(judge_call(ok, false, cfg) == S);
+  CHECK(judge_call(ok, attempt_facts{}, cfg) == S);
+}
+
+TEST_CASE("breaker: an attempt cut by its caller's deadline counts as a "
+          "failure once the upstream was silent far beyond its latency") {
+  auto cfg = test_breaker_config();
+  cfg.silent_call_threshold = 1000ms;
+  cfg.silent_call_factor = 4.0;
+  call_result r;
+  r.error = make_error(errc::connection_failed, "timeout");
+  r.timed_out = true;
+  auto judge = [&](std::chrono::nanoseconds waited,
+                   std::chrono::nanoseconds typical, bool capped = true) {
+    attempt_facts facts;
+    facts.deadline_capped = capped;
+    facts.waited = waited;
+    facts.typical = typical;
+    return judge_call(r, facts, cfg);
+  };
+  // Nothing observed yet (a black hole from the start): the threshold alone.
+  CHECK(judge(999ms, 0ms) == I);
+  CHECK(judge(1000ms, 0ms) == F);
+  CHECK(judge(3000ms, 0ms) == F);
+  // A typical latency of 50 ms: the threshold still rules.
+  CHECK(judge(900ms, 50ms) == I);
+  CHECK(judge(1500ms, 50ms) == F);
+  // A slow upstream (typical 2 s): silence counts only beyond 4 x 2 s.
+  CHECK(silence_bound(cfg, 2000ms) == 8000ms);
+  CHECK(judge(3000ms, 2000ms) == I);
+  CHECK(judge(8000ms, 2000ms) == F);
+  // Not capped: a timeout of the upstream's own attempt time is a failure.
+  CHECK(judge(100ms, 2000ms, false) == F);
+  // Off.
+  cfg.silent_call_threshold = 0ms;
+  CHECK(silence_bound(cfg, 2000ms).count() == 0);
+  CHECK(judge(60000ms, 0ms) == I);
 }
 
 // -- breaker: the actor, in virtual time
