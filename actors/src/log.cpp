@@ -136,6 +136,7 @@ void write_now(std::string_view text) {
 /// closes it, so a waiter that gave up never leaves a dangling descriptor).
 struct drain_ticket {
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  std::atomic<bool> done{false};
 
   drain_ticket() = default;
   drain_ticket(const drain_ticket&) = delete;
@@ -146,7 +147,10 @@ struct drain_ticket {
       close(fd);
   }
 
-  void signal() const {
+  void signal() {
+    // The flag orders the writer's work before the waiter's return; the
+    // eventfd only wakes the waiter (poll() is no synchronisation).
+    done.store(true, std::memory_order_release);
     std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(fd, &one, sizeof(one));
   }
@@ -162,9 +166,9 @@ struct drain_ticket {
       int r
           = ::poll(&pfd, 1, static_cast<int>(std::max<long>(left.count(), 0)));
       if (r > 0)
-        return true;
+        return done.load(std::memory_order_acquire);
       if (r == 0 || errno != EINTR)
-        return false;
+        return done.load(std::memory_order_acquire);
     }
   }
 };

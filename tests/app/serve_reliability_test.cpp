@@ -6,6 +6,7 @@
 // every request the same way is reported as the upstream's problem.
 #include "serve_test_util.hpp"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <future>
@@ -130,11 +131,18 @@ TEST_CASE("serve: under 3x overload, accepted requests complete within their "
     http_response res;
     milliseconds took;
   };
+  // All 60 connect first and send together: the overload is 60 requests
+  // arriving at once, however slowly this machine starts threads.
+  std::promise<void> go;
+  std::shared_future<void> go_signal = go.get_future().share();
+  std::atomic<int> connected{0};
   std::vector<std::future<timed_reply>> futs;
   for (int i = 0; i < 60; ++i)
-    futs.push_back(std::async(std::launch::async, [&] {
+    futs.push_back(std::async(std::launch::async, [&, go_signal] {
       http_client c{serve.port};
       c.connect(); // a failure shows as the reply's status below
+      ++connected;
+      go_signal.wait();
       auto t0 = steady_clock::now();
       auto res = c.embed(body, {{"x-embedrt-timeout-ms", "1000"}},
                          milliseconds{10000});
@@ -142,6 +150,11 @@ TEST_CASE("serve: under 3x overload, accepted requests complete within their "
           std::move(res),
           std::chrono::duration_cast<milliseconds>(steady_clock::now() - t0)};
     }));
+  auto connect_limit = steady_clock::now() + milliseconds{10000};
+  while (connected.load() < 60 && steady_clock::now() < connect_limit)
+    std::this_thread::sleep_for(milliseconds{1});
+  REQUIRE(connected.load() == 60);
+  go.set_value();
   int ok = 0;
   int overloaded = 0;
   int late = 0;
