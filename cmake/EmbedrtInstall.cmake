@@ -102,16 +102,8 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/examples/deploy
 # all of it DWARF of CAF and Beast templates. These rules come after every
 # install() of the files they strip (install rules run in this order, and this
 # file is included after the subdirectories).
-include(CMakeFindBinUtils)
-set(_embedrt_strip_default ON)
-if(NOT CMAKE_STRIP
-   OR NOT CMAKE_OBJCOPY
-   OR NOT CMAKE_READELF)
-  set(_embedrt_strip_default OFF)
-endif()
-option(EMBEDRT_INSTALL_STRIP
-       "Install stripped; the command's debug information is the component debug"
-       ${_embedrt_strip_default})
+# EMBEDRT_INSTALL_STRIP is defined in the top-level CMakeLists.txt (the tests
+# need it too).
 if(EMBEDRT_INSTALL_STRIP)
   set(_embedrt_strip_exes "")
   if(TARGET embedrt_cli)
