@@ -99,9 +99,9 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/examples/deploy
         DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/embedrt/examples)
 
 # Stripped by default: an unstripped RelWithDebInfo install is ~270 MB, almost
-# all of it DWARF of CAF and Beast templates. These rules come after every
-# install() of the files they strip (install rules run in this order, and this
-# file is included after the subdirectories).
+# all of it DWARF of CAF and Beast templates. These rules come after the
+# install() of every file they strip, all of them in this file: rules run in
+# the order they are declared, but a subdirectory's after the top level's.
 # EMBEDRT_INSTALL_STRIP is defined in the top-level CMakeLists.txt (the tests
 # need it too).
 if(EMBEDRT_INSTALL_STRIP)

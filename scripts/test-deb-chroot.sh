@@ -13,7 +13,11 @@
 #     against the mock;
 #  5. systemd is installed and `systemd-analyze verify` checks
 #     docs/examples/deploy/embedrt.service with its credential.conf drop-in
-#     (the command it names, /usr/bin/embedrt, is the installed one).
+#     (the command it names, /usr/bin/embedrt, is the installed one);
+#  6. in a second minimal bookworm (CHROOT_DIR-lean), the Dockerfile's RUN
+#     line as written (no recommends: no development packages), then
+#     `embedrt serve` as nobody, as its USER/ENTRYPOINT/CMD say (on 127.0.0.1):
+#     /readyz answers 200 (the built-in upstream; no key).
 #
 #   scripts/test-deb-chroot.sh [CHROOT_DIR]    # as root; default
 #                                              # /tmp/embedrt-bookworm
@@ -37,7 +41,9 @@ cleanup() {
   for f in mock.pid serve.pid; do
     if [ -f "$root/tmp/t/$f" ]; then kill "$(cat "$root/tmp/t/$f")" 2>/dev/null || true; fi
   done
+  if [ -n "${lean_pid:-}" ]; then kill "$lean_pid" 2>/dev/null || true; fi
   umount "$root/proc" 2>/dev/null || true
+  umount "$root-lean/proc" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -98,4 +104,37 @@ cp docs/examples/deploy/embedrt.service "$root/etc/systemd/system/"
 cp docs/examples/deploy/credential.conf "$root/etc/systemd/system/embedrt.service.d/"
 in_root 'systemd-analyze verify /etc/systemd/system/embedrt.service && echo "verify: ok"
   systemd-analyze security --offline=true embedrt.service | tail -1'
+echo "== 6. the Dockerfile's install and command, in a second minimal bookworm"
+# docs/examples/deploy/Dockerfile's COPY and RUN lines as written (no
+# recommends), then its USER, ENV and ENTRYPOINT + CMD: `embedrt serve` as
+# nobody (on 127.0.0.1 here, not the image's 0.0.0.0) with the built-in
+# upstream (no key given).
+lean=${root}-lean
+if [ ! -x "$lean/usr/bin/apt-get" ]; then
+  debootstrap --variant=minbase bookworm "$lean" "$mirror"
+fi
+cp /etc/resolv.conf "$lean/etc/resolv.conf"
+mountpoint -q "$lean/proc" || mount -t proc proc "$lean/proc"
+cp "$deb" "$lean/tmp/"
+run=$(sed -n '/^RUN /,/[^\\]$/p' docs/examples/deploy/Dockerfile | sed 's/^RUN //')
+echo "RUN $run"
+chroot "$lean" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  DEBIAN_FRONTEND=noninteractive /bin/sh -ec "$run"
+chroot "$lean" dpkg -l libcaf-dev 2>/dev/null | grep -q '^ii' \
+  && { echo "FAIL: the lean install has libcaf-dev" >&2; exit 1; }
+echo "lean install: $(chroot "$lean" dpkg -l | grep -c '^ii') packages, no -dev"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+chroot --userspec=nobody:nogroup "$lean" /usr/bin/env -i \
+  PATH=/usr/bin:/bin EMBEDRT_LISTEN="127.0.0.1:$port" \
+  /usr/bin/embedrt serve >"$lean/tmp/serve.out" 2>"$lean/tmp/serve.err" &
+lean_pid=$!
+for _ in $(seq 100); do grep -q listening "$lean/tmp/serve.out" && break; sleep 0.1; done
+cat "$lean/tmp/serve.out"
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+reply=$(cat <&3); exec 3<&-
+echo "$reply" | head -1; echo "$reply" | tail -1
+kill -TERM "$lean_pid"; wait "$lean_pid"; echo "serve (nobody) exit: $?"
+umount "$lean/proc"
+echo "$reply" | grep -q '^HTTP/1.1 200' || { echo "FAIL: /readyz" >&2; exit 1; }
 echo "== all steps passed"
