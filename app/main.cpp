@@ -15,7 +15,7 @@ using embedrt::app::command;
 constexpr command commands[] = {
     {"embed", "embed a JSONL or text file: vectors out, resumable, progress",
      embedrt::app::cmd_embed},
-    {"serve", "OpenAI-compatible embeddings gateway: /v1/embeddings, health",
+    {"serve", "OpenAI-compatible gateway: /v1/embeddings, health, /metrics",
      embedrt::app::cmd_serve},
     {"mock", "run the built-in OpenAI-compatible upstream (tests, benchmarks)",
      embedrt::app::cmd_mock},
