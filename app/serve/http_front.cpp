@@ -396,6 +396,13 @@ class session : public session_base,
     }
     if (auto id = client_request_id(parser_->get()); !id.empty())
       request_id_ = std::move(id);
+    if (auto err = framing_error(*parser_)) {
+      // The body's end is unknown: answered, and the connection closes.
+      stop_request_timer();
+      keep_alive_ = false;
+      write_own(std::move(*err));
+      return;
+    }
     if (httpd::expects_continue(parser_->get())) {
       lowest().expires_after(core_->opts.io_timeout);
       net::async_write(
