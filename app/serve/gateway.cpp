@@ -94,6 +94,29 @@ std::string readiness_body(const health_report& h) {
   return body + "]}";
 }
 
+/// The deadline of `req` from its timeout header into `timeout` (left
+/// alone without the header), or the 400 for a bad one.
+std::optional<front_reply> read_timeout(const front_request& req,
+                                        std::chrono::milliseconds max,
+                                        std::chrono::milliseconds& timeout) {
+  if (!req.has_timeout_ms)
+    return std::nullopt;
+  int64_t ms = 0;
+  const auto& text = req.timeout_ms;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()
+      || ms < 1 || ms > max.count())
+    return error_reply(400,
+                       std::string{"Header "} + timeout_header
+                           + " must be an integer number of milliseconds in "
+                             "[1, "
+                           + std::to_string(max.count()) + "]",
+                       "invalid_request_error", "invalid_input",
+                       timeout_header);
+  timeout = std::chrono::milliseconds{ms};
+  return std::nullopt;
+}
+
 /// The 429 for a request whose response would exceed the node's budget.
 caf::error over_budget(const response_budget& budget, uint64_t inputs,
                        uint64_t dims, bool base64) {
@@ -230,6 +253,11 @@ void gateway::embeddings(front_request& req, responder& respond,
     respond(reply_for_error(decoded.error(), opts_.upstream_errors));
     return;
   }
+  auto timeout = opts_.default_timeout;
+  if (auto bad = read_timeout(req, opts_.max_timeout, timeout)) {
+    respond(std::move(*bad));
+    return;
+  }
   // The node's memory first: a refusal here costs the client none of its
   // own limits.
   auto inputs = decoded->input.size() + decoded->token_input.size();
@@ -267,25 +295,6 @@ void gateway::embeddings(front_request& req, responder& respond,
   er.dimensions = decoded->dimensions.value_or(0);
   er.user = std::move(decoded->user);
   er.request_id = std::move(req.request_id);
-  auto timeout = opts_.default_timeout;
-  if (req.has_timeout_ms) {
-    int64_t ms = 0;
-    const auto& text = req.timeout_ms;
-    auto [end, ec]
-        = std::from_chars(text.data(), text.data() + text.size(), ms);
-    if (text.empty() || ec != std::errc{} || end != text.data() + text.size()
-        || ms < 1 || ms > opts_.max_timeout.count()) {
-      respond(error_reply(400,
-                          std::string{"Header "} + timeout_header
-                              + " must be an integer number of milliseconds "
-                                "in [1, "
-                              + std::to_string(opts_.max_timeout.count()) + "]",
-                          "invalid_request_error", "invalid_input",
-                          timeout_header));
-      return;
-    }
-    timeout = std::chrono::milliseconds{ms};
-  }
   er.timeout = std::chrono::duration_cast<caf::timespan>(timeout);
   auto enc = decoded->encoding_format;
   auto deadline = std::chrono::steady_clock::now() + timeout;
