@@ -14,6 +14,7 @@
 #include "embedrt/all.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
 #include "mock/mock_server.hpp"
+#include "serve_load_util.hpp"
 #include "serve_test_util.hpp"
 
 #include <arpa/inet.h>
@@ -36,68 +37,6 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 namespace {
-
-/// A plain TCP connection to 127.0.0.1:port, closed at scope exit.
-class tcp_conn {
- public:
-  explicit tcp_conn(uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port);
-    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr))
-            == 0);
-  }
-  ~tcp_conn() {
-    if (fd_ >= 0)
-      close(fd_);
-  }
-  tcp_conn(tcp_conn&& other) noexcept : fd_(other.fd_) {
-    other.fd_ = -1;
-  }
-  tcp_conn(const tcp_conn&) = delete;
-  tcp_conn& operator=(const tcp_conn&) = delete;
-
-  void send_text(const std::string& text) {
-    REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL)
-            == static_cast<ssize_t>(text.size()));
-  }
-
-  /// Everything until the server closes the connection, or what came
-  /// within `timeout` (then `closed` is false).
-  std::string read_all(milliseconds timeout, bool& closed) {
-    std::string out;
-    closed = false;
-    auto deadline = steady_clock::now() + timeout;
-    char chunk[4096];
-    while (steady_clock::now() < deadline) {
-      pollfd pfd{fd_, POLLIN, 0};
-      if (poll(&pfd, 1, 50) <= 0)
-        continue;
-      auto n = recv(fd_, chunk, sizeof(chunk), 0);
-      if (n <= 0) {
-        closed = true;
-        break;
-      }
-      out.append(chunk, static_cast<std::size_t>(n));
-    }
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-/// The statuses of the responses in `bytes`, in order.
-std::vector<int> statuses(const std::string& bytes) {
-  std::vector<int> out;
-  for (auto pos = bytes.find("HTTP/1.1 "); pos != std::string::npos;
-       pos = bytes.find("HTTP/1.1 ", pos + 1))
-    out.push_back(std::stoi(bytes.substr(pos + 9, 3)));
-  return out;
-}
 
 std::string post(const std::string& extra_headers, const std::string& body) {
   return "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: "

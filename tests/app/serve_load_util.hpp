@@ -1,17 +1,25 @@
 // What the load, memory and bad-input tests of `embedrt serve` read from the
-// running processes: the memory figures of /proc/PID/status and values of
-// the Prometheus text at /metrics.
+// running processes — the memory figures of /proc/PID/status, values of the
+// Prometheus text at /metrics — and a raw TCP connection for what the HTTP
+// client cannot send (odd framings, pipelining, HTTP/1.0).
 #pragma once
 
 #include "mock_test_client.hpp"
 
+#include <arpa/inet.h>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <netinet/in.h>
 #include <optional>
+#include <poll.h>
 #include <string>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <thread>
+#include <unistd.h>
+#include <vector>
 
 namespace embedrt::test {
 
@@ -62,6 +70,68 @@ inline std::optional<double> wait_metric(uint16_t port, const std::string& name,
       return last;
     std::this_thread::sleep_for(std::chrono::milliseconds{20});
   }
+}
+
+/// A plain TCP connection to 127.0.0.1:port, closed at scope exit.
+class tcp_conn {
+ public:
+  explicit tcp_conn(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr))
+            == 0);
+  }
+  ~tcp_conn() {
+    if (fd_ >= 0)
+      close(fd_);
+  }
+  tcp_conn(tcp_conn&& other) noexcept : fd_(other.fd_) {
+    other.fd_ = -1;
+  }
+  tcp_conn(const tcp_conn&) = delete;
+  tcp_conn& operator=(const tcp_conn&) = delete;
+
+  void send_text(const std::string& text) {
+    REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL)
+            == static_cast<ssize_t>(text.size()));
+  }
+
+  /// Everything until the server closes the connection, or what came
+  /// within `timeout` (then `closed` is false).
+  std::string read_all(std::chrono::milliseconds timeout, bool& closed) {
+    std::string out;
+    closed = false;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    char chunk[4096];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 50) <= 0)
+        continue;
+      auto n = recv(fd_, chunk, sizeof(chunk), 0);
+      if (n <= 0) {
+        closed = true;
+        break;
+      }
+      out.append(chunk, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+/// The statuses of the responses in `bytes`, in order.
+inline std::vector<int> statuses(const std::string& bytes) {
+  std::vector<int> out;
+  for (auto pos = bytes.find("HTTP/1.1 "); pos != std::string::npos;
+       pos = bytes.find("HTTP/1.1 ", pos + 1))
+    out.push_back(std::stoi(bytes.substr(pos + 9, 3)));
+  return out;
 }
 
 /// The sanitizers change memory figures beyond any useful bound (ASan's

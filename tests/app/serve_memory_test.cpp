@@ -185,3 +185,33 @@ TEST_CASE("serve: response_budget_bytes in the config file sets the budget; "
         == 1048576.0);
   CHECK(wait_metric(serve.port, held_metric, 0, milliseconds{5000}) == 0.0);
 }
+
+TEST_CASE("serve: an HTTP/1.0 client gets a large reply whole, with "
+          "Content-Length (no chunked framing)") {
+  mock_proc mock;
+  serve_proc serve{{"--upstream", mock.url}};
+  // 300 x 3,072 floats as text: well over the streaming threshold.
+  auto texts = numbered_texts(300);
+  auto body = embed_body(texts, 3072);
+  tcp_conn conn{serve.port};
+  conn.send_text("POST /v1/embeddings HTTP/1.0\r\nHost: x\r\nContent-Type: "
+                 "application/json\r\nContent-Length: "
+                 + std::to_string(body.size()) + "\r\n\r\n" + body);
+  bool closed = false;
+  auto reply = conn.read_all(milliseconds{30000}, closed);
+  CHECK(closed);
+  REQUIRE(statuses(reply) == std::vector<int>{200});
+  auto end = reply.find("\r\n\r\n");
+  REQUIRE(end != std::string::npos);
+  auto head = reply.substr(0, end);
+  INFO(head);
+  CHECK_THAT(head, !Catch::Contains("chunked"));
+  auto cl = head.find("Content-Length: ");
+  REQUIRE(cl != std::string::npos);
+  auto length = std::stoul(head.substr(cl + 16));
+  http_response res;
+  res.status = 200;
+  res.body = reply.substr(end + 4);
+  CHECK(res.body.size() == length);
+  CHECK(vectors_of(res, 300, 3072)[299] == hash_embed(texts[299], 3072));
+}
