@@ -138,6 +138,7 @@ std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
   gopts.upstream_errors = cfg.serve.full_upstream_errors
       ? serve::upstream_detail::full
       : serve::upstream_detail::message;
+  gopts.response_budget_bytes = cfg.serve.response_budget_bytes;
   return std::make_unique<serve::gateway>(sys, svc, gopts);
 }
 

@@ -86,7 +86,7 @@ const std::set<std::string> serve_keys{
     "idle_timeout_ms", "request_timeout_ms",
     "max_connections", "upstream_error_detail",
     "cors_origins",    "tls_certificate",
-    "tls_key"};
+    "tls_key",         "response_budget_bytes"};
 const std::set<std::string> client_keys{"token_env", "token", "rpm", "tpm"};
 const std::set<std::string> cluster_keys{
     "caf_port",    "caf_bind",          "peers", "tls_certificate", "tls_key",
@@ -473,6 +473,8 @@ void read_serve_limits(resolver& r, const section* sv, serve_config& out) {
   r.millis(key("request_timeout_ms"), out.request_timeout, 1, max_ms);
   r.integer(key("max_connections"), out.max_connections, std::size_t{0},
             std::size_t{1'000'000});
+  r.integer(key("response_budget_bytes"), out.response_budget_bytes,
+            uint64_t{0}, uint64_t{1} << 48);
   if (auto c = key("upstream_error_detail")) {
     if (c->value == "full" || c->value == "message")
       out.full_upstream_errors = c->value == "full";

@@ -109,6 +109,9 @@ struct serve_config {
   /// message ("full") or only its message, without addresses and echoed
   /// bodies ("message", the default; docs/security.md).
   bool full_upstream_errors = false;
+  /// Budget of response bytes in flight (docs/reliability.md, "Memory");
+  /// 0 = no limit.
+  uint64_t response_budget_bytes = uint64_t{256} << 20;
 };
 
 /// Distribution across CAF nodes (section `[cluster]`; docs/distributed.md).

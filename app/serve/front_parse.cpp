@@ -106,6 +106,16 @@ std::optional<front_reply> read_error_reply(const boost::beast::error_code& ec,
   return std::nullopt;
 }
 
+std::optional<front_reply> framing_error(const request_parser& p) {
+  const auto& req = p.get();
+  if (req.find(http::field::transfer_encoding) == req.end() || p.chunked())
+    return std::nullopt;
+  return error_reply(400,
+                     "Malformed HTTP request: Transfer-Encoding must end with "
+                     "chunked",
+                     "invalid_request_error", "bad_http");
+}
+
 front_reply request_timeout_reply(const front_options& opts) {
   return error_reply(408,
                      "Request timeout: the request was not received within "
@@ -136,6 +146,11 @@ parse_outcome parse_request(std::string_view bytes, const front_options& opts,
       return out;
     bytes.remove_prefix(n);
   }
+  if (p.is_header_done())
+    if (auto err = framing_error(p)) {
+      out.error = std::move(err);
+      return out;
+    }
   if (p.is_done()) {
     out.request = request_of(p, std::move(assigned_id));
     if (auto err = decode_content(p, *out.request, opts)) {

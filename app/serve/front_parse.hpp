@@ -55,6 +55,13 @@ std::optional<front_reply> decode_content(const request_parser& p,
 std::optional<front_reply> read_error_reply(const boost::beast::error_code& ec,
                                             const front_options& opts);
 
+/// The 400 reply to a request whose header frames its body ambiguously: a
+/// `Transfer-Encoding` whose final coding is not `chunked` (RFC 9112, 6.3:
+/// the server must answer 400 and close, else the body would be read as
+/// the next request — request smuggling). std::nullopt: the framing is
+/// sound. Call it once the header is complete.
+std::optional<front_reply> framing_error(const request_parser& p);
+
 /// The 408 reply of a request not received within `request_timeout`.
 front_reply request_timeout_reply(const front_options& opts);
 

@@ -94,6 +94,45 @@ std::string readiness_body(const health_report& h) {
   return body + "]}";
 }
 
+/// The deadline of `req` from its timeout header into `timeout` (left
+/// alone without the header), or the 400 for a bad one.
+std::optional<front_reply> read_timeout(const front_request& req,
+                                        std::chrono::milliseconds max,
+                                        std::chrono::milliseconds& timeout) {
+  if (!req.has_timeout_ms)
+    return std::nullopt;
+  int64_t ms = 0;
+  const auto& text = req.timeout_ms;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()
+      || ms < 1 || ms > max.count())
+    return error_reply(400,
+                       std::string{"Header "} + timeout_header
+                           + " must be an integer number of milliseconds in "
+                             "[1, "
+                           + std::to_string(max.count()) + "]",
+                       "invalid_request_error", "invalid_input",
+                       timeout_header);
+  timeout = std::chrono::milliseconds{ms};
+  return std::nullopt;
+}
+
+/// The 429 for a request whose response would exceed the node's budget.
+caf::error over_budget(const response_budget& budget, uint64_t inputs,
+                       uint64_t dims, bool base64) {
+  auto mib = [](uint64_t bytes) {
+    return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB";
+  };
+  return make_error(
+      errc::overloaded,
+      "the server is busy: the responses in flight hold " + mib(budget.held())
+          + " of its " + mib(budget.limit()) + " budget and this one ("
+          + std::to_string(inputs) + " inputs x " + std::to_string(dims)
+          + " dimensions, about " + mib(response_estimate(inputs, dims, base64))
+          + ") does not fit; retry later",
+      429, std::chrono::milliseconds{1000});
+}
+
 } // namespace
 
 gateway::gateway(caf::actor_system& sys, service_actor svc,
@@ -104,6 +143,7 @@ gateway::gateway(caf::actor_system& sys, service_actor svc,
       opts_(std::move(opts)),
       clients_(std::make_shared<client_registry>(opts_.clients)),
       cors_(std::make_shared<const cors_policy>(opts_.cors_origins)),
+      budget_(std::make_shared<response_budget>(opts_.response_budget_bytes)),
       started_(std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
@@ -213,6 +253,28 @@ void gateway::embeddings(front_request& req, responder& respond,
     respond(reply_for_error(decoded.error(), opts_.upstream_errors));
     return;
   }
+  auto timeout = opts_.default_timeout;
+  if (auto bad = read_timeout(req, opts_.max_timeout, timeout)) {
+    respond(std::move(*bad));
+    return;
+  }
+  // The node's memory first: a refusal here costs the client none of its
+  // own limits.
+  auto inputs = decoded->input.size() + decoded->token_input.size();
+  auto dims = decoded->dimensions
+      ? static_cast<uint64_t>(std::max<int32_t>(*decoded->dimensions, 0))
+      : opts_.assumed_dimensions;
+  auto base64 = decoded->encoding_format == openai::encoding::base64;
+  // The texts are held too while the request is in flight: decoded here,
+  // and encoded again for the upstream.
+  auto texts = 2 * static_cast<uint64_t>(req.body.size());
+  auto lease
+      = budget_->acquire(texts + response_estimate(inputs, dims, base64));
+  if (!lease) {
+    respond(reply_for_error(over_budget(*budget_, inputs, dims, base64),
+                            opts_.upstream_errors));
+    return;
+  }
   if (who) {
     // The client's limits, on the same estimate the runtime's limits use
     // (exact for token arrays).
@@ -233,25 +295,6 @@ void gateway::embeddings(front_request& req, responder& respond,
   er.dimensions = decoded->dimensions.value_or(0);
   er.user = std::move(decoded->user);
   er.request_id = std::move(req.request_id);
-  auto timeout = opts_.default_timeout;
-  if (req.has_timeout_ms) {
-    int64_t ms = 0;
-    const auto& text = req.timeout_ms;
-    auto [end, ec]
-        = std::from_chars(text.data(), text.data() + text.size(), ms);
-    if (text.empty() || ec != std::errc{} || end != text.data() + text.size()
-        || ms < 1 || ms > opts_.max_timeout.count()) {
-      respond(error_reply(400,
-                          std::string{"Header "} + timeout_header
-                              + " must be an integer number of milliseconds "
-                                "in [1, "
-                              + std::to_string(opts_.max_timeout.count()) + "]",
-                          "invalid_request_error", "invalid_input",
-                          timeout_header));
-      return;
-    }
-    timeout = std::chrono::milliseconds{ms};
-  }
   er.timeout = std::chrono::duration_cast<caf::timespan>(timeout);
   auto enc = decoded->encoding_format;
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -261,11 +304,19 @@ void gateway::embeddings(front_request& req, responder& respond,
   client_.embed(
       std::move(er),
       [respond = std::move(respond), enc, deadline, timeout,
-       model = std::move(model),
-       detail = opts_.upstream_errors](caf::expected<embed_result> r) {
+       model = std::move(model), detail = opts_.upstream_errors, texts,
+       lease = std::make_shared<response_budget::lease>(std::move(*lease))](
+          caf::expected<embed_result> r) {
         if (r) {
           r->model = model;
-          respond(reply_for_result(std::move(*r), enc));
+          // The true size, now that it is known (the request may have
+          // named no dimensions).
+          auto dims = r->embeddings.empty() ? 0 : r->embeddings[0].size();
+          lease->resize(texts
+                        + response_estimate(r->embeddings.size(), dims,
+                                            enc == openai::encoding::base64));
+          // The lease goes when the reply has been written.
+          respond(reply_for_result(std::move(*r), enc, lease));
           return;
         }
         // An attempt cut short by the caller's deadline comes back as a
@@ -338,8 +389,8 @@ void gateway::metrics(responder& respond) {
       sys_, service_,
       std::chrono::duration_cast<caf::timespan>(opts_.health_timeout),
       metrics_atom_v,
-      [respond = std::move(respond),
-       registry = clients_](caf::expected<metrics_snapshot> m) {
+      [respond = std::move(respond), registry = clients_,
+       budget = budget_](caf::expected<metrics_snapshot> m) {
         if (!m) {
           respond(error_reply(
               503, "no metrics from the runtime: " + render_error(m.error()),
@@ -348,7 +399,8 @@ void gateway::metrics(responder& respond) {
         }
         front_reply r;
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = render_prometheus(*m) + registry->render_metrics();
+        r.body = render_prometheus(*m) + registry->render_metrics()
+            + budget->render_metrics();
         respond(std::move(r));
       });
 }

@@ -14,6 +14,9 @@
 //
 // With clients (clients.hpp) every path but the probes needs a client's
 // token; a client's RPM/TPM limits are applied before the request is sent.
+// Each embeddings request takes a lease on the node's budget of response
+// bytes in flight (response_budget.hpp) until its reply is written; over the
+// budget it is refused at once with 429 `overloaded`.
 // Each request is logged once at info when answered (method, path, status,
 // duration, client, request id; never a token or a body).
 //
@@ -28,6 +31,7 @@
 #include "serve/cors.hpp"
 #include "serve/http_front.hpp"
 #include "serve/replies.hpp"
+#include "serve/response_budget.hpp"
 
 #include <caf/actor_system.hpp>
 #include <chrono>
@@ -54,6 +58,12 @@ struct gateway_options {
   std::vector<std::string> models;
   /// How much of an error's detail reaches the client (replies.hpp).
   upstream_detail upstream_errors = upstream_detail::message;
+  /// The budget of response bytes in flight (response_budget.hpp); 0: no
+  /// limit.
+  uint64_t response_budget_bytes = response_budget::default_limit;
+  /// The dimensions a request that names none is admitted on (OpenAI's
+  /// largest); its lease is set to the true size when the answer comes.
+  uint64_t assumed_dimensions = 3072;
 };
 
 class gateway {
@@ -78,6 +88,8 @@ class gateway {
   /// gone (a request the runtime answers during shutdown).
   std::shared_ptr<client_registry> clients_;
   std::shared_ptr<const cors_policy> cors_;
+  /// Shared with the replies, which hold their lease until written.
+  std::shared_ptr<response_budget> budget_;
   /// `created` of the listed models: when the gateway started (Unix time).
   int64_t started_ = 0;
 };

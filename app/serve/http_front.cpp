@@ -396,6 +396,13 @@ class session : public session_base,
     }
     if (auto id = client_request_id(parser_->get()); !id.empty())
       request_id_ = std::move(id);
+    if (auto err = framing_error(*parser_)) {
+      // The body's end is unknown: answered, and the connection closes.
+      stop_request_timer();
+      keep_alive_ = false;
+      write_own(std::move(*err));
+      return;
+    }
     if (httpd::expects_continue(parser_->get())) {
       lowest().expires_after(core_->opts.io_timeout);
       net::async_write(
@@ -449,6 +456,7 @@ class session : public session_base,
     }
     stop_request_timer();
     keep_alive_ = parser_->get().keep_alive();
+    http10_ = parser_->get().version() < 11;
     auto fr = request_of(*parser_, std::move(request_id_));
     request_id_ = fr.request_id;
     if (auto err = decode_content(*parser_, fr, core_->opts)) {
@@ -521,20 +529,19 @@ class session : public session_base,
     auto keep = std::move(hold_); // the write's handler holds it now
     if (draining_)
       keep_alive_ = false;
+    if (r.source && !http10_) {
+      write_streamed(std::move(r));
+      return;
+    }
+    if (r.source) {
+      // HTTP/1.0 has no chunked framing: the body whole.
+      while (r.source(r.body)) {
+        // more
+      }
+      r.source = nullptr;
+    }
     res_ = http::response<http::string_body>{};
-    res_.version(11);
-    res_.result(static_cast<unsigned>(r.status));
-    res_.set(http::field::server, "embedrt");
-    res_.set(http::field::date, http_date());
-    if (!r.content_type.empty())
-      res_.set(http::field::content_type, r.content_type);
-    // Every reply names its request, errors included: the client's id, or
-    // the one assigned when it sent none (the handler's own wins).
-    if (!request_id_.empty())
-      res_.set("x-request-id", request_id_);
-    for (auto& [name, value] : r.headers)
-      res_.set(name, value);
-    res_.keep_alive(keep_alive_);
+    set_headers(res_, r);
     res_.body() = std::move(r.body);
     // A 204 has no body and no Content-Length (RFC 9110, 8.6).
     if (r.status == 204)
@@ -549,6 +556,73 @@ class session : public session_base,
         });
   }
 
+  template <class Body>
+  void set_headers(http::response<Body>& res, const front_reply& r) {
+    res.version(11);
+    res.result(static_cast<unsigned>(r.status));
+    res.set(http::field::server, "embedrt");
+    res.set(http::field::date, http_date());
+    if (!r.content_type.empty())
+      res.set(http::field::content_type, r.content_type);
+    // Every reply names its request, errors included: the client's id, or
+    // the one assigned when it sent none (the handler's own wins).
+    if (!request_id_.empty())
+      res.set("x-request-id", request_id_);
+    for (auto& [name, value] : r.headers)
+      res.set(name, value);
+    res.keep_alive(keep_alive_);
+  }
+
+  /// A reply whose body comes piece by piece: the header, one chunk per
+  /// piece, the last chunk. The send timeout covers the whole reply.
+  void write_streamed(front_reply r) {
+    source_ = std::move(r.source);
+    head_ = http::response<http::empty_body>{};
+    set_headers(head_, r);
+    head_.chunked(true);
+    head_writer_.emplace(head_);
+    lowest().expires_after(core_->opts.io_timeout);
+    http::async_write_header(
+        stream_, *head_writer_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          self->on_chunk_written(ec);
+        });
+  }
+
+  void on_chunk_written(beast::error_code ec) {
+    if (phase_ == phase::closed)
+      return;
+    if (ec) {
+      hard_close();
+      return;
+    }
+    if (stream_finished_) {
+      stream_finished_ = false;
+      head_writer_.reset();
+      std::string{}.swap(chunk_);
+      on_write(ec);
+      return;
+    }
+    auto done = [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->on_chunk_written(ec);
+    };
+    if (source_) {
+      chunk_.clear();
+      bool more = true;
+      while (more && chunk_.empty())
+        more = source_(chunk_);
+      if (!more)
+        source_ = nullptr; // what it holds goes before the last bytes
+      if (!chunk_.empty()) {
+        net::async_write(stream_, http::make_chunk(net::buffer(chunk_)),
+                         std::move(done));
+        return;
+      }
+    }
+    stream_finished_ = true;
+    net::async_write(stream_, http::make_chunk_last(), std::move(done));
+  }
+
   void on_write(beast::error_code ec) {
     if (phase_ == phase::closed)
       return;
@@ -556,6 +630,8 @@ class session : public session_base,
       hard_close();
       return;
     }
+    // A kept-alive connection does not hold on to its last reply's body.
+    res_ = http::response<http::string_body>{};
     if (!keep_alive_) {
       lingering_close();
       return;
@@ -608,6 +684,9 @@ class session : public session_base,
     lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
     lowest().close();
     read_timer_.cancel();
+    // A streamed reply's source goes now (the chunk being written is
+    // separate, and stays until its write completes).
+    source_ = nullptr;
     auto keep = std::move(hold_);
   }
 
@@ -616,6 +695,16 @@ class session : public session_base,
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
+  /// A streamed reply (write_streamed): its header and the header's
+  /// writer, the source of its body, the chunk being written, and whether
+  /// the last chunk is on its way.
+  http::response<http::empty_body> head_;
+  std::optional<http::response_serializer<http::empty_body>> head_writer_;
+  body_source source_;
+  std::string chunk_;
+  bool stream_finished_ = false;
+  /// The request being answered is HTTP/1.0 (no chunked replies).
+  bool http10_ = false;
   std::array<char, 4096> drain_buf_;
   /// Cuts a request not received within the request timeout.
   net::steady_timer read_timer_;

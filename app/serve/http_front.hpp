@@ -49,6 +49,13 @@ struct front_request {
   std::string cors_request_headers;
 };
 
+/// A body produced piece by piece, so that a large reply is never held
+/// whole: each call appends the next piece to `out` and returns true, or
+/// returns false once the body is complete. Called on the connection's
+/// strand; destroyed (with whatever it holds) when the reply has been
+/// written or the connection closed.
+using body_source = std::function<bool(std::string& out)>;
+
 /// The answer to one request.
 struct front_reply {
   int status = 200;
@@ -56,6 +63,10 @@ struct front_reply {
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  /// If set, the body (`body` is ignored): sent with `Transfer-Encoding:
+  /// chunked`, one chunk per piece (to an HTTP/1.0 client: whole, with
+  /// Content-Length).
+  body_source source;
 };
 
 /// Completes one request; callable from any thread, exactly one call counts

@@ -218,15 +218,29 @@ front_reply reply_for_error(const caf::error& err, upstream_detail detail) {
   return r;
 }
 
-front_reply reply_for_result(embed_result&& res, openai::encoding enc) {
+front_reply reply_for_result(embed_result&& res, openai::encoding enc,
+                             std::shared_ptr<void> keep) {
   openai::embeddings_response out;
   out.model = std::move(res.model);
   out.data = std::move(res.embeddings);
   out.usage = res.usage;
   front_reply r;
-  r.body = openai::encode_response(out, enc);
   if (!res.request_id.empty())
     r.headers.emplace_back("x-request-id", std::move(res.request_id));
+  std::size_t values = 0;
+  for (const auto& v : out.data)
+    values += v.size();
+  // Float text takes up to about 12 bytes a number, base64 5.3.
+  auto estimate
+      = enc == openai::encoding::base64 ? values * 16 / 3 : values * 12;
+  if (estimate <= stream_threshold) {
+    r.body = openai::encode_response(out, enc);
+    return r;
+  }
+  auto writer = std::make_shared<openai::response_writer>(std::move(out), enc);
+  r.source = [writer, keep = std::move(keep)](std::string& piece) {
+    return writer->next(piece, stream_piece_bytes);
+  };
   return r;
 }
 

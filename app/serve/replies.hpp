@@ -23,6 +23,8 @@
 #include "serve/http_front.hpp"
 
 #include <caf/error.hpp>
+#include <cstddef>
+#include <memory>
 
 namespace embedrt::serve {
 
@@ -44,7 +46,17 @@ front_reply reply_for_error(const caf::error& err,
 /// `detail` as a client sees it with `upstream_detail::message`.
 std::string client_message(std::string_view detail);
 
-/// The 200 reply for a successful request.
-front_reply reply_for_result(embed_result&& res, openai::encoding enc);
+/// Bodies estimated larger than this are streamed (front_reply::source).
+constexpr std::size_t stream_threshold = 256 * 1024;
+/// The size of the pieces of a streamed body.
+constexpr std::size_t stream_piece_bytes = 64 * 1024;
+
+/// The 200 reply for a successful request. A large body (over
+/// `stream_threshold`, estimated) is not built here: the reply's source
+/// writes it piece by piece as it is sent, freeing each vector once written,
+/// and holds `keep` (the request's budget lease) until then; a small one is
+/// built whole and `keep` goes with this call.
+front_reply reply_for_result(embed_result&& res, openai::encoding enc,
+                             std::shared_ptr<void> keep = nullptr);
 
 } // namespace embedrt::serve

@@ -49,21 +49,18 @@ void append_vector(std::string& out, const std::vector<float>& vec,
   out.push_back(']');
 }
 
-} // namespace
+void append_item(std::string& out, std::size_t i, const std::vector<float>& vec,
+                 encoding enc) {
+  if (i > 0)
+    out.push_back(',');
+  out.append("{\"object\":\"embedding\",\"index\":");
+  append_int(out, i);
+  out.append(",\"embedding\":");
+  append_vector(out, vec, enc);
+  out.push_back('}');
+}
 
-std::string encode_response(const embeddings_response& resp, encoding enc) {
-  std::string out;
-  out.reserve(encoded_size_hint(resp, enc));
-  out.append("{\"object\":\"list\",\"data\":[");
-  for (std::size_t i = 0; i < resp.data.size(); ++i) {
-    if (i > 0)
-      out.push_back(',');
-    out.append("{\"object\":\"embedding\",\"index\":");
-    append_int(out, i);
-    out.append(",\"embedding\":");
-    append_vector(out, resp.data[i], enc);
-    out.push_back('}');
-  }
+void append_tail(std::string& out, const embeddings_response& resp) {
   out.append("],\"model\":");
   append_json_string(out, resp.model);
   out.append(",\"usage\":{\"prompt_tokens\":");
@@ -71,7 +68,47 @@ std::string encode_response(const embeddings_response& resp, encoding enc) {
   out.append(",\"total_tokens\":");
   append_int(out, resp.usage.total_tokens);
   out.append("}}");
+}
+
+constexpr const char* response_head = "{\"object\":\"list\",\"data\":[";
+
+} // namespace
+
+std::string encode_response(const embeddings_response& resp, encoding enc) {
+  std::string out;
+  out.reserve(encoded_size_hint(resp, enc));
+  out.append(response_head);
+  for (std::size_t i = 0; i < resp.data.size(); ++i)
+    append_item(out, i, resp.data[i], enc);
+  append_tail(out, resp);
   return out;
+}
+
+response_writer::response_writer(embeddings_response resp, encoding enc)
+    : resp_(std::move(resp)), enc_(enc) {
+  // nop
+}
+
+bool response_writer::next(std::string& out, std::size_t target) {
+  auto count = resp_.data.size();
+  if (next_ > count)
+    return false;
+  auto start = out.size();
+  if (next_ == 0)
+    out.append(response_head);
+  while (next_ < count) {
+    append_item(out, next_, resp_.data[next_], enc_);
+    // Written: its memory goes now, not with the whole response.
+    std::vector<float>{}.swap(resp_.data[next_]);
+    ++next_;
+    if (out.size() - start >= target)
+      break;
+  }
+  if (next_ == count) {
+    append_tail(out, resp_);
+    next_ = count + 1;
+  }
+  return true;
 }
 
 namespace {

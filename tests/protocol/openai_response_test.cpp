@@ -1,6 +1,7 @@
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/openai.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -86,6 +87,39 @@ TEST_CASE("response round trip preserves every float bit",
     CHECK(back->usage.prompt_tokens == 12);
     CHECK(back->usage.total_tokens == 12);
     CHECK(same_bits(back->data, resp.data));
+  }
+}
+
+TEST_CASE("response_writer's pieces are encode_response's body",
+          "[openai][response]") {
+  auto resp = sample_response();
+  embeddings_response empty;
+  empty.model = "m";
+  for (auto enc : {encoding::float32, encoding::base64}) {
+    for (const auto& r : {resp, empty}) {
+      // target 1: one vector per piece; 64: two or more; huge: all at once.
+      for (std::size_t target :
+           {std::size_t{1}, std::size_t{64}, std::size_t{1} << 20}) {
+        INFO(to_string(enc)
+             << ", " << r.data.size() << " vectors, target " << target);
+        response_writer w{r, enc};
+        std::string body;
+        std::size_t pieces = 0;
+        for (;;) {
+          auto before = body.size();
+          if (!w.next(body, target))
+            break;
+          CHECK(body.size() > before);
+          ++pieces;
+        }
+        CHECK(body == encode_response(r, enc));
+        CHECK_FALSE(w.next(body, target));
+        if (target == 1)
+          CHECK(pieces == std::max<std::size_t>(r.data.size(), 1));
+        if (target == std::size_t{1} << 20)
+          CHECK(pieces == 1);
+      }
+    }
   }
 }
 

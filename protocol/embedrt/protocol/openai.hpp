@@ -113,6 +113,26 @@ struct embeddings_response {
 /// express, is written as null).
 std::string encode_response(const embeddings_response& resp, encoding enc);
 
+/// Writes the body `encode_response` would, piece by piece, so that a large
+/// response is never held whole as text (`embedrt serve` sends the pieces
+/// as HTTP chunks). It owns the response and frees each vector once it is
+/// written, so the memory held falls as the body goes out.
+class response_writer {
+ public:
+  response_writer(embeddings_response resp, encoding enc);
+
+  /// Appends the next piece to `out`: whole vectors until `out` holds at
+  /// least `target` bytes (at least one vector), or the rest of the body.
+  /// Returns false once the body is complete (nothing was appended).
+  bool next(std::string& out, std::size_t target);
+
+ private:
+  embeddings_response resp_;
+  encoding enc_;
+  /// The next vector to write; data.size() + 1 once the tail is written.
+  std::size_t next_ = 0;
+};
+
 /// What the client expects of a response; used for strict validation.
 struct response_expectation {
   /// Number of inputs sent: exactly this many vectors must come back.
