@@ -33,9 +33,9 @@ struct retry_config {
   /// still retry). Half: an upstream failing 20 % of its calls at random
   /// has about that share of retries in flight on average and far more at
   /// times (a merged batch that fails comes back as one retry per caller,
-  /// hung calls stay in flight), so a budget of 20 % refused 3-7 % of the
-  /// requests of the chaos test (docs/reliability.md, "Chaos"); a half
-  /// still bounds the extra load of retries to 2x.
+  /// hung calls stay in flight), so with 20 % the chaos test lost up to 7 %
+  /// of its requests to refused retries (docs/reliability.md, "Chaos"); a
+  /// half still bounds the extra load of retries to about 2x.
   double budget_ratio = 0.5;
   uint32_t budget_min_retries = 10;
 };

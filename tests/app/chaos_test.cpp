@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <future>
+#include <map>
 #include <rapidjson/document.h>
 #include <string>
 #include <vector>
