@@ -197,6 +197,7 @@ struct wiremock_root {
   ~wiremock_root() {
     std::remove((dir + "/mappings/stubs.json").c_str());
     rmdir((dir + "/mappings").c_str());
+    rmdir((dir + "/__files").c_str()); // WireMock creates it, empty
     rmdir(dir.c_str());
   }
 };
