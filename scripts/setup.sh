@@ -5,7 +5,9 @@
 #   scripts/setup.sh build   # compiler, CMake, CAF, Boost, OpenSSL, RapidJSON
 #   scripts/setup.sh test    # build + Catch2 and the tools the tests use,
 #                            # Node.js and the OpenAI Node SDK (npm ci in
-#                            # tests/app/sdk, pinned by its package-lock.json)
+#                            # tests/app/sdk, pinned by its package-lock.json),
+#                            # Java 17 and WireMock's standalone jar (npm ci in
+#                            # tests/app/wiremock)
 #   scripts/setup.sh bench   # test + wrk, nginx + njs, python3-httpx,
 #                            # python3-aiohttp, gnuplot, linux-perf
 set -euo pipefail
@@ -13,7 +15,8 @@ set -euo pipefail
 profile=${1:-build}
 build_pkgs=(g++ make cmake libcaf-dev libboost1.81-dev libssl-dev rapidjson-dev
   ca-certificates curl)
-test_pkgs=(catch2 openssl python3 procps util-linux python3-prometheus-client)
+test_pkgs=(catch2 openssl python3 procps util-linux python3-prometheus-client
+  openjdk-17-jre-headless)
 bench_pkgs=(wrk nginx libnginx-mod-http-js python3-httpx python3-aiohttp
   gnuplot-nox linux-perf)
 
@@ -66,6 +69,28 @@ if [ "$profile" != build ]; then
     echo "setup: installing the OpenAI Node SDK $want (npm ci)"
     for attempt in 1 2 3; do
       if (cd "$sdk_dir" && npm ci --no-audit --no-fund --loglevel=error); then
+        break
+      fi
+      if [ "$attempt" -eq 3 ]; then
+        echo "setup: npm ci failed 3 times" >&2
+        exit 1
+      fi
+      sleep $((attempt * 5))
+    done
+  fi
+fi
+
+# WireMock's standalone jar (the npm package `wiremock` ships it), exactly the
+# version the lock file names (tests/app/wiremock_test.cpp).
+if [ "$profile" != build ]; then
+  wm_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/app/wiremock"
+  want=$(sed -n 's/^ *"wiremock": "\(.*\)"$/\1/p' "$wm_dir/package.json")
+  if [ -n "$want" ] && [ -f "$wm_dir/node_modules/wiremock/build/wiremock-standalone-$want.jar" ]; then
+    echo "setup: WireMock $want present"
+  else
+    echo "setup: installing WireMock $want (npm ci)"
+    for attempt in 1 2 3; do
+      if (cd "$wm_dir" && npm ci --no-audit --no-fund --loglevel=error); then
         break
       fi
       if [ "$attempt" -eq 3 ]; then

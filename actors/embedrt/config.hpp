@@ -30,8 +30,13 @@ struct retry_config {
   milliseconds max_retry_after{30000};
   /// Retry budget: retries in flight may be at most this share of all calls
   /// in flight at the pool, plus `budget_min_retries` (so a quiet system can
-  /// still retry).
-  double budget_ratio = 0.2;
+  /// still retry). Half: an upstream failing 20 % of its calls at random
+  /// has about that share of retries in flight on average and far more at
+  /// times (a merged batch that fails comes back as one retry per caller,
+  /// hung calls stay in flight), so with 20 % the chaos test lost up to 7 %
+  /// of its requests to refused retries (docs/reliability.md, "Chaos"); a
+  /// half still bounds the extra load of retries to about 2x.
+  double budget_ratio = 0.5;
   uint32_t budget_min_retries = 10;
 };
 
@@ -59,14 +64,25 @@ struct supervision_config {
 /// quota errors, and other attempts cut short by the caller's deadline.
 struct breaker_config {
   bool enabled = true;
-  /// Closed -> open after this many consecutive failures.
+  /// Closed -> open after this many consecutive failures ...
   uint32_t consecutive_failures = 5;
+  /// ... but a run that random failures at the rate seen before it reach
+  /// with higher odds than these does not count: once the window holds
+  /// failures from before the run, at rate r, the run must also be at least
+  /// ln(odds) / ln(r) long (1e-9: 13 at 20 %, 18 at 30 %). So an upstream
+  /// that fails at random (20 % of calls) does not open the breaker (at 20 %
+  /// a run of 5 starts once in about 4,000 calls), while one that was
+  /// healthy and dies opens it after `consecutive_failures`. 0: a plain
+  /// count.
+  double random_run_odds = 1e-9;
   /// ... or when the failure rate over the last `window` calls reaches
   /// `failure_rate`, once at least `min_calls` calls are in the window
-  /// (resilience4j's count-based window: 50 % over 100, minimum 20).
+  /// (a count-based window as resilience4j's: 50 % over 100, here from 50
+  /// calls on: with 20 then 20 % random failures would reach 50 % early in
+  /// about 1 window in 300).
   double failure_rate = 0.5;
   uint32_t window = 100;
-  uint32_t min_calls = 20;
+  uint32_t min_calls = 50;
   /// A successful call slower than this counts as a failure (0: off).
   milliseconds slow_call_threshold{0};
   /// An attempt cut short by its caller's deadline counts as a failure when

@@ -103,6 +103,23 @@ breaker_transition circuit_breaker::trip(std::string reason) {
   return t;
 }
 
+uint32_t circuit_breaker::run_to_open() const {
+  auto need = cfg_.consecutive_failures;
+  if (cfg_.random_run_odds <= 0.0 || cfg_.random_run_odds >= 1.0)
+    return need;
+  // The window's calls before the current run (which ends with a success,
+  // unless the run fills the whole window).
+  auto in_run = std::min(consecutive_, window_calls_);
+  auto failures = window_failures_ - in_run;
+  if (failures == 0)
+    return need;
+  auto rate = static_cast<double>(failures)
+      / static_cast<double>(window_calls_ - in_run);
+  // rate^k <= odds  <=>  k >= ln(odds) / ln(rate)  (rate < 1 here).
+  auto k = std::ceil(std::log(cfg_.random_run_odds) / std::log(rate));
+  return std::max(need, static_cast<uint32_t>(std::min(k, 1e6)));
+}
+
 std::optional<breaker_transition>
 circuit_breaker::record(call_verdict v, milliseconds retry_after,
                         const std::string& what) {
@@ -144,8 +161,7 @@ circuit_breaker::record(call_verdict v, milliseconds retry_after,
     return std::nullopt;
   }
   ++consecutive_;
-  if (cfg_.consecutive_failures > 0
-      && consecutive_ >= cfg_.consecutive_failures)
+  if (cfg_.consecutive_failures > 0 && consecutive_ >= run_to_open())
     return trip(std::to_string(consecutive_)
                 + " consecutive failures, last: " + what);
   if (cfg_.failure_rate > 0.0 && window_calls_ >= std::max(1u, cfg_.min_calls)

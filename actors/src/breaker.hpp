@@ -2,7 +2,8 @@
 // (`circuit_breaker`) and the actor that owns it (`breaker_actor_fn`), the
 // only owner of breaker state for its upstream.
 //
-//                 N consecutive failures, or failure rate >= R
+//                 N consecutive failures (more when the window shows
+//                 random failures before them), or failure rate >= R
 //                 over the last W calls (at least M calls)
 //   +--------+ -------------------------------------------> +------+
 //   | closed |                                              | open | <-+
@@ -12,6 +13,11 @@
 //             +-----------+ <-- (timer, epoch-checked) --------+       |
 //             | half_open | ------------------------------------------+
 //             +-----------+   a probe failed (open again, longer)
+//
+// The run that opens it: N, or, when the window held failures at rate r
+// before the run, the run random failures at rate r reach with odds of at
+// most `random_run_odds` (ln(odds) / ln(r): 13 at 20 %), so an upstream that
+// fails at random does not open it but one that was healthy and dies does.
 //
 // Open time = min(max_reset_timeout, reset_timeout * 2^(trips-1)) times
 // (1 + jitter * uniform[0,1)) (Akka's exponential backoff with a random
@@ -116,6 +122,11 @@ class circuit_breaker {
   uint32_t window_failures() const noexcept {
     return window_failures_;
   }
+
+  /// The run of consecutive failures that opens the breaker now:
+  /// `consecutive_failures`, or longer when the window holds failures from
+  /// before the run (`random_run_odds`).
+  uint32_t run_to_open() const;
 
  private:
   breaker_transition trip(std::string reason);

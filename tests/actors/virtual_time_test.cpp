@@ -1083,6 +1083,7 @@ namespace {
 breaker_config test_breaker_config() {
   breaker_config cfg;
   cfg.consecutive_failures = 3;
+  cfg.random_run_odds = 0.0; // a plain count (breaker_rule_test.cpp)
   cfg.failure_rate = 0.5;
   cfg.window = 10;
   cfg.min_calls = 6;
