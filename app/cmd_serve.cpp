@@ -2,9 +2,10 @@
 // `POST /v1/embeddings` (and `/embeddings`) in front of the runtime, plus
 // `/healthz` and `/readyz`. Prints exactly one line to stdout once it accepts
 // connections, "listening on http://HOST:PORT/v1"; on SIGTERM/SIGINT it drains
-// (http_front.hpp) and exits 0. Exit codes: 0 after a signal, 2 for bad
-// usage or configuration, 1 when it cannot start (port in use, bad CA file,
-// the built-in upstream failing).
+// (http_front.hpp) and exits 0; on SIGHUP it reloads its configuration
+// (upstreams, tokens, client limits) without dropping a request in flight.
+// Exit codes: 0 after a signal, 2 for bad usage or configuration, 1 when it
+// cannot start (port in use, bad CA file, the built-in upstream failing).
 #include "cli_args.hpp"
 #include "cluster.hpp"
 #include "commands.hpp"
@@ -19,9 +20,11 @@
 #include "serve/gateway.hpp"
 #include "serve/http_front.hpp"
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/exit_reason.hpp>
@@ -29,6 +32,7 @@
 #include <chrono>
 #include <csignal>
 #include <iostream>
+#include <list>
 #include <memory>
 #include <optional>
 
@@ -49,7 +53,8 @@ cli::arg_parser make_parser() {
       "(the base URL for OpenAI\nclients); SIGTERM or SIGINT drains "
       "in-flight requests (up to --grace-ms)\nand exits 0. Several client "
       "tokens with names and limits: [client NAME]\nsections of the config "
-      "file (docs/cli.md)."};
+      "file (docs/cli.md). SIGHUP reloads the configuration\n(upstreams, "
+      "tokens, limits) without dropping requests in flight."};
   p.option("listen", "HOST:PORT",
            "address to listen on (default 127.0.0.1:8080; port 0 picks a "
            "free one)")
@@ -145,8 +150,8 @@ std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
 /// Opens the listener and prints the "listening on" line; null (after saying
 /// why) if it cannot listen.
 std::unique_ptr<serve::http_front>
-start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
-            const mock::listen_address& addr) {
+start_front(io_runtime& io, serve::request_handler handler,
+            const app_config& cfg, const mock::listen_address& addr) {
   serve::front_options fopts;
   fopts.host = addr.host;
   fopts.port = addr.port;
@@ -157,11 +162,8 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   fopts.max_connections = cfg.serve.max_connections;
   fopts.tls_certificate = cfg.serve.tls_certificate;
   fopts.tls_key = cfg.serve.tls_key;
-  auto front = std::make_unique<serve::http_front>(
-      io.context(), fopts,
-      [g = &gw](serve::front_request req, serve::responder respond) {
-        g->handle(std::move(req), std::move(respond));
-      });
+  auto front = std::make_unique<serve::http_front>(io.context(), fopts,
+                                                   std::move(handler));
   auto port = front->start();
   if (port == 0) {
     std::cerr << prefix << front->error() << '\n';
@@ -185,19 +187,226 @@ start_front(io_runtime& io, serve::gateway& gw, const app_config& cfg,
   return front;
 }
 
+/// One configuration at work: its runtime (service, router) and the
+/// gateway in front of it. SIGHUP builds a new one and switches the front
+/// end over; the old one drains and stops.
+struct generation {
+  app_config cfg;
+  node_handles node;
+  std::unique_ptr<serve::gateway> gw;
+  /// Requests handed to `gw` whose reply has not been sent yet.
+  std::atomic<int64_t> in_flight{0};
+  /// Replaced by a newer generation: takes no new request.
+  std::atomic<bool> retired{false};
+};
+
+/// The front end's request handler: hands each request to the current
+/// generation's gateway and counts it there until its responder is gone
+/// (the reply sent, or dropped), so a retired generation is stopped only
+/// once it answered everything it took. Called on the front end's I/O
+/// threads; `replace` on the main thread.
+class gateway_switch {
+ public:
+  explicit gateway_switch(std::shared_ptr<generation> first)
+      : current_(std::move(first)) {
+    // nop
+  }
+
+  void handle(serve::front_request req, serve::responder respond) {
+    for (;;) {
+      auto gen = std::atomic_load(&current_);
+      gen->in_flight.fetch_add(1);
+      // Retired between the load and the increment: `replace` may already
+      // have seen no request in flight, so go to the newer one.
+      if (gen->retired.load()) {
+        gen->in_flight.fetch_sub(1);
+        continue;
+      }
+      auto done = std::shared_ptr<generation>(gen.get(), [gen](generation*) {
+        gen->in_flight.fetch_sub(1);
+      });
+      gen->gw->handle(std::move(req),
+                      [inner = std::move(respond),
+                       done = std::move(done)](serve::front_reply r) {
+                        inner(std::move(r));
+                      });
+      return;
+    }
+  }
+
+  std::shared_ptr<generation> current() const {
+    return std::atomic_load(&current_);
+  }
+
+  /// Switches to `next` and returns the previous generation, retired: it
+  /// takes no new request and may be stopped once `in_flight` is 0.
+  std::shared_ptr<generation> replace(std::shared_ptr<generation> next) {
+    auto old = std::atomic_exchange(&current_, std::move(next));
+    old->retired.store(true);
+    return old;
+  }
+
+ private:
+  std::shared_ptr<generation> current_;
+};
+
+/// What the main thread owns while it serves: the actor system, the
+/// embedded upstream (if any), the switch and the generations draining.
+struct serve_context {
+  const std::vector<std::string>& args;
+  caf::actor_system& sys;
+  mock::mock_server* embedded = nullptr;
+  gateway_switch& gateways;
+  std::list<std::shared_ptr<generation>> retired;
+};
+
+/// Settings that only a restart changes (the listener, TLS, the I/O
+/// threads, distribution); "" if none of them differs.
+std::string restart_only_changes(const app_config& a, const app_config& b) {
+  std::string out;
+  auto add = [&out](bool differs, const char* key) {
+    if (differs)
+      out += (out.empty() ? "" : ",") + std::string{key};
+  };
+  add(a.serve.listen != b.serve.listen, "listen");
+  add(a.serve.tls_certificate != b.serve.tls_certificate
+          || a.serve.tls_key != b.serve.tls_key,
+      "tls");
+  add(a.serve.max_body_bytes != b.serve.max_body_bytes, "max_body_bytes");
+  add(a.serve.max_header_bytes != b.serve.max_header_bytes, "max_header_bytes");
+  add(a.serve.idle_timeout != b.serve.idle_timeout, "idle_timeout_ms");
+  add(a.serve.request_timeout != b.serve.request_timeout, "request_timeout_ms");
+  add(a.serve.max_connections != b.serve.max_connections, "max_connections");
+  add(a.serve.grace != b.serve.grace, "grace_ms");
+  add(a.runtime.io_threads != b.runtime.io_threads, "io_threads");
+  return out;
+}
+
+/// Reads the configuration again (same command line, the environment and
+/// the config file as they are now) and builds its generation; nullptr with
+/// `why` set if it cannot be used (the running one stays).
+std::shared_ptr<generation> build_generation(serve_context& ctx,
+                                             std::string& why) {
+  auto p = make_parser();
+  if (!p.parse(ctx.args)) {
+    why = p.error();
+    return nullptr;
+  }
+  auto loaded = load_config(p, environment::from_process(), log_level::info);
+  if (!loaded) {
+    why = loaded.error;
+    return nullptr;
+  }
+  auto cfg = std::move(*loaded.config);
+  const auto& old = ctx.gateways.current()->cfg;
+  if (cfg.cluster.distributed() || old.cluster.distributed()) {
+    why = "a node with [cluster] settings reloads by restart only";
+    return nullptr;
+  }
+  if (cfg.uses_embedded_default) {
+    if (ctx.embedded == nullptr) {
+      why = "no upstream configured: the built-in upstream starts only "
+            "with the process";
+      return nullptr;
+    }
+    use_embedded_upstream(cfg, ctx.embedded->base_url());
+  }
+  auto svc = spawn_service(ctx.sys, cfg.runtime);
+  if (!svc) {
+    why = "cannot set up the runtime: " + render_error(svc.error());
+    return nullptr;
+  }
+  auto node = start_node(ctx.sys, std::move(*svc), cfg, "serve", false);
+  if (!node) {
+    why = "cannot set up the runtime";
+    return nullptr;
+  }
+  auto gen = std::make_shared<generation>();
+  gen->cfg = std::move(cfg);
+  gen->node = std::move(*node);
+  gen->gw = make_gateway(ctx.sys, gen->node.entry, gen->cfg);
+  return gen;
+}
+
+/// SIGHUP: the new configuration takes the requests from now on, the old
+/// one finishes those it has (and is stopped by `stop_drained`). A
+/// configuration that cannot be used is refused and the old one kept.
+void reload(serve_context& ctx) {
+  std::string why;
+  auto next = build_generation(ctx, why);
+  if (!next) {
+    log(log_level::error, "config_reload_failed", {{"reason", why}});
+    return;
+  }
+  auto ignored = restart_only_changes(ctx.gateways.current()->cfg, next->cfg);
+  set_log_level(next->cfg.log);
+  for (const auto& w : next->cfg.warnings)
+    log(log_level::warn, "config_warning", {{"warning", w}});
+  const auto& cfg = next->cfg;
+  auto upstreams = std::to_string(cfg.runtime.upstreams.size());
+  auto clients = std::to_string(cfg.serve.clients.size()
+                                + (cfg.serve.auth_token.empty() ? 0 : 1));
+  auto file = cfg.config_file;
+  auto old = ctx.gateways.replace(std::move(next));
+  ctx.retired.push_back(std::move(old));
+  log(log_level::info, "config_reloaded",
+      {{"file", file},
+       {"upstreams", upstreams},
+       {"clients", clients},
+       {"needs_restart", ignored.empty() ? "-" : ignored}});
+}
+
+/// Stops the retired generations that have answered every request they
+/// took; true if some are still draining.
+bool stop_drained(serve_context& ctx) {
+  for (auto i = ctx.retired.begin(); i != ctx.retired.end();) {
+    if ((*i)->in_flight.load() == 0) {
+      (*i)->node.stop();
+      i = ctx.retired.erase(i);
+    } else {
+      ++i;
+    }
+  }
+  return !ctx.retired.empty();
+}
+
 /// Runs until the front end has drained: the first SIGTERM/SIGINT starts the
-/// drain (up to `grace`), a second one ends the grace period at once.
-/// Returns the first signal.
+/// drain (up to `grace`), a second one ends the grace period at once; SIGHUP
+/// reloads the configuration (not while draining). Returns the first
+/// SIGTERM/SIGINT.
 int serve_until_drained(boost::asio::io_context& signals_ctx,
                         boost::asio::signal_set& signals,
-                        serve::http_front& front,
+                        serve::http_front& front, serve_context& ctx,
                         std::chrono::milliseconds grace) {
   int received = 0;
   bool drained = false;
+  // Retired generations are checked every 50 ms until each has answered
+  // what it took (their replies come from any thread; the check is cheap).
+  boost::asio::steady_timer drain_timer{signals_ctx};
+  std::function<void(const boost::system::error_code&)> on_drain_tick;
+  on_drain_tick = [&](const boost::system::error_code& ec) {
+    if (ec || !stop_drained(ctx))
+      return;
+    drain_timer.expires_after(std::chrono::milliseconds{50});
+    drain_timer.async_wait(on_drain_tick);
+  };
   std::function<void(const boost::system::error_code&, int)> on_signal;
   on_signal = [&](const boost::system::error_code& ec, int sig) {
     if (ec || drained)
       return;
+    if (sig == SIGHUP) {
+      if (received != 0) {
+        log(log_level::warn, "config_reload_failed",
+            {{"reason", "the node is draining"}});
+      } else {
+        bool idle = ctx.retired.empty();
+        reload(ctx);
+        if (idle && !ctx.retired.empty())
+          on_drain_tick({});
+      }
+      signals.async_wait(on_signal);
+      return;
+    }
     if (received != 0) {
       log(log_level::warn, "serve_grace_cut",
           {{"signal", std::to_string(sig)}});
@@ -214,6 +423,7 @@ int serve_until_drained(boost::asio::io_context& signals_ctx,
       boost::asio::post(signals_ctx, [&] {
         drained = true;
         signals.cancel();
+        drain_timer.cancel();
       });
     });
     signals.async_wait(on_signal);
@@ -223,16 +433,18 @@ int serve_until_drained(boost::asio::io_context& signals_ctx,
   return received;
 }
 
-/// Stops the runtime, in this order: the one exit message to the service
+/// Stops the runtime, in this order: one exit message to each service
 /// (it answers every request it and its children hold with `cancelled`,
 /// stops its pools, connections, breakers and metrics actor and closes every
-/// socket); the front end's I/O threads, which called into CAF (spawning the
+/// socket) — the current generation's and any still draining after a
+/// reload; the front end's I/O threads, which called into CAF (spawning the
 /// requests' actors) and so hold a reference to CAF's logger, which the actor
 /// system's destructor waits for; then the actor system, whose destructor
 /// returns once every actor has finished.
 void stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
-                  node_handles node) {
-  node.stop();
+                  std::vector<node_handles> nodes) {
+  for (auto& node : nodes)
+    node.stop();
   front_io.stop();
   sys.reset();
 }
@@ -249,7 +461,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   // Signals first, so that one arriving right after the "listening" line is
   // never lost.
   boost::asio::io_context signals_ctx;
-  boost::asio::signal_set signals{signals_ctx, SIGINT, SIGTERM};
+  boost::asio::signal_set signals{signals_ctx, SIGINT, SIGTERM, SIGHUP};
 
   // Declared first, destroyed last: the built-in upstream (if used) must
   // outlive the actor system, and the front end's io_runtime too (replies
@@ -270,20 +482,37 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto node = start_runtime(*sys, cfg);
   if (!node)
     return 1;
-  auto gw = make_gateway(*sys, node->entry, cfg);
-  auto front = start_front(front_io, *gw, cfg, cmd.addr);
+  auto first = std::make_shared<generation>();
+  first->node = *node;
+  first->gw = make_gateway(*sys, node->entry, cfg);
+  first->cfg = cfg;
+  gateway_switch gateways{std::move(first)};
+  auto front = start_front(
+      front_io,
+      [g = &gateways](serve::front_request req, serve::responder respond) {
+        g->handle(std::move(req), std::move(respond));
+      },
+      cfg, cmd.addr);
   if (!front) {
-    gw.reset();
-    stop_runtime(std::move(sys), front_io, std::move(*node));
+    gateways.current()->gw.reset();
+    stop_runtime(std::move(sys), front_io, {*node});
     return 1;
   }
+  serve_context ctx{args, *sys, embedded.get(), gateways, {}};
   int received
-      = serve_until_drained(signals_ctx, signals, *front, cfg.serve.grace);
+      = serve_until_drained(signals_ctx, signals, *front, ctx, cfg.serve.grace);
   // Every client has its answer or its connection closed: the front end and
-  // the gateway go first, then the runtime.
+  // the gateways go first, then the runtimes (the current one and any still
+  // draining after a reload).
   front.reset();
-  gw.reset();
-  stop_runtime(std::move(sys), front_io, std::move(*node));
+  std::vector<node_handles> nodes{gateways.current()->node};
+  gateways.current()->gw.reset();
+  for (auto& gen : ctx.retired) {
+    nodes.push_back(gen->node);
+    gen->gw.reset();
+  }
+  ctx.retired.clear();
+  stop_runtime(std::move(sys), front_io, std::move(nodes));
   log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
   std::cerr << prefix << "stopped by signal " << received << '\n';
   return 0;

@@ -76,9 +76,17 @@ struct file_data {
   std::vector<section> clients;
 };
 
-const std::set<std::string> global_keys{
-    "connections", "io_threads", "deadline_ms", "max_queue", "log_level",
-    "model",       "dimensions", "api_key_env", "ca_file",   "provider"};
+const std::set<std::string> global_keys{"connections",
+                                        "io_threads",
+                                        "deadline_ms",
+                                        "max_queue",
+                                        "log_level",
+                                        "model",
+                                        "dimensions",
+                                        "api_key_env",
+                                        "ca_file",
+                                        "provider",
+                                        "health_check_interval_ms"};
 const std::set<std::string> serve_keys{
     "listen",          "auth_token_env",
     "auth_token",      "max_body_bytes",
@@ -116,7 +124,11 @@ const std::set<std::string> upstream_keys{"base_url",
                                           "encoding_format",
                                           "breaker_open_ms",
                                           "breaker_max_open_ms",
-                                          "breaker_half_open_probes"};
+                                          "breaker_half_open_probes",
+                                          "weight",
+                                          "priority",
+                                          "health_check_interval_ms",
+                                          "health_check_model"};
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
@@ -458,6 +470,9 @@ void read_globals(resolver& r, const section* g, app_config& cfg) {
   }
   r.integer(r.pick("dims", "EMBEDRT_DIMENSIONS", {{g, "dimensions"}}),
             cfg.dimensions, int32_t{0}, int32_t{65536});
+  r.millis(r.pick(nullptr, "EMBEDRT_HEALTH_CHECK_INTERVAL_MS",
+                  {{g, "health_check_interval_ms"}}),
+           cfg.health_check_interval, 0, max_ms);
 }
 
 /// The [serve] keys of the front end's limits (config file only; see
@@ -712,6 +727,8 @@ class upstream_builder {
     up.api_key = env_.get(d_.key_var).value_or("");
     up.connections = cfg_.connections;
     up.max_queue = cfg_.max_queue;
+    up.health_check_interval = cfg_.health_check_interval;
+    up.health_check_model = cfg_.model;
     if (d_.ca_file)
       up.ca_file = d_.ca_file->value;
     if (auto msg = check_url(url, source); !msg.empty())
@@ -763,6 +780,19 @@ class upstream_builder {
     r_.integer(key("max_response_bytes"), up.max_response_bytes,
                std::size_t{1024}, std::size_t{1} << 32);
     r_.millis(key("attempt_timeout_ms"), up.attempt_timeout, 1, max_ms);
+    r_.integer(key("weight"), up.weight, uint32_t{1}, uint32_t{1000});
+    r_.integer(key("priority"), up.priority, uint32_t{0}, uint32_t{100});
+    up.health_check_interval = cfg_.health_check_interval;
+    r_.millis(key("health_check_interval_ms"), up.health_check_interval, 0,
+              max_ms);
+    if (auto e = u.find("health_check_model")) {
+      if (e->value.empty())
+        r_.fail(where(u, "health_check_model") + ": empty model name");
+      up.health_check_model = e->value;
+    } else if (up.models.empty() && up.model_map.empty()) {
+      // Serves any model: check with the configured default model, if any.
+      up.health_check_model = cfg_.model;
+    }
     if (auto e = u.find("encoding_format")) {
       if (e->value == "base64")
         up.base64 = true;
@@ -1001,6 +1031,7 @@ void use_embedded_upstream(app_config& cfg, std::string base_url) {
   up.base_url = std::move(base_url);
   up.connections = cfg.connections;
   up.max_queue = cfg.max_queue;
+  up.health_check_interval = cfg.health_check_interval;
   cfg.runtime.upstreams.push_back(std::move(up));
 }
 

@@ -157,6 +157,9 @@ struct app_config {
   /// (URL upstreams, the embedded default).
   uint32_t connections = 8;
   uint32_t max_queue = 10000;
+  /// Health check interval of upstreams that do not set their own
+  /// (`health_check_interval_ms`; 0 = off).
+  std::chrono::milliseconds health_check_interval{10000};
   serve_config serve;
   cluster_config cluster;
   /// Non-fatal remarks for stderr (e.g. a key variable that is not set).

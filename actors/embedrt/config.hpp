@@ -144,6 +144,23 @@ struct upstream_config {
   /// 400/422 naming it) is asked in float from then on: the pool remembers
   /// it and resends the refused calls.
   bool base64 = true;
+  /// Routing weight among the upstreams that serve the same model (>= 1):
+  /// the service prefers the upstream with the fewest requests outstanding
+  /// per unit of weight (docs/reliability.md, "Routing across upstreams").
+  uint32_t weight = 1;
+  /// Routing priority (lower first): an upstream of a higher priority only
+  /// takes requests for a model when none of a lower one serving it is
+  /// available — a fallback.
+  uint32_t priority = 0;
+  /// Active health check: every this often one embedding of one short input
+  /// is sent on a connection of its own; a failure marks the upstream
+  /// unhealthy (not ready, routed to last) until a check or a call succeeds.
+  /// 0 = off (docs/reliability.md, "Health checks").
+  milliseconds health_check_interval{0};
+  /// The model the health check asks for (empty: the first of `models`,
+  /// mapped through `model_map`, else the first `model_map` target, else
+  /// "text-embedding-3-small").
+  std::string health_check_model;
   supervision_config supervision;
   breaker_config breaker;
 };

@@ -28,6 +28,7 @@ http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
   out.connected = res.connected;
   out.reused = res.reused;
   out.total_ns = res.total_time.count();
+  out.open_after = res.open_after;
   if (res.error != transport_errc::none)
     return out;
   auto& resp = res.response;
@@ -133,8 +134,10 @@ void on_io_done(self_ptr self, http_outcome& out) {
     redact_secret(out.error_code, secret);
     redact_secret(out.error_param, secret);
   }
-  reply(self,
-        classify_outcome(std::move(out), st.expect, st.env->upstream_name));
+  bool open_after = out.open_after;
+  auto r = classify_outcome(std::move(out), st.expect, st.env->upstream_name);
+  r.open_after = open_after;
+  reply(self, std::move(r));
 }
 
 } // namespace

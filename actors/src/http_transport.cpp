@@ -662,6 +662,7 @@ class connection_impl final : public http_connection {
     if (err != transport_errc::none)
       result.response = http_response{};
     result.total_time = clock_type::now() - started_;
+    result.open_after = link_ != nullptr;
     // State is consistent: `done` may start the next exchange (it posts).
     invoke(done, std::move(result));
   }

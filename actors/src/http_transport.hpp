@@ -97,6 +97,9 @@ struct exchange_result {
   std::chrono::nanoseconds connect_time{0};
   /// Time from the start of the exchange to its completion.
   std::chrono::nanoseconds total_time{0};
+  /// True if the connection stays open for the next exchange (kept alive);
+  /// false if it was closed (error, timeout, `Connection: close`).
+  bool open_after = false;
 };
 
 /// Opaque TLS client configuration shared by the connections of an upstream.

@@ -59,21 +59,44 @@ using metrics_actor
                        caf::replies_to<metrics_atom, std::vector<pool_actor>,
                                        int64_t>::with<metrics_snapshot>>;
 
+/// What a pool tells its supervisor (the service): whether it can serve now
+/// (not down, breaker not open, not unhealthy, not misconfigured), sent when
+/// that changes. The service routes to available upstreams first.
+using pool_watcher = caf::typed_actor<caf::reacts_to<avail_atom, bool>>;
+
 /// The pool as its supervisor (the service) holds it: + sink, where to send
-/// metrics events from now on (after the metrics actor was restarted).
+/// metrics events from now on (after the metrics actor was restarted);
+/// + watch, who gets its availability (sent at once, then on each change).
 using pool_supervised
-    = pool_actor::extend<caf::reacts_to<sink_atom, metrics_actor>>;
+    = pool_actor::extend<caf::reacts_to<sink_atom, metrics_actor>,
+                         caf::reacts_to<watch_atom, pool_watcher>>;
+
+/// What a health checker reports to its pool: the check passed (true) or
+/// failed, and why (health_check.hpp).
+using health_listener
+    = caf::typed_actor<caf::reacts_to<checked_atom, bool, std::string>>;
 
 /// The whole pool:
 /// - breaker: the breaker's current view (from its breaker child);
 /// - result: a connection child's answer to a call (by call id);
+/// - checked: its health checker's verdict;
 /// - restart / probe / watchdog: self-sent supervision timers.
 using pool_impl
     = pool_supervised::extend<caf::reacts_to<breaker_atom, breaker_view>,
                               caf::reacts_to<result_atom, call_result>,
+                              caf::reacts_to<checked_atom, bool, std::string>,
                               caf::reacts_to<restart_atom, uint32_t, uint64_t>,
                               caf::reacts_to<probe_atom, uint64_t>,
                               caf::reacts_to<watchdog_atom, int64_t>>;
+
+// -- health checker ----------------------------------------------------------
+
+/// The active health check of one upstream (health_check.hpp): its own
+/// connection answers its check calls (`result`), a self-sent timer
+/// (`check`, epoch) starts the next one.
+using health_checker_actor
+    = caf::typed_actor<caf::reacts_to<result_atom, call_result>,
+                       caf::reacts_to<check_atom, uint64_t>>;
 
 // -- breaker -----------------------------------------------------------------
 
@@ -106,9 +129,11 @@ using connection_impl
 // -- service -----------------------------------------------------------------
 
 /// The service as it runs: + restart, the self-sent timer that restarts the
-/// pool in a slot (slot, epoch).
+/// pool in a slot (slot, epoch); + avail, a pool's availability
+/// (`pool_watcher`).
 using service_impl
-    = service_actor::extend<caf::reacts_to<restart_atom, uint32_t, uint64_t>>;
+    = service_actor::extend<caf::reacts_to<restart_atom, uint32_t, uint64_t>,
+                            caf::reacts_to<avail_atom, bool>>;
 
 // -- router ------------------------------------------------------------------
 

@@ -34,6 +34,10 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, sink_atom, "sink")
 CAF_ADD_ATOM(embedrt, embedrt::detail, tick_atom, "tick")
 CAF_ADD_ATOM(embedrt, embedrt::detail, reconnect_atom, "reconnect")
 CAF_ADD_ATOM(embedrt, embedrt::detail, expire_atom, "expire")
+CAF_ADD_ATOM(embedrt, embedrt::detail, check_atom, "check")
+CAF_ADD_ATOM(embedrt, embedrt::detail, checked_atom, "checked")
+CAF_ADD_ATOM(embedrt, embedrt::detail, avail_atom, "avail")
+CAF_ADD_ATOM(embedrt, embedrt::detail, watch_atom, "watch")
 
 namespace embedrt::detail {
 
@@ -150,6 +154,9 @@ struct call_result {
   /// The refusal names a request parameter (OpenAI's `param`, e.g. `input`):
   /// it is about this request, never evidence of a misconfigured upstream.
   bool names_param = false;
+  /// The connection's socket stays open after this attempt (kept alive):
+  /// the pool counts open sockets by it.
+  bool open_after = false;
 };
 
 template <class Inspector>
@@ -159,7 +166,7 @@ typename Inspector::result_type inspect(Inspector& f, call_result& x) {
            x.upstream_request_id, x.connected, x.reused, x.upstream_ns,
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
            x.timed_out, x.too_large, x.request_level, x.base64_refused,
-           x.names_param);
+           x.names_param, x.open_after);
 }
 
 /// The breaker's word to its pool (breaker -> pool). A new `epoch` starts
@@ -235,6 +242,8 @@ struct http_outcome {
   /// x-ratelimit-remaining-{requests,tokens}; -1 = absent or malformed.
   int64_t ratelimit_remaining_requests = -1;
   int64_t ratelimit_remaining_tokens = -1;
+  /// The connection stays open for the next exchange (kept alive).
+  bool open_after = false;
 };
 
 template <class Inspector>
@@ -243,7 +252,8 @@ typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
            x.transport_error, x.error_message, x.status, x.body,
            x.retry_after_ms, x.should_retry, x.request_id, x.error_code,
            x.error_param, x.error_text, x.connected, x.reused, x.total_ns,
-           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens);
+           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
+           x.open_after);
 }
 
 } // namespace embedrt::detail

@@ -160,9 +160,10 @@ void add_health(metrics_snapshot& snap, const upstream_health& h) {
     i->name = h.name;
   }
   i->state = h.state;
-  i->connections_open = h.connections;
-  i->connections_idle = h.idle_connections;
   i->connections_busy = std::max(0, h.connections - h.idle_connections);
+  i->connections_open = h.sockets;
+  i->connections_idle = std::max(0, h.sockets - i->connections_busy);
+  i->connection_actors = h.connections;
   i->queue_depth = h.queued_requests;
   i->connects = h.connects;
   i->reuses = h.reuses;

@@ -18,62 +18,6 @@ namespace embedrt::detail {
 
 namespace {
 
-/// Splits `total` in proportion to `weights` with largest-remainder rounding:
-/// the parts sum to `total` exactly.
-std::vector<int64_t> split_count(int64_t total,
-                                 const std::vector<std::size_t>& weights) {
-  std::vector<int64_t> parts(weights.size(), 0);
-  if (weights.empty())
-    return parts;
-  // Weights of 0 everywhere count as equal weights.
-  unsigned __int128 sum = 0;
-  for (auto w : weights)
-    sum += w;
-  bool equal = sum == 0;
-  auto weight = [&](std::size_t i) -> unsigned __int128 {
-    return equal ? 1 : weights[i];
-  };
-  if (equal)
-    sum = weights.size();
-  auto t = static_cast<unsigned __int128>(std::max<int64_t>(0, total));
-  std::vector<unsigned __int128> rest(weights.size());
-  unsigned __int128 given = 0;
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    auto share = t * weight(i);
-    parts[i] = static_cast<int64_t>(share / sum);
-    rest[i] = share % sum;
-    given += share / sum;
-  }
-  // What rounding down left over goes to the largest remainders (the
-  // earlier part first on a tie).
-  std::vector<std::size_t> order(weights.size());
-  for (std::size_t i = 0; i < order.size(); ++i)
-    order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) {
-                     return rest[a] > rest[b];
-                   });
-  // Each part lost less than 1 to rounding down: fewer than size() are left.
-  auto left = static_cast<std::size_t>(t - given);
-  for (std::size_t k = 0; k < left; ++k)
-    ++parts[order[k]];
-  return parts;
-}
-
-} // namespace
-
-std::vector<token_usage> split_usage(const token_usage& total,
-                                     const std::vector<std::size_t>& weights) {
-  auto prompt = split_count(total.prompt_tokens, weights);
-  auto all = split_count(total.total_tokens, weights);
-  std::vector<token_usage> parts(weights.size());
-  for (std::size_t i = 0; i < parts.size(); ++i)
-    parts[i] = token_usage{prompt[i], all[i]};
-  return parts;
-}
-
-namespace {
-
 using self_ptr = pool_impl::stateful_pointer<pool_state>;
 
 /// Extra time granted to a connection actor beyond its attempt timeout before
@@ -217,6 +161,7 @@ void spawn_slot(self_ptr self, uint32_t idx) {
   slot.st = pool_slot::state::idle;
   slot.call_id = 0;
   slot.batch.clear();
+  slot.socket_open = false;
   st.idle.push_back(idx);
   if (st.env->on_connection_spawned)
     st.env->on_connection_spawned(hdl);
@@ -398,6 +343,25 @@ pool_slot* busy_slot(self_ptr self, uint64_t call_id, uint32_t& idx) {
   return nullptr;
 }
 
+/// The health check's verdict (or a call's success): logged when it
+/// changes the upstream's health.
+void set_health(self_ptr self, bool ok, const std::string& why) {
+  auto& st = self->state;
+  if (ok == !st.unhealthy) {
+    if (!ok)
+      st.unhealthy_reason = why;
+    return;
+  }
+  st.unhealthy = !ok;
+  st.unhealthy_reason = ok ? std::string{} : why;
+  if (ok)
+    log(log_level::info, "upstream_healthy",
+        {{"upstream", st.env->cfg.name}, {"by", why}});
+  else
+    log(log_level::error, "upstream_unhealthy",
+        {{"upstream", st.env->cfg.name}, {"reason", why}});
+}
+
 /// A connection answered a call.
 void on_result(self_ptr self, call_result& r) {
   auto& st = self->state;
@@ -417,6 +381,7 @@ void on_result(self_ptr self, call_result& r) {
   if (r.reused)
     ++st.reuses;
   slot->st = pool_slot::state::idle;
+  slot->socket_open = r.open_after;
   slot->restarts = 0;
   st.idle.push_back(idx);
   {
@@ -436,6 +401,8 @@ void on_result(self_ptr self, call_result& r) {
     st.latency_ns = st.latency_ns == 0
         ? r.upstream_ns
         : st.latency_ns + (r.upstream_ns - st.latency_ns) / 8;
+  if (!r.error && st.unhealthy)
+    set_health(self, true, "a call succeeded");
   if (r.error) {
     on_failed_call(self, *slot, items, r);
   } else if (items.size() == 1) {
@@ -688,7 +655,34 @@ void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
   self->send(slot.hdl, call_atom_v, std::move(cc));
 }
 
+/// Whether callers should be routed here now: not down, breaker not open,
+/// health check not failing, not misconfigured.
+bool available(const pool_state& st) {
+  return !st.down && st.view.state != breaker_state::open && !st.unhealthy
+      && !st.misconfigured;
+}
+
+/// Tells the watcher (the service) when the availability changed.
+void publish_availability(self_ptr self, bool force = false) {
+  auto& st = self->state;
+  auto now = available(st);
+  if (!st.watcher || (!force && now == st.told_available))
+    return;
+  st.told_available = now;
+  if (auto w = caf::actor_cast<pool_watcher>(st.watcher))
+    self->send(w, avail_atom_v, now);
+}
+
+void dispatch_work(self_ptr self);
+
+/// Hands queued work to idle connections, then tells the watcher if the
+/// availability changed (every state change ends here).
 void dispatch(self_ptr self) {
+  dispatch_work(self);
+  publish_availability(self);
+}
+
+void dispatch_work(self_ptr self) {
   auto& st = self->state;
   if (st.down || st.view.state == breaker_state::open
       || st.verdicts_pending > 0)
@@ -831,10 +825,15 @@ upstream_health on_health(self_ptr self) {
       : st.view.state == breaker_state::open      ? "breaker_open"
       : st.view.state == breaker_state::half_open ? "half_open"
       : st.misconfigured                          ? "misconfigured"
+      : st.unhealthy                              ? "unhealthy"
                                                   : "up";
-  for (auto& slot : st.slots)
+  for (auto& slot : st.slots) {
     if (slot.st != pool_slot::state::dead)
       ++h.connections;
+    if (slot.st == pool_slot::state::busy
+        || (slot.st == pool_slot::state::idle && slot.socket_open))
+      ++h.sockets;
+  }
   h.idle_connections = static_cast<int32_t>(st.idle.size());
   h.queued_requests = static_cast<int32_t>(st.queue.size());
   h.upstream_calls = st.upstream_calls;
@@ -879,6 +878,16 @@ void on_breaker_down(self_ptr self, const caf::down_msg& dm) {
   spawn_breaker(self);
 }
 
+/// Spawns the active health check, if configured (it checks at once).
+void spawn_checker(self_ptr self) {
+  auto& st = self->state;
+  if (st.env->cfg.health_check_interval.count() <= 0)
+    return;
+  st.checker
+      = self->spawn<caf::monitored>(health_check_fn, st.env, self->address());
+  *st.checker_box = st.checker;
+}
+
 /// A connection died: its work goes back to the queue and the slot restarts
 /// after a backoff, unless that exceeds the restart intensity (down).
 void on_connection_down(self_ptr self, uint32_t idx, const caf::down_msg& dm) {
@@ -887,6 +896,7 @@ void on_connection_down(self_ptr self, uint32_t idx, const caf::down_msg& dm) {
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   slot.st = pool_slot::state::dead;
+  slot.socket_open = false;
   st.children->erase(
       std::remove(st.children->begin(), st.children->end(), slot.hdl),
       st.children->end());
@@ -923,6 +933,8 @@ void on_down(self_ptr self, caf::down_msg& dm) {
     }
   if (st.breaker && st.breaker.address() == dm.source)
     on_breaker_down(self, dm);
+  else if (st.checker && st.checker.address() == dm.source)
+    spawn_checker(self);
 }
 
 } // namespace
@@ -953,13 +965,15 @@ pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
                                    env->cfg.supervision.within};
   // When the pool ends, its connections end with it (closing their sockets)
   // instead of lingering until their pending exchanges complete.
-  self->attach_functor(
-      [children = st.children, breaker = st.breaker_box](const caf::error&) {
-        for (auto& c : *children)
-          caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
-        if (*breaker)
-          caf::anon_send_exit(*breaker, caf::exit_reason::user_shutdown);
-      });
+  self->attach_functor([children = st.children, breaker = st.breaker_box,
+                        checker = st.checker_box](const caf::error&) {
+    for (auto& c : *children)
+      caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+    if (*breaker)
+      caf::anon_send_exit(*breaker, caf::exit_reason::user_shutdown);
+    if (*checker)
+      caf::anon_send_exit(*checker, caf::exit_reason::user_shutdown);
+  });
   // Stopped (its supervisor's exit message): every held call is answered
   // `cancelled` by the state's destructor.
   self->set_exit_handler([self](caf::exit_msg& em) {
@@ -985,6 +999,7 @@ pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
   st.slots.resize(std::max<uint32_t>(1, env->cfg.connections));
   for (uint32_t i = 0; i < st.slots.size(); ++i)
     spawn_slot(self, i);
+  spawn_checker(self);
   self->set_down_handler([self](caf::down_msg& dm) {
     on_down(self, dm);
   });
@@ -997,6 +1012,14 @@ pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
       },
       [self](sink_atom, metrics_actor& sink) {
         self->state.metrics = std::move(sink);
+      },
+      [self](watch_atom, pool_watcher& w) {
+        self->state.watcher = w.address();
+        publish_availability(self, true);
+      },
+      [self](checked_atom, bool ok, std::string& why) {
+        set_health(self, ok, why);
+        publish_availability(self);
       },
       [self](breaker_atom, breaker_view& v) {
         on_breaker_view(self, v);

@@ -35,6 +35,7 @@
 #include "connection_actor.hpp"
 #include "embedrt/config.hpp"
 #include "embedrt/policies.hpp"
+#include "health_check.hpp"
 #include "interfaces.hpp"
 #include "metrics_actor.hpp"
 
@@ -105,6 +106,9 @@ struct pool_slot {
   /// The call in flight and the items it carries.
   uint64_t call_id = 0;
   std::vector<pool_item> batch;
+  /// The connection actor's socket stayed open after its last call (kept
+  /// alive): the `sockets` gauge counts these and the busy slots.
+  bool socket_open = false;
   /// Consecutive restarts of this slot (reset when a call succeeds).
   uint32_t restarts = 0;
   /// Breaker epoch the call in flight was dispatched under.
@@ -198,6 +202,17 @@ struct pool_state {
   /// The breaker, shared with the same exit functor.
   std::shared_ptr<breaker_actor> breaker_box
       = std::make_shared<breaker_actor>();
+  /// The active health check (null: off), shared with the same functor;
+  /// its last verdict: failed (with why) until a check or a call succeeds.
+  health_checker_actor checker;
+  std::shared_ptr<health_checker_actor> checker_box
+      = std::make_shared<health_checker_actor>();
+  bool unhealthy = false;
+  std::string unhealthy_reason;
+  /// Who is told this pool's availability (the service, held by address:
+  /// it owns the pool), and what it was told last.
+  caf::actor_addr watcher;
+  bool told_available = true;
 };
 
 /// Splits a merged call's usage between its callers in proportion to

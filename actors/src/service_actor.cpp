@@ -9,6 +9,7 @@
 #include "metrics_actor.hpp"
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
+#include "routing.hpp"
 
 #include <algorithm>
 #include <caf/actor_cast.hpp>
@@ -19,6 +20,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
 #include <random>
+#include <unordered_map>
 
 namespace embedrt {
 
@@ -41,6 +43,12 @@ struct upstream_entry {
   restart_intensity::time_point last_down{};
   /// Restart timer epoch: a timer of another epoch is stale.
   uint64_t epoch = 0;
+  /// The pool's last word on whether it can serve (`pool_watcher`): not
+  /// down, breaker not open, health check passing, not misconfigured.
+  bool available = true;
+  /// Requests routed here first and not answered yet (counted only for
+  /// models served by more than one upstream; see `order_routes`).
+  int64_t outstanding = 0;
 };
 
 /// How to spawn the metrics actor again after it died.
@@ -83,6 +91,11 @@ struct service_state {
       = std::make_shared<std::vector<caf::weak_actor_ptr>>();
   std::size_t prune_at = min_prune;
   static constexpr std::size_t min_prune = 64;
+  /// Request actors counted in an upstream's `outstanding` (monitored), by
+  /// actor id -> upstream index.
+  std::unordered_map<caf::actor_id, std::size_t> routed;
+  /// Draws of the power-of-two-choices pick.
+  std::mt19937_64 picker;
 };
 
 using service_ptr = service_impl::stateful_pointer<service_state>;
@@ -112,6 +125,17 @@ void spawn_pool(service_ptr self, std::size_t idx) {
   replace_child(self, caf::actor_addr{}, caf::actor_cast<caf::actor>(up.pool));
   if (auto s = sink(self); s != up.env->metrics)
     self->send(up.pool, sink_atom_v, s);
+  up.available = true;
+  self->send(up.pool, watch_atom_v, caf::actor_cast<pool_watcher>(self));
+}
+
+/// A pool's availability changed (`pool_watcher`).
+void on_availability(service_ptr self, bool available) {
+  auto& st = self->state;
+  auto from = caf::actor_cast<caf::actor_addr>(self->current_sender());
+  for (auto& up : st.upstreams)
+    if (up.pool && up.pool.address() == from)
+      up.available = available;
 }
 
 /// A pool died (a bug): restart it after a doubling backoff; more than R
@@ -186,6 +210,12 @@ void on_metrics_down(service_ptr self, const caf::down_msg& dm) {
 
 void on_down(service_ptr self, caf::down_msg& dm) {
   auto& st = self->state;
+  if (auto i = st.routed.find(dm.source.id()); i != st.routed.end()) {
+    if (i->second < st.upstreams.size())
+      --st.upstreams[i->second].outstanding;
+    st.routed.erase(i);
+    return;
+  }
   if (st.metrics && st.metrics.address() == dm.source) {
     on_metrics_down(self, dm);
     return;
@@ -197,14 +227,37 @@ void on_down(service_ptr self, caf::down_msg& dm) {
     }
 }
 
-std::vector<route> routes_for(service_ptr self, const std::string& model) {
+/// The upstreams serving `model`, in configuration order.
+std::vector<std::size_t> candidates_for(service_ptr self,
+                                        const std::string& model) {
+  std::vector<std::size_t> out;
+  auto& ups = self->state.upstreams;
+  for (std::size_t i = 0; i < ups.size(); ++i) {
+    const auto& cfg = ups[i].env->cfg;
+    if (cfg.models.empty()
+        || std::find(cfg.models.begin(), cfg.models.end(), model)
+            != cfg.models.end())
+      out.push_back(i);
+  }
+  return out;
+}
+
+/// What routing knows of each upstream (routing.hpp).
+std::vector<route_load> route_loads(service_ptr self) {
+  std::vector<route_load> loads;
+  for (auto& up : self->state.upstreams)
+    loads.push_back({up.pool && up.available, up.outstanding,
+                     up.env->cfg.weight, up.env->cfg.priority});
+  return loads;
+}
+
+std::vector<route> routes_for(service_ptr self,
+                              const std::vector<std::size_t>& order,
+                              const std::string& model) {
   std::vector<route> routes;
-  for (auto& up : self->state.upstreams) {
+  for (auto i : order) {
+    auto& up = self->state.upstreams[i];
     const auto& cfg = up.env->cfg;
-    if (!cfg.models.empty()
-        && std::find(cfg.models.begin(), cfg.models.end(), model)
-            == cfg.models.end())
-      continue;
     route rt;
     rt.pool = up.pool;
     rt.name = cfg.name;
@@ -237,9 +290,18 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
   ++st.accepted;
   if (req.request_id.empty())
     req.request_id = "req-" + std::to_string(++st.next_request);
+  auto order = candidates_for(self, req.model);
+  if (order.size() > 1)
+    order = order_routes(route_loads(self), std::move(order), st.picker);
   auto worker = self->spawn(request_actor_fn, st.req_env,
-                            routes_for(self, req.model), st.seeder());
+                            routes_for(self, order, req.model), st.seeder());
   track_request(self, worker);
+  if (order.size() > 1) {
+    // Counted until the request actor ends (its down message).
+    ++st.upstreams[order.front()].outstanding;
+    st.routed.emplace(worker.id(), order.front());
+    self->monitor(worker);
+  }
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
                         std::move(req));
 }
@@ -340,6 +402,7 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   st.io = std::move(io);
   st.req_env = std::move(req_env);
   st.seeder.seed(seed);
+  st.picker.seed(seed ^ 0x9e3779b97f4a7c15ULL);
   st.metrics_cfg = std::move(mcfg);
   st.metrics
       = spawn_metrics_actor(self->system(), st.metrics_cfg.enabled,
@@ -389,6 +452,9 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
       },
       [self](restart_atom, uint32_t idx, uint64_t epoch) {
         on_restart_pool(self, idx, epoch);
+      },
+      [self](avail_atom, bool available) {
+        on_availability(self, available);
       },
   };
 }

@@ -279,13 +279,18 @@ struct upstream_field {
 
 constexpr upstream_field<int32_t> pool_gauges[] = {
     {"embedrt_connections_open",
-     "Connection actors alive (each owns one keep-alive connection).",
+     "Sockets open to the upstream (busy, or idle and kept alive).",
      &upstream_metrics::connections_open},
-    {"embedrt_connections_idle", "Connection actors alive and without a call.",
+    {"embedrt_connections_idle",
+     "Sockets open to the upstream without a call (kept alive).",
      &upstream_metrics::connections_idle},
     {"embedrt_connections_busy",
-     "Connection actors with an upstream request in flight.",
+     "Connections with an upstream request in flight.",
      &upstream_metrics::connections_busy},
+    {"embedrt_connection_actors",
+     "Connection actors alive (the concurrency limit; each opens its socket "
+     "on first use).",
+     &upstream_metrics::connection_actors},
     {"embedrt_queue_depth",
      "Calls waiting in the pool's queue for an idle connection.",
      &upstream_metrics::queue_depth},
@@ -324,11 +329,12 @@ void render_fields(writer& w, const metrics_snapshot& snap, const char* type,
 
 void render_pools(writer& w, const metrics_snapshot& snap) {
   per_upstream(w, snap, "embedrt_upstream_up", "gauge",
-               "1 if the upstream's pool answers and is not marked down by "
-               "its supervisor (the breaker has its own gauge).",
+               "1 if the upstream's pool answers, is not marked down by its "
+               "supervisor and passes its health check (the breaker has its "
+               "own gauge).",
                [](const upstream_metrics& u) {
                  bool up = u.state != "down" && u.state != "unresponsive"
-                     && u.state != "unknown";
+                     && u.state != "unknown" && u.state != "unhealthy";
                  return int64_t{up ? 1 : 0};
                });
   render_fields(w, snap, "gauge", pool_gauges);

@@ -236,7 +236,12 @@ TEST_CASE_METHOD(fixture,
     CHECK(u->queue_depth == 0);
     CHECK(u->breaker_state == breaker_closed);
   }
-  CHECK(ug->connections_open == 4);
+  // Open sockets: at most the 4 connection actors, each connected at most
+  // once (every connect made a socket that stays open while idle).
+  CHECK(ug->connection_actors == 4);
+  CHECK(ug->connections_open >= 1);
+  CHECK(ug->connections_open <= 4);
+  CHECK(ug->connections_open <= ug->connects);
   CHECK(ug->total_tokens > 0);
   CHECK(ug->prompt_tokens > 0);
   CHECK(snap->process.threads > 0);
@@ -312,7 +317,10 @@ TEST_CASE_METHOD(fixture, "with metrics off no request metrics are recorded",
   REQUIRE(snap->upstreams.size() == 1);
   const auto& u = snap->upstreams.front();
   // Gauges and pool counters still come from the pool.
-  CHECK(u.connections_open == 2);
+  CHECK(u.connection_actors == 2);
+  // Sequential requests: one socket was ever opened and stays open.
+  CHECK(u.connections_open == 1);
+  CHECK(u.connects == 1);
   CHECK(u.connects + u.reuses == 5);
   CHECK(u.calls.empty());
   CHECK(u.batch_inputs.count == 0);

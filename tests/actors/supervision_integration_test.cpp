@@ -93,6 +93,8 @@ TEST_CASE("a pool that crashes with 1,000 calls queued answers them at once "
   hooks.pool_crash_marker = "__crash_pool__";
   auto rc = config_with({upstream("a", srv_a->base_url(), 2),
                          upstream("b", srv_b->base_url(), 8)});
+  // "b" is the fallback: it only takes what "a" cannot.
+  rc.upstreams[1].priority = 1;
   auto svc = spawn_service(*f.sys, rc, hooks);
   REQUIRE(svc);
   client c{*f.sys, *svc};

@@ -463,3 +463,51 @@ TEST_CASE("config: an upstream's max_inputs_per_request and the models a "
                 "max_inputs_per_request = 0\n"};
   CHECK_FALSE(load({"--config", bad.path()}));
 }
+
+TEST_CASE("config: routing weight and health check keys") {
+  temp_file f{"health_check_interval_ms = 2500\n"
+              "model = global-model\n"
+              "[upstream weighted]\n"
+              "base_url = http://127.0.0.1:1/v1\n"
+              "weight = 3\n"
+              "priority = 2\n"
+              "models = a, b\n"
+              "model_map = a=upstream-a\n"
+              "[upstream own]\n"
+              "base_url = http://127.0.0.1:2/v1\n"
+              "health_check_interval_ms = 0\n"
+              "health_check_model = probe\n"
+              "[upstream any]\n"
+              "base_url = http://127.0.0.1:3/v1\n"};
+  auto r = load({"--config", f.path()});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 3);
+  const auto& w = r->runtime.upstreams[0];
+  CHECK(w.weight == 3);
+  CHECK(w.priority == 2);
+  CHECK(w.health_check_interval == std::chrono::milliseconds{2500});
+  // Empty: the runtime asks for the first of `models`, mapped.
+  CHECK(w.health_check_model.empty());
+  const auto& own = r->runtime.upstreams[1];
+  CHECK(own.weight == 1);
+  CHECK(own.priority == 0);
+  CHECK(own.health_check_interval == std::chrono::milliseconds{0});
+  CHECK(own.health_check_model == "probe");
+  // Serves any model: checked with the configured default model.
+  CHECK(r->runtime.upstreams[2].health_check_model == "global-model");
+  // The variable beats the global key; a URL upstream takes it too; the
+  // default is 10 s.
+  auto e = load({"--config", f.path()},
+                {{"EMBEDRT_HEALTH_CHECK_INTERVAL_MS", "700"}});
+  REQUIRE(e);
+  CHECK(e->runtime.upstreams[0].health_check_interval
+        == std::chrono::milliseconds{700});
+  CHECK(e->runtime.upstreams[1].health_check_interval
+        == std::chrono::milliseconds{0});
+  auto u = load({"--upstream", "http://127.0.0.1:9/v1"});
+  REQUIRE(u);
+  CHECK(u->runtime.upstreams[0].health_check_interval
+        == std::chrono::milliseconds{10000});
+  CHECK_THAT(load_error("[upstream a]\nbase_url = http://h/v1\nweight = 0\n"),
+             Catch::Contains(":3: weight: '0' is not an integer in [1"));
+}

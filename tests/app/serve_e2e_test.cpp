@@ -412,7 +412,9 @@ TEST_CASE("serve: /metrics is Prometheus text") {
 TEST_CASE("serve: SIGTERM drains in-flight requests, refuses new "
           "connections and exits 0") {
   mock_proc mock{{"--latency-ms", "800"}};
-  serve_proc serve{{"--upstream", mock.url, "--grace-ms", "8000"}};
+  // Health checks off: the mock's input count is the callers' alone.
+  serve_proc serve{{"--upstream", mock.url, "--grace-ms", "8000"},
+                   clean_env({"EMBEDRT_HEALTH_CHECK_INTERVAL_MS=0"})};
   // An idle keep-alive connection: closed by the drain.
   http_client idle{serve.port};
   REQUIRE(idle.request("GET", "/healthz").status == 200);
@@ -458,8 +460,10 @@ TEST_CASE("serve: at the end of the grace period the rest get 503") {
   // The deadline bounds the exit as long as a request answered 503 keeps
   // its actor in the runtime until the deadline (the service's exit message
   // is to cancel it at once).
+  // Health checks off: the mock's input count is the caller's alone.
   serve_proc serve{
-      {"--upstream", mock.url, "--grace-ms", "300", "--deadline-ms", "3000"}};
+      {"--upstream", mock.url, "--grace-ms", "300", "--deadline-ms", "3000"},
+      clean_env({"EMBEDRT_HEALTH_CHECK_INTERVAL_MS=0"})};
   auto pending = std::async(std::launch::async, [port = serve.port] {
     http_client c{port};
     return c.embed(embed_body({"too slow"}, 8), {}, milliseconds{10000});

@@ -31,7 +31,8 @@ upstream_health sample_upstream_health(int32_t base) {
           base + 5,
           base + 6,
           base + 7,
-          base + 8};
+          base + 8,
+          base + 9};
 }
 
 upstream_metrics sample_upstream_metrics() {
@@ -55,7 +56,8 @@ upstream_metrics sample_upstream_metrics() {
           {{"error", "rate_limited", 15}},
           histogram_of({16, 17}),
           histogram_of({18000}),
-          histogram_of({19, 20, 21})};
+          histogram_of({19, 20, 21}),
+          22};
 }
 
 } // namespace

@@ -104,13 +104,18 @@ struct upstream_health {
   int64_t reuses = 0;
   int64_t restarts = 0;
   int64_t rejected = 0;
+  /// Sockets open to the upstream: connections carrying a call, and idle
+  /// ones kept alive after their last call (`connections` counts the
+  /// connection actors, which connect lazily).
+  int32_t sockets = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
   return f(caf::meta::type_name("embedrt.upstream_health"), x.name, x.base_url,
            x.state, x.connections, x.idle_connections, x.queued_requests,
-           x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected);
+           x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected,
+           x.sockets);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream

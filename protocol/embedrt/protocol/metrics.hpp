@@ -100,7 +100,9 @@ struct upstream_metrics {
   std::string name;
   /// From the pool's health: "up", "down" or "unresponsive".
   std::string state;
-  /// Gauges at the time of the snapshot (pool health).
+  /// Gauges at the time of the snapshot (pool health): sockets open to the
+  /// upstream, of which idle (kept alive, no call) and busy (a call in
+  /// flight); `connection_actors` (below) are the connection actors alive.
   int32_t connections_open = 0;
   int32_t connections_idle = 0;
   int32_t connections_busy = 0;
@@ -131,6 +133,9 @@ struct upstream_metrics {
   log_histogram queue_wait_ns;
   log_histogram upstream_latency_ns;
   log_histogram batch_inputs;
+  /// Connection actors alive (the concurrency limit; each opens its socket
+  /// on first use), a gauge from the pool's health.
+  int32_t connection_actors = 0;
 };
 
 template <class Inspector>
@@ -141,7 +146,7 @@ typename Inspector::result_type inspect(Inspector& f, upstream_metrics& x) {
            x.retry_budget_rejections, x.prompt_tokens, x.total_tokens,
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
            x.breaker_state, x.breaker_transitions, x.calls, x.queue_wait_ns,
-           x.upstream_latency_ns, x.batch_inputs);
+           x.upstream_latency_ns, x.batch_inputs, x.connection_actors);
 }
 
 /// The process the service runs in (/proc and getrusage).
