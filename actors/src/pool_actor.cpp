@@ -12,6 +12,7 @@
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
+#include <functional>
 #include <stdexcept>
 
 namespace embedrt::detail {
@@ -724,17 +725,24 @@ int64_t expected_completion_ns(self_ptr self, const upstream_call& call,
     return 0; // Nothing observed yet, or it goes out at once.
   int64_t s = st.service_ns;
   uint32_t live = 0;
-  int64_t oldest = 0;
+  auto& ages = st.busy_ages;
+  ages.clear();
   for (const auto& slot : st.slots) {
     if (slot.st == pool_slot::state::dead)
       continue;
     ++live;
     if (slot.st == pool_slot::state::busy && slot.call_id != 0)
-      oldest = std::max(oldest, now - slot.dispatched_ns);
+      ages.push_back(now - slot.dispatched_ns);
   }
-  // A call in flight for longer than twice the typical service time says the
-  // upstream slowed down before any result says so.
-  s = std::max(s, oldest - s);
+  // Calls in flight for longer than twice the typical service time say the
+  // upstream slowed down before any result says so. The age most of them
+  // have reached, not the oldest: one hung call among many connections is
+  // that call's problem (its attempt timeout ends it), not a slower upstream.
+  if (!ages.empty()) {
+    auto mid = ages.begin() + static_cast<std::ptrdiff_t>(ages.size() / 2);
+    std::nth_element(ages.begin(), mid, ages.end(), std::greater<>{});
+    s = std::max(s, *mid - s);
+  }
   if (live == 0)
     return 0; // Restarting: the supervisor decides.
   auto ahead = static_cast<double>(st.queue.size());

@@ -173,6 +173,8 @@ struct pool_state {
   /// queued calls one upstream call carries (EWMA; > 1 with batching).
   int64_t service_ns = 0;
   double calls_per_dispatch = 0.0;
+  /// Scratch for the admission estimate: the ages of the calls in flight.
+  std::vector<int64_t> busy_ages;
   /// The upstream refused base64: every call asks for float from now on.
   bool float_only = false;
   /// Refusals (400/422 that are not about size or encoding) of single calls

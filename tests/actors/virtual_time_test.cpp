@@ -948,6 +948,54 @@ TEST_CASE("pool: deadline-aware admission refuses at once what cannot "
   fc->clear();
 }
 
+TEST_CASE("pool: one hung call among many connections is not taken for a "
+          "slower upstream by deadline-aware admission") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto env = make_pool_env(fc, 4);
+  env->retry.budget_min_retries = 100;
+  auto pool
+      = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+  pool_caller c{*vt.sys};
+  auto hold = [&](int n) {
+    for (int i = 0; i < n; ++i)
+      c.self->send(pool, call_atom_v, make_call("hold"));
+    vt.sched->run();
+  };
+  // A service time of 100 ms observed on all four connections.
+  hold(4);
+  auto conns = fc->conns;
+  REQUIRE(conns.size() == 4);
+  auto release = [&] {
+    fc->conns = conns;
+    fc->release(vt);
+  };
+  vt.sched->clock().current_time += 100ms;
+  release();
+  REQUIRE(c.answers().size() == 4);
+  // One call hangs for 900 ms; then the other three connections take calls
+  // that have only just gone out.
+  hold(1);
+  vt.sched->clock().current_time += 900ms;
+  hold(3);
+  // Queued with 1 s left: at 100 ms a call on 4 connections, position q
+  // completes in 50 + q x 25 + 100 ms, so all ten fit. Taking the hung
+  // call's age for every connection's (800 ms a call) would refuse them all.
+  for (int i = 0; i < 10; ++i) {
+    auto call = make_call("q");
+    call.budget = 1000ms;
+    c.self->send(pool, call_atom_v, std::move(call));
+  }
+  vt.sched->run();
+  CHECK(c.answers().empty());
+  release();
+  auto done = c.answers();
+  CHECK(done.size() == 14);
+  for (auto& r : done)
+    CHECK(!r.error);
+  fc->clear();
+}
+
 TEST_CASE("classify: a 400 refusing base64 is marked for a float retry") {
   openai::response_expectation b64;
   b64.inputs = 1;

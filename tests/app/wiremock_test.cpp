@@ -241,7 +241,10 @@ runtime_config wiremock_config(uint16_t port) {
   upstream_config up;
   up.name = "wiremock";
   up.base_url = "http://127.0.0.1:" + std::to_string(port) + "/v1";
-  up.connections = concurrency;
+  // Half a connection per caller: calls queue behind hung ones, and the
+  // pool's deadline-aware admission must not take one hung call for a slow
+  // upstream (docs/reliability.md, "Against WireMock").
+  up.connections = concurrency / 2;
   up.attempt_timeout = attempt_timeout;
   up.batching = false;
   up.breaker.enabled = false;
