@@ -144,14 +144,18 @@ void overload_run(bool batching, milliseconds duration) {
        << "; rejection p50 " << p50.count() << " ms, p99 " << p99.count()
        << " ms; accepted p99 " << percentile(accepted, 0.99).count()
        << " ms; serve peak RSS " << hwm << " MiB");
-  // The overload happened: at least 5 x capacity was offered.
-  CHECK(static_cast<double>(offered) >= 5 * capacity * seconds);
+  // The overload happened: at least 5 x capacity was offered (2 x from a
+  // client slowed down by a sanitizer).
+  CHECK(static_cast<double>(offered)
+        >= least_overload_factor * capacity * seconds);
   // About capacity x duration succeed (at least half of it on a loaded
   // machine, at most what the deadlines allow beyond it); most of the
   // excess is refused, few wait for a 504.
   CHECK(static_cast<double>(ok) >= capacity * seconds / 2);
-  CHECK(static_cast<double>(ok) <= capacity * (seconds + 2 * 2) + 32);
-  CHECK(rejected.size() >= offered / 2);
+  auto most_served = capacity * (seconds + 2 * 2) + 32;
+  CHECK(static_cast<double>(ok) <= most_served);
+  CHECK(static_cast<double>(rejected.size())
+        >= (static_cast<double>(offered) - most_served) / 2);
   // (Admission by count alone would queue the excess: nearly all of it
   // would wait for its 504. On a machine shared with builds up to 5 % of
   // what is offered has been seen to miss its deadline.)
