@@ -137,13 +137,16 @@ inline std::vector<int> statuses(const std::string& bytes) {
 /// The sanitizers change memory figures beyond any useful bound (ASan's
 /// quarantine and shadow memory): the RSS checks run in plain builds only.
 /// They also slow the test's own client threads: an instrumented client
-/// cannot offer 10 x capacity, only some multiple of it.
+/// cannot offer 10 x capacity, only some multiple of it, and an instrumented
+/// server writes a reply later after its call completed.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool memory_figures_meaningful = false;
 constexpr double least_overload_factor = 2.0;
+constexpr std::chrono::milliseconds scheduling_slack{1500};
 #else
 constexpr bool memory_figures_meaningful = true;
 constexpr double least_overload_factor = 5.0;
+constexpr std::chrono::milliseconds scheduling_slack{500};
 #endif
 
 } // namespace embedrt::test
