@@ -401,11 +401,12 @@ TEST_CASE("a down upstream is skipped: requests fail over to the next one") {
   b.name = "b";
   b.base_url = srv_b->base_url();
   b.supervision.max_restarts = 1000;
+  b.priority = 1; // the fallback: "a" and "b" serve the same models
   rc.upstreams.push_back(b);
   auto svc = spawn_service(*f.sys, rc, hooks);
   REQUIRE(svc);
   client c{*f.sys, *svc};
-  // Before: "a" serves (first in the list).
+  // Before: "a" serves (the lower priority).
   auto before = c.embed(make_request({"first"}, 8)).get();
   REQUIRE(before);
   CHECK(before->upstream == "a");
