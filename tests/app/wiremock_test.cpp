@@ -1,8 +1,8 @@
 // The runtime against a third-party fault server: WireMock's standalone jar
 // (the npm package `wiremock`, pinned in tests/app/wiremock/ and installed
-// by scripts/setup.sh test), run with Java 17 on 127.0.0.1. Its stubs for
-// POST /v1/embeddings pick a request's fate by its text, so the ledger knows
-// what each request must get:
+// by scripts/setup.sh test), run with Java 17 on 127.0.0.1. Its mappings
+// (WireMock's canned responses) for POST /v1/embeddings pick a request's fate
+// by its text, so the ledger knows what each request must get:
 //
 //   wm-ok-<i>             a fixed embedding (4 dimensions, base64)
 //   wm-flaky-<i>-<fault>  one fault, then that embedding (a WireMock
@@ -121,9 +121,9 @@ std::string fault_response(const std::string& fault) {
   return "";
 }
 
-/// A stub for POST /v1/embeddings whose body contains `marker`.
-std::string stub(const std::string& marker, const std::string& response,
-                 const std::string& scenario = "") {
+/// A WireMock mapping for POST /v1/embeddings whose body contains `marker`.
+std::string mapping_for(const std::string& marker, const std::string& response,
+                        const std::string& scenario = "") {
   std::string s = R"({"priority":1,"request":{"method":"POST",)"
                   R"("urlPath":"/v1/embeddings","bodyPatterns":[{"contains":")"
       + marker + R"("}]},"response":)" + response;
@@ -133,16 +133,16 @@ std::string stub(const std::string& marker, const std::string& response,
   return s + "}";
 }
 
-/// All stubs: one per fault class, one scenario per flaky request, and the
+/// All mappings: one per fault class, one scenario per flaky request, and the
 /// fixed embedding for everything else (lowest priority).
 std::string mappings() {
   std::string out = R"({"mappings":[)";
   for (auto& [name, wiremock_name] : faults)
-    out += stub("\\\"wm-" + name + "-", fault_response(name)) + ",";
+    out += mapping_for("\\\"wm-" + name + "-", fault_response(name)) + ",";
   for (std::size_t i = 0; i < requests; ++i)
     if (class_of(i).kind == request_class::flaky)
-      out += stub("\\\"" + text_of(i) + "\\\"",
-                  fault_response(class_of(i).fault), text_of(i))
+      out += mapping_for("\\\"" + text_of(i) + "\\\"",
+                         fault_response(class_of(i).fault), text_of(i))
           + ",";
   out += R"({"priority":10,"request":{"method":"POST",)"
          R"("urlPath":"/v1/embeddings"},"response":)"
@@ -184,7 +184,7 @@ std::string find_jar() {
   return found;
 }
 
-/// A temporary WireMock root: mappings/stubs.json.
+/// A temporary WireMock root: mappings/embeddings.json.
 struct wiremock_root {
   std::string dir;
   wiremock_root() {
@@ -192,10 +192,10 @@ struct wiremock_root {
     REQUIRE(mkdtemp(tmpl) != nullptr);
     dir = tmpl;
     REQUIRE(mkdir((dir + "/mappings").c_str(), 0700) == 0);
-    std::ofstream{dir + "/mappings/stubs.json"} << mappings();
+    std::ofstream{dir + "/mappings/embeddings.json"} << mappings();
   }
   ~wiremock_root() {
-    std::remove((dir + "/mappings/stubs.json").c_str());
+    std::remove((dir + "/mappings/embeddings.json").c_str());
     rmdir((dir + "/mappings").c_str());
     rmdir((dir + "/__files").c_str()); // WireMock creates it, empty
     rmdir(dir.c_str());
