@@ -23,18 +23,6 @@ using std::chrono::steady_clock;
 
 namespace {
 
-/// Polls `/readyz` until it answers `status` (at most `timeout`).
-bool readyz_becomes(http_client& client, int status, milliseconds timeout) {
-  auto deadline = steady_clock::now() + timeout;
-  for (;;) {
-    if (client.request("GET", "/readyz").status == status)
-      return true;
-    if (steady_clock::now() >= deadline)
-      return false;
-    std::this_thread::sleep_for(milliseconds{50});
-  }
-}
-
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream out{path, std::ios::trunc};
   out << text;

@@ -19,21 +19,7 @@ using namespace embedrt::test;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-namespace {
-
-/// Polls `/readyz` until it answers `status` (at most `timeout`).
-bool readyz_becomes(http_client& client, int status, milliseconds timeout) {
-  auto deadline = steady_clock::now() + timeout;
-  for (;;) {
-    if (client.request("GET", "/readyz").status == status)
-      return true;
-    if (steady_clock::now() >= deadline)
-      return false;
-    std::this_thread::sleep_for(milliseconds{50});
-  }
-}
-
-} // namespace
+namespace {} // namespace
 
 TEST_CASE("serve: a black-holed upstream trips the breaker with short "
           "deadlines; callers get 504, then fail fast with 503") {

@@ -266,6 +266,19 @@ inline std::vector<std::vector<float>> vectors_of(const http_response& res,
   return decoded->data;
 }
 
+/// Polls `/readyz` until it answers `status` (at most `timeout`).
+inline bool readyz_becomes(http_client& client, int status,
+                           milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (client.request("GET", "/readyz").status == status)
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(milliseconds{50});
+  }
+}
+
 /// Sends the same request on `n` connections at once (each its own client
 /// and thread); returns the responses.
 inline std::vector<http_response>
