@@ -31,15 +31,24 @@ fail() {
   echo "strip test: FAIL: $*" >&2
   exit 1
 }
+# The section headers of FILE, read whole before anything matches on them:
+# with pipefail, `readelf | grep -q` fails at random when grep exits at its
+# first match and readelf, still writing, dies of SIGPIPE.
+sections() {
+  "$readelf" -S -W "$1"
+}
 
 env -u DESTDIR cmake --install "$build_dir" --prefix "$tmp/main" >"$tmp/main.log"
 exe=$tmp/main/bin/embedrt
 [ -x "$exe" ] || fail "not installed: $exe"
-if "$readelf" -S -W "$exe" | grep -E '\.debug_|\.symtab' >&2; then
+exe_sections=$(sections "$exe")
+if grep -E '\.debug_|\.symtab' <<<"$exe_sections" >&2; then
   fail "$exe is not stripped"
 fi
 for a in "$tmp"/main/lib*/libembedrt*.a; do
-  if "$readelf" -S -W "$a" | grep -E '\.debug_' | head -3 >&2; then
+  a_sections=$(sections "$a")
+  if found=$(grep -E '\.debug_' <<<"$a_sections"); then
+    head -3 <<<"$found" >&2
     fail "$a has debug sections"
   fi
 done
@@ -56,8 +65,7 @@ env -u DESTDIR cmake --install "$build_dir" --prefix "$tmp/dbg" \
 want="lib/debug/.build-id/${id:0:2}/${id:2}.debug"
 got=$(cd "$tmp/dbg" && find . -type f | sed 's|^\./||')
 [ "$got" = "$want" ] || fail "the debug component installed '$got', not '$want'"
-"$readelf" -S -W "$tmp/dbg/$want" | grep -q '\.debug_info' \
-  || fail "$want has no .debug_info"
-"$readelf" -S -W "$tmp/dbg/$want" | grep -q '\.symtab' \
-  || fail "$want has no symbol table"
+debug_sections=$(sections "$tmp/dbg/$want")
+grep -q '\.debug_info' <<<"$debug_sections" || fail "$want has no .debug_info"
+grep -q '\.symtab' <<<"$debug_sections" || fail "$want has no symbol table"
 echo "strip test: debug information in $want ($(du -h "$tmp/dbg/$want" | cut -f1))"
