@@ -10,6 +10,7 @@
 #include "embedrt/service.hpp"
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
+#include "virtual_time.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -24,27 +25,9 @@ using namespace embedrt;
 using namespace embedrt::detail;
 using namespace std::chrono_literals;
 
+using embedrt::testing::virtual_time;
+
 namespace {
-
-struct virtual_time {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::scheduler::test_coordinator* sched = nullptr;
-
-  virtual_time() {
-    register_types(cfg);
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    cfg.set("logger.file-verbosity", caf::atom("quiet"));
-    sys = std::make_unique<caf::actor_system>(cfg);
-    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
-  }
-
-  ~virtual_time() {
-    sched->run();
-    while (sched->trigger_timeout())
-      sched->run();
-  }
-};
 
 int64_t sum_prompt(const std::vector<token_usage>& parts) {
   int64_t n = 0;

@@ -8,6 +8,7 @@
 #include "embedrt/service.hpp"
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
+#include "virtual_time.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -24,35 +25,9 @@ using namespace embedrt;
 using namespace embedrt::detail;
 using namespace std::chrono_literals;
 
+using embedrt::testing::virtual_time;
+
 namespace {
-
-/// The few lines of CAF's test_coordinator_fixture that matter, for Catch2.
-struct virtual_time {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::scheduler::test_coordinator* sched = nullptr;
-
-  virtual_time() {
-    register_types(cfg);
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    cfg.set("logger.file-verbosity", caf::atom("quiet"));
-    sys = std::make_unique<caf::actor_system>(cfg);
-    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
-    sched->clock().current_time += std::chrono::hours(1);
-  }
-
-  ~virtual_time() {
-    // Request timeouts stay scheduled (holding their actor) until they fire,
-    // even after the response arrived: fire them so every actor can end.
-    sched->run();
-    while (sched->trigger_timeout())
-      sched->run();
-  }
-
-  caf::actor_clock::time_point now() const {
-    return sched->clock().now();
-  }
-};
 
 /// A scripted pool: answers each call with the next scripted result (or
 /// holds the promise forever when the script says so) and records when and
