@@ -4,6 +4,7 @@
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/provider.hpp"
+#include "node_config_detail.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -47,25 +48,9 @@ std::optional<std::string> environment::get(const std::string& name) const {
 
 namespace {
 
+using namespace detail;
+
 // -- the config file ----------------------------------------------------------
-
-/// One `key = value` line.
-struct entry {
-  std::string value;
-  int line = 0;
-};
-
-/// A section: the global one (name ""), [serve] or [upstream NAME].
-struct section {
-  std::string name;
-  int line = 0;
-  std::map<std::string, entry> keys;
-
-  const entry* find(const std::string& key) const {
-    auto i = keys.find(key);
-    return i == keys.end() ? nullptr : &i->second;
-  }
-};
 
 struct file_data {
   std::string path;
@@ -129,14 +114,6 @@ const std::set<std::string> upstream_keys{"base_url",
                                           "priority",
                                           "health_check_interval_ms",
                                           "health_check_model"};
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
-}
 
 std::string join(const std::set<std::string>& names) {
   std::string out;
@@ -265,110 +242,6 @@ std::string parse_file(std::string_view text, file_data& out) {
 
 // -- values -------------------------------------------------------------------
 
-/// A value with where it came from ("--connections", "EMBEDRT_CONNECTIONS",
-/// "FILE:LINE: connections").
-struct candidate {
-  std::string value;
-  std::string where;
-};
-
-std::vector<std::string> split_list(std::string_view text) {
-  std::vector<std::string> out;
-  while (!text.empty()) {
-    auto comma = text.find(',');
-    auto item = trim(text.substr(0, comma));
-    if (!item.empty())
-      out.emplace_back(item);
-    if (comma == std::string_view::npos)
-      break;
-    text.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
-/// Resolves settings in precedence order and collects the first error.
-class resolver {
- public:
-  resolver(const cli::arg_parser& p, const environment& env,
-           const file_data& file)
-      : p_(p), env_(env), file_(file) {
-    // nop
-  }
-
-  /// The highest-precedence candidate among the flag, the environment
-  /// variable and the file entries (most specific first). Empty environment
-  /// values count as unset.
-  std::optional<candidate>
-  pick(const char* flag, const char* env_var,
-       std::initializer_list<std::pair<const section*, const char*>> files)
-      const {
-    if (flag != nullptr)
-      if (auto v = p_.value(flag))
-        return candidate{*v, std::string{"--"} + flag};
-    if (env_var != nullptr)
-      if (auto v = env_.get(env_var); v && !v->empty())
-        return candidate{*v, env_var};
-    for (const auto& [sec, key] : files)
-      if (sec != nullptr)
-        if (auto e = sec->find(key))
-          return candidate{e->value,
-                           file_.path + ":" + std::to_string(e->line) + ": "
-                               + key};
-    return std::nullopt;
-  }
-
-  template <class T>
-  bool integer(const std::optional<candidate>& c, T& out, T min, T max) {
-    if (!c)
-      return true;
-    T x{};
-    if (!cli::parse_number(c->value, x) || x < min || x > max)
-      return fail(c->where + ": '" + c->value + "' is not an integer in ["
-                  + std::to_string(min) + ", " + std::to_string(max) + "]");
-    out = x;
-    return true;
-  }
-
-  bool boolean(const std::optional<candidate>& c, bool& out) {
-    if (!c)
-      return true;
-    if (c->value == "true" || c->value == "yes" || c->value == "on"
-        || c->value == "1")
-      out = true;
-    else if (c->value == "false" || c->value == "no" || c->value == "off"
-             || c->value == "0")
-      out = false;
-    else
-      return fail(c->where + ": '" + c->value
-                  + "' is not a boolean (true or false)");
-    return true;
-  }
-
-  bool millis(const std::optional<candidate>& c, std::chrono::milliseconds& out,
-              int64_t min, int64_t max) {
-    int64_t ms = out.count();
-    if (!integer(c, ms, min, max))
-      return false;
-    out = std::chrono::milliseconds{ms};
-    return true;
-  }
-
-  bool fail(std::string msg) {
-    if (error.empty())
-      error = std::move(msg);
-    return false;
-  }
-
-  std::string error;
-
- private:
-  const cli::arg_parser& p_;
-  const environment& env_;
-  const file_data& file_;
-};
-
-constexpr uint32_t max_connections = 4096;
-constexpr int64_t max_ms = 86'400'000;
 /// The breaker keys of an `[upstream]` section (see docs/cli.md).
 void read_breaker(resolver& r, const std::string& path, const section& u,
                   breaker_config& b) {
@@ -473,176 +346,6 @@ void read_globals(resolver& r, const section* g, app_config& cfg) {
   r.millis(r.pick(nullptr, "EMBEDRT_HEALTH_CHECK_INTERVAL_MS",
                   {{g, "health_check_interval_ms"}}),
            cfg.health_check_interval, 0, max_ms);
-}
-
-/// The [serve] keys of the front end's limits (config file only; see
-/// docs/security.md): header size, idle and request timeouts, connections,
-/// and how much of an upstream's error reaches clients.
-void read_serve_limits(resolver& r, const section* sv, serve_config& out) {
-  auto key = [&](const char* name) {
-    return r.pick(nullptr, nullptr, {{sv, name}});
-  };
-  r.integer(key("max_header_bytes"), out.max_header_bytes, std::size_t{1024},
-            std::size_t{1} << 20);
-  r.millis(key("idle_timeout_ms"), out.idle_timeout, 1, max_ms);
-  r.millis(key("request_timeout_ms"), out.request_timeout, 1, max_ms);
-  r.integer(key("max_connections"), out.max_connections, std::size_t{0},
-            std::size_t{1'000'000});
-  r.integer(key("response_budget_bytes"), out.response_budget_bytes,
-            uint64_t{0}, uint64_t{1} << 48);
-  if (auto c = key("upstream_error_detail")) {
-    if (c->value == "full" || c->value == "message")
-      out.full_upstream_errors = c->value == "full";
-    else
-      r.fail(c->where + ": '" + c->value
-             + "' is not an upstream error detail (message, full)");
-  }
-}
-
-/// The [serve] settings but the client token: listen address, body limit,
-/// grace period. `sv` is null without a [serve] section.
-void read_serve(resolver& r, const section* sv, serve_config& out) {
-  if (auto c = r.pick("listen", "EMBEDRT_LISTEN", {{sv, "listen"}}))
-    out.listen = c->value;
-  r.integer(r.pick("max-body-bytes", "EMBEDRT_MAX_BODY_BYTES",
-                   {{sv, "max_body_bytes"}}),
-            out.max_body_bytes, std::size_t{64}, std::size_t{1} << 32);
-  r.millis(r.pick("grace-ms", "EMBEDRT_GRACE_MS", {{sv, "grace_ms"}}),
-           out.grace, 0, max_ms);
-  if (auto c = r.pick("cors-origins", "EMBEDRT_CORS_ORIGINS",
-                      {{sv, "cors_origins"}})) {
-    out.cors_origins = split_list(c->value);
-    if (out.cors_origins.empty())
-      r.fail(c->where + ": empty list of origins");
-    for (const auto& o : out.cors_origins)
-      if (o != "*" && o.find("://") == std::string::npos)
-        r.fail(c->where + ": '" + o
-               + "' is not an origin (scheme://host[:port], or *)");
-  }
-  if (auto c = r.pick("tls-cert", nullptr, {{sv, "tls_certificate"}}))
-    out.tls_certificate = c->value;
-  if (auto c = r.pick("tls-key", nullptr, {{sv, "tls_key"}}))
-    out.tls_key = c->value;
-  if (out.tls_certificate.empty() != out.tls_key.empty())
-    r.fail("TLS on the listener needs both --tls-cert and --tls-key (or "
-           "tls_certificate and tls_key in [serve])");
-  read_serve_limits(r, sv, out);
-}
-
-/// The [cluster] settings and their flags: where to publish, the peers
-/// (each checked as HOST:PORT) and TLS between nodes (all three files or
-/// none). `cl` is null without a [cluster] section.
-void read_cluster(resolver& r, const cli::arg_parser& p, const section* cl,
-                  cluster_config& out) {
-  r.integer(r.pick("caf-port", "EMBEDRT_CAF_PORT", {{cl, "caf_port"}}),
-            out.caf_port, uint16_t{0}, uint16_t{65535});
-  if (auto c = r.pick("caf-bind", "EMBEDRT_CAF_BIND", {{cl, "caf_bind"}}))
-    out.caf_bind = c->value;
-  std::string where = "--peer";
-  if (auto flags = p.values("peer"); !flags.empty()) {
-    out.peers = flags;
-  } else if (auto c = r.pick(nullptr, "EMBEDRT_PEERS", {{cl, "peers"}})) {
-    out.peers = split_list(c->value);
-    where = c->where;
-  }
-  for (const auto& peer : out.peers)
-    if (auto addr = parse_peer(peer); !addr)
-      r.fail(where + ": " + error_detail(addr.error()));
-  auto file_of = [&](const char* flag, const char* key, std::string& dst) {
-    if (auto c = r.pick(flag, nullptr, {{cl, key}}))
-      dst = c->value;
-  };
-  file_of("caf-tls-cert", "tls_certificate", out.tls_certificate);
-  file_of("caf-tls-key", "tls_key", out.tls_key);
-  file_of("caf-tls-ca", "tls_ca_file", out.tls_ca_file);
-  int given = !out.tls_certificate.empty() + !out.tls_key.empty()
-      + !out.tls_ca_file.empty();
-  if (given != 0 && given != 3)
-    r.fail("TLS between nodes needs all of --caf-tls-cert, --caf-tls-key and "
-           "--caf-tls-ca (or tls_certificate, tls_key, tls_ca_file in "
-           "[cluster])");
-  r.millis(r.pick("status-interval-ms", nullptr, {{cl, "status_interval_ms"}}),
-           out.status_interval, 10, 60'000);
-}
-
-/// The client token: from the variable named by --auth-token-env (which must
-/// then be set), else [serve] auth_token_env (likewise), else
-/// EMBEDRT_AUTH_TOKEN if set, else an explicit [serve] auth_token. Returns an
-/// error message or "".
-std::string read_auth_token(const resolver& r, const environment& env,
-                            const file_data& file, const section* sv,
-                            serve_config& out) {
-  if (auto c = r.pick("auth-token-env", nullptr, {{sv, "auth_token_env"}})) {
-    if (c->value.empty())
-      return c->where + ": empty variable name";
-    out.auth_token_env = c->value;
-    auto token = env.get(c->value);
-    if (!token || token->empty())
-      return c->where + ": environment variable " + c->value
-          + " is not set or empty";
-    out.auth_token = *token;
-  } else if (auto token = env.get(out.auth_token_env);
-             token && !token->empty()) {
-    out.auth_token = *token;
-  } else if (auto e = sv ? sv->find("auth_token") : nullptr) {
-    if (e->value.empty())
-      return file.path + ":" + std::to_string(e->line)
-          + ": auth_token: empty token";
-    out.auth_token = e->value;
-  }
-  return {};
-}
-
-/// The [client NAME] sections: each one's token (from `token_env`, which
-/// must be set, or `token`) and limits; names and tokens unique, and the
-/// name "default" taken by a single `auth_token`. Returns an error message
-/// or "".
-std::string read_clients(resolver& r, const environment& env,
-                         const file_data& file, serve_config& out) {
-  auto where = [&](const section& s, const char* key) {
-    return file.path + ":" + std::to_string(s.find(key)->line) + ": " + key;
-  };
-  for (const auto& s : file.clients) {
-    client_config c;
-    c.name = s.name;
-    if (auto e = s.find("token_env")) {
-      if (e->value.empty())
-        return where(s, "token_env") + ": empty variable name";
-      auto token = env.get(e->value);
-      if (!token || token->empty())
-        return where(s, "token_env") + ": environment variable " + e->value
-            + " is not set or empty";
-      c.token = *token;
-    } else {
-      c.token = s.find("token")->value;
-      if (c.token.empty())
-        return where(s, "token") + ": empty token";
-    }
-    auto key = [&](const char* name) {
-      return r.pick(nullptr, nullptr, {{&s, name}});
-    };
-    if (!r.integer(key("rpm"), c.rpm, uint64_t{0}, uint64_t{1'000'000'000})
-        || !r.integer(key("tpm"), c.tpm, uint64_t{0},
-                      uint64_t{1'000'000'000'000}))
-      return r.error;
-    for (const auto& other : out.clients)
-      if (other.token == c.token)
-        return file.path + ":" + std::to_string(s.line) + ": clients "
-            + other.name + " and " + c.name + " have the same token";
-    out.clients.push_back(std::move(c));
-  }
-  if (!out.auth_token.empty()) {
-    for (const auto& c : out.clients) {
-      if (c.name == "default")
-        return "[client default] and a single client token (auth_token_env, "
-               "auth_token, EMBEDRT_AUTH_TOKEN) both name the client "
-               "'default'";
-      if (c.token == out.auth_token)
-        return "client " + c.name
-            + " has the same token as the single client token";
-    }
-  }
-  return {};
 }
 
 /// What URL upstreams use, and file upstreams unless they say otherwise.
@@ -937,7 +640,7 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
   if (auto msg = load_file(p, env, file); !msg.empty())
     return failed(std::move(msg));
   cfg.config_file = file.path;
-  resolver r{p, env, file};
+  resolver r{p, env, file.path};
   const section* global = &file.global;
   const section* serve = file.serve.line != 0 ? &file.serve : nullptr;
   read_globals(r, global, cfg);
@@ -949,10 +652,11 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
   // The client tokens only for the command that uses them (serve): `embed`
   // reads the same file and must not need the gateway's variables.
   if (p.declares("auth-token-env")) {
-    if (auto msg = read_auth_token(r, env, file, serve, cfg.serve);
+    if (auto msg = read_auth_token(r, env, file.path, serve, cfg.serve);
         !msg.empty())
       return failed(std::move(msg));
-    if (auto msg = read_clients(r, env, file, cfg.serve); !msg.empty())
+    if (auto msg = read_clients(r, env, file.path, file.clients, cfg.serve);
+        !msg.empty())
       return failed(std::move(msg));
   }
   upstream_defaults defaults;
