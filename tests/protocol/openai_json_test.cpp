@@ -61,6 +61,27 @@ uint32_t bits_of(float f) {
   return b;
 }
 
+/// `seed` with one to three random single-character edits (replace, insert,
+/// erase) drawn from JSON's own characters and two invalid bytes.
+std::string mutate(const std::string& seed, std::mt19937& rng) {
+  static constexpr char alphabet[]
+      = "{}[]\":,.-+eE0123456789 \\/ntfuabx\x01\x80";
+  std::string body = seed;
+  int edits = 1 + static_cast<int>(rng() % 3);
+  for (int e = 0; e < edits; ++e) {
+    auto pos = rng() % body.size();
+    auto c = alphabet[rng() % (sizeof(alphabet) - 1)];
+    switch (rng() % 3) {
+      case 0: body[pos] = c; break;
+      case 1: body.insert(body.begin() + pos, c); break;
+      default:
+        if (body.size() > 1)
+          body.erase(pos, 1);
+    }
+  }
+  return body;
+}
+
 } // namespace
 
 TEST_CASE("ignored members may hold any valid JSON", "[openai][json]") {
@@ -312,24 +333,11 @@ TEST_CASE("mutated bodies are never accepted when malformed",
       R"({"x":{"a":[1,-0.5e+3,"s\"\\\/\u00e9",true,false,null]},)"
       R"("data":[{"index":1,"embedding":[1.5,2]},{"embedding":[3,4],"index":0}],)"
       R"("usage":{"prompt_tokens":2,"total_tokens":2},"model":"m\u00e9"})"};
-  const char alphabet[] = "{}[]\":,.-+eE0123456789 \\/ntfuabx\x01\x80";
   std::mt19937 rng{7}; // fixed seed: deterministic
   std::size_t accepted = 0, rejected = 0;
   for (const auto& seed : seeds) {
     for (int round = 0; round < 4000; ++round) {
-      std::string body = seed;
-      int edits = 1 + static_cast<int>(rng() % 3);
-      for (int e = 0; e < edits; ++e) {
-        auto pos = rng() % body.size();
-        auto c = alphabet[rng() % (sizeof(alphabet) - 1)];
-        switch (rng() % 3) {
-          case 0: body[pos] = c; break;
-          case 1: body.insert(body.begin() + pos, c); break;
-          default:
-            if (body.size() > 1)
-              body.erase(pos, 1);
-        }
-      }
+      std::string body = mutate(seed, rng);
       auto exp
           = expect(2, seed == seeds[1] ? encoding::base64 : encoding::float32);
       auto res = decode_response(body, exp);
@@ -370,24 +378,11 @@ TEST_CASE("mutated requests and error bodies are never accepted when malformed",
       R"({"error":"Input validation error","error_type":"Validation"})",
       R"({"object":"error","message":"too long","type":"BadRequestError",)"
       R"("param":null,"code":400})"};
-  const char alphabet[] = "{}[]\":,.-+eE0123456789 \\/ntfuabx\x01\x80";
   std::mt19937 rng{11}; // fixed seed: deterministic
   std::size_t accepted = 0, rejected = 0;
   for (const auto& seed : seeds) {
     for (int round = 0; round < 3000; ++round) {
-      std::string body = seed;
-      int edits = 1 + static_cast<int>(rng() % 3);
-      for (int e = 0; e < edits; ++e) {
-        auto pos = rng() % body.size();
-        auto c = alphabet[rng() % (sizeof(alphabet) - 1)];
-        switch (rng() % 3) {
-          case 0: body[pos] = c; break;
-          case 1: body.insert(body.begin() + pos, c); break;
-          default:
-            if (body.size() > 1)
-              body.erase(pos, 1);
-        }
-      }
+      std::string body = mutate(seed, rng);
       INFO(body);
       bool valid = is_valid_json(body);
       auto request = decode_request(body);
