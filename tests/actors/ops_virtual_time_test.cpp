@@ -119,6 +119,20 @@ upstream_call make_call(std::string text) {
   return call;
 }
 
+/// Sends the pool one call of `text` and checks that it succeeds.
+void call_succeeds(virtual_time& vt, caf::scoped_actor& self,
+                   const pool_impl& pool, std::string text) {
+  self->send(pool, call_atom_v, make_call(std::move(text)));
+  vt.sched->run();
+  self->receive(
+      [](call_result& r) {
+        CHECK(!r.error);
+      },
+      [](caf::error& err) {
+        FAIL(caf::to_string(err));
+      });
+}
+
 } // namespace
 
 TEST_CASE("health check: a failing check marks the upstream unhealthy at "
@@ -179,15 +193,7 @@ TEST_CASE(
   // Unhealthy pools still take calls (the service routes them last); one
   // that succeeds is proof enough.
   up->failing = errc::none;
-  self->send(pool, call_atom_v, make_call("hello"));
-  vt.sched->run();
-  self->receive(
-      [](call_result& r) {
-        CHECK(!r.error);
-      },
-      [](caf::error& err) {
-        FAIL(caf::to_string(err));
-      });
+  call_succeeds(vt, self, pool, "hello");
   CHECK(health_of(vt, self, pool).state == "up");
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
 }
@@ -229,15 +235,7 @@ TEST_CASE("pool: the socket gauge counts open sockets, not connection "
   auto before = health_of(vt, self, pool);
   CHECK(before.connections == 16);
   CHECK(before.sockets == 0); // connection actors connect lazily
-  self->send(pool, call_atom_v, make_call("one"));
-  vt.sched->run();
-  self->receive(
-      [](call_result& r) {
-        CHECK(!r.error);
-      },
-      [](caf::error& err) {
-        FAIL(caf::to_string(err));
-      });
+  call_succeeds(vt, self, pool, "one");
   auto after = health_of(vt, self, pool);
   CHECK(after.connections == 16);
   CHECK(after.idle_connections == 16);
@@ -245,15 +243,7 @@ TEST_CASE("pool: the socket gauge counts open sockets, not connection "
   // A connection the upstream closed (Connection: close, an error) is no
   // open socket any more.
   up->keep_alive = false;
-  self->send(pool, call_atom_v, make_call("two"));
-  vt.sched->run();
-  self->receive(
-      [](call_result& r) {
-        CHECK(!r.error);
-      },
-      [](caf::error& err) {
-        FAIL(caf::to_string(err));
-      });
+  call_succeeds(vt, self, pool, "two");
   CHECK(health_of(vt, self, pool).sockets == 0);
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
 }
