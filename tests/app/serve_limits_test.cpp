@@ -6,6 +6,7 @@
 // connections /healthz is still answered and the exhaustion is logged.
 #include "embedrt/protocol/openai.hpp"
 #include "mock_test_client.hpp"
+#include "serve_load_util.hpp"
 #include "serve_test_util.hpp"
 
 #include <algorithm>
@@ -28,67 +29,6 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 namespace {
-
-/// A plain TCP connection to 127.0.0.1:port (closed at scope exit), for
-/// what the HTTP client cannot do: trickle a request, stay idle.
-class raw_conn {
- public:
-  explicit raw_conn(uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port);
-    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr))
-            == 0);
-  }
-  ~raw_conn() {
-    close(fd_);
-  }
-  raw_conn(const raw_conn&) = delete;
-  raw_conn& operator=(const raw_conn&) = delete;
-
-  void send_text(const std::string& text) {
-    REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL)
-            == static_cast<ssize_t>(text.size()));
-  }
-
-  /// True if something (or the close) can be read within `timeout`.
-  bool readable(milliseconds timeout) {
-    pollfd pfd{fd_, POLLIN, 0};
-    return poll(&pfd, 1, static_cast<int>(timeout.count())) > 0;
-  }
-
-  /// Everything until the server closes the connection (bounded).
-  std::string read_until_close(milliseconds timeout) {
-    std::string out;
-    auto deadline = steady_clock::now() + timeout;
-    char chunk[4096];
-    while (steady_clock::now() < deadline) {
-      if (!readable(milliseconds{50}))
-        continue;
-      auto n = recv(fd_, chunk, sizeof(chunk), 0);
-      if (n <= 0)
-        return out;
-      out.append(chunk, static_cast<std::size_t>(n));
-    }
-    FAIL("the server did not close the connection; received: " << out);
-    return out;
-  }
-
-  /// True if the server closed the connection (EOF or reset) within
-  /// `timeout`, having sent nothing.
-  bool closed_silently(milliseconds timeout) {
-    if (!readable(timeout))
-      return false;
-    char c = 0;
-    return recv(fd_, &c, 1, MSG_DONTWAIT) <= 0;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 /// A raw response: its status and its headers (lower-case names).
 struct raw_reply {
@@ -164,7 +104,7 @@ TEST_CASE("serve: a request trickled in, header or body, gets 408 at the "
   temp_config file{"[serve]\nrequest_timeout_ms = 1000\n"};
   serve_proc serve{{"--upstream", mock.url, "--config", file.path}};
   SECTION("a header trickled in (slowloris)") {
-    raw_conn c{serve.port};
+    tcp_conn c{serve.port};
     auto start = steady_clock::now();
     c.send_text("POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n");
     int lines = 0;
@@ -180,7 +120,7 @@ TEST_CASE("serve: a request trickled in, header or body, gets 408 at the "
     CHECK(took < milliseconds{3000});
   }
   SECTION("a body shorter than its Content-Length") {
-    raw_conn c{serve.port};
+    tcp_conn c{serve.port};
     auto start = steady_clock::now();
     c.send_text("POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
                 "x-request-id: slow-body-1\r\nContent-Type: "
@@ -199,7 +139,7 @@ TEST_CASE("serve: a request trickled in, header or body, gets 408 at the "
     // timeout; the connection still serves a request after it.
     http_client client{serve.port};
     REQUIRE(client.request("GET", "/healthz").status == 200);
-    raw_conn idle{serve.port};
+    tcp_conn idle{serve.port};
     CHECK_FALSE(idle.closed_silently(milliseconds{1500}));
     idle.send_text("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: "
                    "close\r\n\r\n");
@@ -369,9 +309,9 @@ TEST_CASE("serve: with the file descriptor limit low, idle connections give "
           "their place and /healthz is answered") {
   // 128 descriptors: the front end takes at most 64 client connections.
   limited_serve serve{128, {}};
-  std::vector<std::unique_ptr<raw_conn>> idle;
+  std::vector<std::unique_ptr<tcp_conn>> idle;
   for (int i = 0; i < 150; ++i)
-    idle.push_back(std::make_unique<raw_conn>(serve.port));
+    idle.push_back(std::make_unique<tcp_conn>(serve.port));
   http_client client{serve.port};
   auto res = client.request("GET", "/healthz", {}, {}, milliseconds{5000});
   CHECK(res.status == 200);
@@ -403,9 +343,9 @@ TEST_CASE("serve: running out of file descriptors is logged once per "
   temp_config file{"[serve]\nmax_connections = 1000\n"};
   auto start = steady_clock::now();
   limited_serve serve{128, {"--config", file.path}};
-  std::vector<std::unique_ptr<raw_conn>> idle;
+  std::vector<std::unique_ptr<tcp_conn>> idle;
   for (int i = 0; i < 150; ++i)
-    idle.push_back(std::make_unique<raw_conn>(serve.port));
+    idle.push_back(std::make_unique<tcp_conn>(serve.port));
   http_client client{serve.port};
   auto res = client.request("GET", "/healthz", {}, {}, milliseconds{5000});
   CHECK(res.status == 200);

@@ -100,6 +100,31 @@ class tcp_conn {
             == static_cast<ssize_t>(text.size()));
   }
 
+  /// True if something (or the close) can be read within `timeout`.
+  bool readable(std::chrono::milliseconds timeout) {
+    pollfd pfd{fd_, POLLIN, 0};
+    return poll(&pfd, 1, static_cast<int>(timeout.count())) > 0;
+  }
+
+  /// Everything until the server closes the connection; fails the test if
+  /// it does not within `timeout`.
+  std::string read_until_close(std::chrono::milliseconds timeout) {
+    bool closed = false;
+    auto out = read_all(timeout, closed);
+    if (!closed)
+      FAIL("the server did not close the connection; received: " << out);
+    return out;
+  }
+
+  /// True if the server closed the connection (EOF or reset) within
+  /// `timeout`, having sent nothing.
+  bool closed_silently(std::chrono::milliseconds timeout) {
+    if (!readable(timeout))
+      return false;
+    char c = 0;
+    return recv(fd_, &c, 1, MSG_DONTWAIT) <= 0;
+  }
+
   /// Everything until the server closes the connection, or what came
   /// within `timeout` (then `closed` is false).
   std::string read_all(std::chrono::milliseconds timeout, bool& closed) {
@@ -108,8 +133,7 @@ class tcp_conn {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     char chunk[4096];
     while (std::chrono::steady_clock::now() < deadline) {
-      pollfd pfd{fd_, POLLIN, 0};
-      if (poll(&pfd, 1, 50) <= 0)
+      if (!readable(std::chrono::milliseconds{50}))
         continue;
       auto n = recv(fd_, chunk, sizeof(chunk), 0);
       if (n <= 0) {
