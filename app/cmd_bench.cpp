@@ -22,6 +22,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/atom.hpp>
+#include <caf/config_value.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
@@ -32,6 +33,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace embedrt::app {
 
@@ -79,6 +82,10 @@ cli::arg_parser make_parser() {
               "CAF scheduler threads (default: the usable cores)")
       .option("scheduler", "POLICY",
               "CAF scheduler policy: stealing (default) or sharing")
+      .option("caf", "KEY=VALUE",
+              "a CAF setting for the run (repeatable), e.g. "
+              "work-stealing.moderate-poll-attempts=0",
+              true)
       .option("max-queue", "N",
               "bound of the upstream's request queue (default: the "
               "runtime's, 10000)")
@@ -116,6 +123,8 @@ struct settings {
   uint64_t seed = 1;
   std::size_t workers = 1;
   std::string scheduler = "stealing";
+  /// CAF settings given with --caf (applied after the defaults).
+  std::vector<std::pair<std::string, caf::config_value>> caf_settings;
   /// The pool's queue bound (default: the runtime's).
   std::optional<uint32_t> max_queue;
   /// Published embedrt nodes to measure through (a router over them).
@@ -169,6 +178,15 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
     if (!addr)
       return "--peer: " + error_detail(addr.error());
     s.peers.push_back(*addr);
+  }
+  for (const auto& v : p.values("caf")) {
+    auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return "--caf: expected KEY=VALUE, got '" + v + "'";
+    auto val = caf::config_value::parse(v.substr(eq + 1));
+    if (!val)
+      return "--caf: cannot parse the value of '" + v + "'";
+    s.caf_settings.emplace_back(v.substr(0, eq), std::move(*val));
   }
   if (!s.peers.empty() && p.has("upstream"))
     return "--peer and --upstream exclude each other (the nodes have the "
@@ -366,6 +384,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   cfg.set("scheduler.policy",
           s.scheduler == "sharing" ? caf::atom("sharing")
                                    : caf::atom("stealing"));
+  for (auto& [key, value] : s.caf_settings)
+    cfg.set(key, value);
   caf::actor_system sys{cfg};
   bench::bench_report rep;
   rep.requests = s.requests;

@@ -12,17 +12,16 @@ namespace embedrt::detail {
 
 namespace {
 
-using self_ptr = connection_impl::stateful_pointer<connection_state>;
+using self_ptr = connection_actor::stateful_pointer<connection_state>;
 
 /// An upstream's x-request-id is logged with every line about its request:
 /// longer ones are cut.
 constexpr std::size_t max_upstream_request_id = 128;
 
-/// Runs on an I/O thread: turns the transport's result into a message for the
-/// actor. Touches no actor state.
-http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
+/// Turns the transport's result into the exchange's outcome (status,
+/// hints read from the response's headers, the OpenAI error body decoded).
+http_outcome to_outcome(exchange_result&& res) {
   http_outcome out;
-  out.seq = seq;
   out.transport_error = res.error;
   out.error_message = std::move(res.message);
   out.connected = res.connected;
@@ -55,30 +54,46 @@ http_outcome to_outcome(uint64_t seq, exchange_result&& res) {
   return out;
 }
 
-/// Sends the result of the call in flight to its sender and goes idle.
-void reply(self_ptr self, call_result r) {
-  auto& st = self->state;
-  r.call_id = st.call_id;
-  st.busy = false;
-  auto to = caf::actor_cast<connection_listener>(std::move(st.reply_to));
-  st.reply_to = nullptr;
-  if (to)
-    self->send(to, result_atom_v, std::move(r));
+/// What the completion of one exchange needs (immutable; it runs on an I/O
+/// thread and touches no actor state).
+struct exchange_ctx {
+  std::shared_ptr<const connection_env> env;
+  openai::response_expectation expect;
+  uint64_t call_id = 0;
+  /// The call's sender (its pool): gets the result.
+  caf::strong_actor_ptr reply_to;
+};
+
+/// Runs on the I/O thread, where the response's bytes are: classifies the
+/// outcome (vectors decoded and validated, errors typed) and sends the
+/// result straight to the call's sender. The connection actor is not woken:
+/// the pool tracks its calls by id, so a result that arrives after the
+/// connection died (its call re-queued) is recognised as stale there.
+void complete(const exchange_ctx& ctx, exchange_result&& res) {
+  auto out = to_outcome(std::move(res));
+  // Every string the upstream provides may reach a log line or an error
+  // detail: the same rule for all of them.
+  const auto& secret = ctx.env->auth.second;
+  redact_secret(out.request_id, secret);
+  if (out.request_id.size() > max_upstream_request_id)
+    out.request_id.resize(max_upstream_request_id);
+  if (out.status != 200) {
+    redact_secret(out.body, secret);
+    redact_secret(out.error_message, secret);
+    redact_secret(out.error_text, secret);
+    redact_secret(out.error_code, secret);
+    redact_secret(out.error_param, secret);
+  }
+  bool open_after = out.open_after;
+  auto r = classify_outcome(std::move(out), ctx.expect, ctx.env->upstream_name);
+  r.open_after = open_after;
+  r.call_id = ctx.call_id;
+  if (auto to = caf::actor_cast<connection_listener>(ctx.reply_to))
+    caf::anon_send(to, result_atom_v, std::move(r));
 }
 
 void on_call(self_ptr self, connection_call& call) {
   auto& st = self->state;
-  if (st.busy) {
-    // The pool only hands work to idle connections; answer rather than
-    // drop a call if that invariant is ever broken.
-    call_result r;
-    r.call_id = call.call_id;
-    r.error = make_error(errc::overloaded, "connection busy");
-    r.retryable = true;
-    if (auto to = caf::actor_cast<connection_listener>(self->current_sender()))
-      self->send(to, result_atom_v, std::move(r));
-    return;
-  }
   if (!st.env->crash_marker.empty())
     for (auto& in : call.inputs)
       if (in == st.env->crash_marker)
@@ -99,45 +114,24 @@ void on_call(self_ptr self, connection_call& call) {
   if (!st.env->auth.first.empty())
     hreq.headers.emplace_back(st.env->auth);
   hreq.body = openai::encode_request(req);
-  st.busy = true;
-  st.call_id = call.call_id;
-  st.reply_to = self->current_sender();
-  st.expect.inputs = req.input.size() + req.token_input.size();
-  st.expect.dimensions = req.dimensions;
-  st.expect.encoding_format = req.encoding_format;
-  auto seq = ++st.seq;
-  auto hdl = caf::actor_cast<connection_impl>(self);
+  auto ctx = std::make_shared<exchange_ctx>();
+  ctx->env = st.env;
+  ctx->expect.inputs = req.input.size() + req.token_input.size();
+  ctx->expect.dimensions = req.dimensions;
+  ctx->expect.encoding_format = req.encoding_format;
+  ctx->call_id = call.call_id;
+  ctx->reply_to = self->current_sender();
   // Rounded up: the I/O deadline never fires before the caller's.
   auto timeout = std::chrono::ceil<std::chrono::milliseconds>(call.timeout);
   if (timeout.count() <= 0)
     timeout = std::chrono::milliseconds{1};
-  st.conn->async_exchange(
-      std::move(hreq), timeout, [hdl, seq](exchange_result res) {
-        caf::anon_send(hdl, io_done_atom_v, to_outcome(seq, std::move(res)));
-      });
-}
-
-void on_io_done(self_ptr self, http_outcome& out) {
-  auto& st = self->state;
-  if (!st.busy || out.seq != st.seq)
-    return; // Stale completion (cannot happen with one exchange at a time).
-  // Every string the upstream provides may reach a log line or an error
-  // detail: the same rule for all of them.
-  const auto& secret = st.env->auth.second;
-  redact_secret(out.request_id, secret);
-  if (out.request_id.size() > max_upstream_request_id)
-    out.request_id.resize(max_upstream_request_id);
-  if (out.status != 200) {
-    redact_secret(out.body, secret);
-    redact_secret(out.error_message, secret);
-    redact_secret(out.error_text, secret);
-    redact_secret(out.error_code, secret);
-    redact_secret(out.error_param, secret);
-  }
-  bool open_after = out.open_after;
-  auto r = classify_outcome(std::move(out), st.expect, st.env->upstream_name);
-  r.open_after = open_after;
-  reply(self, std::move(r));
+  // One call at a time: the pool only hands work to an idle connection (a
+  // second exchange while one is pending would be answered by the transport
+  // with "exchange already pending", the first one unaffected).
+  st.conn->async_exchange(std::move(hreq), timeout,
+                          [ctx = std::move(ctx)](exchange_result res) {
+                            complete(*ctx, std::move(res));
+                          });
 }
 
 } // namespace
@@ -148,17 +142,14 @@ connection_state::~connection_state() {
     conn->close();
 }
 
-connection_impl::behavior_type
-connection_actor_fn(connection_impl::stateful_pointer<connection_state> self,
+connection_actor::behavior_type
+connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
                     std::shared_ptr<const connection_env> env) {
   self->state.env = env;
   self->state.conn = http_connection::make(env->io->context(), env->transport);
   return {
       [self](call_atom, connection_call& call) {
         on_call(self, call);
-      },
-      [self](io_done_atom, http_outcome& out) {
-        on_io_done(self, out);
       },
   };
 }

@@ -1,17 +1,19 @@
 // The connection actor: owns exactly one keep-alive HTTP(S) connection to an
 // upstream and runs one call at a time (docs/architecture.md).
 //
-//   idle --call--> busy --io_done(seq)--> idle, (result, call_result) sent
-//                   |                          to the call's sender
-//                   +-- the transport guarantees io_done within the call's
-//                       timeout (it closes a stuck socket), so the actor
-//                       never waits forever.
+//   call --> body encoded, exchange posted to the http_connection
+//              |
+//              +-- on the I/O thread, when the exchange completes: outcome
+//                  classified there (where the bytes are) and (result,
+//                  call_result) sent straight to the call's sender; the
+//                  transport guarantees that completion within the call's
+//                  timeout (it closes a stuck socket).
 //
 // The answer is a message to the pool, not a response promise: a connection
-// that dies leaves nothing pending in the pool (it tracks calls by id).
+// that dies leaves nothing pending in the pool (it tracks calls by id, and
+// ignores a result for a call it no longer holds).
 //
-// The socket lives in a `detail::http_connection` on the shared io_context;
-// its completion handler only sends `io_done` to this actor.
+// The socket lives in a `detail::http_connection` on the shared io_context.
 #pragma once
 
 #include "embedrt/io_runtime.hpp"
@@ -51,17 +53,10 @@ struct connection_state {
 
   std::shared_ptr<const connection_env> env;
   std::shared_ptr<http_connection> conn;
-  uint64_t seq = 0;
-  /// The call in flight (valid while `busy`).
-  bool busy = false;
-  uint64_t call_id = 0;
-  openai::response_expectation expect;
-  /// Who sent the call in flight (its pool): gets the result.
-  caf::strong_actor_ptr reply_to;
 };
 
-connection_impl::behavior_type
-connection_actor_fn(connection_impl::stateful_pointer<connection_state> self,
+connection_actor::behavior_type
+connection_actor_fn(connection_actor::stateful_pointer<connection_state> self,
                     std::shared_ptr<const connection_env> env);
 
 } // namespace embedrt::detail

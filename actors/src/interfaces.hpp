@@ -122,7 +122,10 @@ using breaker_impl
 using connection_actor
     = caf::typed_actor<caf::reacts_to<call_atom, connection_call>>;
 
-/// + io_done: completion of an exchange, sent from an I/O thread.
+/// + io_done: what the test doubles of connections (`pool_env::
+/// connection_behavior`) take to answer the calls they hold. The real
+/// connection actor implements `connection_actor` only: its exchanges are
+/// completed on the I/O thread, which sends the result to the pool itself.
 using connection_impl
     = connection_actor::extend<caf::reacts_to<io_done_atom, http_outcome>>;
 

@@ -215,12 +215,10 @@ typename Inspector::result_type inspect(Inspector& f, breaker_outcome& x) {
            x.retry_after_ms, x.what);
 }
 
-/// What an I/O thread reports to a connection actor when an HTTP exchange
-/// completes (built on the I/O thread from the transport's result; the actor
-/// redacts and classifies it).
+/// One HTTP exchange's outcome, built on the I/O thread from the transport's
+/// result, then redacted and classified there (classify.hpp). Also the
+/// message that releases a test's fake connection (`connection_impl`).
 struct http_outcome {
-  /// Sequence number of the exchange (stale completions are ignored).
-  uint64_t seq = 0;
   transport_errc transport_error = transport_errc::none;
   std::string error_message;
   int32_t status = 0;
@@ -248,12 +246,11 @@ struct http_outcome {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
-  return f(caf::meta::type_name("embedrt.http_outcome"), x.seq,
-           x.transport_error, x.error_message, x.status, x.body,
-           x.retry_after_ms, x.should_retry, x.request_id, x.error_code,
-           x.error_param, x.error_text, x.connected, x.reused, x.total_ns,
-           x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
-           x.open_after);
+  return f(caf::meta::type_name("embedrt.http_outcome"), x.transport_error,
+           x.error_message, x.status, x.body, x.retry_after_ms, x.should_retry,
+           x.request_id, x.error_code, x.error_param, x.error_text, x.connected,
+           x.reused, x.total_ns, x.ratelimit_remaining_requests,
+           x.ratelimit_remaining_tokens, x.open_after);
 }
 
 } // namespace embedrt::detail

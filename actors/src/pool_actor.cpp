@@ -85,6 +85,7 @@ call_result breaker_failure(self_ptr self) {
 }
 
 void dispatch(self_ptr self);
+void arm_watchdog(self_ptr self, int64_t at_ns);
 
 /// Tells the breaker how a call went (no breaker: nothing to do).
 void report(self_ptr self, const pool_slot& slot, const call_result& r) {
@@ -194,6 +195,16 @@ void requeue_front(self_ptr self, std::vector<pool_item>& items, bool crashed) {
                          + ": connection actor died repeatedly on this call",
                      false));
       continue;
+    }
+    if (i->deadline_ns != 0) {
+      if (i->deadline_ns <= now_ns(self)) {
+        answer(self, *i,
+               failure(errc::deadline_exceeded,
+                       "deadline passed before the call could be resent to "
+                           + st.env->cfg.name));
+        continue;
+      }
+      arm_watchdog(self, i->deadline_ns);
     }
     st.queue_bytes += i->bytes;
     st.queue.push_front(std::move(*i));
@@ -444,8 +455,32 @@ void arm_watchdog(self_ptr self, int64_t at_ns) {
   self->delayed_send(self, wait, watchdog_atom_v, at_ns);
 }
 
-/// Kills the connections stuck by now and re-arms for the next call in
-/// flight, if any.
+/// Answers every queued call whose deadline has passed (wherever it is in
+/// the queue: deadlines are not in queue order); returns the earliest
+/// deadline left in the queue (0: none).
+int64_t expire_queued(self_ptr self, int64_t now) {
+  auto& st = self->state;
+  int64_t next = 0;
+  for (auto i = st.queue.begin(); i != st.queue.end();) {
+    if (i->deadline_ns == 0 || i->deadline_ns > now) {
+      if (i->deadline_ns != 0 && (next == 0 || i->deadline_ns < next))
+        next = i->deadline_ns;
+      ++i;
+      continue;
+    }
+    auto item = std::move(*i);
+    i = st.queue.erase(i);
+    st.queue_bytes -= item.bytes;
+    answer(self, item,
+           failure(errc::deadline_exceeded,
+                   "deadline passed while queued for " + st.env->cfg.name));
+  }
+  return next;
+}
+
+/// The pool's one timer: answers the queued calls whose deadline has passed,
+/// kills the connections stuck by now, and re-arms for the earliest of the
+/// deadlines still queued and the stuck times of the calls in flight.
 void on_watchdog(self_ptr self, int64_t at_ns) {
   auto& st = self->state;
   if (at_ns != st.watchdog_at)
@@ -460,7 +495,7 @@ void on_watchdog(self_ptr self, int64_t at_ns) {
         && slot.stuck_at_ns <= now)
       on_stuck(self, idx);
   }
-  int64_t next = 0;
+  int64_t next = expire_queued(self, now);
   for (const auto& slot : st.slots)
     if (slot.st == pool_slot::state::busy && slot.call_id != 0
         && (next == 0 || slot.stuck_at_ns < next))
@@ -818,9 +853,17 @@ caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
   item.call = std::move(call);
   item.rp = self->make_response_promise<call_result>();
   auto rp = item.rp;
+  auto deadline = item.deadline_ns;
   st.queue_bytes += item.bytes;
   st.queue.emplace_back(std::move(item));
   dispatch(self);
+  // The pool answers every call by its deadline (callers send with
+  // `infinite`): one sent at once is bounded by its attempt timeout, which
+  // is capped at the deadline; one left queued by the watchdog, armed for
+  // the earliest queued deadline (with deadlines in arrival order, one timer
+  // for many calls: a later deadline never re-arms it).
+  if (deadline != 0 && !st.queue.empty())
+    arm_watchdog(self, deadline);
   return rp;
 }
 

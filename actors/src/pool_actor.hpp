@@ -156,11 +156,13 @@ struct pool_state {
   /// before the next call can go out (the breaker sends the view, then its
   /// answer; one sender's messages arrive in order).
   uint32_t verdicts_pending = 0;
-  /// The watchdog timer, armed for the earliest `stuck_at_ns` of the calls in
-  /// flight (0: not armed). A call that would be stuck earlier re-arms it;
-  /// a timer for another time is stale and ignored. (CAF 0.17 never cancels
-  /// a request's timeout, so a timeout per call would hold one clock entry
-  /// per call for its whole timeout.)
+  /// The watchdog timer, armed for the earliest of the `stuck_at_ns` of the
+  /// calls in flight and the deadlines of the queued calls (0: not armed):
+  /// it kills stuck connections and answers queued calls at their deadline,
+  /// so callers need no timeout of their own. A time earlier than the armed
+  /// one re-arms it; a timer for another time is stale and ignored. (CAF
+  /// 0.17 never cancels a request's timeout, so a timeout per call would
+  /// hold one clock entry per call for its whole timeout.)
   int64_t watchdog_at = 0;
   /// Tokens per upstream request the upstream accepted to learn (0: the
   /// profile's limit), lowered when it refuses a batch as too large.

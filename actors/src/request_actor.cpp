@@ -195,6 +195,16 @@ void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
   self->delayed_send(self, delay, retry_atom_v, idx, ++c.epoch);
 }
 
+/// The pool answered the chunk's call at the request's deadline (queued
+/// until then): the reply names the deadline and the error before it.
+void on_deadline(self_ptr self, uint32_t idx) {
+  auto& c = self->state.chunks[idx];
+  std::string detail = deadline_note(self) + attempts_note(c);
+  if (c.last_error)
+    detail += "; last error: " + render_error(c.last_error);
+  finish(self, make_error(errc::deadline_exceeded, detail));
+}
+
 void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
   auto& st = self->state;
   if (st.finished || st.chunks[idx].done)
@@ -206,6 +216,10 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
     return;
   }
   auto code = error_code(r.error);
+  if (code == errc::deadline_exceeded) {
+    on_deadline(self, idx);
+    return;
+  }
   if (code == errc::invalid_input && !r.request_level) {
     on_chunk_rejected(self, idx, r);
     return;
@@ -225,19 +239,13 @@ void on_chunk_result(self_ptr self, uint32_t idx, call_result& r) {
   retry_or_fail(self, idx, r);
 }
 
-/// The pool call failed without an answer from the pool.
+/// The pool call failed without an answer from the pool: the pool is gone
+/// (restarting), as CAF reports for a request to a dead actor.
 void on_call_error(self_ptr self, uint32_t idx, const caf::error& err) {
   auto& st = self->state;
   if (st.finished)
     return;
   auto& c = st.chunks[idx];
-  if (err == caf::sec::request_timeout) {
-    std::string detail = deadline_note(self) + attempts_note(c);
-    if (c.last_error)
-      detail += "; last error: " + render_error(c.last_error);
-    finish(self, make_error(errc::deadline_exceeded, detail));
-    return;
-  }
   // The pool itself is gone (restarting): treat like a down upstream.
   call_result r;
   r.error = make_error(errc::upstream_down,
@@ -282,7 +290,11 @@ void send_attempt(self_ptr self, uint32_t idx) {
   call.is_retry = c.attempts > 0;
   call.request_id = st.req.request_id;
   ++c.attempts;
-  self->request(rt.pool, left, call_atom_v, std::move(call))
+  // No timeout: the pool answers every call by its budget (its watchdog
+  // answers a call still queued then, the transport's timer one in flight).
+  // A timeout here would cost a push to CAF's clock thread per call (CAF
+  // 0.17 never cancels it; the entry goes only when this actor ends).
+  self->request(rt.pool, caf::infinite, call_atom_v, std::move(call))
       .then(
           [self, idx](call_result& r) {
             on_chunk_result(self, idx, r);

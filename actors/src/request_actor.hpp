@@ -16,7 +16,7 @@
 //       |  sent (a lone input that fails is recorded with the upstream's
 //       |  message; the reply names every such input)
 //       |--non-retryable error, or no attempt/time left--> reply error
-//       |--deadline (the timeout of every pool call) --> reply
+//       |--deadline (the pool answers each call by its budget) --> reply
 //       |                                               deadline_exceeded
 //       \--the service stopped (down_msg) or an exception --> reply cancelled
 //

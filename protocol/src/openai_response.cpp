@@ -215,15 +215,19 @@ class response_parser : detail::json_reader {
   }
 
   bool parse_token_count(std::string_view key, int64_t& field) {
-    auto detail = concat("'usage.", key, "' must be a non-negative integer");
+    // The message is only built on failure (a valid response allocates
+    // nothing here).
+    auto detail = [key] {
+      return concat("'usage.", key, "' must be a non-negative integer");
+    };
     if (!starts_number(cur()))
-      return reject_value(std::move(detail));
+      return reject_value(detail());
     number_token t;
     int64_t value = 0;
     if (!read_number(t))
       return false;
     if (!read_int(t, value) || value < 0)
-      return fail(std::move(detail));
+      return fail(detail());
     field = value;
     return true;
   }

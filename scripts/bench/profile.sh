@@ -3,19 +3,24 @@
 # "Targets"; zero-latency
 # nginx+njs upstream, 8 callers on 8 connections, one text, 8 dimensions,
 # batching off): `perf record` (samples per thread, top symbols) and
-# `perf stat` (syscalls and context switches per request). The summary the
-# numbers in docs/profile.md come from. Needs linux-perf
+# `perf stat` (syscalls and context switches per request) and heap
+# allocations per request (scripts/bench/malloc_count.c, LD_PRELOAD). The
+# summary the numbers in docs/profile.md come from. Needs linux-perf
 # (scripts/setup.sh bench) and a kernel.perf_event_paranoid that allows it.
 #
 #   EMBEDRT_BIN=build-bench/app/embedrt bash scripts/bench/profile.sh
 #
 # Environment: EMBEDRT_BIN (default build-bench/app/embedrt), REQUESTS
-# (default 30000), OUT (directory for perf.data, default a temp dir).
+# (default 30000), CONCURRENCY (callers = connections, default 8),
+# BENCH_ARGS (more `embedrt bench` options, e.g. "--workers 1"), RECORD
+# (0: skip perf record), OUT (directory for perf.data, default a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 bin=${EMBEDRT_BIN:-$root/build-bench/app/embedrt}
 requests=${REQUESTS:-30000}
+conc=${CONCURRENCY:-8}
+record=${RECORD:-1}
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 if [ ! -x "$bin" ]; then
@@ -49,8 +54,9 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 
-run=(bench --upstream "$url" --requests "$requests" --concurrency 8
-  --connections 8 --no-batching)
+# shellcheck disable=SC2206 # BENCH_ARGS is a list of options
+run=(bench --upstream "$url" --requests "$requests" --concurrency "$conc"
+  --connections "$conc" --no-batching ${BENCH_ARGS:-})
 echo "== embedrt ${run[*]}"
 echo "== perf stat (whole process, warm-up of 16 requests included)"
 perf stat -e task-clock,context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_clock_nanosleep,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvmsg \
@@ -69,6 +75,24 @@ for line in open(sys.argv[1]):
         scale = 1000.0 if m.group(2) == "task-clock" else 1.0
         print("%-40s %12.2f%s per request" % (m.group(2), v * scale / n, unit))
 PY
+echo "== heap allocations (LD_PRELOAD malloc counter; difference of two runs)"
+cc -O2 -shared -fPIC -o "$tmp/malloc_count.so" scripts/bench/malloc_count.c
+few=$((requests / 10))
+for n in "$few" "$requests"; do
+  small=("${run[@]}")
+  small[4]=$n # --requests N
+  MALLOC_COUNT_OUT="$tmp/mallocs.$n" LD_PRELOAD="$tmp/malloc_count.so" \
+    "$bin" "${small[@]}" >/dev/null 2>&1
+done
+/usr/bin/python3 - "$tmp/mallocs.$few" "$tmp/mallocs.$requests" "$few" \
+  "$requests" <<'PY'
+import sys
+a = int(open(sys.argv[1]).read().split()[1])
+b = int(open(sys.argv[2]).read().split()[1])
+print("%-40s %12.2f per request" % ("malloc+calloc+realloc",
+      (b - a) / (int(sys.argv[4]) - int(sys.argv[3]))))
+PY
+[ "$record" = 0 ] && exit 0
 echo "== perf record -F 1999 -g"
 perf record -F 1999 -g -o "$out/perf.data" -- "$bin" "${run[@]}" \
   >/dev/null 2>"$out/record.txt"

@@ -88,7 +88,7 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
   }
   SECTION("http_outcome") {
     check_inspect_covers_every_field(
-        http_outcome{11, transport_errc::timeout, "timed out", 429,
+        http_outcome{transport_errc::timeout, "timed out", 429,
                      "{\"error\":{}}", 1500, 1, "req-x", "rate_limit_exceeded",
                      "input", "slow down", true, true, 123456, 17, 4000, true},
         ts.sys.get());

@@ -252,27 +252,6 @@ TEST_CASE("a retry-after beyond max_retry_after is not waited for") {
   CHECK(script->arrivals.size() == 1);
 }
 
-TEST_CASE("the deadline answers deadline_exceeded exactly on time") {
-  virtual_time vt;
-  auto script = std::make_shared<pool_script>();
-  script->steps = {{std::nullopt}}; // the pool never answers
-  auto pool = vt.sys->spawn(scripted_pool, script);
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
-                           std::vector<route>{make_route(pool)}, uint64_t{1});
-  caller c{*vt.sys};
-  auto t0 = vt.now();
-  c.send(req, make_request({"a"}, 1500ms));
-  vt.sched->run();
-  CHECK(c.self->mailbox().empty());
-  REQUIRE(vt.sched->trigger_timeout());
-  vt.sched->run();
-  CHECK(vt.now() - t0 == 1500ms);
-  auto res = c.answer();
-  REQUIRE(!res);
-  CHECK(error_code(res.error()) == errc::deadline_exceeded);
-  script->held.clear(); // breaks the pool -> script -> promise cycle
-}
-
 TEST_CASE("non-retryable errors are answered after one attempt") {
   for (auto code : {errc::auth_failed, errc::quota_exceeded,
                     errc::invalid_input, errc::tls_failed}) {
@@ -829,6 +808,72 @@ TEST_CASE("queued work whose deadline passed is answered, not sent") {
   REQUIRE(answers.size() == 2);
   CHECK(!answers[0].error);
   CHECK(error_code(answers[1].error) == errc::deadline_exceeded);
+  fc->clear();
+}
+
+TEST_CASE("the deadline answers deadline_exceeded exactly on time") {
+  // The request actor puts no timeout on its call: the pool answers a call
+  // still queued at its deadline (its watchdog), and the request replies.
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  pool_caller pc{*vt.sys};
+  pc.self->send(pool, call_atom_v, make_call("hold")); // the one connection
+  vt.sched->run();
+  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+                           std::vector<route>{make_route(pool)}, uint64_t{1});
+  caller c{*vt.sys};
+  auto t0 = vt.now();
+  c.send(req, make_request({"a"}, 1500ms));
+  vt.sched->run();
+  CHECK(c.self->mailbox().empty());
+  REQUIRE(vt.sched->trigger_timeout());
+  vt.sched->run();
+  CHECK(vt.now() - t0 == 1500ms);
+  auto res = c.answer();
+  REQUIRE(!res);
+  CHECK(error_code(res.error()) == errc::deadline_exceeded);
+  CHECK(error_detail(res.error()).find("deadline of 1500 ms exceeded")
+        != std::string::npos);
+  CHECK(fc->calls.size() == 1); // the queued call never went out
+  CHECK(pc.answers().empty());  // the held call is still in flight
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+  vt.sched->run();
+  fc->clear();
+}
+
+TEST_CASE("pool: a queued call is answered at its own deadline, not in "
+          "queue order") {
+  virtual_time vt;
+  auto fc = std::make_shared<fake_connections>();
+  auto pool = vt.sys->spawn(
+      pool_actor_fn, std::shared_ptr<const pool_env>{make_pool_env(fc, 1)});
+  pool_caller c{*vt.sys};
+  c.self->send(pool, call_atom_v, make_call("hold"));
+  auto later = make_call("later");
+  later.budget = caf::timespan{5000ms};
+  auto sooner = make_call("sooner");
+  sooner.budget = caf::timespan{1000ms};
+  c.self->send(pool, call_atom_v, later);
+  c.self->send(pool, call_atom_v, sooner);
+  vt.sched->run();
+  auto t0 = vt.now();
+  REQUIRE(vt.sched->trigger_timeout());
+  vt.sched->run();
+  CHECK(vt.now() - t0 == 1000ms);
+  auto first = c.answers();
+  REQUIRE(first.size() == 1);
+  CHECK(error_code(first[0].error) == errc::deadline_exceeded);
+  REQUIRE(vt.sched->trigger_timeout());
+  vt.sched->run();
+  CHECK(vt.now() - t0 == 5000ms);
+  auto second = c.answers();
+  REQUIRE(second.size() == 1);
+  CHECK(error_code(second[0].error) == errc::deadline_exceeded);
+  CHECK(fc->calls.size() == 1);
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+  vt.sched->run();
   fc->clear();
 }
 
@@ -1929,7 +1974,7 @@ TEST_CASE("pool: the watchdog moves earlier for a call with a shorter "
   CHECK(vt.now() - t0 == 3000ms);
   vt.sched->run();
   // The second connection was killed (its call comes back: answered
-  // deadline_exceeded when next dispatched, its deadline having passed).
+  // deadline_exceeded at once, its deadline having passed).
   REQUIRE(vt.sched->trigger_timeout()); // its restart
   vt.sched->run();
   CHECK(fc->spawned == 3);
