@@ -12,6 +12,7 @@
 #include "embedded_default.hpp"
 #include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
@@ -41,6 +42,17 @@ namespace embedrt::app {
 namespace {
 
 constexpr const char* prefix = "embedrt serve: ";
+
+/// CAF's workers: the usable cores less one for each I/O thread (the front
+/// end's and the runtime's), at least one. A request crosses between the
+/// I/O threads and a worker four times; with more threads than cores, each
+/// crossing waits for a core, and idle workers poll
+/// (docs/benchmarks.md, "P6").
+std::size_t scheduler_workers(const app_config& cfg) {
+  auto io = 2 * cfg.runtime.io_threads;
+  auto cores = usable_cores();
+  return cores > io ? cores - io : 1;
+}
 
 cli::arg_parser make_parser() {
   cli::arg_parser p{
@@ -476,6 +488,7 @@ int cmd_serve(const std::vector<std::string>& args) {
 
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
+  sys_cfg.set("scheduler.max-threads", scheduler_workers(cfg));
   if (!prepare_node(sys_cfg, cfg.cluster, "serve"))
     return 2;
   auto sys = std::make_unique<caf::actor_system>(sys_cfg);
