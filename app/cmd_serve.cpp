@@ -12,6 +12,7 @@
 #include "embedded_default.hpp"
 #include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
@@ -41,6 +42,17 @@ namespace embedrt::app {
 namespace {
 
 constexpr const char* prefix = "embedrt serve: ";
+
+/// CAF's workers: the usable cores less one for each I/O thread (which the
+/// front end and the runtime share), at least one. A request crosses between
+/// the I/O threads and a worker four times; with more threads than cores,
+/// each crossing waits for a core, and idle workers poll
+/// (docs/benchmarks.md, "P6").
+std::size_t scheduler_workers(const app_config& cfg) {
+  auto io = cfg.runtime.io_threads;
+  auto cores = usable_cores();
+  return cores > io ? cores - io : 1;
+}
 
 cli::arg_parser make_parser() {
   cli::arg_parser p{
@@ -114,10 +126,13 @@ command parse_command(const std::vector<std::string>& args) {
 /// router, and publishes the node when asked; std::nullopt (after saying
 /// why) if the configuration cannot be set up (e.g. a bad CA file).
 std::optional<node_handles> start_runtime(caf::actor_system& sys,
-                                          const app_config& cfg) {
+                                          const app_config& cfg,
+                                          std::shared_ptr<io_runtime> io) {
   if (cfg.runtime.upstreams.empty())
     return start_node(sys, service_actor{}, cfg, "serve", true);
-  auto spawned = spawn_service(sys, cfg.runtime);
+  service_hooks hooks;
+  hooks.io = std::move(io);
+  auto spawned = spawn_service(sys, cfg.runtime, std::move(hooks));
   if (!spawned) {
     std::cerr << prefix
               << "cannot set up the runtime: " << render_error(spawned.error())
@@ -255,6 +270,8 @@ class gateway_switch {
 struct serve_context {
   const std::vector<std::string>& args;
   caf::actor_system& sys;
+  /// The I/O threads of the front end, which the runtimes share.
+  const std::shared_ptr<io_runtime>& io;
   mock::mock_server* embedded = nullptr;
   gateway_switch& gateways;
   std::list<std::shared_ptr<generation>> retired;
@@ -311,7 +328,9 @@ std::shared_ptr<generation> build_generation(serve_context& ctx,
     }
     use_embedded_upstream(cfg, ctx.embedded->base_url());
   }
-  auto svc = spawn_service(ctx.sys, cfg.runtime);
+  service_hooks hooks;
+  hooks.io = ctx.io;
+  auto svc = spawn_service(ctx.sys, cfg.runtime, std::move(hooks));
   if (!svc) {
     why = "cannot set up the runtime: " + render_error(svc.error());
     return nullptr;
@@ -437,15 +456,19 @@ int serve_until_drained(boost::asio::io_context& signals_ctx,
 /// (it answers every request it and its children hold with `cancelled`,
 /// stops its pools, connections, breakers and metrics actor and closes every
 /// socket) — the current generation's and any still draining after a
-/// reload; the front end's I/O threads, which called into CAF (spawning the
-/// requests' actors) and so hold a reference to CAF's logger, which the actor
-/// system's destructor waits for; then the actor system, whose destructor
-/// returns once every actor has finished.
-void stop_runtime(std::unique_ptr<caf::actor_system> sys, io_runtime& front_io,
+/// reload; the I/O threads (the front end's, shared by the runtimes), which
+/// called into CAF (sending the requests) and so hold a reference to CAF's
+/// logger, which the actor system's destructor waits for; then the actor
+/// system, whose destructor returns once every actor has finished. The
+/// io_context itself goes with the last actor holding it (or here), while
+/// the actor system still exists.
+void stop_runtime(std::unique_ptr<caf::actor_system> sys,
+                  std::shared_ptr<io_runtime> io,
                   std::vector<node_handles> nodes) {
   for (auto& node : nodes)
     node.stop();
-  front_io.stop();
+  io->stop();
+  io.reset();
   sys.reset();
 }
 
@@ -464,22 +487,26 @@ int cmd_serve(const std::vector<std::string>& args) {
   boost::asio::signal_set signals{signals_ctx, SIGINT, SIGTERM, SIGHUP};
 
   // Declared first, destroyed last: the built-in upstream (if used) must
-  // outlive the actor system, and the front end's io_runtime too (replies
-  // from CAF workers are posted onto it).
+  // outlive the actor system. The I/O threads are created next and stopped
+  // by stop_runtime, before the actor system goes.
   std::string error;
   auto embedded = start_embedded_default(cfg, "serve", error);
   if (!error.empty()) {
     std::cerr << prefix << error << '\n';
     return 1;
   }
-  io_runtime front_io{cfg.runtime.io_threads};
+  // The front end's I/O threads, shared by the runtime's connections: a
+  // request's bytes in and out of the process are handled by the same
+  // threads (docs/architecture.md, "The HTTP front end").
+  auto io = std::make_shared<io_runtime>(cfg.runtime.io_threads);
 
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
+  sys_cfg.set("scheduler.max-threads", scheduler_workers(cfg));
   if (!prepare_node(sys_cfg, cfg.cluster, "serve"))
     return 2;
   auto sys = std::make_unique<caf::actor_system>(sys_cfg);
-  auto node = start_runtime(*sys, cfg);
+  auto node = start_runtime(*sys, cfg, io);
   if (!node)
     return 1;
   auto first = std::make_shared<generation>();
@@ -488,17 +515,17 @@ int cmd_serve(const std::vector<std::string>& args) {
   first->cfg = cfg;
   gateway_switch gateways{std::move(first)};
   auto front = start_front(
-      front_io,
+      *io,
       [g = &gateways](serve::front_request req, serve::responder respond) {
         g->handle(std::move(req), std::move(respond));
       },
       cfg, cmd.addr);
   if (!front) {
     gateways.current()->gw.reset();
-    stop_runtime(std::move(sys), front_io, {*node});
+    stop_runtime(std::move(sys), std::move(io), {*node});
     return 1;
   }
-  serve_context ctx{args, *sys, embedded.get(), gateways, {}};
+  serve_context ctx{args, *sys, io, embedded.get(), gateways, {}};
   int received
       = serve_until_drained(signals_ctx, signals, *front, ctx, cfg.serve.grace);
   // Every client has its answer or its connection closed: the front end and
@@ -512,7 +539,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     gen->gw.reset();
   }
   ctx.retired.clear();
-  stop_runtime(std::move(sys), front_io, std::move(nodes));
+  stop_runtime(std::move(sys), std::move(io), std::move(nodes));
   log(log_level::info, "serve_stopped", {{"signal", std::to_string(received)}});
   std::cerr << prefix << "stopped by signal " << received << '\n';
   return 0;

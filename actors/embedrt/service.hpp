@@ -21,11 +21,18 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 #include <functional>
+#include <memory>
 
 namespace embedrt {
 
+class io_runtime;
+
 /// Test and chaos hooks (all off by default).
 struct service_hooks {
+  /// Runs the upstream connections on this io_runtime (its threads shared
+  /// with the caller: `embedrt serve`'s HTTP front end) instead of one of
+  /// the service's own.
+  std::shared_ptr<io_runtime> io;
   /// Called with every connection actor a pool spawns (upstream name).
   std::function<void(const std::string& upstream, const caf::actor&)>
       on_connection_spawned;

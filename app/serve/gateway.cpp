@@ -9,7 +9,9 @@
 #include "serve/replies.hpp"
 
 #include <algorithm>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <cctype>
 #include <charconv>
 #include <functional>
@@ -19,6 +21,43 @@
 namespace embedrt::serve {
 
 namespace {
+
+/// One embeddings request for the gateway's actor, and what to call with
+/// the service's answer (exactly once, on a CAF worker).
+struct embed_call {
+  embed_request req;
+  std::function<void(caf::expected<embed_result>)> done;
+};
+
+} // namespace
+
+} // namespace embedrt::serve
+
+// Travels only between the I/O thread and the gateway's actor, in-process.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<embedrt::serve::embed_call>)
+
+namespace embedrt::serve {
+
+namespace {
+
+/// The gateway's actor: asks the service for each call, with no CAF
+/// timeout (the service answers every request by its deadline, and a
+/// request to a service that is gone fails at once), and runs the call's
+/// callback with the answer.
+caf::behavior caller_actor(caf::event_based_actor* self, service_actor svc) {
+  return {
+      [self, svc](std::shared_ptr<embed_call>& call) {
+        self->request(svc, caf::infinite, embed_atom_v, std::move(call->req))
+            .then(
+                [call](embed_result& r) {
+                  call->done(std::move(r));
+                },
+                [call](caf::error& err) {
+                  call->done(std::move(err));
+                });
+      },
+  };
+}
 
 std::string_view path_of(std::string_view target) {
   auto q = target.find('?');
@@ -139,7 +178,7 @@ gateway::gateway(caf::actor_system& sys, service_actor svc,
                  gateway_options opts)
     : sys_(sys),
       service_(svc),
-      client_(sys, svc, opts.default_timeout),
+      caller_(sys.spawn(caller_actor, svc)),
       opts_(std::move(opts)),
       clients_(std::make_shared<client_registry>(opts_.clients)),
       cors_(std::make_shared<const cors_policy>(opts_.cors_origins)),
@@ -301,39 +340,40 @@ void gateway::embeddings(front_request& req, responder& respond,
   // The response names the model as the caller did (not the upstream's
   // name of a `model_map` alias), as OpenAI echoes the request's model.
   auto model = er.model;
-  client_.embed(
-      std::move(er),
-      [respond = std::move(respond), enc, deadline, timeout,
-       model = std::move(model), detail = opts_.upstream_errors, texts,
-       lease = std::make_shared<response_budget::lease>(std::move(*lease))](
-          caf::expected<embed_result> r) {
-        if (r) {
-          r->model = model;
-          // The true size, now that it is known (the request may have
-          // named no dimensions).
-          auto dims = r->embeddings.empty() ? 0 : r->embeddings[0].size();
-          lease->resize(texts
-                        + response_estimate(r->embeddings.size(), dims,
-                                            enc == openai::encoding::base64));
-          // The lease goes when the reply has been written.
-          respond(reply_for_result(std::move(*r), enc, lease));
-          return;
-        }
-        // An attempt cut short by the caller's deadline comes back as a
-        // connection failure (its timeout was the time left); past the
-        // deadline, the client's answer is 504 whatever the last attempt said.
-        if (error_code(r.error()) == errc::connection_failed
-            && std::chrono::steady_clock::now() >= deadline) {
-          respond(reply_for_error(
-              make_error(errc::deadline_exceeded,
-                         "deadline of " + std::to_string(timeout.count())
-                             + " ms exceeded; last error: "
-                             + error_detail(r.error())),
-              detail));
-          return;
-        }
-        respond(reply_for_error(r.error(), detail));
-      });
+  auto call = std::make_shared<embed_call>();
+  call->req = std::move(er);
+  call->done = [respond = std::move(respond), enc, deadline, timeout,
+                model = std::move(model), detail = opts_.upstream_errors, texts,
+                lease = std::make_shared<response_budget::lease>(
+                    std::move(*lease))](caf::expected<embed_result> r) {
+    if (r) {
+      r->model = model;
+      // The true size, now that it is known (the request may have
+      // named no dimensions).
+      auto dims = r->embeddings.empty() ? 0 : r->embeddings[0].size();
+      lease->resize(texts
+                    + response_estimate(r->embeddings.size(), dims,
+                                        enc == openai::encoding::base64));
+      // The lease goes when the reply has been written.
+      respond(reply_for_result(std::move(*r), enc, lease));
+      return;
+    }
+    // An attempt cut short by the caller's deadline comes back as a
+    // connection failure (its timeout was the time left); past the
+    // deadline, the client's answer is 504 whatever the last attempt said.
+    if (error_code(r.error()) == errc::connection_failed
+        && std::chrono::steady_clock::now() >= deadline) {
+      respond(reply_for_error(make_error(errc::deadline_exceeded,
+                                         "deadline of "
+                                             + std::to_string(timeout.count())
+                                             + " ms exceeded; last error: "
+                                             + error_detail(r.error())),
+                              detail));
+      return;
+    }
+    respond(reply_for_error(r.error(), detail));
+  };
+  caf::anon_send(caller_, std::move(call));
 }
 
 void gateway::models(responder& respond) {

@@ -21,11 +21,13 @@
 // duration, client, request id; never a token or a body).
 //
 // Everything runs on the I/O thread that read the request up to the send;
-// the answer arrives on a CAF worker, which hands it to the responder (a post
-// back to the connection's strand). Nothing blocks.
+// an embeddings request goes to the gateway's one long-lived actor (one
+// mailbox enqueue, no actor spawned per request), which asks the service
+// without a CAF timeout (no clock entry per request: the service answers
+// every request by its deadline) and hands the answer, on a CAF worker, to
+// the responder (a post back to the connection's strand). Nothing blocks.
 #pragma once
 
-#include "embedrt/client.hpp"
 #include "embedrt/interfaces.hpp"
 #include "serve/clients.hpp"
 #include "serve/cors.hpp"
@@ -33,6 +35,7 @@
 #include "serve/replies.hpp"
 #include "serve/response_budget.hpp"
 
+#include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <chrono>
 #include <memory>
@@ -82,7 +85,10 @@ class gateway {
 
   caf::actor_system& sys_;
   service_actor service_;
-  client client_;
+  /// Sends the embeddings requests to the service and runs their callbacks
+  /// (gateway.cpp); it goes by itself once the gateway and the last request
+  /// in flight let go of it.
+  caf::actor caller_;
   gateway_options opts_;
   /// Shared with the reply callbacks, which may run after the gateway is
   /// gone (a request the runtime answers during shutdown).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark matrix in one command (P1–P5 of the targets in
-# docs/benchmarks.md):
+# The benchmark matrix in one command (P1–P6 of the targets in
+# docs/benchmarks.md; P6 is scripts/bench/gateway.sh):
 # installs the Debian packages (scripts/setup.sh bench, idempotent), builds
 # embedrt (Release) and runs every contestant (wrk, httpx, aiohttp, embedrt
 # bench) against the same nginx+njs and embedrt mock upstreams on 127.0.0.1;
@@ -38,4 +38,9 @@ args=(--embedrt "$bin" --scale "${SCALE:-1}" --duration "${DURATION:-5}"
   --command "bash scripts/bench/matrix.sh")
 if [ -n "${DOC:-}" ]; then args+=(--doc "$DOC"); fi
 if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
-exec /usr/bin/python3 scripts/bench/matrix.py "${args[@]}"
+/usr/bin/python3 scripts/bench/matrix.py "${args[@]}"
+
+# P6: the gateway against nginx as a plain reverse proxy (its own section of
+# the document, between <!-- gateway:begin --> and <!-- gateway:end -->).
+EMBEDRT_BIN=$bin DURATION=${DURATION:-5} DOC=${DOC:-docs/benchmarks.md} \
+  bash scripts/bench/gateway.sh

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <rapidjson/document.h>
@@ -375,4 +376,42 @@ TEST_CASE("serve: the connection gauges count sockets, not connection "
   http_client stats{mock.port};
   CHECK_THAT(stats.request("GET", "/stats").body,
              Catch::Contains("\"connections_open\":2"));
+}
+
+// -- Threads -------------------------------------------------------------
+
+namespace {
+
+/// The threads of process `pid` named `name` (/proc/PID/task/*/comm).
+std::size_t threads_named(pid_t pid, const std::string& name) {
+  std::size_t n = 0;
+  auto dir = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator{dir}) {
+    std::ifstream in{task.path() / "comm"};
+    std::string comm;
+    std::getline(in, comm);
+    n += comm == name ? 1 : 0;
+  }
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("serve: the runtime's upstream connections run on the front end's "
+          "I/O threads") {
+  mock_proc mock;
+  auto io_threads = [&](const char* n) {
+    serve_proc serve{{"--upstream", mock.url, "--io-threads", n},
+                     no_checks_env()};
+    // A request through the gateway: the upstream connection is open and
+    // every part of the runtime has started.
+    http_client client{serve.port};
+    REQUIRE(client.embed(embed_body({"threads"}, 8)).status == 200);
+    return threads_named(serve.proc.pid(), "embedrt.io");
+  };
+  auto one = io_threads("1");
+  auto three = io_threads("3");
+  // Two more --io-threads are two more I/O threads: the front end and the
+  // runtime share them (each with threads of its own, it would be four).
+  CHECK(three - one == 2);
 }
