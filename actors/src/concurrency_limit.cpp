@@ -16,20 +16,21 @@ uint32_t concurrency_limit::current() const noexcept {
                     cfg_.max);
 }
 
-void concurrency_limit::decrease(double factor, int64_t now) {
+void concurrency_limit::decrease(double factor, uint64_t newest) {
   limit_ = std::max(static_cast<double>(cfg_.min), limit_ * factor);
-  last_decrease_ = now;
+  barrier_ = newest;
+  decreased_ = true;
 }
 
-void concurrency_limit::on_sample(limit_sample kind, int64_t sent_ns,
+void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
                                   int64_t latency_ns, uint32_t in_flight,
-                                  int64_t now) {
+                                  uint64_t newest) {
   // Sent before the last decrease: it saw the old limit, and its outcome
   // was (or could have been) the reason of that decrease.
-  bool fresh = sent_ns >= last_decrease_;
+  bool fresh = !decreased_ || seq > barrier_;
   if (kind == limit_sample::overload) {
     if (fresh)
-      decrease(cfg_.backoff, now);
+      decrease(cfg_.backoff, newest);
     return;
   }
   if (kind != limit_sample::success || latency_ns <= 0)
@@ -44,7 +45,7 @@ void concurrency_limit::on_sample(limit_sample kind, int64_t sent_ns,
   }
   if (recent_ > cfg_.tolerance * baseline_) {
     if (fresh)
-      decrease(cfg_.latency_backoff, now);
+      decrease(cfg_.latency_backoff, newest);
     return;
   }
   if (2.0 * in_flight >= limit_)

@@ -13,14 +13,15 @@
 // - congestion (the recent latency, an EWMA over 8 calls, above `tolerance`
 //   x the baseline): limit x `latency_backoff`;
 // - at most one decrease per round trip: calls sent before the last
-//   decrease saw the old limit, their outcomes do not count again;
+//   decrease saw the old limit, their outcomes do not count again (calls
+//   are told apart by their send order, not by time);
 // - otherwise, while the limit is used (in flight x 2 >= limit): + 1/limit
 //   per successful call, about +1 per round trip.
 // The baseline follows lower latencies quickly (1/8) and higher ones slowly
 // (1/512): a latency that stays high becomes the new normal after a few
 // hundred calls, as Gradient2's long window does.
 //
-// A plain class in virtual time: every call takes `now` (ns).
+// A plain class: no clock, no timers, no actors.
 #pragma once
 
 #include <cstdint>
@@ -52,11 +53,12 @@ class concurrency_limit {
   /// Calls that may be in flight now (min..max).
   uint32_t current() const noexcept;
 
-  /// A call sent at `sent_ns` finished at `now` after `latency_ns` on the
-  /// wire; `in_flight` calls were in flight when it finished (itself
-  /// included).
-  void on_sample(limit_sample kind, int64_t sent_ns, int64_t latency_ns,
-                 uint32_t in_flight, int64_t now);
+  /// Call `seq` finished after `latency_ns` on the wire; `in_flight` calls
+  /// were in flight when it did (itself included), and `newest` is the
+  /// highest seq sent so far (calls are numbered in the order they are
+  /// sent).
+  void on_sample(limit_sample kind, uint64_t seq, int64_t latency_ns,
+                 uint32_t in_flight, uint64_t newest);
 
   int64_t baseline_ns() const noexcept {
     return static_cast<int64_t>(baseline_);
@@ -67,13 +69,16 @@ class concurrency_limit {
   }
 
  private:
-  void decrease(double factor, int64_t now);
+  void decrease(double factor, uint64_t newest);
 
   concurrency_limit_config cfg_;
   double limit_;
   double baseline_ = 0.0;
   double recent_ = 0.0;
-  int64_t last_decrease_ = std::numeric_limits<int64_t>::min();
+  /// The newest call sent at the last decrease: calls up to it saw the
+  /// limit before that decrease.
+  uint64_t barrier_ = 0;
+  bool decreased_ = false;
 };
 
 } // namespace embedrt::detail

@@ -381,8 +381,8 @@ void on_result(self_ptr self, call_result& r) {
   auto items = std::move(slot->batch);
   slot->batch.clear();
   slot->call_id = 0;
-  pacing_answered(st.pacing, r, slot->dispatched_ns, slot->deadline_capped,
-                  busy_calls(st) + 1, now_ns(self));
+  pacing_answered(st.pacing, r, slot->deadline_capped, busy_calls(st) + 1,
+                  st.next_call_id, now_ns(self));
   judge_refusal(self, items, r);
   report(self, *slot, r);
   record_pool_call(st.metrics, st.env->cfg.name, r, items);
@@ -440,7 +440,7 @@ void on_stuck(self_ptr self, uint32_t idx) {
                    st.env->cfg.name + ": no answer within the attempt timeout");
   r.timed_out = true;
   report(self, slot, r);
-  pacing_lost(st.pacing, slot.call_id, true, slot.dispatched_ns, now_ns(self));
+  pacing_lost(st.pacing, slot.call_id, true, st.next_call_id);
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   self->send_exit(slot.hdl, caf::exit_reason::kill);
@@ -954,8 +954,7 @@ void on_connection_down(self_ptr self, uint32_t idx, const caf::down_msg& dm) {
   auto& st = self->state;
   auto& slot = st.slots[idx];
   if (slot.call_id != 0)
-    pacing_lost(st.pacing, slot.call_id, false, slot.dispatched_ns,
-                now_ns(self));
+    pacing_lost(st.pacing, slot.call_id, false, st.next_call_id);
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   slot.st = pool_slot::state::dead;

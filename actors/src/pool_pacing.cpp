@@ -73,23 +73,23 @@ limit_sample sample_of(const call_result& r, bool deadline_capped) {
 
 } // namespace
 
-void pacing_answered(pool_pacing& p, const call_result& r, int64_t sent_ns,
-                     bool deadline_capped, uint32_t busy, int64_t now) {
+void pacing_answered(pool_pacing& p, const call_result& r, bool deadline_capped,
+                     uint32_t busy, uint64_t newest, int64_t now) {
   bool limited = r.error && error_code(r.error) == errc::rate_limited;
   if (p.pace)
     p.pace->on_answer(r.call_id, hint_of(r), limited,
                       r.retry_after_ms * 1'000'000, now);
   if (p.limit)
-    p.limit->on_sample(sample_of(r, deadline_capped), sent_ns, r.upstream_ns,
-                       busy, now);
+    p.limit->on_sample(sample_of(r, deadline_capped), r.call_id, r.upstream_ns,
+                       busy, newest);
 }
 
-void pacing_lost(pool_pacing& p, uint64_t call_id, bool stuck, int64_t sent_ns,
-                 int64_t now) {
+void pacing_lost(pool_pacing& p, uint64_t call_id, bool stuck,
+                 uint64_t newest) {
   if (p.pace)
     p.pace->on_lost(call_id);
   if (p.limit && stuck)
-    p.limit->on_sample(limit_sample::overload, sent_ns, 0, 0, now);
+    p.limit->on_sample(limit_sample::overload, call_id, 0, 0, newest);
 }
 
 int64_t pacing_admission_ns(pool_pacing& p, std::size_t queued, int64_t tokens,

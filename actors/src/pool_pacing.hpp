@@ -46,16 +46,15 @@ int64_t pacing_token_cap(pool_pacing& p, int64_t now);
 /// A call (`call_id`, `tokens`) was sent.
 void pacing_sent(pool_pacing& p, uint64_t call_id, int64_t tokens, int64_t now);
 
-/// Call `r` answered; it was sent at `sent_ns`, cut to the caller's
-/// deadline if `deadline_capped`, with `busy` calls in flight (itself
-/// included).
-void pacing_answered(pool_pacing& p, const call_result& r, int64_t sent_ns,
-                     bool deadline_capped, uint32_t busy, int64_t now);
+/// Call `r` answered; it was cut to the caller's deadline if
+/// `deadline_capped`, with `busy` calls in flight (itself included) and
+/// `newest` the last call id sent.
+void pacing_answered(pool_pacing& p, const call_result& r, bool deadline_capped,
+                     uint32_t busy, uint64_t newest, int64_t now);
 
 /// Call `call_id` ended without an answer: its connection died, or was
 /// stuck past its attempt timeout (`stuck`: an overload sample).
-void pacing_lost(pool_pacing& p, uint64_t call_id, bool stuck, int64_t sent_ns,
-                 int64_t now);
+void pacing_lost(pool_pacing& p, uint64_t call_id, bool stuck, uint64_t newest);
 
 /// Admission: time until `queued` calls ahead and a call of `tokens` will
 /// have been sent at the paced rate (0 without token pacing).

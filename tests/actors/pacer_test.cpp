@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <vector>
 
 using namespace embedrt::detail;
 
@@ -140,96 +141,111 @@ TEST_CASE("drain time of the queue ahead at the token rate") {
 
 namespace {
 
-concurrency_limit make_limit(uint32_t min, uint32_t max) {
-  concurrency_limit_config cfg;
-  cfg.min = min;
-  cfg.max = max;
-  return concurrency_limit{cfg};
-}
+/// A limit and the calls sent to it, numbered in send order.
+struct driven {
+  concurrency_limit limit;
+  uint64_t sent = 0;
 
-/// `n` successful calls of `latency`, each sent when the previous one
-/// ended, with `in_flight` in flight; returns the time after them.
-int64_t successes(concurrency_limit& l, int n, int64_t latency,
-                  uint32_t in_flight, int64_t t) {
-  for (int i = 0; i < n; ++i) {
-    l.on_sample(limit_sample::success, t, latency, in_flight, t + latency);
-    t += latency;
+  driven(uint32_t min, uint32_t max)
+      : limit(concurrency_limit_config{min, max, 0.5, 0.8, 1.5}) {}
+
+  uint64_t send() {
+    return ++sent;
   }
-  return t;
-}
+
+  void sample(limit_sample kind, uint64_t seq, int64_t latency = 10 * ms,
+              uint32_t in_flight = 8) {
+    limit.on_sample(kind, seq, latency, in_flight, sent);
+  }
+
+  /// `n` calls sent one after another, each successful after `latency`.
+  void successes(int n, int64_t latency, uint32_t in_flight = 8) {
+    for (int i = 0; i < n; ++i)
+      sample(limit_sample::success, send(), latency, in_flight);
+  }
+
+  uint32_t current() const {
+    return limit.current();
+  }
+};
 
 } // namespace
 
 TEST_CASE("the limit starts at the maximum and halves on a 429") {
-  auto l = make_limit(1, 8);
+  driven l{1, 8};
   CHECK(l.current() == 8);
-  l.on_sample(limit_sample::overload, 0, 0, 8, 10 * ms);
+  l.sample(limit_sample::overload, l.send());
   CHECK(l.current() == 4);
 }
 
 TEST_CASE("at most one decrease per round trip") {
-  auto l = make_limit(1, 16);
-  // Eight calls sent at 0 all come back 429: they saw the same limit.
+  driven l{1, 16};
+  // Eight calls sent before any answer all come back 429: they saw the
+  // same limit.
+  std::vector<uint64_t> calls;
   for (int i = 0; i < 8; ++i)
-    l.on_sample(limit_sample::overload, 0, 0, 16, 50 * ms + i);
+    calls.push_back(l.send());
+  for (auto seq : calls)
+    l.sample(limit_sample::overload, seq);
   CHECK(l.current() == 8);
   // A call sent after that decrease counts again.
-  l.on_sample(limit_sample::overload, 60 * ms, 0, 8, 100 * ms);
+  l.sample(limit_sample::overload, l.send());
   CHECK(l.current() == 4);
 }
 
 TEST_CASE("the limit stays within its bounds") {
-  auto l = make_limit(3, 8);
+  driven l{3, 8};
   for (int i = 0; i < 10; ++i)
-    l.on_sample(limit_sample::overload, i * sec, 0, 8, i * sec);
+    l.sample(limit_sample::overload, l.send());
   CHECK(l.current() == 3);
-  successes(l, 2000, 10 * ms, 8, 20 * sec);
+  l.successes(2000, 10 * ms);
   CHECK(l.current() == 8);
+  // Bounds given the wrong way round still make a valid limit.
+  concurrency_limit odd{concurrency_limit_config{9, 4, 0.5, 0.8, 1.5}};
+  CHECK(odd.current() == 4);
 }
 
 TEST_CASE("the limit grows back only while it is used") {
-  auto l = make_limit(1, 8);
-  l.on_sample(limit_sample::overload, 0, 0, 8, 0);
-  l.on_sample(limit_sample::overload, 1, 0, 8, 1);
+  driven l{1, 8};
+  l.sample(limit_sample::overload, l.send());
+  l.sample(limit_sample::overload, l.send());
   REQUIRE(l.current() == 2);
   // Nothing else in flight: the limit is not what holds calls back.
-  auto t = successes(l, 100, 10 * ms, 0, 10 * ms);
+  l.successes(100, 10 * ms, 0);
   CHECK(l.current() == 2);
   // Busy: +1/limit per call, about +1 per round trip (limit calls).
-  t = successes(l, 2 + 3 + 4, 10 * ms, 8, t);
+  l.successes(2 + 3 + 4, 10 * ms);
   CHECK(l.current() >= 4);
   CHECK(l.current() <= 5);
-  successes(l, 40, 10 * ms, 8, t);
+  l.successes(40, 10 * ms);
   CHECK(l.current() == 8);
 }
 
 TEST_CASE("ignored outcomes move nothing") {
-  auto l = make_limit(1, 8);
-  l.on_sample(limit_sample::ignored, 0, 5 * sec, 8, 5 * sec);
+  driven l{1, 8};
+  l.sample(limit_sample::ignored, l.send(), 5 * sec);
   CHECK(l.current() == 8);
-  CHECK(l.baseline_ns() == 0);
+  CHECK(l.limit.baseline_ns() == 0);
 }
 
 TEST_CASE("latency doubling lowers the limit; its return raises it again") {
-  auto l = make_limit(1, 8);
-  auto t = successes(l, 200, 50 * ms, 8, 0);
+  driven l{1, 8};
+  l.successes(200, 50 * ms);
   REQUIRE(l.current() == 8);
-  REQUIRE(l.baseline_ns() == 50 * ms);
+  REQUIRE(l.limit.baseline_ns() == 50 * ms);
   // The upstream takes twice as long: within a few dozen calls the limit
   // is down.
-  t = successes(l, 40, 100 * ms, 8, t);
-  auto low = l.current();
-  CHECK(low <= 4);
+  l.successes(40, 100 * ms);
+  CHECK(l.current() <= 4);
   // Back to normal: the recent latency falls below the tolerance and the
   // limit climbs back while it is used.
-  successes(l, 200, 50 * ms, 8, t);
+  l.successes(200, 50 * ms);
   CHECK(l.current() == 8);
 }
 
 TEST_CASE("noise within the tolerance does not lower the limit") {
-  auto l = make_limit(1, 8);
-  int64_t t = 0;
+  driven l{1, 8};
   for (int i = 0; i < 1000; ++i)
-    t = successes(l, 1, (i % 3 == 0 ? 65 : 45) * ms, 8, t);
+    l.successes(1, (i % 3 == 0 ? 65 : 45) * ms);
   CHECK(l.current() == 8);
 }
