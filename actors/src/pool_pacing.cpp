@@ -101,7 +101,10 @@ int64_t pacing_admission_ns(pool_pacing& p, std::size_t queued, int64_t tokens,
   p.tokens_per_call = p.tokens_per_call == 0.0
       ? t
       : p.tokens_per_call + (t - p.tokens_per_call) / 16.0;
-  auto ahead = static_cast<double>(queued) * p.tokens_per_call;
+  // Erring low: a wrong refusal costs a caller more than a call that waits
+  // and finds its deadline passed (a large call once must not make every
+  // small one after it look large).
+  auto ahead = static_cast<double>(queued) * std::min(p.tokens_per_call, t);
   return p.pace->drain_ns(static_cast<int64_t>(ahead) + tokens, now);
 }
 

@@ -57,7 +57,9 @@ void pacing_answered(pool_pacing& p, const call_result& r, bool deadline_capped,
 void pacing_lost(pool_pacing& p, uint64_t call_id, bool stuck, uint64_t newest);
 
 /// Admission: time until `queued` calls ahead and a call of `tokens` will
-/// have been sent at the paced rate (0 without token pacing).
+/// have been sent at the paced rate (0 without token pacing). The calls
+/// ahead count for the smaller of an EWMA of the calls' tokens and
+/// `tokens`: an estimate that errs low.
 int64_t pacing_admission_ns(pool_pacing& p, std::size_t queued, int64_t tokens,
                             int64_t now);
 
