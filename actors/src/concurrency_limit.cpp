@@ -43,7 +43,8 @@ void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
     recent_ += (lat - recent_) / 8.0;
     baseline_ += (lat - baseline_) / (lat < baseline_ ? 8.0 : 512.0);
   }
-  if (recent_ > cfg_.tolerance * baseline_) {
+  if (recent_ > cfg_.tolerance * baseline_
+      && recent_ - baseline_ >= static_cast<double>(cfg_.min_rise_ns)) {
     if (fresh)
       decrease(cfg_.latency_backoff, newest);
     return;

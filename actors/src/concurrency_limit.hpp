@@ -11,7 +11,7 @@
 // something at 1..64 and reacts to the signal a client gets, 429s:
 // - overload (a 429 rate limit, an attempt timeout): limit x `backoff`;
 // - congestion (the recent latency, an EWMA over 8 calls, above `tolerance`
-//   x the baseline): limit x `latency_backoff`;
+//   x the baseline and by at least `min_rise_ns`): limit x `latency_backoff`;
 // - at most one decrease per round trip: calls sent before the last
 //   decrease saw the old limit, their outcomes do not count again (calls
 //   are told apart by their send order, not by time);
@@ -35,8 +35,12 @@ struct concurrency_limit_config {
   /// Factor on overload (429, timeout) and on congestion (latency).
   double backoff = 0.5;
   double latency_backoff = 0.8;
-  /// Recent latency above this factor x the baseline is congestion.
+  /// Recent latency above this factor x the baseline, and by at least
+  /// `min_rise_ns`, is congestion (a rise of a fraction of a millisecond is
+  /// the machine's scheduling noise, not a congested upstream: at a
+  /// loopback upstream's 0.2 ms it halved the limit at random).
   double tolerance = 1.5;
+  int64_t min_rise_ns = 2'000'000;
 };
 
 /// How a finished call counts.

@@ -40,10 +40,10 @@ echo "# pacing: ${seconds} s at 3 x the mock's tpm, pacing on then off"
 echo "# adaptive: latency x2 at 10-20 s, 429s at 30-40 s"
 /usr/bin/python3 "$here/pacing.py" adaptive "$bin" "$docs/adaptive.csv"
 gnuplot <<GP
-set terminal pngcairo size 900,420 font ",10"
+set terminal pngcairo size 900,460 font ",10"
 set output "$docs/adaptive.png"
 set datafile separator ","
-set key top right
+set key outside bottom center horizontal
 set xlabel "seconds"
 set ylabel "upstream calls"
 set yrange [0:18]
@@ -77,9 +77,10 @@ for r in $(seq "$rounds"); do
       no-pacing) extra=(--no-pacing) ;;
       adaptive) extra=(--adaptive-concurrency) ;;
     esac
-    "$bin" bench "${args[@]}" "${extra[@]}" |
-      /usr/bin/python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["variant"]=sys.argv[1]; d["round"]=int(sys.argv[2]); print(json.dumps(d))' \
-        "$variant" "$r" | tee -a "$docs/pacing-cost.jsonl"
+    "$bin" bench "${args[@]}" "${extra[@]}" >"$out/run.json"
+    /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[3])); d["variant"]=sys.argv[1]; d["round"]=int(sys.argv[2]); d["command"]=sys.argv[4]; print(json.dumps(d))' \
+      "$variant" "$r" "$out/run.json" "embedrt bench ${args[*]} ${extra[*]}" |
+      tee -a "$docs/pacing-cost.jsonl"
   done
 done
 /usr/bin/python3 - "$docs/pacing-cost.jsonl" <<'PY'

@@ -147,7 +147,7 @@ struct driven {
   uint64_t sent = 0;
 
   driven(uint32_t min, uint32_t max)
-      : limit(concurrency_limit_config{min, max, 0.5, 0.8, 1.5}) {}
+      : limit(concurrency_limit_config{min, max, 0.5, 0.8, 1.5, 2 * ms}) {}
 
   uint64_t send() {
     return ++sent;
@@ -201,7 +201,7 @@ TEST_CASE("the limit stays within its bounds") {
   l.successes(2000, 10 * ms);
   CHECK(l.current() == 8);
   // Bounds given the wrong way round still make a valid limit.
-  concurrency_limit odd{concurrency_limit_config{9, 4, 0.5, 0.8, 1.5}};
+  concurrency_limit odd{concurrency_limit_config{9, 4, 0.5, 0.8, 1.5, 2 * ms}};
   CHECK(odd.current() == 4);
 }
 
@@ -240,6 +240,14 @@ TEST_CASE("latency doubling lowers the limit; its return raises it again") {
   // Back to normal: the recent latency falls below the tolerance and the
   // limit climbs back while it is used.
   l.successes(200, 50 * ms);
+  CHECK(l.current() == 8);
+}
+
+TEST_CASE("a sub-millisecond upstream's jitter is not congestion") {
+  driven l{1, 8};
+  // 0.2 ms, then 0.6 ms: three times the baseline, but 0.4 ms is noise.
+  l.successes(100, 200'000);
+  l.successes(100, 600'000);
   CHECK(l.current() == 8);
 }
 
