@@ -64,6 +64,12 @@ cli::arg_parser make_parser() {
       .option("model", "NAME", "model name (default bench-model)")
       .flag("no-batching",
             "do not merge queued requests into one upstream call")
+      .flag("no-pacing",
+            "do not pace to the upstream's rate limits (upstream_config::"
+            "pacing; measures its cost)")
+      .flag("adaptive-concurrency",
+            "adapt the calls in flight to 429s and latency "
+            "(upstream_config::adaptive_concurrency)")
       .flag("no-metrics",
             "run the runtime with metrics off (runtime_config::metrics; "
             "measures their overhead)")
@@ -115,6 +121,8 @@ struct settings {
   uint32_t connections = 8;
   std::string model = "bench-model";
   bool batching = true;
+  bool pacing = true;
+  bool adaptive = false;
   bool metrics = true;
   milliseconds deadline{30000};
   std::size_t io_threads = 1;
@@ -170,6 +178,8 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
     s.max_queue = static_cast<uint32_t>(max_queue);
   }
   s.batching = !p.has("no-batching");
+  s.pacing = !p.has("no-pacing");
+  s.adaptive = p.has("adaptive-concurrency");
   s.metrics = !p.has("no-metrics");
   if (p.has("upstream") && s.upstream.empty())
     return "--upstream: empty URL";
@@ -364,6 +374,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   up.api_key = s.api_key;
   up.connections = s.connections;
   up.batching = s.batching;
+  up.pacing = s.pacing;
+  up.adaptive_concurrency = s.adaptive;
   up.ca_file = s.ca_file;
   if (s.max_queue)
     up.max_queue = *s.max_queue;

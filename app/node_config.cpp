@@ -113,7 +113,12 @@ const std::set<std::string> upstream_keys{"base_url",
                                           "weight",
                                           "priority",
                                           "health_check_interval_ms",
-                                          "health_check_model"};
+                                          "health_check_model",
+                                          "pacing",
+                                          "rpm",
+                                          "tpm",
+                                          "adaptive_concurrency",
+                                          "min_connections"};
 
 std::string join(const std::set<std::string>& names) {
   std::string out;
@@ -241,6 +246,26 @@ std::string parse_file(std::string_view text, file_data& out) {
 }
 
 // -- values -------------------------------------------------------------------
+
+/// The pacing and adaptive concurrency keys of an `[upstream]` section (see
+/// docs/cli.md); `connections` is read before.
+void read_pacing(resolver& r, const std::string& path, const section& u,
+                 upstream_config& up) {
+  auto key = [&](const char* name) {
+    return r.pick(nullptr, nullptr, {{&u, name}});
+  };
+  r.boolean(key("pacing"), up.pacing);
+  r.integer(key("rpm"), up.rpm, int64_t{0}, int64_t{1'000'000'000});
+  r.integer(key("tpm"), up.tpm, int64_t{0}, int64_t{1'000'000'000'000});
+  r.boolean(key("adaptive_concurrency"), up.adaptive_concurrency);
+  r.integer(key("min_connections"), up.min_connections, uint32_t{1},
+            max_connections);
+  if (u.find("min_connections") && up.min_connections > up.connections)
+    r.fail(path + ":" + std::to_string(u.find("min_connections")->line)
+           + ": min_connections: " + std::to_string(up.min_connections)
+           + " is more than the upstream's connections ("
+           + std::to_string(up.connections) + ")");
+}
 
 /// The breaker keys of an `[upstream]` section (see docs/cli.md).
 void read_breaker(resolver& r, const std::string& path, const section& u,
@@ -506,6 +531,7 @@ class upstream_builder {
                 + "' is not base64 or float");
     }
     read_breaker(r_, file_.path, u, up.breaker);
+    read_pacing(r_, file_.path, u, up);
     return up;
   }
 

@@ -161,6 +161,21 @@ struct upstream_config {
   /// mapped through `model_map`, else the first `model_map` target, else
   /// "text-embedding-3-small").
   std::string health_check_model;
+  /// Rate-limit pacing (docs/architecture.md, "Pacing and adaptive
+  /// concurrency"): the pool holds a batch back while sending it would
+  /// exceed the requests or tokens the upstream has left, learned from its
+  /// x-ratelimit-* headers or, before and without those, `rpm`/`tpm`. On by
+  /// default: without limits it never holds anything.
+  bool pacing = true;
+  /// Requests and tokens per minute to pace to (0: only the headers).
+  int64_t rpm = 0;
+  int64_t tpm = 0;
+  /// Adaptive concurrency: the calls in flight (at most `connections`, at
+  /// least `min_connections`) follow 429s, attempt timeouts and latency
+  /// (AIMD). Off by default: a fixed number of connections is what an
+  /// operator sized for.
+  bool adaptive_concurrency = false;
+  uint32_t min_connections = 1;
   supervision_config supervision;
   breaker_config breaker;
 };

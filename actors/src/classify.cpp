@@ -60,6 +60,10 @@ call_result classify_outcome(http_outcome&& out,
   r.upstream_request_id = std::move(out.request_id);
   r.ratelimit_remaining_requests = out.ratelimit_remaining_requests;
   r.ratelimit_remaining_tokens = out.ratelimit_remaining_tokens;
+  r.ratelimit_limit_requests = out.ratelimit_limit_requests;
+  r.ratelimit_limit_tokens = out.ratelimit_limit_tokens;
+  r.ratelimit_reset_requests_ns = out.ratelimit_reset_requests_ns;
+  r.ratelimit_reset_tokens_ns = out.ratelimit_reset_tokens_ns;
   if (out.retry_after_ms > 0)
     r.retry_after_ms = out.retry_after_ms;
   auto fail

@@ -44,6 +44,13 @@ http_outcome to_outcome(exchange_result&& res) {
       = hints.rate_limit.remaining_requests.value_or(-1);
   out.ratelimit_remaining_tokens
       = hints.rate_limit.remaining_tokens.value_or(-1);
+  const auto& rl = hints.rate_limit;
+  out.ratelimit_limit_requests = rl.limit_requests.value_or(-1);
+  out.ratelimit_limit_tokens = rl.limit_tokens.value_or(-1);
+  out.ratelimit_reset_requests_ns
+      = rl.reset_requests ? rl.reset_requests->count() : -1;
+  out.ratelimit_reset_tokens_ns
+      = rl.reset_tokens ? rl.reset_tokens->count() : -1;
   if (out.status != 200)
     if (auto err = openai::decode_error(resp.body)) {
       out.error_code = std::move(err->code);

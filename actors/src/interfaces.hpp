@@ -80,14 +80,16 @@ using health_listener
 /// - breaker: the breaker's current view (from its breaker child);
 /// - result: a connection child's answer to a call (by call id);
 /// - checked: its health checker's verdict;
-/// - restart / probe / watchdog: self-sent supervision timers.
+/// - restart / probe / watchdog: self-sent supervision timers; pace: the
+///   pacing timer (pool_pacing.hpp).
 using pool_impl
     = pool_supervised::extend<caf::reacts_to<breaker_atom, breaker_view>,
                               caf::reacts_to<result_atom, call_result>,
                               caf::reacts_to<checked_atom, bool, std::string>,
                               caf::reacts_to<restart_atom, uint32_t, uint64_t>,
                               caf::reacts_to<probe_atom, uint64_t>,
-                              caf::reacts_to<watchdog_atom, int64_t>>;
+                              caf::reacts_to<watchdog_atom, int64_t>,
+                              caf::reacts_to<pace_atom, int64_t>>;
 
 // -- health checker ----------------------------------------------------------
 

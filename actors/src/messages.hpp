@@ -30,6 +30,7 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, breaker_atom, "breaker")
 CAF_ADD_ATOM(embedrt, embedrt::detail, outcome_atom, "outcome")
 CAF_ADD_ATOM(embedrt, embedrt::detail, half_open_atom, "half_open")
 CAF_ADD_ATOM(embedrt, embedrt::detail, watchdog_atom, "watchdog")
+CAF_ADD_ATOM(embedrt, embedrt::detail, pace_atom, "pace")
 CAF_ADD_ATOM(embedrt, embedrt::detail, sink_atom, "sink")
 CAF_ADD_ATOM(embedrt, embedrt::detail, tick_atom, "tick")
 CAF_ADD_ATOM(embedrt, embedrt::detail, reconnect_atom, "reconnect")
@@ -140,6 +141,12 @@ struct call_result {
   /// The response's x-ratelimit-remaining-{requests,tokens}; -1 = absent.
   int64_t ratelimit_remaining_requests = -1;
   int64_t ratelimit_remaining_tokens = -1;
+  /// Its x-ratelimit-limit-{requests,tokens} and x-ratelimit-reset-*
+  /// (Go durations, in ns); -1 = absent. The pool's pacer reads them.
+  int64_t ratelimit_limit_requests = -1;
+  int64_t ratelimit_limit_tokens = -1;
+  int64_t ratelimit_reset_requests_ns = -1;
+  int64_t ratelimit_reset_tokens_ns = -1;
   /// The attempt hit its timeout (the socket was closed).
   bool timed_out = false;
   /// The upstream refused the request as too large as a whole (413 or
@@ -165,6 +172,8 @@ typename Inspector::result_type inspect(Inspector& f, call_result& x) {
            x.retryable, x.retry_after_ms, x.model, x.embeddings, x.usage,
            x.upstream_request_id, x.connected, x.reused, x.upstream_ns,
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
+           x.ratelimit_limit_requests, x.ratelimit_limit_tokens,
+           x.ratelimit_reset_requests_ns, x.ratelimit_reset_tokens_ns,
            x.timed_out, x.too_large, x.request_level, x.base64_refused,
            x.names_param, x.open_after);
 }
@@ -240,6 +249,12 @@ struct http_outcome {
   /// x-ratelimit-remaining-{requests,tokens}; -1 = absent or malformed.
   int64_t ratelimit_remaining_requests = -1;
   int64_t ratelimit_remaining_tokens = -1;
+  /// x-ratelimit-limit-{requests,tokens} and x-ratelimit-reset-* in ns;
+  /// -1 = absent or malformed.
+  int64_t ratelimit_limit_requests = -1;
+  int64_t ratelimit_limit_tokens = -1;
+  int64_t ratelimit_reset_requests_ns = -1;
+  int64_t ratelimit_reset_tokens_ns = -1;
   /// The connection stays open for the next exchange (kept alive).
   bool open_after = false;
 };
@@ -250,7 +265,9 @@ typename Inspector::result_type inspect(Inspector& f, http_outcome& x) {
            x.error_message, x.status, x.body, x.retry_after_ms, x.should_retry,
            x.request_id, x.error_code, x.error_param, x.error_text, x.connected,
            x.reused, x.total_ns, x.ratelimit_remaining_requests,
-           x.ratelimit_remaining_tokens, x.open_after);
+           x.ratelimit_remaining_tokens, x.ratelimit_limit_requests,
+           x.ratelimit_limit_tokens, x.ratelimit_reset_requests_ns,
+           x.ratelimit_reset_tokens_ns, x.open_after);
 }
 
 } // namespace embedrt::detail

@@ -164,6 +164,9 @@ void add_health(metrics_snapshot& snap, const upstream_health& h) {
   i->connections_open = h.sockets;
   i->connections_idle = std::max(0, h.sockets - i->connections_busy);
   i->connection_actors = h.connections;
+  i->concurrency_limit = h.concurrency_limit;
+  i->pacing_holds = h.pacing_holds;
+  i->pacing_held_ns = h.pacing_held_ns;
   i->queue_depth = h.queued_requests;
   i->connects = h.connects;
   i->reuses = h.reuses;

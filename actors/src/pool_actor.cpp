@@ -344,6 +344,14 @@ void judge_refusal(self_ptr self, const std::vector<pool_item>& items,
   r.request_level = true;
 }
 
+/// Calls in flight (busy slots).
+uint32_t busy_calls(const pool_state& st) {
+  uint32_t n = 0;
+  for (const auto& slot : st.slots)
+    n += slot.st == pool_slot::state::busy && slot.call_id != 0 ? 1 : 0;
+  return n;
+}
+
 /// The slot holding call `call_id`, or nullptr (the slot died meanwhile and
 /// its work was re-queued, or the watchdog gave up on it).
 pool_slot* busy_slot(self_ptr self, uint64_t call_id, uint32_t& idx) {
@@ -384,6 +392,8 @@ void on_result(self_ptr self, call_result& r) {
   auto items = std::move(slot->batch);
   slot->batch.clear();
   slot->call_id = 0;
+  pacing_answered(st.pacing, r, slot->deadline_capped, busy_calls(st) + 1,
+                  st.next_call_id, now_ns(self));
   judge_refusal(self, items, r);
   report(self, *slot, r);
   record_pool_call(st.metrics, st.env->cfg.name, r, items);
@@ -441,6 +451,7 @@ void on_stuck(self_ptr self, uint32_t idx) {
                    st.env->cfg.name + ": no answer within the attempt timeout");
   r.timed_out = true;
   report(self, slot, r);
+  pacing_lost(st.pacing, slot.call_id, true, st.next_call_id);
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   self->send_exit(slot.hdl, caf::exit_reason::kill);
@@ -616,6 +627,8 @@ int64_t take_batch(self_ptr self, pool_slot& slot, int64_t now,
   auto token_limit = prof.max_tokens_per_request;
   if (st.token_cap != 0)
     token_limit = std::min(token_limit, st.token_cap);
+  token_limit = static_cast<std::size_t>(std::min<int64_t>(
+      static_cast<int64_t>(token_limit), pacing_token_cap(st.pacing, now)));
   slot.batch.clear();
   inputs = 0;
   std::size_t tokens = 0;
@@ -683,6 +696,7 @@ void send_batch(self_ptr self, pool_slot& slot, int64_t now, int64_t earliest,
   slot.st = pool_slot::state::busy;
   slot.call_id = cc.call_id;
   slot.dispatched_ns = now;
+  pacing_sent(st.pacing, cc.call_id, static_cast<int64_t>(slot.tokens), now);
   slot.stuck_at_ns = now + caf::timespan{timeout + stuck_grace}.count();
   arm_watchdog(self, slot.stuck_at_ns);
   // A message, not a request: the connection answers with (result, ...) by
@@ -718,6 +732,38 @@ void dispatch(self_ptr self) {
   publish_availability(self);
 }
 
+/// Arms the pool's one pacing timer for `at_ns` unless it fires earlier.
+void arm_pace_timer(self_ptr self, int64_t at_ns, int64_t now) {
+  auto& p = self->state.pacing;
+  if (p.timer_at != 0 && p.timer_at <= at_ns)
+    return;
+  p.timer_at = at_ns;
+  self->delayed_send(self, caf::timespan{at_ns - now}, pace_atom_v, at_ns);
+}
+
+/// Whether pacing and the concurrency limit let the queue's front go now;
+/// if the pacer holds it, the pacing timer dispatches again when it may go
+/// (the limit: the next result does).
+bool paced(self_ptr self, int64_t now) {
+  auto& st = self->state;
+  if (!st.pacing.pace && !st.pacing.limit)
+    return true;
+  auto busy = st.pacing.limit ? busy_calls(st) : 0;
+  auto wait = pacing_wait(st.pacing, busy,
+                          static_cast<int64_t>(st.queue.front().tokens), now);
+  if (wait > 0)
+    arm_pace_timer(self, now + wait, now);
+  return wait == 0;
+}
+
+void on_pace_timer(self_ptr self, int64_t at_ns) {
+  auto& p = self->state.pacing;
+  if (at_ns != p.timer_at)
+    return; // Stale: re-armed for an earlier time meanwhile.
+  p.timer_at = 0;
+  dispatch(self);
+}
+
 void dispatch_work(self_ptr self) {
   auto& st = self->state;
   if (st.down || st.view.state == breaker_state::open
@@ -727,7 +773,7 @@ void dispatch_work(self_ptr self) {
     if (st.view.state == breaker_state::half_open && st.permits == 0)
       return; // Wait for the probes.
     auto now = now_ns(self);
-    if (!drop_expired_front(self, now))
+    if (!drop_expired_front(self, now) || !paced(self, now))
       return;
     auto idx = st.idle.back();
     st.idle.pop_back();
@@ -823,7 +869,9 @@ caf::result<call_result> on_call(self_ptr self, upstream_call& call) {
   }
   if (call.budget.count() > 0) {
     auto now = now_ns(self);
-    auto done_in = expected_completion_ns(self, call, now);
+    auto done_in = expected_completion_ns(self, call, now)
+        + pacing_admission_ns(st.pacing, st.queue.size(),
+                              static_cast<int64_t>(item.tokens), now);
     if (done_in > call.budget.count()) {
       // It would time out in the queue: refuse it now, while the caller can
       // still go elsewhere, and say when the excess will have drained.
@@ -892,6 +940,10 @@ upstream_health on_health(self_ptr self) {
   h.reuses = st.reuses;
   h.restarts = st.restarts;
   h.rejected = st.rejected;
+  h.concurrency_limit = pacing_limit(st.pacing, st.env->cfg.connections);
+  h.pacing_holds = st.pacing.holds;
+  h.pacing_held_ns = st.pacing.held_ns
+      + (st.pacing.held_since != 0 ? now_ns(self) - st.pacing.held_since : 0);
   return h;
 }
 
@@ -944,6 +996,8 @@ void spawn_checker(self_ptr self) {
 void on_connection_down(self_ptr self, uint32_t idx, const caf::down_msg& dm) {
   auto& st = self->state;
   auto& slot = st.slots[idx];
+  if (slot.call_id != 0)
+    pacing_lost(st.pacing, slot.call_id, false, st.next_call_id);
   requeue_front(self, slot.batch, true);
   slot.call_id = 0;
   slot.st = pool_slot::state::dead;
@@ -1051,6 +1105,7 @@ pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
   for (uint32_t i = 0; i < st.slots.size(); ++i)
     spawn_slot(self, i);
   spawn_checker(self);
+  pacing_init(st.pacing, env->cfg, now_ns(self));
   self->set_down_handler([self](caf::down_msg& dm) {
     on_down(self, dm);
   });
@@ -1086,6 +1141,9 @@ pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
       },
       [self](watchdog_atom, int64_t at_ns) {
         on_watchdog(self, at_ns);
+      },
+      [self](pace_atom, int64_t at_ns) {
+        on_pace_timer(self, at_ns);
       },
   };
 }

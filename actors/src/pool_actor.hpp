@@ -4,7 +4,9 @@
 // - a bounded FIFO of pending calls (count and bytes): full -> `overloaded`
 //   at once, never unbounded memory, never a hang;
 // - work goes only to idle connection actors, so the number of connection
-//   actors is the concurrency limit;
+//   actors is the concurrency limit (lower while adaptive concurrency says
+//   so), and only as fast as the upstream's rate limits let it (pacing,
+//   pool_pacing.hpp);
 // - continuous batching: when a connection becomes idle it takes as many
 //   queued calls (same model, dimensions and user) as fit one upstream
 //   request (provider profile: inputs, estimated tokens, bytes); at low load
@@ -38,6 +40,7 @@
 #include "health_check.hpp"
 #include "interfaces.hpp"
 #include "metrics_actor.hpp"
+#include "pool_pacing.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -192,6 +195,9 @@ struct pool_state {
   int64_t reuses = 0;
   int64_t restarts = 0;
   int64_t rejected = 0;
+  /// Rate-limit pacing and the adaptive concurrency limit (each off when
+  /// its upstream_config switch is).
+  pool_pacing pacing;
   /// Where metrics events go (null: metrics off); replaced by the service
   /// when it restarts its metrics actor.
   metrics_actor metrics;

@@ -134,6 +134,10 @@ void mock_handler::handle(const mock_request& req, mock_reply& out) {
     outage_endpoint(req, out);
     return;
   }
+  if (path == "/latency") {
+    latency_endpoint(req, out);
+    return;
+  }
   counters_.request();
   if (path == "/v1/embeddings" || path == "/embeddings") {
     if (req.method != "POST") {
@@ -239,6 +243,48 @@ void mock_handler::outage_endpoint(const mock_request& req, mock_reply& out) {
   respond_json(out, 200, "{\"outage\":\"" + to_string(f) + "\"}");
 }
 
+void mock_handler::set_latency(std::optional<latency_model> m) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  latency_override_ = m.value_or(latency_model{});
+  latency_set_.store(m.has_value());
+}
+
+void mock_handler::latency_endpoint(const mock_request& req, mock_reply& out) {
+  auto current = [this] {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return latency_set_.load() ? latency_spec_ : std::string{"default"};
+  };
+  if (req.method == "GET") {
+    respond_json(out, 200, "{\"latency\":\"" + current() + "\"}");
+    return;
+  }
+  if (req.method != "POST") {
+    out.headers.emplace_back("allow", "GET, POST");
+    error(out, 405, "Use GET or POST /latency", "invalid_request_error",
+          nullptr, nullptr);
+    return;
+  }
+  // The body is a latency as in --latency ("fixed:80", "lognormal:50:200",
+  // "120") or "default" (the configured one again).
+  std::string spec{req.body};
+  while (!spec.empty() && (spec.back() == '\n' || spec.back() == ' '))
+    spec.pop_back();
+  if (spec == "default" || spec.empty()) {
+    set_latency(std::nullopt);
+  } else {
+    auto parsed = parse_latency_spec(spec);
+    if (!parsed) {
+      error(out, 400, "latency: " + parsed.error, "invalid_request_error",
+            nullptr, nullptr);
+      return;
+    }
+    set_latency(*parsed.value);
+    std::lock_guard<std::mutex> guard{mtx_};
+    latency_spec_ = spec;
+  }
+  respond_json(out, 200, "{\"latency\":\"" + current() + "\"}");
+}
+
 void mock_handler::respond_json(mock_reply& out, int status, std::string body) {
   out.status = status;
   out.headers.emplace_back("content-type", "application/json");
@@ -317,7 +363,13 @@ fault mock_handler::draw_fault() {
 
 std::chrono::nanoseconds mock_handler::draw_latency() {
   using shape = latency_model::shape;
-  const auto& lat = opts_.latency;
+  latency_model set;
+  bool overridden = latency_set_.load();
+  if (overridden) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    set = latency_override_;
+  }
+  const auto& lat = overridden ? set : opts_.latency;
   switch (lat.kind) {
     case shape::none: return std::chrono::nanoseconds{0};
     case shape::fixed: return from_ms(lat.fixed_ms);
@@ -487,6 +539,7 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
     resp.data.push_back(hash_embed(text, static_cast<std::size_t>(dims)));
   resp.usage.prompt_tokens = tokens;
   resp.usage.total_tokens = tokens;
+  counters_.tokens(static_cast<uint64_t>(tokens));
   switch (f.kind) {
     case fault_kind::baddims: {
       // The last vector loses (or, at one dimension, gains) a value: with

@@ -82,10 +82,16 @@ class mock_handler {
     return counters_;
   }
 
+  /// Every embeddings request without an `x-mock-latency-ms` header waits
+  /// `m` instead of the configured latency (also `POST /latency`); nullopt
+  /// restores the configured one.
+  void set_latency(std::optional<latency_model> m);
+
  private:
   void embeddings(const mock_request& req, mock_reply& out);
   void stats_endpoint(const mock_request& req, mock_reply& out);
   void outage_endpoint(const mock_request& req, mock_reply& out);
+  void latency_endpoint(const mock_request& req, mock_reply& out);
   void error(mock_reply& out, int status, std::string message, const char* type,
              const char* param, const char* code);
   void injected_error(const fault& f, mock_reply& out);
@@ -102,6 +108,12 @@ class mock_handler {
   std::atomic<uint64_t> next_request_id_{1};
   /// The outage fault, packed as kind << 32 | status (0: none).
   std::atomic<uint64_t> outage_{0};
+  /// The latency set over HTTP, guarded by `mtx_`; `latency_set_` says
+  /// whether there is one (read first, so the configured path takes no
+  /// lock), `latency_spec_` how it was written.
+  std::atomic<bool> latency_set_{false};
+  latency_model latency_override_;
+  std::string latency_spec_;
   std::mutex mtx_;
   std::mt19937_64 fault_rng_;
   std::mt19937_64 latency_rng_;

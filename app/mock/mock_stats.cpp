@@ -38,6 +38,7 @@ std::string to_json(const mock_stats& stats) {
   field("embedding_requests", stats.embedding_requests);
   field("inputs", stats.inputs);
   field("base64_requests", stats.base64_requests);
+  field("tokens", stats.tokens);
   out += "\"by_status\":{";
   bool first = true;
   for (const auto& [status, n] : stats.by_status) {
@@ -93,6 +94,10 @@ void mock_counters::base64_request() noexcept {
   base64_requests_.fetch_add(1, relaxed);
 }
 
+void mock_counters::tokens(uint64_t n) noexcept {
+  tokens_.fetch_add(n, relaxed);
+}
+
 void mock_counters::response(int status) noexcept {
   if (status >= 0 && status < max_status)
     by_status_[static_cast<std::size_t>(status)].fetch_add(1, relaxed);
@@ -115,6 +120,7 @@ void mock_counters::reset() noexcept {
   embedding_requests_.store(0, relaxed);
   inputs_.store(0, relaxed);
   base64_requests_.store(0, relaxed);
+  tokens_.store(0, relaxed);
   for (auto& x : by_status_)
     x.store(0, relaxed);
   for (auto& x : status_faults_)
@@ -131,6 +137,7 @@ mock_stats mock_counters::snapshot() const {
   s.embedding_requests = embedding_requests_.load(relaxed);
   s.inputs = inputs_.load(relaxed);
   s.base64_requests = base64_requests_.load(relaxed);
+  s.tokens = tokens_.load(relaxed);
   for (int i = 0; i < max_status; ++i) {
     if (auto n = by_status_[static_cast<std::size_t>(i)].load(relaxed))
       s.by_status[i] = n;

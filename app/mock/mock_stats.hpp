@@ -28,6 +28,8 @@ struct mock_stats {
   uint64_t inputs = 0;
   /// Of those requests, the ones asking for base64 vectors.
   uint64_t base64_requests = 0;
+  /// Tokens of the embedding requests answered with vectors (their usage).
+  uint64_t tokens = 0;
   /// Responses sent by HTTP status (non-zero entries only).
   std::map<int, uint64_t> by_status;
   /// Injected faults by name (see `to_string(const fault&)`), non-zero only.
@@ -54,6 +56,7 @@ class mock_counters {
   void embedding_request() noexcept;
   void inputs(uint64_t n) noexcept;
   void base64_request() noexcept;
+  void tokens(uint64_t n) noexcept;
   void response(int status) noexcept;
   void injected(const fault& f) noexcept;
 
@@ -72,6 +75,7 @@ class mock_counters {
   std::atomic<uint64_t> embedding_requests_{0};
   std::atomic<uint64_t> inputs_{0};
   std::atomic<uint64_t> base64_requests_{0};
+  std::atomic<uint64_t> tokens_{0};
   std::array<std::atomic<uint64_t>, max_status> by_status_;
   /// Faults of kind `status`, by status.
   std::array<std::atomic<uint64_t>, max_status> status_faults_;

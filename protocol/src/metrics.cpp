@@ -294,6 +294,10 @@ constexpr upstream_field<int32_t> pool_gauges[] = {
     {"embedrt_queue_depth",
      "Calls waiting in the pool's queue for an idle connection.",
      &upstream_metrics::queue_depth},
+    {"embedrt_concurrency_limit",
+     "Upstream calls the pool lets be in flight (adaptive concurrency; else "
+     "the connections).",
+     &upstream_metrics::concurrency_limit},
 };
 
 constexpr upstream_field<int64_t> pool_counters[] = {
@@ -315,6 +319,9 @@ constexpr upstream_field<int64_t> pool_counters[] = {
     {"embedrt_tokens_total",
      "Tokens reported by the upstream (usage.total_tokens).",
      &upstream_metrics::total_tokens},
+    {"embedrt_pacing_holds_total",
+     "Times the pool held work back for the upstream's rate limits (pacing).",
+     &upstream_metrics::pacing_holds},
 };
 
 template <class Field, std::size_t N>
@@ -339,6 +346,12 @@ void render_pools(writer& w, const metrics_snapshot& snap) {
                });
   render_fields(w, snap, "gauge", pool_gauges);
   render_fields(w, snap, "counter", pool_counters);
+  per_upstream(w, snap, "embedrt_pacing_held_seconds_total", "counter",
+               "Time the pool held work back for the upstream's rate limits "
+               "(pacing).",
+               [](const upstream_metrics& u) {
+                 return static_cast<double>(u.pacing_held_ns) / 1e9;
+               });
 }
 
 void render_ratelimits(writer& w, const metrics_snapshot& snap) {

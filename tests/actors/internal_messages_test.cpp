@@ -67,6 +67,10 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
                     99000,
                     5,
                     6000,
+                    100,
+                    1000000,
+                    12000000,
+                    6000000000,
                     true,
                     true,
                     true,
@@ -87,10 +91,26 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
         ts.sys.get());
   }
   SECTION("http_outcome") {
-    check_inspect_covers_every_field(
-        http_outcome{transport_errc::timeout, "timed out", 429,
-                     "{\"error\":{}}", 1500, 1, "req-x", "rate_limit_exceeded",
-                     "input", "slow down", true, true, 123456, 17, 4000, true},
-        ts.sys.get());
+    check_inspect_covers_every_field(http_outcome{transport_errc::timeout,
+                                                  "timed out",
+                                                  429,
+                                                  "{\"error\":{}}",
+                                                  1500,
+                                                  1,
+                                                  "req-x",
+                                                  "rate_limit_exceeded",
+                                                  "input",
+                                                  "slow down",
+                                                  true,
+                                                  true,
+                                                  123456,
+                                                  17,
+                                                  4000,
+                                                  500,
+                                                  90000,
+                                                  1000000,
+                                                  6000000000,
+                                                  true},
+                                     ts.sys.get());
   }
 }

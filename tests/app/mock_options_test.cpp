@@ -158,6 +158,7 @@ TEST_CASE("mock_stats renders as JSON and counts by name") {
   c.base64_request();
   c.response(200);
   c.response(503);
+  c.tokens(40);
   c.injected(fault{fault_kind::status, 503});
   c.injected(fault{fault_kind::hang, 0});
   c.injected(fault{fault_kind::rate_limit, 429});
@@ -171,7 +172,8 @@ TEST_CASE("mock_stats renders as JSON and counts by name") {
   CHECK(to_json(s)
         == "{\"connections_accepted\":2,\"connections_open\":1,"
            "\"requests\":1,\"embedding_requests\":1,\"inputs\":3,"
-           "\"base64_requests\":1,\"by_status\":{\"200\":1,\"503\":1},"
+           "\"base64_requests\":1,\"tokens\":40,"
+           "\"by_status\":{\"200\":1,\"503\":1},"
            "\"faults\":{\"429\":1,\"503\":1,\"hang\":1}}");
   c.reset();
   auto z = c.snapshot();
@@ -179,6 +181,6 @@ TEST_CASE("mock_stats renders as JSON and counts by name") {
   CHECK(to_json(z)
         == "{\"connections_accepted\":0,\"connections_open\":1,"
            "\"requests\":0,\"embedding_requests\":0,\"inputs\":0,"
-           "\"base64_requests\":0,"
+           "\"base64_requests\":0,\"tokens\":0,"
            "\"by_status\":{},\"faults\":{}}");
 }

@@ -294,6 +294,25 @@ TEST_CASE("an outage switched on over HTTP fails every request until healed") {
   CHECK(m.server.stats().fault_count("500") == 1);
 }
 
+TEST_CASE("the latency switched over HTTP applies to every request until "
+          "set back to the default") {
+  running_mock m;
+  http_client client{m.port};
+  CHECK(client.request("GET", "/latency").body == R"({"latency":"default"})");
+  auto set = client.request("POST", "/latency", "fixed:60");
+  REQUIRE(set.status == 200);
+  CHECK(set.body == R"({"latency":"fixed:60"})");
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(client.embed(embed_body({"slow"}, 8)).status == 200);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds{60});
+  CHECK(client.request("POST", "/latency", "lognormal:5:1").status == 400);
+  CHECK(client.request("PUT", "/latency", "5").status == 405);
+  REQUIRE(client.request("POST", "/latency", "default").status == 200);
+  CHECK(client.request("GET", "/latency").body == R"({"latency":"default"})");
+  // Tokens of the requests answered with vectors: their usage.
+  CHECK(m.server.stats().tokens > 0);
+}
+
 TEST_CASE("mock answers OpenAI's max_tokens_per_request error over its "
           "token limit") {
   mock::mock_options opts;

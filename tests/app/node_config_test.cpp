@@ -328,6 +328,46 @@ TEST_CASE("config: breaker keys of an upstream section") {
   CHECK(d.half_open_probes == defaults.half_open_probes);
 }
 
+TEST_CASE("config: pacing and adaptive concurrency keys of an upstream") {
+  temp_file f{"[upstream paced]\n"
+              "base_url = http://127.0.0.1:1/v1\n"
+              "connections = 16\n"
+              "rpm = 3000\n"
+              "tpm = 1000000\n"
+              "adaptive_concurrency = on\n"
+              "min_connections = 2\n"
+              "[upstream off]\n"
+              "base_url = http://127.0.0.1:2/v1\n"
+              "pacing = off\n"
+              "[upstream plain]\n"
+              "base_url = http://127.0.0.1:3/v1\n"};
+  auto r = load({"--config", f.path()});
+  REQUIRE(r);
+  REQUIRE(r->runtime.upstreams.size() == 3);
+  const auto& p = r->runtime.upstreams[0];
+  CHECK(p.pacing);
+  CHECK(p.rpm == 3000);
+  CHECK(p.tpm == 1000000);
+  CHECK(p.adaptive_concurrency);
+  CHECK(p.min_connections == 2);
+  CHECK_FALSE(r->runtime.upstreams[1].pacing);
+  // Without keys: pacing by the headers alone, a fixed concurrency.
+  const auto& d = r->runtime.upstreams[2];
+  CHECK(d.pacing);
+  CHECK(d.rpm == 0);
+  CHECK(d.tpm == 0);
+  CHECK_FALSE(d.adaptive_concurrency);
+  temp_file bad{"[upstream x]\nbase_url = http://127.0.0.1:1/v1\n"
+                "connections = 4\nmin_connections = 5\n"};
+  r = load({"--config", bad.path()});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains(":4: min_connections"));
+  temp_file neg{"[upstream x]\nbase_url = http://127.0.0.1:1/v1\ntpm = -1\n"};
+  r = load({"--config", neg.path()});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains("tpm"));
+}
+
 TEST_CASE("config: a key variable that is not set is a warning without "
           "secrets") {
   temp_file f{"[upstream a]\nbase_url = http://127.0.0.1:1/v1\n"

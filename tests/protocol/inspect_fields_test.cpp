@@ -32,7 +32,10 @@ upstream_health sample_upstream_health(int32_t base) {
           base + 6,
           base + 7,
           base + 8,
-          base + 9};
+          base + 9,
+          base + 10,
+          base + 11,
+          base + 12};
 }
 
 upstream_metrics sample_upstream_metrics() {
@@ -57,7 +60,10 @@ upstream_metrics sample_upstream_metrics() {
           histogram_of({16, 17}),
           histogram_of({18000}),
           histogram_of({19, 20, 21}),
-          22};
+          22,
+          23,
+          24,
+          25};
 }
 
 } // namespace

@@ -108,6 +108,13 @@ struct upstream_health {
   /// ones kept alive after their last call (`connections` counts the
   /// connection actors, which connect lazily).
   int32_t sockets = 0;
+  /// Calls the pool lets be in flight now: `connections`, or lower while
+  /// adaptive concurrency holds it lower.
+  int32_t concurrency_limit = 0;
+  /// Times the pacer held work back for the upstream's rate limits, and the
+  /// time it held work in all (ns).
+  int64_t pacing_holds = 0;
+  int64_t pacing_held_ns = 0;
 };
 
 template <class Inspector>
@@ -115,7 +122,7 @@ typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
   return f(caf::meta::type_name("embedrt.upstream_health"), x.name, x.base_url,
            x.state, x.connections, x.idle_connections, x.queued_requests,
            x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected,
-           x.sockets);
+           x.sockets, x.concurrency_limit, x.pacing_holds, x.pacing_held_ns);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream

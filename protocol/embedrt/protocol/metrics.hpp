@@ -136,6 +136,12 @@ struct upstream_metrics {
   /// Connection actors alive (the concurrency limit; each opens its socket
   /// on first use), a gauge from the pool's health.
   int32_t connection_actors = 0;
+  /// Calls the pool lets be in flight (adaptive concurrency; else the
+  /// connections), pacing holds and the time work was held (ns), from the
+  /// pool's health.
+  int32_t concurrency_limit = 0;
+  int64_t pacing_holds = 0;
+  int64_t pacing_held_ns = 0;
 };
 
 template <class Inspector>
@@ -146,7 +152,8 @@ typename Inspector::result_type inspect(Inspector& f, upstream_metrics& x) {
            x.retry_budget_rejections, x.prompt_tokens, x.total_tokens,
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
            x.breaker_state, x.breaker_transitions, x.calls, x.queue_wait_ns,
-           x.upstream_latency_ns, x.batch_inputs, x.connection_actors);
+           x.upstream_latency_ns, x.batch_inputs, x.connection_actors,
+           x.concurrency_limit, x.pacing_holds, x.pacing_held_ns);
 }
 
 /// The process the service runs in (/proc and getrusage).

@@ -1,0 +1,56 @@
+#include "concurrency_limit.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace embedrt::detail {
+
+concurrency_limit::concurrency_limit(concurrency_limit_config cfg) : cfg_(cfg) {
+  cfg_.max = std::max<uint32_t>(1, cfg_.max);
+  cfg_.min = std::clamp<uint32_t>(cfg_.min, 1, cfg_.max);
+  limit_ = static_cast<double>(cfg_.max);
+}
+
+uint32_t concurrency_limit::current() const noexcept {
+  return std::clamp(static_cast<uint32_t>(std::floor(limit_)), cfg_.min,
+                    cfg_.max);
+}
+
+void concurrency_limit::decrease(double factor, uint64_t newest) {
+  limit_ = std::max(static_cast<double>(cfg_.min), limit_ * factor);
+  barrier_ = newest;
+  decreased_ = true;
+}
+
+void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
+                                  int64_t latency_ns, uint32_t in_flight,
+                                  uint64_t newest) {
+  // Sent before the last decrease: it saw the old limit, and its outcome
+  // was (or could have been) the reason of that decrease.
+  bool fresh = !decreased_ || seq > barrier_;
+  if (kind == limit_sample::overload) {
+    if (fresh)
+      decrease(cfg_.backoff, newest);
+    return;
+  }
+  if (kind != limit_sample::success || latency_ns <= 0)
+    return;
+  auto lat = static_cast<double>(latency_ns);
+  if (baseline_ == 0.0) {
+    baseline_ = lat;
+    recent_ = lat;
+  } else {
+    recent_ += (lat - recent_) / 8.0;
+    baseline_ += (lat - baseline_) / (lat < baseline_ ? 8.0 : 512.0);
+  }
+  if (recent_ > cfg_.tolerance * baseline_
+      && recent_ - baseline_ >= static_cast<double>(cfg_.min_rise_ns)) {
+    if (fresh)
+      decrease(cfg_.latency_backoff, newest);
+    return;
+  }
+  if (2.0 * in_flight >= limit_)
+    limit_ = std::min(static_cast<double>(cfg_.max), limit_ + 1.0 / limit_);
+}
+
+} // namespace embedrt::detail

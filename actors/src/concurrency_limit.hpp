@@ -1,0 +1,88 @@
+// Adaptive concurrency of one upstream: how many calls the pool keeps in
+// flight, between `min` and `max` (its connections), from the outcomes and
+// latencies of its calls (docs/architecture.md, "Pacing and adaptive
+// concurrency").
+//
+// AIMD (TCP's congestion window, Netflix concurrency-limits' AIMDLimit) with
+// a latency signal, not a gradient limit (Netflix's Gradient2, Envoy's
+// adaptive concurrency filter): those are built for servers with limits in
+// the hundreds and grow by a queue allowance (sqrt(limit)) that would keep a
+// client's 8 connections from ever dropping; AIMD works in steps that mean
+// something at 1..64 and reacts to the signal a client gets, 429s:
+// - overload (a 429 rate limit, an attempt timeout): limit x `backoff`;
+// - congestion (the recent latency, an EWMA over 8 calls, above `tolerance`
+//   x the baseline and by at least `min_rise_ns`): limit x `latency_backoff`;
+// - at most one decrease per round trip: calls sent before the last
+//   decrease saw the old limit, their outcomes do not count again (calls
+//   are told apart by their send order, not by time);
+// - otherwise, while the limit is used (in flight x 2 >= limit): + 1/limit
+//   per successful call, about +1 per round trip.
+// The baseline follows lower latencies quickly (1/8) and higher ones slowly
+// (1/512): a latency that stays high becomes the new normal after a few
+// hundred calls, as Gradient2's long window does.
+//
+// A plain class: no clock, no timers, no actors.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+namespace embedrt::detail {
+
+struct concurrency_limit_config {
+  uint32_t min = 1;
+  uint32_t max = 8;
+  /// Factor on overload (429, timeout) and on congestion (latency).
+  double backoff = 0.5;
+  double latency_backoff = 0.8;
+  /// Recent latency above this factor x the baseline, and by at least
+  /// `min_rise_ns`, is congestion (a rise of a fraction of a millisecond is
+  /// the machine's scheduling noise, not a congested upstream: at a
+  /// loopback upstream's 0.2 ms it halved the limit at random).
+  double tolerance = 1.5;
+  int64_t min_rise_ns = 2'000'000;
+};
+
+/// How a finished call counts.
+enum class limit_sample : uint8_t {
+  success,  ///< Answered by the upstream (latency counts).
+  overload, ///< 429 rate limit or an attempt timeout.
+  ignored,  ///< Anything else (caller errors, cut by the caller's deadline).
+};
+
+class concurrency_limit {
+ public:
+  explicit concurrency_limit(concurrency_limit_config cfg);
+
+  /// Calls that may be in flight now (min..max).
+  uint32_t current() const noexcept;
+
+  /// Call `seq` finished after `latency_ns` on the wire; `in_flight` calls
+  /// were in flight when it did (itself included), and `newest` is the
+  /// highest seq sent so far (calls are numbered in the order they are
+  /// sent).
+  void on_sample(limit_sample kind, uint64_t seq, int64_t latency_ns,
+                 uint32_t in_flight, uint64_t newest);
+
+  int64_t baseline_ns() const noexcept {
+    return static_cast<int64_t>(baseline_);
+  }
+
+  int64_t recent_ns() const noexcept {
+    return static_cast<int64_t>(recent_);
+  }
+
+ private:
+  void decrease(double factor, uint64_t newest);
+
+  concurrency_limit_config cfg_;
+  double limit_;
+  double baseline_ = 0.0;
+  double recent_ = 0.0;
+  /// The newest call sent at the last decrease: calls up to it saw the
+  /// limit before that decrease.
+  uint64_t barrier_ = 0;
+  bool decreased_ = false;
+};
+
+} // namespace embedrt::detail

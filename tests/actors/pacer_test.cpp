@@ -1,0 +1,259 @@
+// The pacer (pacer.hpp) and the adaptive concurrency limit
+// (concurrency_limit.hpp) on their own, in virtual time: every step passes
+// its `now`, nothing sleeps.
+#include "concurrency_limit.hpp"
+#include "pacer.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <vector>
+
+using namespace embedrt::detail;
+
+namespace {
+
+constexpr int64_t ms = 1'000'000;
+constexpr int64_t sec = 1000 * ms;
+
+rate_hint tokens_hint(int64_t limit, int64_t remaining) {
+  rate_hint h;
+  h.limit_tokens = limit;
+  h.remaining_tokens = remaining;
+  return h;
+}
+
+} // namespace
+
+TEST_CASE("a pacer without limits never holds a call") {
+  pacer p{pacer_config{}, 0};
+  CHECK_FALSE(p.active());
+  p.on_send(1, 1'000'000, 0);
+  CHECK(p.wait_ns(1'000'000, 0) == 0);
+  CHECK(p.tokens_available(0) > 1'000'000'000);
+  CHECK(p.drain_ns(1'000'000, 0) == 0);
+}
+
+TEST_CASE("configured tpm: a full bucket, then the refill rate") {
+  pacer p{pacer_config{true, 0, 600}, 0}; // 10 tokens per second
+  REQUIRE(p.active());
+  CHECK(p.wait_ns(600, 0) == 0);
+  p.on_send(1, 600, 0);
+  CHECK(p.tokens_available(0) == 0);
+  // 60 tokens come back in 6 s, continuously.
+  CHECK(p.wait_ns(60, 0) == 6 * sec);
+  CHECK(p.wait_ns(60, 3 * sec) == 3 * sec);
+  CHECK(p.tokens_available(3 * sec) == 30);
+  CHECK(p.wait_ns(30, 3 * sec) == 0);
+  // A call larger than the capacity waits for a full bucket, not forever.
+  CHECK(p.wait_ns(10'000, 3 * sec) == 57 * sec);
+}
+
+TEST_CASE("configured rpm paces requests whatever their size") {
+  pacer p{pacer_config{true, 2, 0}, 0}; // one request per 30 s
+  p.on_send(1, 5, 0);
+  p.on_send(2, 5, 0);
+  CHECK(p.wait_ns(1, 0) == 30 * sec);
+  CHECK(p.wait_ns(1, 30 * sec) == 0);
+}
+
+TEST_CASE("the headers set the capacity and what is left") {
+  pacer p{pacer_config{}, 0};
+  p.on_send(1, 100, 0);
+  p.on_answer(1, tokens_hint(1000, 100), false, 0, 0);
+  REQUIRE(p.active());
+  CHECK(p.tokens().capacity() == 1000.0);
+  // 50 tokens short at 1000 per minute: 3 s.
+  CHECK(p.wait_ns(150, 0) == 3 * sec);
+  // A configured tpm is replaced by the upstream's limit.
+  pacer q{pacer_config{true, 0, 50}, 0};
+  q.on_send(1, 10, 0);
+  q.on_answer(1, tokens_hint(6000, 5990), false, 0, 0);
+  CHECK(q.tokens().capacity() == 6000.0);
+  CHECK(q.wait_ns(5000, 0) == 0);
+}
+
+TEST_CASE("calls sent after the answered one are still to be counted") {
+  pacer p{pacer_config{}, 0};
+  p.on_send(1, 100, 0);
+  p.on_send(2, 200, 0);
+  p.on_send(3, 300, 0);
+  p.on_answer(2, tokens_hint(6000, 1000), false, 0, 0);
+  // The upstream counted calls 1 and 2 when it said 1000; call 3 not yet.
+  CHECK(p.tokens().level() == 700.0);
+}
+
+TEST_CASE("an answer older than one already applied is stale") {
+  pacer p{pacer_config{}, 0};
+  p.on_send(1, 100, 0);
+  p.on_send(2, 100, 0);
+  p.on_answer(2, tokens_hint(6000, 400), false, 0, 0);
+  p.on_answer(1, tokens_hint(6000, 5900), false, 0, 0);
+  CHECK(p.tokens().level() == 400.0);
+  // Nor does an answer for a call it never sent (or already forgot) count.
+  p.on_answer(7, tokens_hint(6000, 6000), false, 0, 0);
+  CHECK(p.tokens().level() == 400.0);
+}
+
+TEST_CASE("a 429 holds every send for its retry-after") {
+  pacer p{pacer_config{true, 0, 6000}, 0};
+  p.on_send(1, 10, 0);
+  p.on_answer(1, rate_hint{}, true, 2 * sec, 0);
+  CHECK(p.wait_ns(1, 0) == 2 * sec);
+  CHECK(p.drain_ns(1, sec) == sec);
+  CHECK(p.wait_ns(1, 2 * sec) == 0);
+}
+
+TEST_CASE("without a limit header, none remaining holds until the reset") {
+  pacer p{pacer_config{}, 0};
+  p.on_send(1, 10, 0);
+  rate_hint h;
+  h.remaining_requests = 0;
+  h.reset_requests_ns = 1500 * ms;
+  p.on_answer(1, h, false, 0, 0);
+  CHECK(p.wait_ns(1, 0) == 1500 * ms);
+  CHECK(p.wait_ns(1, 1500 * ms) == 0);
+}
+
+TEST_CASE("headers off: only the configured limits count") {
+  pacer p{pacer_config{false, 0, 600}, 0};
+  p.on_send(1, 100, 0);
+  p.on_answer(1, tokens_hint(60000, 60000), false, 0, 0);
+  CHECK(p.tokens().capacity() == 600.0);
+  CHECK(p.tokens_available(0) == 500);
+}
+
+TEST_CASE("a lost call no longer counts as sent after an answer") {
+  pacer p{pacer_config{}, 0};
+  p.on_send(1, 100, 0);
+  p.on_send(2, 200, 0);
+  p.on_lost(2);
+  p.on_answer(1, tokens_hint(6000, 1000), false, 0, 0);
+  CHECK(p.tokens().level() == 1000.0);
+}
+
+TEST_CASE("drain time of the queue ahead at the token rate") {
+  pacer p{pacer_config{true, 0, 600}, 0};
+  CHECK(p.drain_ns(600, 0) == 0);
+  CHECK(p.drain_ns(900, 0) == 30 * sec);
+}
+
+// -- the adaptive concurrency limit -----------------------------------------
+
+namespace {
+
+/// A limit and the calls sent to it, numbered in send order.
+struct driven {
+  concurrency_limit limit;
+  uint64_t sent = 0;
+
+  driven(uint32_t min, uint32_t max)
+      : limit(concurrency_limit_config{min, max, 0.5, 0.8, 1.5, 2 * ms}) {}
+
+  uint64_t send() {
+    return ++sent;
+  }
+
+  void sample(limit_sample kind, uint64_t seq, int64_t latency = 10 * ms,
+              uint32_t in_flight = 8) {
+    limit.on_sample(kind, seq, latency, in_flight, sent);
+  }
+
+  /// `n` calls sent one after another, each successful after `latency`.
+  void successes(int n, int64_t latency, uint32_t in_flight = 8) {
+    for (int i = 0; i < n; ++i)
+      sample(limit_sample::success, send(), latency, in_flight);
+  }
+
+  uint32_t current() const {
+    return limit.current();
+  }
+};
+
+} // namespace
+
+TEST_CASE("the limit starts at the maximum and halves on a 429") {
+  driven l{1, 8};
+  CHECK(l.current() == 8);
+  l.sample(limit_sample::overload, l.send());
+  CHECK(l.current() == 4);
+}
+
+TEST_CASE("at most one decrease per round trip") {
+  driven l{1, 16};
+  // Eight calls sent before any answer all come back 429: they saw the
+  // same limit.
+  std::vector<uint64_t> calls;
+  for (int i = 0; i < 8; ++i)
+    calls.push_back(l.send());
+  for (auto seq : calls)
+    l.sample(limit_sample::overload, seq);
+  CHECK(l.current() == 8);
+  // A call sent after that decrease counts again.
+  l.sample(limit_sample::overload, l.send());
+  CHECK(l.current() == 4);
+}
+
+TEST_CASE("the limit stays within its bounds") {
+  driven l{3, 8};
+  for (int i = 0; i < 10; ++i)
+    l.sample(limit_sample::overload, l.send());
+  CHECK(l.current() == 3);
+  l.successes(2000, 10 * ms);
+  CHECK(l.current() == 8);
+  // Bounds given the wrong way round still make a valid limit.
+  concurrency_limit odd{concurrency_limit_config{9, 4, 0.5, 0.8, 1.5, 2 * ms}};
+  CHECK(odd.current() == 4);
+}
+
+TEST_CASE("the limit grows back only while it is used") {
+  driven l{1, 8};
+  l.sample(limit_sample::overload, l.send());
+  l.sample(limit_sample::overload, l.send());
+  REQUIRE(l.current() == 2);
+  // Nothing else in flight: the limit is not what holds calls back.
+  l.successes(100, 10 * ms, 0);
+  CHECK(l.current() == 2);
+  // Busy: +1/limit per call, about +1 per round trip (limit calls).
+  l.successes(2 + 3 + 4, 10 * ms);
+  CHECK(l.current() >= 4);
+  CHECK(l.current() <= 5);
+  l.successes(40, 10 * ms);
+  CHECK(l.current() == 8);
+}
+
+TEST_CASE("ignored outcomes move nothing") {
+  driven l{1, 8};
+  l.sample(limit_sample::ignored, l.send(), 5 * sec);
+  CHECK(l.current() == 8);
+  CHECK(l.limit.baseline_ns() == 0);
+}
+
+TEST_CASE("latency doubling lowers the limit; its return raises it again") {
+  driven l{1, 8};
+  l.successes(200, 50 * ms);
+  REQUIRE(l.current() == 8);
+  REQUIRE(l.limit.baseline_ns() == 50 * ms);
+  // The upstream takes twice as long: within a few dozen calls the limit
+  // is down.
+  l.successes(40, 100 * ms);
+  CHECK(l.current() <= 4);
+  // Back to normal: the recent latency falls below the tolerance and the
+  // limit climbs back while it is used.
+  l.successes(200, 50 * ms);
+  CHECK(l.current() == 8);
+}
+
+TEST_CASE("a sub-millisecond upstream's jitter is not congestion") {
+  driven l{1, 8};
+  // 0.2 ms, then 0.6 ms: three times the baseline, but 0.4 ms is noise.
+  l.successes(100, 200'000);
+  l.successes(100, 600'000);
+  CHECK(l.current() == 8);
+}
+
+TEST_CASE("noise within the tolerance does not lower the limit") {
+  driven l{1, 8};
+  for (int i = 0; i < 1000; ++i)
+    l.successes(1, (i % 3 == 0 ? 65 : 45) * ms);
+  CHECK(l.current() == 8);
+}
