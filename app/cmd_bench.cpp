@@ -64,6 +64,10 @@ cli::arg_parser make_parser() {
       .flag("no-metrics",
             "run the runtime with metrics off (runtime_config::metrics; "
             "measures their overhead)")
+      .flag("cache",
+            "run the runtime with its embedding cache on (in memory; bench "
+            "texts are unique, so every input is a miss: measures the "
+            "cache's cost; docs/caching.md)")
       .option("deadline-ms", "N", "deadline of every request (default 30000)")
       .option("ca-file", "FILE", "extra CA certificates (PEM) for an https URL")
       .option("api-key-env", "VAR",
@@ -109,6 +113,7 @@ struct settings {
   std::string model = "bench-model";
   bool batching = true;
   bool metrics = true;
+  bool cache = false;
   milliseconds deadline{30000};
   std::size_t io_threads = 1;
   std::size_t text_bytes = 40;
@@ -162,6 +167,7 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   }
   s.batching = !p.has("no-batching");
   s.metrics = !p.has("no-metrics");
+  s.cache = p.has("cache");
   if (p.has("upstream") && s.upstream.empty())
     return "--upstream: empty URL";
   for (const auto& v : p.values("peer")) {
@@ -354,6 +360,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   rc.io_threads = s.io_threads;
   rc.seed = s.seed;
   rc.metrics = s.metrics;
+  rc.cache.enabled = s.cache;
 
   caf::actor_system_config cfg;
   register_types(cfg);
@@ -375,6 +382,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   rep.connections = s.connections;
   rep.batching = s.batching;
   rep.metrics = s.metrics;
+  rep.cache = s.cache;
   rep.model = s.model;
   rep.warmup = s.warmup;
   rep.text_bytes = s.text_bytes;
