@@ -154,21 +154,21 @@ void erase_ticket(cache_state& st, uint64_t ticket) {
 }
 
 /// A ticket's vector arrived (from its owner or the store): waiters get it,
-/// the cache keeps it.
+/// the cache keeps it (the pending entry's key moves into the cache).
 void complete(cache_ptr self, uint64_t ticket, std::vector<float> vec,
               bool persist) {
   auto& st = self->state;
   auto i = st.tickets.find(ticket);
   if (i == st.tickets.end())
     return;
-  auto& [key, entry] = *i->second;
-  for (auto& w : entry.waiters)
+  auto node = st.pending.extract(st.pending.find(i->second->first));
+  st.tickets.erase(i);
+  for (auto& w : node.mapped().waiters)
     self->send(caf::actor_cast<cache_waiter>(w), cache_filled_atom_v, ticket,
                vec);
   if (persist)
-    queue_write(self, key, vec);
-  st.mem->put(key, std::move(vec), clock_type::now());
-  erase_ticket(st, ticket);
+    queue_write(self, node.key(), vec);
+  st.mem->put(std::move(node.key()), std::move(vec), clock_type::now());
 }
 
 /// The owner gave the ticket up (or died): the first waiter owns it now.

@@ -195,7 +195,7 @@ void embedding_cache::evict(iter it) {
   remove(it);
 }
 
-void embedding_cache::put(const std::string& key, std::vector<float> vec,
+void embedding_cache::put(std::string key, std::vector<float> vec,
                           clock::time_point now) {
   auto bytes = key.size() + vec.size() * sizeof(float) + cache_entry_overhead;
   auto expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();
@@ -206,10 +206,10 @@ void embedding_cache::put(const std::string& key, std::vector<float> vec,
     return;
   }
   node n;
-  n.key = key;
+  n.hash = std::hash<std::string_view>{}(key);
+  n.key = std::move(key);
   n.vec = std::move(vec);
   n.bytes = bytes;
-  n.hash = std::hash<std::string_view>{}(key);
   n.expires = expires;
   window_.push_front(std::move(n));
   window_bytes_ += bytes;

@@ -83,8 +83,7 @@ class embedding_cache {
 
   /// Stores `vec` under `key` (replacing an older value), evicting what the
   /// policy chooses until the bound holds again.
-  void put(const std::string& key, std::vector<float> vec,
-           clock::time_point now);
+  void put(std::string key, std::vector<float> vec, clock::time_point now);
 
   std::size_t bytes() const {
     return window_bytes_ + probation_bytes_ + protected_bytes_;

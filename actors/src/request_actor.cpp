@@ -392,15 +392,21 @@ void fill_cache(self_ptr self, const request_chunk& c) {
 }
 
 /// Asks the cache about every input; without an answer (the cache actor is
-/// gone) the request goes on uncached.
+/// gone: an error, or `c_lost` from the service) the request goes on
+/// uncached. A memory-only cache answers at once, so the lookup takes no
+/// timeout (CAF 0.17 never cancels one: a clock entry per request until
+/// its deadline); with a persistent store it may wait for the disk and
+/// takes the deadline.
 void lookup_cache(self_ptr self) {
   auto& st = self->state;
-  auto left = st.deadline - self->clock().now();
+  auto left = st.env->cache_reads_disk
+      ? caf::duration{st.deadline - self->clock().now()}
+      : caf::infinite;
   self->request(st.env->cache, left, cache_lookup_atom_v, make_cache_lookup(st))
       .then(
           [self](cache_answer& a) {
             auto& st = self->state;
-            if (st.finished)
+            if (st.finished || st.cache.lost)
               return;
             auto waits = apply_cache_answer(st, a);
             if (waits > 0)
@@ -409,7 +415,7 @@ void lookup_cache(self_ptr self) {
             start_upstream(self, waits, strictest_limits(st.routes));
           },
           [self](caf::error& err) {
-            if (self->state.finished)
+            if (self->state.finished || self->state.cache.lost)
               return;
             if (err == caf::sec::request_timeout) {
               finish(
@@ -444,9 +450,17 @@ void on_cache_owner(self_ptr self, uint64_t ticket) {
   send_attempt(self, static_cast<uint32_t>(st.chunks.size() - 1));
 }
 
-/// The cache actor died: nobody will fill the waits; send them ourselves.
+/// The cache actor died: nobody will fill the waits; send them ourselves
+/// (and a lookup it never answered is given up: the request goes on
+/// uncached).
 void on_cache_lost(self_ptr self) {
-  auto waiting = self->state.cache.waiting;
+  auto& st = self->state;
+  if (!st.finished && !st.cache.active && st.chunks.empty()) {
+    st.cache.lost = true;
+    start_upstream(self, 0, strictest_limits(st.routes));
+    return;
+  }
+  auto waiting = st.cache.waiting;
   for (auto t : waiting)
     on_cache_owner(self, t);
 }

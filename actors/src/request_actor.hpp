@@ -63,6 +63,8 @@ struct request_env {
   metrics_actor metrics;
   /// The service's embedding cache (null: cache off; docs/caching.md).
   cache_actor cache;
+  /// The cache has a persistent store: a lookup may wait for the disk.
+  bool cache_reads_disk = false;
   /// Chaos hook, off when empty: a request with an input equal to this makes
   /// the request actor throw.
   std::string crash_marker;

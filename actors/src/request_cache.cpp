@@ -15,7 +15,7 @@ void append_compact(request_state& st, uint32_t i, uint64_t ticket) {
     st.req.inputs.push_back(cs.caller_texts[i]);
   st.tokens.push_back(cs.caller_tokens[i]);
   cs.ticket_of.push_back(ticket);
-  cs.unfilled.insert(ticket);
+  cs.filled.push_back(false);
 }
 
 /// Every input a distinct miss: tickets are handed out in increasing order
@@ -58,7 +58,7 @@ std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
   if (all_distinct_misses(a) && a.slots.size() == input_count(st.req)) {
     cs.identity = true;
     cs.ticket_of = std::move(a.tickets);
-    cs.unfilled.insert(cs.ticket_of.begin(), cs.ticket_of.end());
+    cs.filled.assign(cs.ticket_of.size(), false);
     return 0;
   }
   auto n = a.slots.size();
@@ -113,10 +113,10 @@ cache_fill make_cache_fill(request_state& st, uint32_t begin, uint32_t end,
     return f;
   auto& cs = st.cache;
   for (auto k = begin; k < end && k < cs.ticket_of.size(); ++k) {
-    auto t = cs.ticket_of[k];
-    if (cs.unfilled.erase(t) == 0)
+    if (cs.filled[k])
       continue;
-    f.tickets.push_back(t);
+    cs.filled[k] = true;
+    f.tickets.push_back(cs.ticket_of[k]);
     f.vectors.push_back(st.result.embeddings[k]);
   }
   return f;
@@ -168,8 +168,12 @@ std::vector<uint32_t> caller_indices(const request_state& st,
 
 std::vector<uint64_t> finish_cache_phase(request_state& st, bool success) {
   auto& cs = st.cache;
-  std::vector<uint64_t> released(cs.unfilled.begin(), cs.unfilled.end());
-  cs.unfilled.clear();
+  std::vector<uint64_t> released;
+  for (std::size_t k = 0; k < cs.ticket_of.size(); ++k)
+    if (!cs.filled[k]) {
+      cs.filled[k] = true;
+      released.push_back(cs.ticket_of[k]);
+    }
   if (!success || cs.identity) {
     restore_caller_inputs(st);
     return released;

@@ -26,6 +26,8 @@ struct request_state;
 struct request_cache_state {
   /// The cache answered: the upstream phase runs on the compact inputs.
   bool active = false;
+  /// The cache actor died before it answered: the request went on uncached.
+  bool lost = false;
   /// True when compact index == caller index (every input a distinct miss):
   /// nothing was moved.
   bool identity = false;
@@ -36,8 +38,9 @@ struct request_cache_state {
   std::unordered_map<uint64_t, std::vector<uint32_t>> targets;
   /// Tickets another request owns (each counts 1 in `st.pending`).
   std::unordered_set<uint64_t> waiting;
-  /// Owned tickets not filled yet (released at the reply).
-  std::unordered_set<uint64_t> unfilled;
+  /// Compact index -> its vector went to the cache (the others are
+  /// released at the reply).
+  std::vector<bool> filled;
   /// Vectors of hits and filled waits, by caller index.
   std::vector<std::vector<float>> vectors;
   /// The caller's inputs and token estimates (moved aside while the

@@ -200,6 +200,7 @@ void update_request_env(service_ptr self) {
   auto env = std::make_shared<request_env>(*st.req_env);
   env->metrics = sink(self);
   env->cache = st.cache;
+  env->cache_reads_disk = st.cache_cfg.store != nullptr;
   st.req_env = std::move(env);
 }
 
