@@ -73,6 +73,12 @@ cli::arg_parser make_parser() {
       .flag("no-metrics",
             "run the runtime with metrics off (runtime_config::metrics; "
             "measures their overhead)")
+      .flag("cache",
+            "run the runtime with its embedding cache on (in memory; bench "
+            "texts are unique, so every input is a miss: measures the "
+            "cache's cost; docs/caching.md)")
+      .option("cache-max-bytes", "N",
+              "bound of that cache in bytes (default 268435456)")
       .option("deadline-ms", "N", "deadline of every request (default 30000)")
       .option("ca-file", "FILE", "extra CA certificates (PEM) for an https URL")
       .option("api-key-env", "VAR",
@@ -124,6 +130,8 @@ struct settings {
   bool pacing = true;
   bool adaptive = false;
   bool metrics = true;
+  bool cache = false;
+  std::size_t cache_max_bytes = std::size_t{256} << 20;
   milliseconds deadline{30000};
   std::size_t io_threads = 1;
   std::size_t text_bytes = 40;
@@ -181,6 +189,11 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   s.pacing = !p.has("no-pacing");
   s.adaptive = p.has("adaptive-concurrency");
   s.metrics = !p.has("no-metrics");
+  s.cache = p.has("cache");
+  if (auto v = p.value("cache-max-bytes")) {
+    if (!cli::parse_number(*v, s.cache_max_bytes) || s.cache_max_bytes < 65536)
+      return "--cache-max-bytes: '" + *v + "' is not an integer >= 65536";
+  }
   if (p.has("upstream") && s.upstream.empty())
     return "--upstream: empty URL";
   for (const auto& v : p.values("peer")) {
@@ -384,6 +397,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   rc.io_threads = s.io_threads;
   rc.seed = s.seed;
   rc.metrics = s.metrics;
+  rc.cache.enabled = s.cache;
+  rc.cache.max_bytes = s.cache_max_bytes;
 
   caf::actor_system_config cfg;
   register_types(cfg);
@@ -407,6 +422,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   rep.connections = s.connections;
   rep.batching = s.batching;
   rep.metrics = s.metrics;
+  rep.cache = s.cache;
   rep.model = s.model;
   rep.warmup = s.warmup;
   rep.text_bytes = s.text_bytes;

@@ -57,6 +57,7 @@ struct file_data {
   section global;
   section serve;
   section cluster;
+  section cache;
   std::vector<section> upstreams;
   std::vector<section> clients;
 };
@@ -84,6 +85,8 @@ const std::set<std::string> client_keys{"token_env", "token", "rpm", "tpm"};
 const std::set<std::string> cluster_keys{
     "caf_port",    "caf_bind",          "peers", "tls_certificate", "tls_key",
     "tls_ca_file", "status_interval_ms"};
+const std::set<std::string> cache_keys{"enabled", "max_bytes", "ttl_ms", "path",
+                                       "disk_max_bytes"};
 const std::set<std::string> upstream_keys{"base_url",
                                           "provider",
                                           "api_key_env",
@@ -176,6 +179,15 @@ std::string parse_file(std::string_view text, file_data& out) {
         current = &out.cluster;
         continue;
       }
+      if (inner == "cache") {
+        if (out.cache.line != 0)
+          return where(line_no) + "section [cache] repeated (first on line "
+              + std::to_string(out.cache.line) + ")";
+        out.cache.name = "cache";
+        out.cache.line = line_no;
+        current = &out.cache;
+        continue;
+      }
       if (inner.substr(0, 8) == "upstream"
           && (inner.size() == 8
               || std::isspace(static_cast<unsigned char>(inner[8])))) {
@@ -207,7 +219,8 @@ std::string parse_file(std::string_view text, file_data& out) {
         continue;
       }
       return where(line_no) + "unknown section [" + std::string{inner}
-      + "] (known: [serve], [cluster], [upstream NAME], [client NAME])";
+      + "] (known: [serve], [cluster], [cache], [upstream NAME], [client "
+        "NAME])";
     }
     auto eq = line.find('=');
     if (eq == std::string_view::npos)
@@ -220,11 +233,13 @@ std::string parse_file(std::string_view text, file_data& out) {
     const auto& known = current == &out.global ? global_keys
         : current == &out.serve                ? serve_keys
         : current == &out.cluster              ? cluster_keys
+        : current == &out.cache                ? cache_keys
         : in_client                            ? client_keys
                                                : upstream_keys;
     auto section_name = current == &out.global ? std::string{"global section"}
         : current == &out.serve                ? std::string{"[serve]"}
         : current == &out.cluster              ? std::string{"[cluster]"}
+        : current == &out.cache                ? std::string{"[cache]"}
         : in_client ? "[client " + current->name + "]"
                     : "[upstream " + current->name + "]";
     if (known.count(key) == 0)
@@ -371,6 +386,25 @@ void read_globals(resolver& r, const section* g, app_config& cfg) {
   r.millis(r.pick(nullptr, "EMBEDRT_HEALTH_CHECK_INTERVAL_MS",
                   {{g, "health_check_interval_ms"}}),
            cfg.health_check_interval, 0, max_ms);
+}
+
+/// The [cache] settings and their flags (docs/caching.md): off unless
+/// enabled, or a persistent path is given without `enabled = false`.
+void read_cache(resolver& r, const section* cs, cache_config& out) {
+  auto enabled = r.pick("cache", "EMBEDRT_CACHE", {{cs, "enabled"}});
+  if (auto c = r.pick("cache-path", "EMBEDRT_CACHE_PATH", {{cs, "path"}})) {
+    if (c->value.empty())
+      r.fail(c->where + ": empty path");
+    out.path = c->value;
+    out.enabled = true;
+  }
+  r.boolean(enabled, out.enabled);
+  r.integer(r.pick("cache-max-bytes", nullptr, {{cs, "max_bytes"}}),
+            out.max_bytes, std::size_t{1} << 16, std::size_t{1} << 44);
+  r.millis(r.pick("cache-ttl-ms", nullptr, {{cs, "ttl_ms"}}), out.ttl, 0,
+           int64_t{365} * max_ms);
+  r.integer(r.pick(nullptr, nullptr, {{cs, "disk_max_bytes"}}),
+            out.disk_max_bytes, std::size_t{1} << 20, std::size_t{1} << 44);
 }
 
 /// What URL upstreams use, and file upstreams unless they say otherwise.
@@ -634,7 +668,17 @@ void add_config_options(cli::arg_parser& p) {
       .option("max-queue", "N",
               "bound of each upstream's request queue; beyond it requests "
               "are rejected as overloaded (default 10000)")
-      .option("log-level", "LEVEL", "log level: debug, info, warn, error, off");
+      .option("log-level", "LEVEL", "log level: debug, info, warn, error, off")
+      .option("cache", "on|off",
+              "embedding cache with single-flight (default off; "
+              "docs/caching.md)")
+      .option("cache-max-bytes", "N",
+              "bound of the in-memory cache in bytes (default 268435456)")
+      .option("cache-ttl-ms", "N",
+              "serve cached vectors at most this old (default 0: no limit)")
+      .option("cache-path", "DIR",
+              "persistent cache store (LMDB) in DIR, shared across runs; "
+              "turns the cache on");
 }
 
 void add_cluster_options(cli::arg_parser& p, bool publish) {
@@ -691,6 +735,8 @@ config_result load_config(const cli::arg_parser& p, const environment& env,
     return failed(std::move(msg));
   read_cluster(r, p, file.cluster.line != 0 ? &file.cluster : nullptr,
                cfg.cluster);
+  read_cache(r, file.cache.line != 0 ? &file.cache : nullptr,
+             cfg.runtime.cache);
   if (!r.error.empty())
     return failed(r.error);
   upstream_builder upstreams{p, env, file, r, std::move(defaults), cfg};

@@ -91,6 +91,7 @@ write_basic_package_version_file(
 install(FILES ${PROJECT_BINARY_DIR}/embedrtConfig.cmake
               ${PROJECT_BINARY_DIR}/embedrtConfigVersion.cmake
               ${PROJECT_SOURCE_DIR}/cmake/FindCAF.cmake
+              ${PROJECT_SOURCE_DIR}/cmake/FindLMDB.cmake
         DESTINATION ${EMBEDRT_INSTALL_CMAKEDIR})
 
 install(FILES ${PROJECT_SOURCE_DIR}/LICENSE

@@ -14,7 +14,7 @@
 # (computed by dpkg-shlibdeps: libc6, libstdc++6, libssl3, libcaf-*0.17, ...)
 # and ca-certificates (HTTPS upstreams). Recommends: the development packages
 # find_package(embedrt) needs (CAF 0.17.6 exactly, as the archives were built
-# against it; Boost 1.81; OpenSSL), so that `apt install ./embedrt_*.deb` gives
+# against it; Boost 1.81; OpenSSL; LMDB), so that `apt install ./embedrt_*.deb` gives
 # a working CMake package and `--no-install-recommends` a lean server.
 set(EMBEDRT_PACKAGE_CONTACT
     "embedrt maintainers"
@@ -47,7 +47,7 @@ set(CPACK_DEBIAN_EMBEDRT_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_EMBEDRT_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_EMBEDRT_PACKAGE_DEPENDS ca-certificates)
 set(CPACK_DEBIAN_EMBEDRT_PACKAGE_RECOMMENDS
-    "libcaf-dev (>= 0.17.6), libcaf-dev (<< 0.17.7), libboost1.81-dev, libssl-dev"
+    "libcaf-dev (>= 0.17.6), libcaf-dev (<< 0.17.7), libboost1.81-dev, libssl-dev, liblmdb-dev"
 )
 set(CPACK_DEBIAN_EMBEDRT_DESCRIPTION
     "Actor-model concurrent embedding runtime and gateway

@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages embedrt needs, idempotently: each package is
 # checked with dpkg first and apt-get runs only when something is missing.
 #
-#   scripts/setup.sh build   # compiler, CMake, CAF, Boost, OpenSSL, RapidJSON
+#   scripts/setup.sh build   # compiler, CMake, CAF, Boost, OpenSSL, RapidJSON,
+#                            # LMDB (the persistent embedding cache)
 #   scripts/setup.sh test    # build + Catch2 and the tools the tests use,
 #                            # Node.js and the OpenAI Node SDK (npm ci in
 #                            # tests/app/sdk, pinned by its package-lock.json),
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 profile=${1:-build}
-build_pkgs=(g++ make cmake libcaf-dev libboost1.81-dev libssl-dev rapidjson-dev
+build_pkgs=(g++ make cmake libcaf-dev libboost1.81-dev libssl-dev rapidjson-dev liblmdb-dev
   ca-certificates curl)
 test_pkgs=(catch2 openssl python3 procps util-linux python3-prometheus-client
   openjdk-17-jre-headless)

@@ -180,6 +180,26 @@ struct upstream_config {
   breaker_config breaker;
 };
 
+/// The embedding cache of a service (docs/caching.md): vectors by (upstream
+/// model after `model_map`, dimensions, exact input bytes or token ids),
+/// single-flight for identical inputs in flight, optionally persisted.
+/// Off by default: with `enabled = false` no cache actor exists and a
+/// request takes the same path as without this feature.
+struct cache_config {
+  bool enabled = false;
+  /// Bound of the in-memory cache: keys, vectors and per-entry overhead.
+  std::size_t max_bytes = std::size_t{256} << 20;
+  /// Entries older than this are not served (memory and disk); 0 = no
+  /// limit.
+  milliseconds ttl{0};
+  /// Directory of the persistent store (LMDB), shared by processes and
+  /// kept across restarts; empty = memory only.
+  std::string path;
+  /// Largest size of the persistent store (LMDB map size); when full, new
+  /// entries are not persisted (counted as persistent errors).
+  std::size_t disk_max_bytes = std::size_t{4} << 30;
+};
+
 /// The whole runtime.
 struct runtime_config {
   std::vector<upstream_config> upstreams;
@@ -194,6 +214,8 @@ struct runtime_config {
   /// docs/operations.md). Off: actors send no metric events; `metrics`
   /// still answers with the pools' gauges and process figures.
   bool metrics = true;
+  /// The embedding cache (off by default).
+  cache_config cache;
 };
 
 } // namespace embedrt

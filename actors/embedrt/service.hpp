@@ -46,6 +46,9 @@ struct service_hooks {
   /// A request with an input equal to this marker makes its request actor
   /// throw (exercises the request actor's exception handler).
   std::string request_crash_marker;
+  /// A cache lookup with an input equal to this marker makes the cache
+  /// actor throw (exercises its supervision; docs/caching.md).
+  std::string cache_crash_marker;
   /// Called by the metrics actor with every request it records (in its
   /// context: must be quick and thread-safe); tests compare histograms with
   /// the exact samples.

@@ -93,6 +93,15 @@ class held_promises {
     held_.erase(i);
   }
 
+  /// Answers the promise `id` with `err` (nothing if already answered).
+  void fail(uint64_t id, caf::error err) {
+    auto i = held_.find(id);
+    if (i == held_.end())
+      return;
+    i->second.deliver(std::move(err));
+    held_.erase(i);
+  }
+
  private:
   std::string why_;
   std::map<uint64_t, caf::typed_response_promise<T>> held_;

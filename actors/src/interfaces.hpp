@@ -6,6 +6,7 @@
 // docs/architecture.md has the supervision tree and the life of a request.
 #pragma once
 
+#include "cache_messages.hpp"
 #include "embedrt/interfaces.hpp"
 #include "messages.hpp"
 
@@ -22,9 +23,36 @@ namespace embedrt::detail {
 using request_actor = caf::typed_actor<
     caf::replies_to<embed_atom, embed_request>::with<embed_result>>;
 
-/// + retry: self-sent backoff timer (chunk, epoch; stale epochs ignored).
-using request_impl
-    = request_actor::extend<caf::reacts_to<retry_atom, uint32_t, uint64_t>>;
+/// What the cache actor (and, when the cache actor died, the service) tells
+/// a request actor waiting for an input another request owns: filled
+/// (ticket, vector), owner (ticket: its owner gave it up, the waiter owns it
+/// now), lost (the cache actor is gone: every wait is owned now).
+using cache_waiter = caf::typed_actor<
+    caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
+    caf::reacts_to<cache_owner_atom, uint64_t>,
+    caf::reacts_to<cache_lost_atom>>;
+
+/// + retry: self-sent backoff timer (chunk, epoch; stale epochs ignored);
+/// + the cache waiter's messages and c_expire, the self-sent deadline of a
+/// request that waits for others' inputs only.
+using request_impl = request_actor::extend<
+    caf::reacts_to<retry_atom, uint32_t, uint64_t>,
+    caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
+    caf::reacts_to<cache_owner_atom, uint64_t>, caf::reacts_to<cache_lost_atom>,
+    caf::reacts_to<cache_expire_atom>>;
+
+// -- cache -------------------------------------------------------------------
+
+/// The embedding cache of one service (cache_actor.hpp, docs/caching.md):
+/// - lookup: hits, owned misses and waits for the inputs of one request;
+/// - fill: an owner's vectors (waiters are told);
+/// - release: tickets an owner gives up unfilled (a waiter takes over);
+/// - stats: its counters and gauges for the metrics snapshot.
+using cache_actor = caf::typed_actor<
+    caf::replies_to<cache_lookup_atom, cache_lookup>::with<cache_answer>,
+    caf::reacts_to<cache_fill_atom, cache_fill>,
+    caf::reacts_to<cache_release_atom, std::vector<uint64_t>>,
+    caf::replies_to<cache_stats_atom>::with<cache_metrics>>;
 
 // -- pool --------------------------------------------------------------------
 

@@ -22,11 +22,15 @@ namespace {
 
 using self_ptr = request_impl::stateful_pointer<request_state>;
 
+void release_cache_tickets(self_ptr self, std::vector<uint64_t> tickets);
+
 void finish(self_ptr self, caf::error err) {
   auto& st = self->state;
   if (st.finished)
     return;
   st.finished = true;
+  if (st.cache.active)
+    release_cache_tickets(self, finish_cache_phase(st, !err));
   report_request(self, st, st.upstream_request_id, err);
   if (err) {
     st.rp.deliver(std::move(err));
@@ -48,6 +52,7 @@ std::string deadline_note(self_ptr self) {
 }
 
 void send_attempt(self_ptr self, uint32_t idx);
+void fill_cache(self_ptr self, const request_chunk& c);
 
 /// A chunk is settled (done or rejected input): the last one replies.
 void chunk_settled(self_ptr self) {
@@ -96,6 +101,8 @@ void on_chunk_done(self_ptr self, uint32_t idx, call_result& r) {
     st.result.model = std::move(r.model);
   st.result.upstream = st.routes[c.route].name;
   c.done = true;
+  if (st.cache.active)
+    fill_cache(self, c);
   chunk_settled(self);
 }
 
@@ -122,7 +129,8 @@ void on_chunk_rejected(self_ptr self, uint32_t idx, const call_result& r) {
       send_attempt(self, upper_idx);
     return;
   }
-  st.rejected.push_back(rejected_input{c.begin, error_detail(r.error)});
+  for (auto i : caller_indices(st, c.begin))
+    st.rejected.push_back(rejected_input{i, error_detail(r.error)});
   c.done = true;
   chunk_settled(self);
 }
@@ -364,6 +372,120 @@ std::vector<std::size_t> input_bytes(const embed_request& req) {
   return bytes;
 }
 
+/// Splits the inputs to send upstream into chunks and sends them; `waits`
+/// inputs in flight elsewhere (cache) settle on their own.
+void start_upstream(self_ptr self, std::size_t waits,
+                    const provider_profile& limits) {
+  auto& st = self->state;
+  st.chunks = split_into_chunks(input_bytes(st.req), st.tokens, limits);
+  st.pending = st.chunks.size() + waits;
+  st.result.embeddings.resize(input_count(st.req));
+  if (st.pending == 0) {
+    finish(self, caf::error{}); // every input served by the cache
+    return;
+  }
+  for (uint32_t i = 0; i < st.chunks.size() && !st.finished; ++i)
+    send_attempt(self, i);
+}
+
+// -- the cache phase (request_cache.hpp; docs/caching.md) ---------------------
+
+void release_cache_tickets(self_ptr self, std::vector<uint64_t> tickets) {
+  if (!tickets.empty())
+    self->send(self->state.env->cache, cache_release_atom_v,
+               std::move(tickets));
+}
+
+void fill_cache(self_ptr self, const request_chunk& c) {
+  auto& st = self->state;
+  auto f = make_cache_fill(st, c.begin, c.end, st.routes[c.route].model);
+  if (!f.tickets.empty())
+    self->send(st.env->cache, cache_fill_atom_v, std::move(f));
+}
+
+/// Asks the cache about every input; without an answer (the cache actor is
+/// gone: an error, or `c_lost` from the service) the request goes on
+/// uncached. A memory-only cache answers at once, so the lookup takes no
+/// timeout (CAF 0.17 never cancels one: a clock entry per request until
+/// its deadline); with a persistent store it may wait for the disk and
+/// takes the deadline.
+void lookup_cache(self_ptr self) {
+  auto& st = self->state;
+  auto left = st.env->cache_reads_disk
+      ? caf::duration{st.deadline - self->clock().now()}
+      : caf::infinite;
+  self->request(st.env->cache, left, cache_lookup_atom_v, make_cache_lookup(st))
+      .then(
+          [self](cache_answer& a) {
+            auto& st = self->state;
+            if (st.finished || st.cache.lost)
+              return;
+            auto waits = apply_cache_answer(st, a);
+            if (waits > 0)
+              self->delayed_send(self, st.deadline - self->clock().now(),
+                                 cache_expire_atom_v);
+            start_upstream(self, waits, strictest_limits(st.routes));
+          },
+          [self](caf::error& err) {
+            if (self->state.finished || self->state.cache.lost)
+              return;
+            if (err == caf::sec::request_timeout) {
+              finish(
+                  self,
+                  make_error(errc::deadline_exceeded,
+                             deadline_note(self) + " waiting for the cache"));
+              return;
+            }
+            start_upstream(self, 0, strictest_limits(self->state.routes));
+          });
+}
+
+/// An input this request waited for was filled by its owner.
+void on_cache_filled(self_ptr self, uint64_t ticket, std::vector<float>& v) {
+  if (!self->state.finished && take_cache_fill(self->state, ticket, v))
+    chunk_settled(self);
+}
+
+/// The owner of an input this request waited for gave it up: this request
+/// sends it upstream now (the wait becomes a chunk of its own).
+void on_cache_owner(self_ptr self, uint64_t ticket) {
+  auto& st = self->state;
+  if (st.finished)
+    return;
+  auto k = take_cache_ownership(st, ticket);
+  if (!k)
+    return;
+  request_chunk c;
+  c.begin = *k;
+  c.end = *k + 1;
+  st.chunks.push_back(c);
+  send_attempt(self, static_cast<uint32_t>(st.chunks.size() - 1));
+}
+
+/// The cache actor died: nobody will fill the waits; send them ourselves
+/// (and a lookup it never answered is given up: the request goes on
+/// uncached).
+void on_cache_lost(self_ptr self) {
+  auto& st = self->state;
+  if (!st.finished && !st.cache.active && st.chunks.empty()) {
+    st.cache.lost = true;
+    start_upstream(self, 0, strictest_limits(st.routes));
+    return;
+  }
+  auto waiting = st.cache.waiting;
+  for (auto t : waiting)
+    on_cache_owner(self, t);
+}
+
+/// The deadline of a request waiting for others' inputs.
+void on_cache_expire(self_ptr self) {
+  if (!self->state.finished && !self->state.cache.waiting.empty())
+    finish(self,
+           make_error(errc::deadline_exceeded,
+                      deadline_note(self)
+                          + " waiting for an identical input in flight"));
+}
+
 caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
   auto& st = self->state;
   st.rp = self->make_response_promise<embed_result>();
@@ -396,11 +518,11 @@ caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
     for (auto& in : st.req.inputs)
       if (in == st.env->crash_marker)
         throw std::runtime_error("chaos: request crash marker received");
-  st.chunks = split_into_chunks(input_bytes(st.req), st.tokens, limits);
-  st.pending = st.chunks.size();
-  st.result.embeddings.resize(input_count(st.req));
-  for (uint32_t i = 0; i < st.chunks.size() && !st.finished; ++i)
-    send_attempt(self, i);
+  if (st.env->cache) {
+    lookup_cache(self);
+    return rp;
+  }
+  start_upstream(self, 0, limits);
   return rp;
 }
 
@@ -488,6 +610,18 @@ request_actor_fn(request_impl::stateful_pointer<request_state> self,
       },
       [self](retry_atom, uint32_t idx, uint64_t epoch) {
         on_retry(self, idx, epoch);
+      },
+      [self](cache_filled_atom, uint64_t ticket, std::vector<float>& v) {
+        on_cache_filled(self, ticket, v);
+      },
+      [self](cache_owner_atom, uint64_t ticket) {
+        on_cache_owner(self, ticket);
+      },
+      [self](cache_lost_atom) {
+        on_cache_lost(self);
+      },
+      [self](cache_expire_atom) {
+        on_cache_expire(self);
       },
   };
 }

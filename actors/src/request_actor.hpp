@@ -20,6 +20,11 @@
 //       |                                               deadline_exceeded
 //       \--the service stopped (down_msg) or an exception --> reply cancelled
 //
+// With the service's cache on, a lookup comes first (request_cache.hpp):
+// hits are kept, only the inputs this request owns go through the chunks
+// above, inputs in flight elsewhere are waited for, and the reply merges
+// all of them back in the caller's order.
+//
 // Exactly one reply: `finish` delivers once and quits; late answers from
 // pools go to a terminated actor and are dropped.
 #pragma once
@@ -29,6 +34,7 @@
 #include "embedrt/protocol/provider.hpp"
 #include "interfaces.hpp"
 #include "metrics_actor.hpp"
+#include "request_cache.hpp"
 
 #include <caf/actor_clock.hpp>
 #include <caf/stateful_actor.hpp>
@@ -55,6 +61,10 @@ struct request_env {
   milliseconds default_timeout{30000};
   /// Where the reply is recorded (null: metrics off).
   metrics_actor metrics;
+  /// The service's embedding cache (null: cache off; docs/caching.md).
+  cache_actor cache;
+  /// The cache has a persistent store: a lookup may wait for the disk.
+  bool cache_reads_disk = false;
   /// Chaos hook, off when empty: a request with an input equal to this makes
   /// the request actor throw.
   std::string crash_marker;
@@ -98,6 +108,8 @@ struct request_state {
   std::string upstream_request_id;
   backoff_policy backoff{milliseconds{50}, milliseconds{2000}, 1};
   bool finished = false;
+  /// The cache phase (request_cache.hpp); inactive with the cache off.
+  request_cache_state cache;
 };
 
 /// Splits `inputs` into chunks that each fit one upstream request of

@@ -1,3 +1,4 @@
+#include "cache_actor.hpp"
 #include "connection_actor.hpp"
 #include "distributed_detail.hpp"
 #include "embedrt/io_runtime.hpp"
@@ -51,6 +52,14 @@ struct upstream_entry {
   int64_t outstanding = 0;
 };
 
+/// The embedding cache: its settings and the opened persistent store (both
+/// kept to spawn the cache actor again after it died).
+struct cache_setup {
+  cache_config cfg;
+  std::shared_ptr<persistent_store> store;
+  std::string crash_marker;
+};
+
 /// How to spawn the metrics actor again after it died.
 struct metrics_setup {
   bool enabled = true;
@@ -76,6 +85,10 @@ struct service_state {
   /// service ends first).
   held_promises<health_report> held_health{"the service stopped"};
   held_promises<node_status> held_status{"the service stopped"};
+  held_promises<metrics_snapshot> held_metrics{"the service stopped"};
+  /// The embedding cache actor (null: cache off). Monitored.
+  cache_actor cache;
+  cache_setup cache_cfg;
   /// The live children (pools, metrics actor), shared with the exit functor
   /// that stops them with the service. Dead handles are replaced, not kept.
   std::shared_ptr<std::vector<caf::actor>> children
@@ -186,6 +199,8 @@ void update_request_env(service_ptr self) {
   auto& st = self->state;
   auto env = std::make_shared<request_env>(*st.req_env);
   env->metrics = sink(self);
+  env->cache = st.cache;
+  env->cache_reads_disk = st.cache_cfg.store != nullptr;
   st.req_env = std::move(env);
 }
 
@@ -208,6 +223,68 @@ void on_metrics_down(service_ptr self, const caf::down_msg& dm) {
       self->send(up.pool, sink_atom_v, sink(self));
 }
 
+std::vector<pool_actor> live_pools(service_ptr self) {
+  std::vector<pool_actor> pools;
+  for (auto& up : self->state.upstreams)
+    pools.push_back(up.pool);
+  return pools;
+}
+
+// -- the embedding cache (docs/caching.md)
+// -------------------------------------
+
+void spawn_cache(service_ptr self) {
+  auto& st = self->state;
+  st.cache
+      = spawn_cache_actor(self->system(), st.cache_cfg.cfg, st.cache_cfg.store);
+  self->monitor(st.cache);
+  replace_child(self, caf::actor_addr{}, caf::actor_cast<caf::actor>(st.cache));
+}
+
+/// The cache actor died (a bug): a fresh, empty one serves new requests at
+/// once; requests waiting for inputs in flight are told to send them
+/// themselves, so a lost cache never loses a reply.
+void on_cache_down(service_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  log(log_level::error, "cache_actor_down",
+      {{"reason", caf::to_string(dm.reason)}});
+  replace_child(self, dm.source, nullptr);
+  spawn_cache(self);
+  update_request_env(self);
+  for (auto& w : *st.requests)
+    if (auto r = w.lock())
+      caf::anon_send(caf::actor_cast<cache_waiter>(r), cache_lost_atom_v);
+}
+
+/// The metrics snapshot with the cache's counters added.
+caf::result<metrics_snapshot> on_metrics_with_cache(service_ptr self) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<metrics_snapshot>();
+  auto id = st.held_metrics.hold(rp);
+  auto collect = [self, id](cache_metrics cm) {
+    auto& st = self->state;
+    self->request(st.metrics, std::chrono::seconds{30}, metrics_atom_v,
+                  live_pools(self), st.accepted)
+        .then(
+            [self, id, cm](metrics_snapshot& snap) {
+              snap.cache = cm;
+              self->state.held_metrics.deliver(id, std::move(snap));
+            },
+            [self, id](caf::error& err) {
+              self->state.held_metrics.fail(id, std::move(err));
+            });
+  };
+  self->request(st.cache, std::chrono::seconds{5}, cache_stats_atom_v)
+      .then(
+          [collect](cache_metrics& cm) {
+            collect(cm);
+          },
+          [collect](caf::error&) {
+            collect(cache_metrics{});
+          });
+  return rp;
+}
+
 void on_down(service_ptr self, caf::down_msg& dm) {
   auto& st = self->state;
   if (auto i = st.routed.find(dm.source.id()); i != st.routed.end()) {
@@ -218,6 +295,10 @@ void on_down(service_ptr self, caf::down_msg& dm) {
   }
   if (st.metrics && st.metrics.address() == dm.source) {
     on_metrics_down(self, dm);
+    return;
+  }
+  if (st.cache && st.cache.address() == dm.source) {
+    on_cache_down(self, dm);
     return;
   }
   for (std::size_t i = 0; i < st.upstreams.size(); ++i)
@@ -306,13 +387,6 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
                         std::move(req));
 }
 
-std::vector<pool_actor> live_pools(service_ptr self) {
-  std::vector<pool_actor> pools;
-  for (auto& up : self->state.upstreams)
-    pools.push_back(up.pool);
-  return pools;
-}
-
 /// Asks every pool for its health; `done(upstreams, ready)` gets one entry
 /// per upstream in configuration order (a pool that does not answer, or a
 /// slot whose pool is restarting, is named so).
@@ -397,7 +471,7 @@ service_impl::behavior_type
 service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
            std::shared_ptr<const request_env> req_env,
            std::vector<std::shared_ptr<const pool_env>> envs, uint64_t seed,
-           metrics_setup mcfg) {
+           metrics_setup mcfg, cache_setup ccfg) {
   auto& st = self->state;
   st.io = std::move(io);
   st.req_env = std::move(req_env);
@@ -409,6 +483,9 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
                             st.metrics_cfg.names, st.metrics_cfg.on_record);
   self->monitor(st.metrics);
   st.children->push_back(caf::actor_cast<caf::actor>(st.metrics));
+  st.cache_cfg = std::move(ccfg);
+  if (st.cache_cfg.cfg.enabled)
+    spawn_cache(self);
   update_request_env(self);
   for (auto& env : envs) {
     upstream_entry up;
@@ -436,8 +513,10 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
       [self](embed_atom, embed_request& req) {
         return on_embed(self, req);
       },
-      [self](metrics_atom) -> caf::delegated<metrics_snapshot> {
+      [self](metrics_atom) -> caf::result<metrics_snapshot> {
         auto& st = self->state;
+        if (st.cache)
+          return on_metrics_with_cache(self);
         return self->delegate(st.metrics, metrics_atom_v, live_pools(self),
                               st.accepted);
       },
@@ -579,9 +658,19 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
   renv->default_timeout = cfg.default_timeout;
   renv->crash_marker = hooks.request_crash_marker;
   auto seed = cfg.seed != 0 ? cfg.seed : std::random_device{}();
+  cache_setup ccfg{cfg.cache, nullptr, hooks.cache_crash_marker};
+  if (ccfg.cfg.enabled && ccfg.cfg.max_bytes == 0)
+    return make_error(errc::invalid_input, "cache.max_bytes must be > 0");
+  if (ccfg.cfg.enabled && !ccfg.cfg.path.empty()) {
+    std::string err;
+    ccfg.store = detail::persistent_store::open(ccfg.cfg.path,
+                                                ccfg.cfg.disk_max_bytes, err);
+    if (!ccfg.store)
+      return make_error(errc::invalid_input, err);
+  }
   return caf::actor_cast<service_actor>(
       sys.spawn(service_fn, std::move(io), std::move(renv), std::move(envs),
-                seed, std::move(mcfg)));
+                seed, std::move(mcfg), std::move(ccfg)));
 }
 
 } // namespace embedrt

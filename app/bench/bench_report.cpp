@@ -151,6 +151,8 @@ std::string to_json(const bench_report& r) {
   w.Bool(r.batching);
   key(w, "metrics");
   w.Bool(r.metrics);
+  key(w, "cache");
+  w.Bool(r.cache);
   key(w, "model");
   w.String(r.model.data(), static_cast<rapidjson::SizeType>(r.model.size()));
   key(w, "warmup");

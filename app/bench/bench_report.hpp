@@ -60,6 +60,8 @@ struct bench_report {
   bool batching = true;
   /// Runtime metrics on (`--no-metrics` turns them off).
   bool metrics = true;
+  /// The runtime's embedding cache on (`--cache`).
+  bool cache = false;
   std::string model;
   uint64_t warmup = 0;
   std::size_t text_bytes = 0;

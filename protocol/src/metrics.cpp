@@ -449,6 +449,46 @@ void render_process(writer& w, const process_metrics& p) {
   w.sample("embedrt_process_threads", {}, p.threads);
 }
 
+// -- the embedding cache
+// -------------------------------------------------------
+
+void render_cache(writer& w, const cache_metrics& c) {
+  if (!c.enabled)
+    return;
+  auto counter = [&w](const char* name, const char* help, int64_t v) {
+    w.family(name, "counter", help);
+    w.sample(name, {}, v);
+  };
+  auto gauge = [&w](const char* name, const char* help, int64_t v) {
+    w.family(name, "gauge", help);
+    w.sample(name, {}, v);
+  };
+  counter("embedrt_cache_hits_total",
+          "Inputs answered from the embedding cache.", c.hits);
+  counter("embedrt_cache_persistent_hits_total",
+          "Cache hits found in the persistent store.", c.persistent_hits);
+  counter("embedrt_cache_misses_total",
+          "Inputs not in the cache that went upstream.", c.misses);
+  counter("embedrt_cache_coalesced_total",
+          "Inputs that waited for an identical input in flight.", c.coalesced);
+  counter("embedrt_cache_evictions_total",
+          "Cache entries evicted to keep the byte bound.", c.evictions);
+  counter("embedrt_cache_expirations_total",
+          "Cache entries dropped after their time to live.", c.expirations);
+  gauge("embedrt_cache_entries", "Entries in the embedding cache.", c.entries);
+  gauge("embedrt_cache_bytes",
+        "Bytes held by the embedding cache (keys, vectors, overhead).",
+        c.bytes);
+  gauge("embedrt_cache_max_bytes", "Byte bound of the embedding cache.",
+        c.max_bytes);
+  counter("embedrt_cache_persistent_writes_total",
+          "Entries written to the persistent cache store.",
+          c.persistent_writes);
+  counter("embedrt_cache_persistent_errors_total",
+          "Failed operations of the persistent cache store.",
+          c.persistent_errors);
+}
+
 } // namespace
 
 std::string render_prometheus(const metrics_snapshot& snap) {
@@ -463,6 +503,7 @@ std::string render_prometheus(const metrics_snapshot& snap) {
   render_breakers(w, snap);
   render_upstream_calls(w, snap);
   render_process(w, snap.process);
+  render_cache(w, snap.cache);
   return out;
 }
 

@@ -67,6 +67,13 @@ void append_tail(std::string& out, const embeddings_response& resp) {
   append_int(out, resp.usage.prompt_tokens);
   out.append(",\"total_tokens\":");
   append_int(out, resp.usage.total_tokens);
+  if (resp.usage.cached_tokens > 0) {
+    // As OpenAI reports cached prompt tokens elsewhere: the inputs served
+    // from embedrt's cache (docs/caching.md, "Usage").
+    out.append(",\"prompt_tokens_details\":{\"cached_tokens\":");
+    append_int(out, resp.usage.cached_tokens);
+    out.push_back('}');
+  }
   out.append("}}");
 }
 

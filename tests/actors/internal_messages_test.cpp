@@ -2,6 +2,7 @@
 // that covers every field: a round trip with every field set to a distinct
 // non-default value, and the struct's members counted against the fields
 // inspect() passes (tests/support/inspect_check.hpp).
+#include "cache_messages.hpp"
 #include "embedrt/service.hpp"
 #include "messages.hpp"
 #include "support/inspect_check.hpp"
@@ -112,5 +113,17 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
                                                   6000000000,
                                                   true},
                                      ts.sys.get());
+  }
+  SECTION("cache_lookup") {
+    check_inspect_covers_every_field(
+        cache_lookup{"model-c", 64, {"a", "b"}, {{1, 2}, {3}}}, ts.sys.get());
+  }
+  SECTION("cache_answer") {
+    check_inspect_covers_every_field(
+        cache_answer{{0, 1, 2}, {0, 7, 9}, {{1.5f}, {}, {}}, 4}, ts.sys.get());
+  }
+  SECTION("cache_fill") {
+    check_inspect_covers_every_field(
+        cache_fill{{7, 9}, {{0.25f, 0.5f}, {1.0f}}}, ts.sys.get());
   }
 }

@@ -551,3 +551,40 @@ TEST_CASE("config: routing weight and health check keys") {
   CHECK_THAT(load_error("[upstream a]\nbase_url = http://h/v1\nweight = 0\n"),
              Catch::Contains(":3: weight: '0' is not an integer in [1"));
 }
+
+TEST_CASE("config: the [cache] section and its flags") {
+  auto r = load({});
+  REQUIRE(r);
+  CHECK_FALSE(r->runtime.cache.enabled);
+  CHECK(r->runtime.cache.max_bytes == std::size_t{256} << 20);
+  CHECK(r->runtime.cache.path.empty());
+  temp_file f{"[cache]\nenabled = true\nmax_bytes = 1048576\nttl_ms = 60000\n"
+              "path = /tmp/store\ndisk_max_bytes = 2097152\n"};
+  r = load({"--config", f.path()});
+  REQUIRE(r);
+  CHECK(r->runtime.cache.enabled);
+  CHECK(r->runtime.cache.max_bytes == 1048576);
+  CHECK(r->runtime.cache.ttl == std::chrono::milliseconds{60000});
+  CHECK(r->runtime.cache.path == "/tmp/store");
+  CHECK(r->runtime.cache.disk_max_bytes == 2097152);
+  // Flags beat the file; off turns off a cache whose path is set.
+  r = load(
+      {"--config", f.path(), "--cache", "off", "--cache-max-bytes", "2097152"});
+  REQUIRE(r);
+  CHECK_FALSE(r->runtime.cache.enabled);
+  CHECK(r->runtime.cache.max_bytes == 2097152);
+  // A path alone turns the cache on.
+  r = load({"--cache-path", "/tmp/other"});
+  REQUIRE(r);
+  CHECK(r->runtime.cache.enabled);
+  CHECK(r->runtime.cache.path == "/tmp/other");
+  r = load({}, {{"EMBEDRT_CACHE", "on"}});
+  REQUIRE(r);
+  CHECK(r->runtime.cache.enabled);
+  CHECK_THAT(load_error("[cache]\nenabled = maybe\n"),
+             Catch::Contains(":2: enabled: 'maybe' is not a boolean"));
+  CHECK_THAT(load_error("[cache]\nsize = 1\n"),
+             Catch::Contains("unknown key 'size' in [cache]"));
+  CHECK_THAT(load_error("[cache]\n[cache]\n"),
+             Catch::Contains("section [cache] repeated"));
+}

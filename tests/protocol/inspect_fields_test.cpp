@@ -75,7 +75,7 @@ TEST_CASE("inspect covers every field of the public messages",
         "model-x", {"a", "b"}, {{17, 4}}, 256, "user-7", 1500ms, "req-9"});
   }
   SECTION("token_usage") {
-    check_inspect_covers_every_field(token_usage{11, 23});
+    check_inspect_covers_every_field(token_usage{11, 23, 5});
   }
   SECTION("embed_result") {
     check_inspect_covers_every_field(embed_result{
@@ -125,7 +125,12 @@ TEST_CASE("inspect covers every field of the metrics messages",
         {request_counter{"up-a", "m", "ok", "none", 1, 2, 3}},
         {request_latency{"up-a", "m", "ok", histogram_of({5})}},
         {sample_upstream_metrics()},
-        process_metrics{2.5, 1, 2, 3, 4.0}});
+        process_metrics{2.5, 1, 2, 3, 4.0},
+        cache_metrics{true, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}});
+  }
+  SECTION("cache_metrics") {
+    check_inspect_covers_every_field(
+        cache_metrics{true, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31});
   }
   SECTION("request_record") {
     check_inspect_covers_every_field(

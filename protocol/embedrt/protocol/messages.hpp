@@ -51,14 +51,20 @@ typename Inspector::result_type inspect(Inspector& f, embed_request& x) {
 
 /// Token accounting as reported by the upstream.
 struct token_usage {
+  /// Tokens sent upstream (as the upstreams counted them).
   int64_t prompt_tokens = 0;
   int64_t total_tokens = 0;
+  /// Tokens of the inputs served from the embedding cache, or by another
+  /// caller's identical input in flight, instead of going upstream (the
+  /// request actor's estimate; exact for token arrays): not in
+  /// `prompt_tokens` (docs/caching.md, "Usage").
+  int64_t cached_tokens = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_usage& x) {
   return f(caf::meta::type_name("embedrt.token_usage"), x.prompt_tokens,
-           x.total_tokens);
+           x.total_tokens, x.cached_tokens);
 }
 
 /// The successful answer to an `embed_request`: exactly one vector per input,

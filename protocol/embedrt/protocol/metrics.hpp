@@ -173,6 +173,40 @@ typename Inspector::result_type inspect(Inspector& f, process_metrics& x) {
            x.start_time_seconds);
 }
 
+/// The embedding cache of a service (docs/caching.md). Counts are of inputs.
+struct cache_metrics {
+  /// False when the service runs without a cache: nothing is rendered.
+  bool enabled = false;
+  /// Inputs answered from the cache (memory or the persistent store).
+  int64_t hits = 0;
+  /// Inputs of those hits found in the persistent store.
+  int64_t persistent_hits = 0;
+  /// Inputs that went upstream (the asker owned them).
+  int64_t misses = 0;
+  /// Inputs that waited for an identical input already in flight
+  /// (single-flight) instead of going upstream.
+  int64_t coalesced = 0;
+  /// Entries evicted to keep the bound, and expired ones dropped.
+  int64_t evictions = 0;
+  int64_t expirations = 0;
+  /// Entries and bytes held now (bytes count keys, floats and per-entry
+  /// overhead), and the bound.
+  int64_t entries = 0;
+  int64_t bytes = 0;
+  int64_t max_bytes = 0;
+  /// Entries written to the persistent store, and failed store operations.
+  int64_t persistent_writes = 0;
+  int64_t persistent_errors = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_metrics& x) {
+  return f(caf::meta::type_name("embedrt.cache_metrics"), x.enabled, x.hits,
+           x.persistent_hits, x.misses, x.coalesced, x.evictions, x.expirations,
+           x.entries, x.bytes, x.max_bytes, x.persistent_writes,
+           x.persistent_errors);
+}
+
 /// The answer to a `metrics` request on the service.
 struct metrics_snapshot {
   /// False when the runtime runs with metrics off
@@ -185,6 +219,7 @@ struct metrics_snapshot {
   std::vector<request_latency> latencies;
   std::vector<upstream_metrics> upstreams;
   process_metrics process;
+  cache_metrics cache;
 
   /// All end-to-end latencies (every upstream, model and outcome), merged.
   log_histogram all_request_latencies() const;
@@ -194,7 +229,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, metrics_snapshot& x) {
   return f(caf::meta::type_name("embedrt.metrics_snapshot"), x.enabled,
            x.requests_in_flight, x.requests, x.latencies, x.upstreams,
-           x.process);
+           x.process, x.cache);
 }
 
 /// Renders `snap` in the Prometheus text exposition format 0.0.4 (`# HELP`,

@@ -1,0 +1,388 @@
+#include "cache_actor.hpp"
+
+#include "embedrt/log.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/sec.hpp>
+#include <caf/send.hpp>
+#include <caf/spawn_options.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/system_messages.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace embedrt::detail {
+
+namespace {
+
+using clock_type = embedding_cache::clock;
+using vectors = std::vector<std::vector<float>>;
+
+/// Time a disk operation may take before the cache gives up on it (the
+/// lookup is then answered without the store).
+constexpr auto disk_timeout = std::chrono::seconds{30};
+/// Filled vectors waiting for the disk writer at most; more are not
+/// persisted (counted as persistent errors).
+constexpr std::size_t max_write_backlog = 4096;
+
+// -- the disk actor -----------------------------------------------------------
+
+/// The persistent store's own actor (detached: blocking LMDB calls on its
+/// own thread): get answers one vector per key (empty: absent), put one
+/// transaction per batch (answers the entries written).
+using disk_actor = caf::typed_actor<
+    caf::replies_to<disk_get_atom, std::vector<std::string>>::with<vectors>,
+    caf::replies_to<disk_put_atom, std::vector<std::string>,
+                    vectors>::with<int64_t>>;
+
+struct disk_state {
+  static inline const char* name = "embedrt.cache_disk";
+  std::shared_ptr<persistent_store> store;
+  milliseconds ttl{0};
+};
+
+disk_actor::behavior_type disk_fn(disk_actor::stateful_pointer<disk_state> self,
+                                  std::shared_ptr<persistent_store> store,
+                                  milliseconds ttl) {
+  self->state.store = std::move(store);
+  self->state.ttl = ttl;
+  return {
+      [self](disk_get_atom,
+             const std::vector<std::string>& keys) -> caf::result<vectors> {
+        vectors out;
+        std::string err;
+        if (!self->state.store->get(keys, self->state.ttl, out, err))
+          return caf::make_error(caf::sec::runtime_error, std::move(err));
+        return out;
+      },
+      [self](disk_put_atom, const std::vector<std::string>& keys,
+             const vectors& vecs) -> caf::result<int64_t> {
+        std::string err;
+        if (!self->state.store->put(keys, vecs, err))
+          return caf::make_error(caf::sec::runtime_error, std::move(err));
+        return static_cast<int64_t>(keys.size());
+      },
+  };
+}
+
+// -- the cache actor ----------------------------------------------------------
+
+/// An input in flight: its owner sends it upstream; waiters are told the
+/// vector (or that they own it now).
+struct pending_entry {
+  uint64_t ticket = 0;
+  caf::strong_actor_ptr owner;
+  std::vector<caf::strong_actor_ptr> waiters;
+};
+
+using pending_map = std::unordered_map<std::string, pending_entry>;
+
+struct cache_state {
+  static inline const char* name = "embedrt.cache";
+
+  cache_config cfg;
+  std::string crash_marker;
+  std::unique_ptr<embedding_cache> mem;
+  pending_map pending;
+  /// Ticket -> its pending entry (node pointers stay valid on rehash).
+  std::unordered_map<uint64_t, pending_map::value_type*> tickets;
+  uint64_t next_ticket = 0;
+  /// Owners monitored (someone waits for them), by actor id.
+  std::unordered_set<caf::actor_id> monitored;
+  cache_metrics counters;
+  std::shared_ptr<persistent_store> store;
+  disk_actor disk;
+  std::vector<std::string> write_keys;
+  vectors write_vecs;
+  bool writing = false;
+};
+
+using cache_ptr = cache_actor::stateful_pointer<cache_state>;
+
+void disk_failed(cache_ptr self, const char* what, const caf::error& err) {
+  ++self->state.counters.persistent_errors;
+  log(log_level::warn, "cache_store_error",
+      {{"operation", what}, {"reason", caf::to_string(err)}});
+}
+
+/// Sends the buffered fills to the disk actor: one write in flight, the
+/// next batch is whatever accumulated meanwhile.
+void flush_writes(cache_ptr self) {
+  auto& st = self->state;
+  if (!st.disk || st.writing || st.write_keys.empty())
+    return;
+  st.writing = true;
+  self->request(st.disk, disk_timeout, disk_put_atom_v,
+                std::move(st.write_keys), std::move(st.write_vecs))
+      .then(
+          [self](int64_t written) {
+            self->state.counters.persistent_writes += written;
+            self->state.writing = false;
+            flush_writes(self);
+          },
+          [self](caf::error& err) {
+            disk_failed(self, "write", err);
+            self->state.writing = false;
+            flush_writes(self);
+          });
+  st.write_keys.clear();
+  st.write_vecs.clear();
+}
+
+void queue_write(cache_ptr self, const std::string& key,
+                 const std::vector<float>& vec) {
+  auto& st = self->state;
+  if (!st.disk)
+    return;
+  if (st.write_keys.size() >= max_write_backlog) {
+    ++st.counters.persistent_errors;
+    return;
+  }
+  st.write_keys.push_back(key);
+  st.write_vecs.push_back(vec);
+}
+
+void erase_ticket(cache_state& st, uint64_t ticket) {
+  auto i = st.tickets.find(ticket);
+  if (i == st.tickets.end())
+    return;
+  auto p = st.pending.find(i->second->first);
+  st.tickets.erase(i);
+  st.pending.erase(p);
+}
+
+/// A ticket's vector arrived (from its owner or the store): waiters get it,
+/// the cache keeps it (the pending entry's key moves into the cache).
+void complete(cache_ptr self, uint64_t ticket, std::vector<float> vec,
+              bool persist) {
+  auto& st = self->state;
+  auto i = st.tickets.find(ticket);
+  if (i == st.tickets.end())
+    return;
+  auto node = st.pending.extract(st.pending.find(i->second->first));
+  st.tickets.erase(i);
+  for (auto& w : node.mapped().waiters)
+    self->send(caf::actor_cast<cache_waiter>(w), cache_filled_atom_v, ticket,
+               vec);
+  if (persist)
+    queue_write(self, node.key(), vec);
+  st.mem->put(std::move(node.key()), std::move(vec), clock_type::now());
+}
+
+/// The owner gave the ticket up (or died): the first waiter owns it now.
+void release(cache_ptr self, uint64_t ticket) {
+  auto& st = self->state;
+  auto i = st.tickets.find(ticket);
+  if (i == st.tickets.end())
+    return;
+  auto& entry = i->second->second;
+  if (entry.waiters.empty()) {
+    erase_ticket(st, ticket);
+    return;
+  }
+  entry.owner = std::move(entry.waiters.front());
+  entry.waiters.erase(entry.waiters.begin());
+  self->send(caf::actor_cast<cache_waiter>(entry.owner), cache_owner_atom_v,
+             ticket);
+  if (!entry.waiters.empty() && st.monitored.insert(entry.owner->id()).second)
+    self->monitor(caf::actor_cast<caf::actor>(entry.owner));
+}
+
+void add_waiter(cache_ptr self, pending_entry& e,
+                const caf::strong_actor_ptr& who) {
+  auto& st = self->state;
+  for (auto& w : e.waiters)
+    if (w == who)
+      return;
+  e.waiters.push_back(who);
+  // Watched from now on: if it ends without fill or release, its down
+  // message releases its tickets (an owner already gone: at once).
+  if (e.owner && st.monitored.insert(e.owner->id()).second)
+    self->monitor(caf::actor_cast<caf::actor>(e.owner));
+}
+
+/// The store's answer to a lookup's memory misses: hits become hits of the
+/// answer (and of anyone who started waiting meanwhile).
+void on_disk_found(cache_ptr self, cache_answer& a,
+                   const std::vector<uint32_t>& idx, vectors& found) {
+  auto& st = self->state;
+  std::unordered_map<uint64_t, std::size_t> by_ticket;
+  for (std::size_t k = 0; k < idx.size() && k < found.size(); ++k)
+    if (!found[k].empty())
+      by_ticket.emplace(a.tickets[idx[k]], k);
+  if (by_ticket.empty())
+    return;
+  for (std::size_t i = 0; i < a.slots.size(); ++i) {
+    if (a.slots[i] != static_cast<uint8_t>(cache_slot::owned))
+      continue;
+    auto f = by_ticket.find(a.tickets[i]);
+    if (f == by_ticket.end())
+      continue;
+    a.slots[i] = static_cast<uint8_t>(cache_slot::hit);
+    a.vectors[i] = found[f->second];
+    a.tickets[i] = 0;
+  }
+  for (auto& [ticket, k] : by_ticket) {
+    ++a.persistent_hits;
+    ++st.counters.persistent_hits;
+    ++st.counters.hits;
+    --st.counters.misses;
+    complete(self, ticket, std::move(found[k]), false);
+  }
+}
+
+caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
+  auto& st = self->state;
+  auto sender = self->current_sender();
+  auto now = clock_type::now();
+  bool tokens = q.inputs.empty();
+  auto n = tokens ? q.token_inputs.size() : q.inputs.size();
+  if (!st.crash_marker.empty())
+    for (auto& in : q.inputs)
+      if (in == st.crash_marker)
+        throw std::runtime_error("chaos: cache crash marker received");
+  auto a = std::make_shared<cache_answer>();
+  a->slots.assign(n, static_cast<uint8_t>(cache_slot::owned));
+  a->tickets.assign(n, 0);
+  a->vectors.resize(n);
+  std::vector<uint32_t> disk_idx;
+  std::vector<std::string> disk_keys;
+  for (uint32_t i = 0; i < n; ++i) {
+    auto key = tokens ? cache_key(q.model, q.dimensions, q.token_inputs[i])
+                      : cache_key(q.model, q.dimensions, q.inputs[i]);
+    if (auto v = st.mem->get(key, now)) {
+      a->slots[i] = static_cast<uint8_t>(cache_slot::hit);
+      a->vectors[i] = *v;
+      ++st.counters.hits;
+      continue;
+    }
+    if (auto p = st.pending.find(key); p != st.pending.end()) {
+      auto& e = p->second;
+      a->tickets[i] = e.ticket;
+      ++st.counters.coalesced;
+      if (e.owner == sender)
+        continue; // a duplicate inside the asker's own request
+      a->slots[i] = static_cast<uint8_t>(cache_slot::waiting);
+      add_waiter(self, e, sender);
+      continue;
+    }
+    auto t = ++st.next_ticket;
+    auto ins = st.pending.emplace(std::move(key), pending_entry{t, sender, {}});
+    st.tickets.emplace(t, &*ins.first);
+    a->tickets[i] = t;
+    ++st.counters.misses;
+    if (st.disk) {
+      disk_idx.push_back(i);
+      disk_keys.push_back(ins.first->first);
+    }
+  }
+  if (disk_idx.empty())
+    return std::move(*a);
+  auto rp = self->make_response_promise<cache_answer>();
+  self->request(st.disk, disk_timeout, disk_get_atom_v, disk_keys)
+      .then(
+          [self, rp, a, disk_idx](vectors& found) mutable {
+            on_disk_found(self, *a, disk_idx, found);
+            rp.deliver(std::move(*a));
+          },
+          [self, rp, a](caf::error& err) mutable {
+            disk_failed(self, "read", err);
+            rp.deliver(std::move(*a));
+          });
+  return rp;
+}
+
+void on_fill(cache_ptr self, cache_fill& f) {
+  for (std::size_t i = 0; i < f.tickets.size() && i < f.vectors.size(); ++i)
+    complete(self, f.tickets[i], std::move(f.vectors[i]), true);
+  flush_writes(self);
+}
+
+void on_down(cache_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  if (st.disk && st.disk.address() == dm.source) {
+    log(log_level::error, "cache_store_down",
+        {{"reason", caf::to_string(dm.reason)}});
+    st.disk = nullptr;
+    st.write_keys.clear();
+    st.write_vecs.clear();
+    return;
+  }
+  st.monitored.erase(dm.source.id());
+  std::vector<uint64_t> orphans;
+  for (auto& [key, e] : st.pending)
+    if (e.owner && e.owner->id() == dm.source.id())
+      orphans.push_back(e.ticket);
+  for (auto t : orphans)
+    release(self, t);
+}
+
+cache_metrics stats(const cache_state& st) {
+  auto m = st.counters;
+  m.enabled = true;
+  m.entries = static_cast<int64_t>(st.mem->entries());
+  m.bytes = static_cast<int64_t>(st.mem->bytes());
+  m.max_bytes = static_cast<int64_t>(st.mem->max_bytes());
+  m.evictions = st.mem->counters().evictions;
+  m.expirations = st.mem->counters().expirations;
+  return m;
+}
+
+cache_actor::behavior_type cache_fn(cache_ptr self, cache_config cfg,
+                                    std::shared_ptr<persistent_store> store,
+                                    std::string crash_marker) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.crash_marker = std::move(crash_marker);
+  st.mem = std::make_unique<embedding_cache>(st.cfg.max_bytes, st.cfg.ttl);
+  st.store = std::move(store);
+  if (st.store)
+    st.disk = self->spawn<caf::detached + caf::monitored>(disk_fn, st.store,
+                                                          st.cfg.ttl);
+  // The disk actor ends with the cache actor, after the writes sent to it
+  // (its exit message queues behind them).
+  if (st.disk)
+    self->attach_functor([disk = caf::actor_cast<caf::actor>(st.disk)] {
+      caf::anon_send_exit(disk, caf::exit_reason::user_shutdown);
+    });
+  // Stopped (by the service): the fills not written yet go to the disk
+  // actor first, so a run that ends keeps everything it embedded. (Fills
+  // sent before the stop are in the mailbox before the exit message.)
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    if (st.disk && !st.write_keys.empty())
+      caf::anon_send(st.disk, disk_put_atom_v, std::move(st.write_keys),
+                     std::move(st.write_vecs));
+    self->quit(msg.reason);
+  });
+  self->set_down_handler([self](caf::down_msg& dm) {
+    on_down(self, dm);
+  });
+  return {
+      [self](cache_lookup_atom, cache_lookup& q) {
+        return on_lookup(self, q);
+      },
+      [self](cache_fill_atom, cache_fill& f) {
+        on_fill(self, f);
+      },
+      [self](cache_release_atom, const std::vector<uint64_t>& tickets) {
+        for (auto t : tickets)
+          release(self, t);
+      },
+      [self](cache_stats_atom) {
+        return stats(self->state);
+      },
+  };
+}
+
+} // namespace
+
+cache_actor spawn_cache_actor(caf::actor_system& sys, const cache_config& cfg,
+                              std::shared_ptr<persistent_store> store,
+                              std::string crash_marker) {
+  return sys.spawn(cache_fn, cfg, std::move(store), std::move(crash_marker));
+}
+
+} // namespace embedrt::detail

@@ -1,0 +1,83 @@
+// Messages between request actors and the cache actor of their service
+// (cache_actor.hpp; docs/caching.md has the message flow). Internal: they
+// never leave the node and take no type ID.
+#pragma once
+
+#include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/type_id.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_lookup_atom, "c_lookup")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_fill_atom, "c_fill")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_release_atom, "c_release")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_stats_atom, "c_stats")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_filled_atom, "c_filled")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_owner_atom, "c_owner")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_lost_atom, "c_lost")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_expire_atom, "c_expire")
+CAF_ADD_ATOM(embedrt, embedrt::detail, disk_get_atom, "d_get")
+CAF_ADD_ATOM(embedrt, embedrt::detail, disk_put_atom, "d_put")
+
+namespace embedrt::detail {
+
+/// A request actor asks about all its inputs at once (texts or token
+/// arrays, exactly one of the two non-empty) under the upstream model and
+/// dimensions of its first route.
+struct cache_lookup {
+  std::string model;
+  int32_t dimensions = 0;
+  std::vector<std::string> inputs;
+  std::vector<std::vector<int32_t>> token_inputs;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_lookup& x) {
+  return f(caf::meta::type_name("embedrt.cache_lookup"), x.model, x.dimensions,
+           x.inputs, x.token_inputs);
+}
+
+/// What became of one looked-up input.
+enum class cache_slot : uint8_t {
+  /// The vector is in the answer.
+  hit = 0,
+  /// The asker sends it upstream and fills the ticket (single-flight
+  /// owner). Duplicates inside one lookup share one owned ticket.
+  owned = 1,
+  /// Another request owns the ticket: the asker is told `(c_filled, ticket,
+  /// vector)` when it is filled, or `(c_owner, ticket)` when its owner gave
+  /// it up and the asker owns it now.
+  waiting = 2,
+};
+
+/// The answer to a lookup, one entry per input in input order.
+struct cache_answer {
+  std::vector<uint8_t> slots;
+  /// The ticket of an owned or waiting input (0 for a hit).
+  std::vector<uint64_t> tickets;
+  /// The vector of a hit (empty for the others).
+  std::vector<std::vector<float>> vectors;
+  /// Hits that came from the persistent store.
+  int64_t persistent_hits = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_answer& x) {
+  return f(caf::meta::type_name("embedrt.cache_answer"), x.slots, x.tickets,
+           x.vectors, x.persistent_hits);
+}
+
+/// An owner's vectors for the tickets it owned.
+struct cache_fill {
+  std::vector<uint64_t> tickets;
+  std::vector<std::vector<float>> vectors;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_fill& x) {
+  return f(caf::meta::type_name("embedrt.cache_fill"), x.tickets, x.vectors);
+}
+
+} // namespace embedrt::detail

@@ -1,0 +1,90 @@
+// The cache phase of a request actor (docs/caching.md): before any upstream
+// call the request asks its service's cache actor about all its inputs;
+// hits are kept, the inputs it owns (one per distinct input) become the
+// request's upstream inputs — the existing chunking, retries, failover and
+// bisection then run on those alone — and inputs another request owns are
+// waited for. At the reply everything is merged back in the caller's order.
+//
+// Index spaces: "caller" indices are the caller's inputs; "compact" indices
+// are the inputs sent upstream (`st.req.inputs` / `token_inputs` and
+// `st.tokens` during the upstream phase), each owning one ticket.
+#pragma once
+
+#include "cache_messages.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace embedrt::detail {
+
+struct request_state;
+
+struct request_cache_state {
+  /// The cache answered: the upstream phase runs on the compact inputs.
+  bool active = false;
+  /// The cache actor died before it answered: the request went on uncached.
+  bool lost = false;
+  /// True when compact index == caller index (every input a distinct miss):
+  /// nothing was moved.
+  bool identity = false;
+  /// Compact index -> its ticket.
+  std::vector<uint64_t> ticket_of;
+  /// Ticket -> the caller indices that get its vector (an owned ticket's
+  /// first is the compact input's origin).
+  std::unordered_map<uint64_t, std::vector<uint32_t>> targets;
+  /// Tickets another request owns (each counts 1 in `st.pending`).
+  std::unordered_set<uint64_t> waiting;
+  /// Compact index -> its vector went to the cache (the others are
+  /// released at the reply).
+  std::vector<bool> filled;
+  /// Vectors of hits and filled waits, by caller index.
+  std::vector<std::vector<float>> vectors;
+  /// The caller's inputs and token estimates (moved aside while the
+  /// upstream phase runs on the compact ones).
+  std::vector<std::string> caller_texts;
+  std::vector<std::vector<int32_t>> caller_ids;
+  std::vector<int64_t> caller_tokens;
+  /// Estimated tokens served without going upstream.
+  int64_t cached_tokens = 0;
+  /// Notifications that arrived before the lookup's answer.
+  std::unordered_map<uint64_t, std::vector<float>> early_fills;
+  std::vector<uint64_t> early_owned;
+};
+
+/// The lookup of all the request's inputs under its first route's model.
+cache_lookup make_cache_lookup(const request_state& st);
+
+/// Applies the cache's answer: hits stored, the owned inputs (one per
+/// ticket) become `st.req`'s inputs and `st.tokens`. Returns the number of
+/// tickets waited for. Notifications that came early are applied.
+std::size_t apply_cache_answer(request_state& st, cache_answer& a);
+
+/// The compact inputs [begin, end) got their vectors (in
+/// `st.result.embeddings`): the fill for the cache (copies; empty when the
+/// chunk was served under another upstream model than the lookup's).
+cache_fill make_cache_fill(request_state& st, uint32_t begin, uint32_t end,
+                           const std::string& served_model);
+
+/// A waited-for ticket was filled: true if it was waited for (the wait is
+/// settled).
+bool take_cache_fill(request_state& st, uint64_t ticket,
+                     std::vector<float>& vec);
+
+/// The request owns a waited-for ticket now: its input is appended to the
+/// compact inputs; returns its compact index (nullopt: not waited for).
+std::optional<uint32_t> take_cache_ownership(request_state& st,
+                                             uint64_t ticket);
+
+/// The caller indices a compact index stands for (rejected inputs).
+std::vector<uint32_t> caller_indices(const request_state& st, uint32_t compact);
+
+/// At the reply: the owned tickets never filled (to release), and — on
+/// success — every vector put back in the caller's order, the caller's
+/// inputs restored, `usage.cached_tokens` set.
+std::vector<uint64_t> finish_cache_phase(request_state& st, bool success);
+
+} // namespace embedrt::detail

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Cost of the embedding cache when every input is a miss: `embedrt bench`
+# (unique texts) with --cache and without, interleaved (on, off, on, off, ...)
+# against one zero-latency `embedrt mock` in another process, so that both
+# sides see the same machine state (docs/benchmarks.md, "Embedding cache:
+# misses only"). Prints every JSON line and a summary: median req/s, p50/p99
+# and CPU per 1,000 requests of each side, and on/off - 1.
+#
+#   scripts/bench/cache.sh [BUILD_DIR] [ROUNDS] [REQUESTS] [INPUTS]
+#
+# Defaults: build, 5 rounds, 20000 requests of 8 texts; 64 callers,
+# 8 connections, 8 dims.
+set -euo pipefail
+
+build=${1:-build}
+rounds=${2:-5}
+requests=${3:-20000}
+inputs=${4:-8}
+bin="$build/app/embedrt"
+[ -x "$bin" ] || { echo "no $bin (build target embedrt_cli)" >&2; exit 2; }
+
+out=$(mktemp -d)
+trap 'kill "$mock_pid" 2>/dev/null || true; rm -rf "$out"' EXIT
+"$bin" mock --listen 127.0.0.1:0 >"$out/mock.out" 2>"$out/mock.err" &
+mock_pid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$out/mock.out" 2>/dev/null && break
+  sleep 0.05
+done
+url=$(sed -n 's/^listening on //p' "$out/mock.out")
+[ -n "$url" ] || { echo "mock did not start" >&2; exit 1; }
+
+args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
+  --inputs "$inputs" --dims 8 --warmup 2000 --log-level error)
+echo "# embedrt bench ${args[*]} [--cache], $rounds rounds interleaved"
+for r in $(seq "$rounds"); do
+  timeout 300 "$bin" bench "${args[@]}" --cache | tee -a "$out/on.jsonl"
+  timeout 300 "$bin" bench "${args[@]}" | tee -a "$out/off.jsonl"
+done
+
+/usr/bin/python3 - "$out/on.jsonl" "$out/off.jsonl" <<'PY'
+import json, statistics, sys
+def load(p):
+    return [json.loads(l) for l in open(p) if l.strip()]
+on, off = load(sys.argv[1]), load(sys.argv[2])
+assert all(r["cache"] for r in on) and not any(r["cache"] for r in off)
+def med(rows, k):
+    return statistics.median(r[k] for r in rows)
+for name, rows in (("cache on ", on), ("cache off", off)):
+    print("%s: req/s median %.0f (runs: %s), p50 %.3f ms, p99 %.3f ms, cpu_ms_per_1k %.1f, errors %d"
+          % (name, med(rows, "req_per_s"), " ".join("%.0f" % r["req_per_s"] for r in rows),
+             med(rows, "p50_ms"), med(rows, "p99_ms"), med(rows, "cpu_ms_per_1k"),
+             sum(sum(r["errors"].values()) for r in rows)))
+print("cost (median req/s on / off - 1): %.1f %%" % ((med(on, "req_per_s") / med(off, "req_per_s") - 1) * 100))
+pairs = [a["req_per_s"] / b["req_per_s"] - 1 for a, b in zip(on, off)]
+print("cost per round (on_i / off_i - 1): median %.1f %% (rounds: %s)"
+      % (statistics.median(pairs) * 100, " ".join("%.1f" % (x * 100) for x in pairs)))
+print("cpu per 1k requests (on / off - 1): %.1f %%" % ((med(on, "cpu_ms_per_1k") / med(off, "cpu_ms_per_1k") - 1) * 100))
+PY

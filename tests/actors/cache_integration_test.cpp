@@ -1,0 +1,364 @@
+// The embedding cache in the runtime over real sockets, against the built-in
+// upstream in-process (which counts the inputs it was sent): single-flight
+// across and inside requests, partial hits merged in order under a
+// randomised concurrent load, the byte bound, a failed owner, a crashed
+// cache actor, the persistent store across services, and the cache off.
+#include "embedrt/client.hpp"
+#include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/hash_embedder.hpp"
+#include "embedrt/service.hpp"
+#include "integration_fixture.hpp"
+
+#include <algorithm>
+#include <caf/send.hpp>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <future>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace embedrt;
+using namespace std::chrono_literals;
+
+namespace {
+
+using test::start_mock;
+using test::system_fixture;
+
+constexpr int32_t dims = 16;
+
+runtime_config cache_config_for(const std::string& url, bool cache = true,
+                                std::size_t max_bytes = 64 << 20) {
+  runtime_config rc;
+  upstream_config up;
+  up.name = "mock";
+  up.base_url = url;
+  up.connections = 8;
+  up.attempt_timeout = 5000ms;
+  rc.upstreams.push_back(up);
+  rc.default_timeout = 20000ms;
+  rc.seed = 11;
+  rc.cache.enabled = cache;
+  rc.cache.max_bytes = max_bytes;
+  return rc;
+}
+
+embed_request make_request(std::vector<std::string> inputs,
+                           caf::timespan timeout = caf::timespan{0}) {
+  embed_request req;
+  req.model = "test-model";
+  req.inputs = std::move(inputs);
+  req.dimensions = dims;
+  req.timeout = timeout;
+  return req;
+}
+
+/// Every vector is the built-in upstream's for the text at its index.
+void check_vectors(const embed_request& req, const embed_result& res) {
+  REQUIRE(res.embeddings.size() == req.inputs.size());
+  for (std::size_t i = 0; i < req.inputs.size(); ++i) {
+    INFO("input " << i << " of " << req.inputs.size() << ": '" << req.inputs[i]
+                  << "'");
+    REQUIRE(res.embeddings[i] == hash_embed(req.inputs[i], dims));
+  }
+}
+
+std::vector<caf::expected<embed_result>>
+embed_all(client& c, const std::vector<embed_request>& reqs) {
+  std::vector<std::future<caf::expected<embed_result>>> futs;
+  for (auto& r : reqs)
+    futs.push_back(c.embed(r));
+  std::vector<caf::expected<embed_result>> out;
+  for (auto& f : futs)
+    out.push_back(f.get());
+  return out;
+}
+
+std::string text_of(std::size_t k) {
+  return "text " + std::to_string(k);
+}
+
+struct temp_dir {
+  std::string path;
+  temp_dir() {
+    char tmpl[] = "/tmp/embedrt-cache-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~temp_dir() {
+    std::string cmd = "rm -rf '" + path + "'";
+    [[maybe_unused]] auto rc = std::system(cmd.c_str());
+  }
+};
+
+} // namespace
+
+TEST_CASE("cache: 50 % repeated texts send exactly the distinct texts "
+          "upstream",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock();
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  // 1,000 texts, 500 distinct, each twice, shuffled, in requests of 10.
+  std::vector<std::string> texts;
+  for (std::size_t k = 0; k < 500; ++k) {
+    texts.push_back(text_of(k));
+    texts.push_back(text_of(k));
+  }
+  std::mt19937_64 rng{5};
+  std::shuffle(texts.begin(), texts.end(), rng);
+  std::vector<embed_request> reqs;
+  for (std::size_t i = 0; i < texts.size(); i += 10)
+    reqs.push_back(make_request({texts.begin() + i, texts.begin() + i + 10}));
+  auto results = embed_all(c, reqs);
+  int64_t cached = 0;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    REQUIRE(results[i]);
+    check_vectors(reqs[i], *results[i]);
+    cached += results[i]->usage.cached_tokens;
+  }
+  CHECK(srv->stats().inputs == 500);
+  CHECK(cached > 0);
+  auto snap = c.metrics();
+  REQUIRE(snap);
+  CHECK(snap->cache.enabled);
+  CHECK(snap->cache.misses == 500);
+  CHECK(snap->cache.hits + snap->cache.coalesced == 500);
+  CHECK(snap->cache.entries == 500);
+}
+
+TEST_CASE("cache: concurrent identical requests send one upstream input",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock(test::slow_upstream(200));
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  std::vector<embed_request> reqs(50, make_request({"the same text"}));
+  // And one caller asking for it three times in one request.
+  reqs.push_back(
+      make_request({"the same text", "the same text", "the same text"}));
+  for (auto& r : embed_all(c, reqs)) {
+    REQUIRE(r);
+    for (auto& v : r->embeddings)
+      CHECK(v == hash_embed("the same text", dims));
+  }
+  CHECK(srv->stats().inputs == 1);
+  CHECK(srv->stats().embedding_requests == 1);
+  auto snap = c.metrics();
+  REQUIRE(snap);
+  CHECK(snap->cache.misses == 1);
+  CHECK(snap->cache.coalesced == 52);
+}
+
+TEST_CASE("cache: partial hits merge in input order under a randomised "
+          "concurrent load",
+          "[cache]") {
+  // Seeded: many callers at once, overlapping input sets drawn from a
+  // skewed pool, duplicates inside requests, an upstream with varying
+  // latency so that owners, waiters and hits interleave; a small cache
+  // in one run so evictions happen between lookups too.
+  for (std::size_t max_bytes : {std::size_t{64} << 20, std::size_t{64} << 10}) {
+    INFO("cache bound " << max_bytes);
+    system_fixture f;
+    mock::mock_options opts;
+    opts.latency.kind = mock::latency_model::shape::lognormal;
+    opts.latency.median_ms = 3;
+    opts.latency.p99_ms = 30;
+    auto srv = start_mock(opts);
+    auto svc = spawn_service(
+        *f.sys, cache_config_for(srv->base_url(), true, max_bytes));
+    REQUIRE(svc);
+    client c{*f.sys, *svc};
+    std::mt19937_64 rng{20261204};
+    std::set<std::string> distinct;
+    for (int round = 0; round < 6; ++round) {
+      std::vector<embed_request> reqs;
+      for (int caller = 0; caller < 64; ++caller) {
+        auto n = 1 + rng() % 40;
+        std::vector<std::string> inputs;
+        for (std::size_t i = 0; i < n; ++i) {
+          // Half from a hot set of 20, half from 600; some repeated within
+          // the request.
+          auto k = rng() % 2 == 0 ? rng() % 20 : rng() % 600;
+          inputs.push_back(text_of(k));
+          if (rng() % 8 == 0)
+            inputs.push_back(text_of(k));
+        }
+        distinct.insert(inputs.begin(), inputs.end());
+        reqs.push_back(make_request(std::move(inputs)));
+      }
+      auto results = embed_all(c, reqs);
+      for (std::size_t i = 0; i < reqs.size(); ++i) {
+        INFO("round " << round << ", caller " << i);
+        REQUIRE(results[i]);
+        check_vectors(reqs[i], *results[i]);
+      }
+    }
+    auto snap = c.metrics();
+    REQUIRE(snap);
+    CHECK(snap->cache.bytes <= snap->cache.max_bytes);
+    if (max_bytes >= (std::size_t{1} << 20)) {
+      // Nothing evicted: each distinct text went upstream exactly once.
+      CHECK(srv->stats().inputs == distinct.size());
+      CHECK(snap->cache.evictions == 0);
+    } else {
+      CHECK(snap->cache.evictions > 0);
+      CHECK(srv->stats().inputs >= distinct.size());
+    }
+  }
+}
+
+TEST_CASE("cache: the byte bound holds under a 10x oversubscribed key "
+          "space",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock();
+  const std::size_t bound = 256 << 10;
+  auto svc
+      = spawn_service(*f.sys, cache_config_for(srv->base_url(), true, bound));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  // An entry is about 16 x 4 bytes of floats + the key + 160 bytes of
+  // overhead: ~240 bytes, so 1,100 fill the bound; send 11,000.
+  for (int batch = 0; batch < 110; ++batch) {
+    std::vector<embed_request> reqs;
+    for (int r = 0; r < 10; ++r) {
+      std::vector<std::string> inputs;
+      for (int i = 0; i < 10; ++i)
+        inputs.push_back(text_of(batch * 100 + r * 10 + i));
+      reqs.push_back(make_request(std::move(inputs)));
+    }
+    for (auto& res : embed_all(c, reqs))
+      REQUIRE(res);
+    auto snap = c.metrics();
+    REQUIRE(snap);
+    REQUIRE(snap->cache.bytes <= static_cast<int64_t>(bound));
+  }
+  auto snap = c.metrics();
+  REQUIRE(snap);
+  CHECK(snap->cache.evictions > 9000);
+  CHECK(snap->cache.bytes > static_cast<int64_t>(bound) / 2);
+  CHECK(srv->stats().inputs == 11000);
+}
+
+TEST_CASE("cache: an owner that fails does not leave its waiters hanging",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock(test::slow_upstream(300));
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  // The first caller owns the text but gives up at its deadline (100 ms);
+  // the second waits for it and then sends it itself.
+  auto owner = c.embed(make_request({"shared"}, 100ms));
+  std::this_thread::sleep_for(20ms); // the owner's lookup comes first
+  auto waiter = c.embed(make_request({"shared", "own"}, 5s));
+  auto o = owner.get();
+  REQUIRE_FALSE(o);
+  CHECK(error_code(o.error()) == errc::deadline_exceeded);
+  auto w = waiter.get();
+  REQUIRE(w);
+  CHECK(w->embeddings[0] == hash_embed("shared", dims));
+  CHECK(w->embeddings[1] == hash_embed("own", dims));
+  // The owner's attempt, then the waiter's own: no wait for its deadline.
+  CHECK(srv->stats().inputs == 3);
+}
+
+TEST_CASE("cache: a crashed cache actor loses no reply and is restarted",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock(test::slow_upstream(200));
+  service_hooks hooks;
+  hooks.cache_crash_marker = "__crash_cache__";
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()), hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  auto owner = c.embed(make_request({"in flight"}));
+  std::this_thread::sleep_for(20ms);
+  auto waiter = c.embed(make_request({"in flight", "other"}));
+  std::this_thread::sleep_for(20ms);
+  auto crasher = c.embed(make_request({"__crash_cache__"}));
+  for (auto* fut : {&owner, &waiter, &crasher}) {
+    auto r = fut->get();
+    REQUIRE(r);
+  }
+  // A fresh cache serves the next requests.
+  auto first = c.embed(make_request({"after"})).get();
+  REQUIRE(first);
+  auto before = srv->stats().inputs;
+  auto again = c.embed(make_request({"after"})).get();
+  REQUIRE(again);
+  CHECK(again->embeddings[0] == hash_embed("after", dims));
+  CHECK(srv->stats().inputs == before);
+}
+
+TEST_CASE("cache: the persistent store serves a new service on the same "
+          "path",
+          "[cache]") {
+  temp_dir dir;
+  auto srv = start_mock();
+  std::vector<std::string> texts;
+  for (std::size_t k = 0; k < 300; ++k)
+    texts.push_back(text_of(k));
+  auto run = [&](const std::vector<std::string>& inputs) {
+    system_fixture f;
+    auto rc = cache_config_for(srv->base_url());
+    rc.cache.path = dir.path;
+    auto svc = spawn_service(*f.sys, rc);
+    REQUIRE(svc);
+    client c{*f.sys, *svc};
+    std::vector<embed_request> reqs;
+    for (std::size_t i = 0; i < inputs.size(); i += 30)
+      reqs.push_back(
+          make_request({inputs.begin() + i, inputs.begin() + i + 30}));
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      auto r = c.embed(reqs[i]).get();
+      REQUIRE(r);
+      check_vectors(reqs[i], *r);
+    }
+    auto snap = c.metrics();
+    REQUIRE(snap);
+    caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+    return snap->cache;
+  };
+  auto first = run(texts);
+  CHECK(first.misses == 300);
+  CHECK(srv->stats().inputs == 300);
+  // Every fill was written before the service's end (the disk actor ends
+  // after the writes queued to it): all 300 come from the store.
+  srv->reset_stats();
+  auto second = run(texts);
+  CHECK(second.persistent_hits == 300);
+  CHECK(srv->stats().inputs == 0);
+  // 10 % changed: only those go upstream.
+  srv->reset_stats();
+  for (std::size_t k = 0; k < 30; ++k)
+    texts[k * 10] = "changed " + std::to_string(k);
+  auto third = run(texts);
+  CHECK(third.persistent_hits == 270);
+  CHECK(srv->stats().inputs == 30);
+}
+
+TEST_CASE("cache off: every input goes upstream, no cache metrics", "[cache]") {
+  system_fixture f;
+  auto srv = start_mock();
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url(), false));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  std::vector<embed_request> reqs(4, make_request({"a", "b", "a"}));
+  for (auto& r : embed_all(c, reqs)) {
+    REQUIRE(r);
+    CHECK(r->usage.cached_tokens == 0);
+  }
+  CHECK(srv->stats().inputs == 12);
+  auto snap = c.metrics();
+  REQUIRE(snap);
+  CHECK_FALSE(snap->cache.enabled);
+}
