@@ -256,15 +256,21 @@ void on_cache_down(service_ptr self, const caf::down_msg& dm) {
       caf::anon_send(caf::actor_cast<cache_waiter>(r), cache_lost_atom_v);
 }
 
-/// The metrics snapshot with the cache's counters added.
+/// The metrics snapshot with the cache's counters added. Both requests go
+/// to children that always answer (the cache at once; the metrics actor
+/// answers what it holds when it ends), and a child gone before it read the
+/// request bounces it as an error: no timeout. A CAF 0.17 request timeout is
+/// never cancelled and holds the service alive until it fires, so a host
+/// that dropped its last handle after a metrics call waited that long for
+/// its actor system to shut down.
 caf::result<metrics_snapshot> on_metrics_with_cache(service_ptr self) {
   auto& st = self->state;
   auto rp = self->make_response_promise<metrics_snapshot>();
   auto id = st.held_metrics.hold(rp);
   auto collect = [self, id](cache_metrics cm) {
     auto& st = self->state;
-    self->request(st.metrics, std::chrono::seconds{30}, metrics_atom_v,
-                  live_pools(self), st.accepted)
+    self->request(st.metrics, caf::infinite, metrics_atom_v, live_pools(self),
+                  st.accepted)
         .then(
             [self, id, cm](metrics_snapshot& snap) {
               snap.cache = cm;
@@ -274,7 +280,7 @@ caf::result<metrics_snapshot> on_metrics_with_cache(service_ptr self) {
               self->state.held_metrics.fail(id, std::move(err));
             });
   };
-  self->request(st.cache, std::chrono::seconds{5}, cache_stats_atom_v)
+  self->request(st.cache, caf::infinite, cache_stats_atom_v)
       .then(
           [collect](cache_metrics& cm) {
             collect(cm);

@@ -362,3 +362,23 @@ TEST_CASE("cache off: every input goes upstream, no cache metrics", "[cache]") {
   REQUIRE(snap);
   CHECK_FALSE(snap->cache.enabled);
 }
+
+TEST_CASE("cache: a host that drops its service after a metrics call shuts "
+          "down at once",
+          "[cache]") {
+  // The service's metrics call to its children once carried a 30 s CAF
+  // timeout, which kept the service alive (and the actor system's
+  // destructor waiting) for 30 s after the host let go of it.
+  auto sys = std::make_unique<system_fixture>();
+  auto srv = start_mock();
+  {
+    auto svc = spawn_service(*sys->sys, cache_config_for(srv->base_url()));
+    REQUIRE(svc);
+    client c{*sys->sys, *svc};
+    REQUIRE(c.embed(make_request({"a", "b"})).get());
+    REQUIRE(c.metrics());
+  }
+  auto start = std::chrono::steady_clock::now();
+  sys.reset();
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+}
