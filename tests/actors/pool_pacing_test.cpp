@@ -7,6 +7,7 @@
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "pool_actor.hpp"
+#include "virtual_time.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -22,29 +23,9 @@ using namespace embedrt;
 using namespace embedrt::detail;
 using namespace std::chrono_literals;
 
+using embedrt::testing::virtual_time;
+
 namespace {
-
-/// The few lines of CAF's test_coordinator_fixture that matter, for Catch2.
-struct virtual_time {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::scheduler::test_coordinator* sched = nullptr;
-
-  virtual_time() {
-    register_types(cfg);
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    cfg.set("logger.file-verbosity", caf::atom("quiet"));
-    sys = std::make_unique<caf::actor_system>(cfg);
-    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
-    sched->clock().current_time += std::chrono::hours(1);
-  }
-
-  ~virtual_time() {
-    sched->run();
-    while (sched->trigger_timeout())
-      sched->run();
-  }
-};
 
 /// The upstream behind the scripted connections: holds every call until the
 /// test answers it, and says what it was sent.
