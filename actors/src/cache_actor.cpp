@@ -2,6 +2,7 @@
 
 #include "embedrt/log.hpp"
 
+#include <algorithm>
 #include <caf/actor_cast.hpp>
 #include <caf/sec.hpp>
 #include <caf/send.hpp>
@@ -70,14 +71,25 @@ disk_actor::behavior_type disk_fn(disk_actor::stateful_pointer<disk_state> self,
 // -- the cache actor ----------------------------------------------------------
 
 /// An input in flight: its owner sends it upstream; waiters are told the
-/// vector (or that they own it now).
+/// vector (or that they own it now). Its key moves into the cache when it
+/// is filled.
 struct pending_entry {
-  uint64_t ticket = 0;
+  std::string key;
+  uint64_t hash = 0;
   caf::strong_actor_ptr owner;
   std::vector<caf::strong_actor_ptr> waiters;
+
+  cache_key_ref ref() const {
+    return {key, hash};
+  }
 };
 
-using pending_map = std::unordered_map<std::string, pending_entry>;
+/// Inputs in flight by ticket (nodes stay put on rehash, so `by_key` may
+/// point into them).
+using pending_map = std::unordered_map<uint64_t, pending_entry>;
+/// Ticket of an input in flight by its key (the entry's own bytes).
+using pending_index
+    = std::unordered_map<cache_key_ref, uint64_t, cache_key_ref_hash>;
 
 struct cache_state {
   static inline const char* name = "embedrt.cache";
@@ -86,8 +98,7 @@ struct cache_state {
   std::string crash_marker;
   std::unique_ptr<embedding_cache> mem;
   pending_map pending;
-  /// Ticket -> its pending entry (node pointers stay valid on rehash).
-  std::unordered_map<uint64_t, pending_map::value_type*> tickets;
+  pending_index by_key;
   uint64_t next_ticket = 0;
   /// Owners monitored (someone waits for them), by actor id.
   std::unordered_set<caf::actor_id> monitored;
@@ -145,12 +156,11 @@ void queue_write(cache_ptr self, const std::string& key,
 }
 
 void erase_ticket(cache_state& st, uint64_t ticket) {
-  auto i = st.tickets.find(ticket);
-  if (i == st.tickets.end())
+  auto i = st.pending.find(ticket);
+  if (i == st.pending.end())
     return;
-  auto p = st.pending.find(i->second->first);
-  st.tickets.erase(i);
-  st.pending.erase(p);
+  st.by_key.erase(i->second.ref());
+  st.pending.erase(i);
 }
 
 /// A ticket's vector arrived (from its owner or the store): waiters get it,
@@ -158,26 +168,27 @@ void erase_ticket(cache_state& st, uint64_t ticket) {
 void complete(cache_ptr self, uint64_t ticket, std::vector<float> vec,
               bool persist) {
   auto& st = self->state;
-  auto i = st.tickets.find(ticket);
-  if (i == st.tickets.end())
+  auto i = st.pending.find(ticket);
+  if (i == st.pending.end())
     return;
-  auto node = st.pending.extract(st.pending.find(i->second->first));
-  st.tickets.erase(i);
-  for (auto& w : node.mapped().waiters)
+  st.by_key.erase(i->second.ref());
+  auto node = st.pending.extract(i);
+  auto& e = node.mapped();
+  for (auto& w : e.waiters)
     self->send(caf::actor_cast<cache_waiter>(w), cache_filled_atom_v, ticket,
                vec);
   if (persist)
-    queue_write(self, node.key(), vec);
-  st.mem->put(std::move(node.key()), std::move(vec), clock_type::now());
+    queue_write(self, e.key, vec);
+  st.mem->put(std::move(e.key), e.hash, std::move(vec), clock_type::now());
 }
 
 /// The owner gave the ticket up (or died): the first waiter owns it now.
 void release(cache_ptr self, uint64_t ticket) {
   auto& st = self->state;
-  auto i = st.tickets.find(ticket);
-  if (i == st.tickets.end())
+  auto i = st.pending.find(ticket);
+  if (i == st.pending.end())
     return;
-  auto& entry = i->second->second;
+  auto& entry = i->second;
   if (entry.waiters.empty()) {
     erase_ticket(st, ticket);
     return;
@@ -233,15 +244,23 @@ void on_disk_found(cache_ptr self, cache_answer& a,
   }
 }
 
+/// True if `key` is the key of the text `marker` (any model, dimensions).
+bool is_marker_key(const std::string& key, const std::string& marker) {
+  // cache_key: model, '\0', 4 bytes of dimensions, 't', the text.
+  auto n = marker.size();
+  return key.size() >= n + 6 && key[key.size() - n - 1] == 't'
+      && key[key.size() - n - 6] == '\0'
+      && key.compare(key.size() - n, n, marker) == 0;
+}
+
 caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   auto& st = self->state;
   auto sender = self->current_sender();
   auto now = clock_type::now();
-  bool tokens = q.inputs.empty();
-  auto n = tokens ? q.token_inputs.size() : q.inputs.size();
+  auto n = std::min(q.keys.size(), q.hashes.size());
   if (!st.crash_marker.empty())
-    for (auto& in : q.inputs)
-      if (in == st.crash_marker)
+    for (auto& key : q.keys)
+      if (is_marker_key(key, st.crash_marker))
         throw std::runtime_error("chaos: cache crash marker received");
   auto a = std::make_shared<cache_answer>();
   a->slots.assign(n, static_cast<uint8_t>(cache_slot::owned));
@@ -250,17 +269,16 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
   for (uint32_t i = 0; i < n; ++i) {
-    auto key = tokens ? cache_key(q.model, q.dimensions, q.token_inputs[i])
-                      : cache_key(q.model, q.dimensions, q.inputs[i]);
-    if (auto v = st.mem->get(key, now)) {
+    cache_key_ref ref{q.keys[i], q.hashes[i]};
+    if (auto v = st.mem->get(ref.bytes, ref.hash, now)) {
       a->slots[i] = static_cast<uint8_t>(cache_slot::hit);
       a->vectors[i] = *v;
       ++st.counters.hits;
       continue;
     }
-    if (auto p = st.pending.find(key); p != st.pending.end()) {
-      auto& e = p->second;
-      a->tickets[i] = e.ticket;
+    if (auto p = st.by_key.find(ref); p != st.by_key.end()) {
+      auto& e = st.pending[p->second];
+      a->tickets[i] = p->second;
       ++st.counters.coalesced;
       if (e.owner == sender)
         continue; // a duplicate inside the asker's own request
@@ -269,13 +287,16 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
       continue;
     }
     auto t = ++st.next_ticket;
-    auto ins = st.pending.emplace(std::move(key), pending_entry{t, sender, {}});
-    st.tickets.emplace(t, &*ins.first);
+    auto& e = st.pending[t];
+    e.key = std::move(q.keys[i]);
+    e.hash = ref.hash;
+    e.owner = sender;
+    st.by_key.emplace(e.ref(), t);
     a->tickets[i] = t;
     ++st.counters.misses;
     if (st.disk) {
       disk_idx.push_back(i);
-      disk_keys.push_back(ins.first->first);
+      disk_keys.push_back(e.key);
     }
   }
   if (disk_idx.empty())
@@ -312,9 +333,9 @@ void on_down(cache_ptr self, const caf::down_msg& dm) {
   }
   st.monitored.erase(dm.source.id());
   std::vector<uint64_t> orphans;
-  for (auto& [key, e] : st.pending)
+  for (auto& [ticket, e] : st.pending)
     if (e.owner && e.owner->id() == dm.source.id())
-      orphans.push_back(e.ticket);
+      orphans.push_back(ticket);
   for (auto t : orphans)
     release(self, t);
 }

@@ -23,20 +23,19 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, disk_put_atom, "d_put")
 
 namespace embedrt::detail {
 
-/// A request actor asks about all its inputs at once (texts or token
-/// arrays, exactly one of the two non-empty) under the upstream model and
-/// dimensions of its first route.
+/// A request actor asks about all its inputs at once: one cache key per
+/// input (`cache_key`: its first route's upstream model, the dimensions and
+/// the exact text or token ids) with its `cache_hash`. The asker builds and
+/// hashes the keys, so the cache actor, which every request passes, only
+/// looks them up; the keys of new misses move into its in-flight table.
 struct cache_lookup {
-  std::string model;
-  int32_t dimensions = 0;
-  std::vector<std::string> inputs;
-  std::vector<std::vector<int32_t>> token_inputs;
+  std::vector<std::string> keys;
+  std::vector<uint64_t> hashes;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cache_lookup& x) {
-  return f(caf::meta::type_name("embedrt.cache_lookup"), x.model, x.dimensions,
-           x.inputs, x.token_inputs);
+  return f(caf::meta::type_name("embedrt.cache_lookup"), x.keys, x.hashes);
 }
 
 /// What became of one looked-up input.

@@ -58,6 +58,10 @@ std::string cache_key(std::string_view model, int32_t dimensions,
   return key;
 }
 
+uint64_t cache_hash(std::string_view key) {
+  return std::hash<std::string_view>{}(key);
+}
+
 // -- frequency_sketch ---------------------------------------------------------
 
 frequency_sketch::frequency_sketch(std::size_t expected_entries) {
@@ -133,12 +137,12 @@ std::size_t& embedding_cache::bytes_of(region r) {
                                : protected_bytes_;
 }
 
-const std::vector<float>* embedding_cache::get(const std::string& key,
+const std::vector<float>* embedding_cache::get(std::string_view key,
+                                               uint64_t hash,
                                                clock::time_point now) {
-  auto hash = std::hash<std::string_view>{}(key);
   if (policy_ == eviction_policy::tinylfu)
     sketch_.increment(hash);
-  auto i = index_.find(std::string_view{key});
+  auto i = index_.find(cache_key_ref{key, hash});
   if (i == index_.end()) {
     ++counters_.misses;
     return nullptr;
@@ -185,7 +189,7 @@ void embedding_cache::rebalance_protected() {
 }
 
 void embedding_cache::remove(iter it) {
-  index_.erase(std::string_view{it->key});
+  index_.erase(cache_key_ref{it->key, it->hash});
   bytes_of(it->where) -= it->bytes;
   list_of(it->where).erase(it);
 }
@@ -195,25 +199,25 @@ void embedding_cache::evict(iter it) {
   remove(it);
 }
 
-void embedding_cache::put(std::string key, std::vector<float> vec,
-                          clock::time_point now) {
+void embedding_cache::put(std::string key, uint64_t hash,
+                          std::vector<float> vec, clock::time_point now) {
   auto bytes = key.size() + vec.size() * sizeof(float) + cache_entry_overhead;
   auto expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();
-  if (auto i = index_.find(std::string_view{key}); i != index_.end())
+  if (auto i = index_.find(cache_key_ref{key, hash}); i != index_.end())
     remove(i->second);
   if (bytes > max_bytes_) {
     ++counters_.too_large;
     return;
   }
   node n;
-  n.hash = std::hash<std::string_view>{}(key);
+  n.hash = hash;
   n.key = std::move(key);
   n.vec = std::move(vec);
   n.bytes = bytes;
   n.expires = expires;
   window_.push_front(std::move(n));
   window_bytes_ += bytes;
-  index_.emplace(std::string_view{window_.front().key}, window_.begin());
+  index_.emplace(cache_key_ref{window_.front().key, hash}, window_.begin());
   if (policy_ == eviction_policy::tinylfu)
     sketch_.ensure_capacity(index_.size());
   drain_window();

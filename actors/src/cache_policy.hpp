@@ -31,6 +31,28 @@ std::string cache_key(std::string_view model, int32_t dimensions,
 std::string cache_key(std::string_view model, int32_t dimensions,
                       const std::vector<int32_t>& token_ids);
 
+/// The hash of a key, computed once per input (by the request actor that
+/// builds the key) and carried with it: the cache's index, its in-flight
+/// table and the frequency sketch all use this one value.
+uint64_t cache_hash(std::string_view key);
+
+/// A key's bytes (owned elsewhere) with its hash: the index type of the
+/// cache's tables, so that no lookup hashes a key again.
+struct cache_key_ref {
+  std::string_view bytes;
+  uint64_t hash = 0;
+
+  friend bool operator==(const cache_key_ref& a, const cache_key_ref& b) {
+    return a.hash == b.hash && a.bytes == b.bytes;
+  }
+};
+
+struct cache_key_ref_hash {
+  std::size_t operator()(const cache_key_ref& k) const noexcept {
+    return static_cast<std::size_t>(k.hash);
+  }
+};
+
 /// A count-min sketch of 4-bit-range counters (4 rows, saturating at 15),
 /// halved every 10 x width increments so that old popularity fades
 /// (TinyLFU's aging).
@@ -77,13 +99,23 @@ class embedding_cache {
   embedding_cache(std::size_t max_bytes, std::chrono::milliseconds ttl,
                   eviction_policy policy = eviction_policy::tinylfu);
 
-  /// The vector stored under `key`, or null (absent or expired); counts a
-  /// hit or a miss and the access in the sketch.
-  const std::vector<float>* get(const std::string& key, clock::time_point now);
+  /// The vector stored under `key` (whose `cache_hash` is `hash`), or null
+  /// (absent or expired); counts a hit or a miss and the access in the
+  /// sketch.
+  const std::vector<float>* get(std::string_view key, uint64_t hash,
+                                clock::time_point now);
+  const std::vector<float>* get(std::string_view key, clock::time_point now) {
+    return get(key, cache_hash(key), now);
+  }
 
   /// Stores `vec` under `key` (replacing an older value), evicting what the
   /// policy chooses until the bound holds again.
-  void put(std::string key, std::vector<float> vec, clock::time_point now);
+  void put(std::string key, uint64_t hash, std::vector<float> vec,
+           clock::time_point now);
+  void put(std::string key, std::vector<float> vec, clock::time_point now) {
+    auto hash = cache_hash(key);
+    put(std::move(key), hash, std::move(vec), now);
+  }
 
   std::size_t bytes() const {
     return window_bytes_ + probation_bytes_ + protected_bytes_;
@@ -132,7 +164,7 @@ class embedding_cache {
   std::size_t window_bytes_ = 0;
   std::size_t probation_bytes_ = 0;
   std::size_t protected_bytes_ = 0;
-  std::unordered_map<std::string_view, iter> index_;
+  std::unordered_map<cache_key_ref, iter, cache_key_ref_hash> index_;
   frequency_sketch sketch_;
   cache_counters counters_;
 };

@@ -1,5 +1,6 @@
 #include "request_cache.hpp"
 
+#include "cache_policy.hpp"
 #include "request_actor.hpp"
 
 namespace embedrt::detail {
@@ -45,10 +46,19 @@ void restore_caller_inputs(request_state& st) {
 
 cache_lookup make_cache_lookup(const request_state& st) {
   cache_lookup q;
-  q.model = st.routes.front().model;
-  q.dimensions = st.req.dimensions;
-  q.inputs = st.req.inputs;
-  q.token_inputs = st.req.token_inputs;
+  const auto& model = st.routes.front().model;
+  auto dims = st.req.dimensions;
+  auto n = input_count(st.req);
+  q.keys.reserve(n);
+  q.hashes.reserve(n);
+  if (!st.req.token_inputs.empty())
+    for (const auto& ids : st.req.token_inputs)
+      q.keys.push_back(cache_key(model, dims, ids));
+  else
+    for (const auto& text : st.req.inputs)
+      q.keys.push_back(cache_key(model, dims, text));
+  for (const auto& key : q.keys)
+    q.hashes.push_back(cache_hash(key));
   return q;
 }
 

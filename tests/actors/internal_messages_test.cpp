@@ -115,8 +115,8 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
                                      ts.sys.get());
   }
   SECTION("cache_lookup") {
-    check_inspect_covers_every_field(
-        cache_lookup{"model-c", 64, {"a", "b"}, {{1, 2}, {3}}}, ts.sys.get());
+    check_inspect_covers_every_field(cache_lookup{{"key-a", "key-b"}, {7, 9}},
+                                     ts.sys.get());
   }
   SECTION("cache_answer") {
     check_inspect_covers_every_field(
