@@ -663,6 +663,10 @@ class connection_impl final : public http_connection {
       result.response = http_response{};
     result.total_time = clock_type::now() - started_;
     result.open_after = link_ != nullptr;
+    // The request was needed until now (a stale connection sends it again);
+    // an idle connection does not hold its body (up to megabytes) any longer.
+    if (link_)
+      link_->request = {};
     // State is consistent: `done` may start the next exchange (it posts).
     invoke(done, std::move(result));
   }
