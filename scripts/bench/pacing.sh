@@ -15,14 +15,17 @@
 #    (docs/bench/pacing-cost.jsonl).
 #
 #   scripts/bench/pacing.sh [BUILD_DIR] [SECONDS] [ROUNDS] [REQUESTS]
+#   PARTS="cost" scripts/bench/pacing.sh ...   # only some of the parts
 #
-# Defaults: build, 60 s, 5 rounds, 20000 requests. About 5 minutes.
+# Defaults: build, 60 s, 5 rounds, 20000 requests, PARTS="pacing adaptive
+# cost". About 5 minutes.
 set -euo pipefail
 
 build=${1:-build}
 seconds=${2:-60}
 rounds=${3:-5}
 requests=${4:-20000}
+parts=" ${PARTS:-pacing adaptive cost} "
 bin="$build/app/embedrt"
 [ -x "$bin" ] || { echo "no $bin (build target embedrt_cli)" >&2; exit 2; }
 command -v gnuplot >/dev/null || {
@@ -33,13 +36,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 docs="$here/../../docs/bench"
 unset OPENAI_BASE_URL OPENAI_API_KEY EMBEDRT_CONFIG EMBEDRT_CONNECTIONS
 
-echo "# pacing: ${seconds} s at 3 x the mock's tpm, pacing on then off"
-/usr/bin/python3 "$here/pacing.py" pacing "$bin" "$docs/pacing-results.jsonl" \
-  "$seconds"
+if [[ $parts == *" pacing "* ]]; then
+  echo "# pacing: ${seconds} s at 3 x the mock's tpm, pacing on then off"
+  /usr/bin/python3 "$here/pacing.py" pacing "$bin" \
+    "$docs/pacing-results.jsonl" "$seconds"
+fi
 
-echo "# adaptive: latency x2 at 10-20 s, 429s at 30-40 s"
-/usr/bin/python3 "$here/pacing.py" adaptive "$bin" "$docs/adaptive.csv"
-gnuplot <<GP
+if [[ $parts == *" adaptive "* ]]; then
+  echo "# adaptive: latency x2 at 10-20 s, 429s at 30-40 s"
+  /usr/bin/python3 "$here/pacing.py" adaptive "$bin" "$docs/adaptive.csv"
+  gnuplot <<GP
 set terminal pngcairo size 900,460 font ",10"
 set output "$docs/adaptive.png"
 set datafile separator ","
@@ -55,6 +61,8 @@ set title "Adaptive concurrency: limit and calls in flight (16 connections, 32 c
 plot "$docs/adaptive.csv" every ::1 using 1:2 with steps lw 2 title "concurrency limit", \
      "" every ::1 using 1:3 with lines lw 1 title "calls in flight"
 GP
+fi
+[[ $parts == *" cost "* ]] || exit 0
 
 echo "# cost: P1's shape, pacing on (default) / --no-pacing / --adaptive-concurrency"
 out=$(mktemp -d)
