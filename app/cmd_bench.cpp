@@ -18,6 +18,7 @@
 #include "embedrt/protocol/type_ids.hpp"
 #include "embedrt/service.hpp"
 #include "mock/mock_server.hpp"
+#include "node_config.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -91,7 +92,8 @@ cli::arg_parser make_parser() {
       .option("seed", "S",
               "seed of the text filler and retry jitter (default 1)")
       .option("workers", "N",
-              "CAF scheduler threads (default: the usable cores)")
+              "CAF scheduler threads (default: the usable cores less the "
+              "I/O threads, at least 1)")
       .option("scheduler", "POLICY",
               "CAF scheduler policy: stealing (default) or sharing")
       .option("caf", "KEY=VALUE",
@@ -155,7 +157,7 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   int64_t deadline = s.deadline.count();
   int64_t io_threads = static_cast<int64_t>(s.io_threads);
   int64_t text_bytes = static_cast<int64_t>(s.text_bytes);
-  int64_t workers = static_cast<int64_t>(usable_cores());
+  int64_t workers = 0; // not given: scheduler_workers(io_threads)
   constexpr auto u64max = std::numeric_limits<uint64_t>::max();
   if (!p.get("upstream", s.upstream)
       || !p.get("requests", s.requests, 1, uint64_t{1} << 40)
@@ -175,7 +177,8 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   s.deadline = milliseconds{deadline};
   s.io_threads = static_cast<std::size_t>(io_threads);
   s.text_bytes = static_cast<std::size_t>(text_bytes);
-  s.workers = static_cast<std::size_t>(workers);
+  s.workers = workers > 0 ? static_cast<std::size_t>(workers)
+                          : scheduler_workers(s.io_threads);
   s.warmup = 2 * uint64_t{s.connections};
   if (!p.get("warmup", s.warmup, 0, uint64_t{1} << 40))
     return p.error();

@@ -480,6 +480,8 @@ int cmd_embed(const std::vector<std::string>& args) {
   register_types(sys_cfg);
   if (!prepare_node(sys_cfg, cfg.cluster, "embed"))
     return cli::exit_usage;
+  sys_cfg.set("scheduler.max-threads",
+              scheduler_workers(cfg.runtime.io_threads));
   caf::actor_system sys{sys_cfg};
   service_actor local;
   if (!cfg.runtime.upstreams.empty()) {

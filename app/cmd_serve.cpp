@@ -43,17 +43,6 @@ namespace {
 
 constexpr const char* prefix = "embedrt serve: ";
 
-/// CAF's workers: the usable cores less one for each I/O thread (which the
-/// front end and the runtime share), at least one. A request crosses between
-/// the I/O threads and a worker four times; with more threads than cores,
-/// each crossing waits for a core, and idle workers poll
-/// (docs/benchmarks.md, "P6").
-std::size_t scheduler_workers(const app_config& cfg) {
-  auto io = cfg.runtime.io_threads;
-  auto cores = usable_cores();
-  return cores > io ? cores - io : 1;
-}
-
 cli::arg_parser make_parser() {
   cli::arg_parser p{
       "embedrt serve [--listen HOST:PORT] [--upstream URL ...] [options]",
@@ -502,7 +491,8 @@ int cmd_serve(const std::vector<std::string>& args) {
 
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
-  sys_cfg.set("scheduler.max-threads", scheduler_workers(cfg));
+  sys_cfg.set("scheduler.max-threads",
+              scheduler_workers(cfg.runtime.io_threads));
   if (!prepare_node(sys_cfg, cfg.cluster, "serve"))
     return 2;
   auto sys = std::make_unique<caf::actor_system>(sys_cfg);

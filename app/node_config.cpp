@@ -1,6 +1,7 @@
 #include "node_config.hpp"
 
 #include "embedrt/distributed.hpp"
+#include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/provider.hpp"
@@ -799,6 +800,11 @@ std::vector<std::string> served_models(const app_config& cfg) {
   if (cfg.runtime.upstreams.empty())
     add(cfg.model); // the embedded default: any model too
   return out;
+}
+
+std::size_t scheduler_workers(std::size_t io_threads) {
+  auto cores = usable_cores();
+  return cores > io_threads ? cores - io_threads : 1;
 }
 
 void use_embedded_upstream(app_config& cfg, std::string base_url) {

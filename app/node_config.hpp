@@ -229,4 +229,11 @@ std::vector<std::string> served_models(const app_config& cfg);
 /// resolved connections and queue bound).
 void use_embedded_upstream(app_config& cfg, std::string base_url);
 
+/// CAF's workers for a node whose runtime runs `io_threads` I/O threads: the
+/// usable cores less one per I/O thread, at least one. Every request crosses
+/// between an I/O thread and a worker; with more threads than cores each
+/// crossing waits for a core and idle workers poll (docs/benchmarks.md,
+/// "Workers: the cores less the I/O threads").
+std::size_t scheduler_workers(std::size_t io_threads);
+
 } // namespace embedrt::app

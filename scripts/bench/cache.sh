@@ -7,9 +7,12 @@
 # and CPU per 1,000 requests of each side, and on/off - 1.
 #
 #   scripts/bench/cache.sh [BUILD_DIR] [ROUNDS] [REQUESTS] [INPUTS]
+#   DIMS=1536 CACHE_ARGS="--cache-max-bytes 16777216" scripts/bench/cache.sh ...
 #
 # Defaults: build, 5 rounds, 20000 requests of 8 texts; 64 callers,
-# 8 connections, 8 dims.
+# 8 connections, DIMS=8 dimensions, CACHE_ARGS empty (more flags for the
+# cache side: a bound small enough that the warm-up fills it measures the
+# cache at its steady state, evicting, instead of a growing one).
 set -euo pipefail
 
 build=${1:-build}
@@ -31,10 +34,11 @@ url=$(sed -n 's/^listening on //p' "$out/mock.out")
 [ -n "$url" ] || { echo "mock did not start" >&2; exit 1; }
 
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
-  --inputs "$inputs" --dims 8 --warmup 2000 --log-level error)
-echo "# embedrt bench ${args[*]} [--cache], $rounds rounds interleaved"
+  --inputs "$inputs" --dims "${DIMS:-8}" --warmup 2000 --log-level error)
+read -r -a cache_args <<<"${CACHE_ARGS:-}"
+echo "# embedrt bench ${args[*]} [--cache ${cache_args[*]}], $rounds rounds interleaved"
 for r in $(seq "$rounds"); do
-  timeout 300 "$bin" bench "${args[@]}" --cache | tee -a "$out/on.jsonl"
+  timeout 300 "$bin" bench "${args[@]}" --cache "${cache_args[@]}" | tee -a "$out/on.jsonl"
   timeout 300 "$bin" bench "${args[@]}" | tee -a "$out/off.jsonl"
 done
 

@@ -650,14 +650,15 @@ def report(results, meta, doc, plotdir, results_path):
         "each sending its next request when the previous was answered; a "
         "warm-up of 2 × connections requests first (not measured).")
     L.append(
-        "- `embedrt bench`: %d CAF workers (the cores), 1 I/O thread, default "
+        "- `embedrt bench`: %d CAF worker(s) (the cores less the I/O thread), "
+        "1 I/O thread, default "
         "`stealing` scheduler. httpx: `httpx.AsyncClient(limits=httpx.Limits("
         "max_connections=C, max_keepalive_connections=C))`, `asyncio.Semaphore(C)` "
         "around each call, a consecutive-failure circuit breaker "
         "(`peer_httpx.py`). aiohttp: `TCPConnector(limit=C)` (`peer_aiohttp.py`). "
         "wrk: `peer_wrk.py` (Lua POST body, %d s per run). The Python peers run on "
         "Debian's `/usr/bin/python3` with the default asyncio loop." % (
-            meta["cores"], meta["duration"]))
+            max(1, meta["cores"] - 1), meta["duration"]))
     L.append(
         "- CPU is each client's own user + system time over its measured "
         "phase (`getrusage`; wrk: its whole run), per 1000 answered requests; "

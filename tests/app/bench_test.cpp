@@ -243,6 +243,7 @@ TEST_CASE("embedrt bench runs 200 requests with 20 callers at constant threads "
   CHECK_FALSE(d["embedded_upstream"].GetBool());
   CHECK(int_of(d, "ok") == 200);
   CHECK(errors_of(d).empty());
+  CHECK(int_of(d, "workers") == 2); // --workers overrides the default
   // Workers, timer, I/O threads: fixed before the run, unchanged by it.
   auto t0 = int_of(d, "threads_start");
   CHECK(t0 >= 4);
@@ -285,6 +286,10 @@ TEST_CASE(
                       "4", "--text-bytes", "100"});
   auto d = parse_report(run);
   CHECK_FALSE(d["batching"].GetBool());
+  // By default CAF gets the usable cores less the one I/O thread.
+  auto cores = static_cast<int64_t>(embedrt::usable_cores());
+  CHECK(int_of(d, "io_threads") == 1);
+  CHECK(int_of(d, "workers") == (cores > 1 ? cores - 1 : 1));
   CHECK(int_of(d, "ok") == 60);
   CHECK(errors_of(d).empty());
   CHECK(int_of(d, "upstream_requests") == 60);
