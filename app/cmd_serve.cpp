@@ -131,9 +131,10 @@ std::optional<node_handles> start_runtime(caf::actor_system& sys,
   return start_node(sys, std::move(*spawned), cfg, "serve", true);
 }
 
-std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
-                                             const service_actor& svc,
-                                             const app_config& cfg) {
+std::unique_ptr<serve::gateway>
+make_gateway(caf::actor_system& sys, const service_actor& svc,
+             const app_config& cfg,
+             const std::shared_ptr<serve::response_budget>& budget) {
   serve::gateway_options gopts;
   // The single token (auth_token_env, EMBEDRT_AUTH_TOKEN) is the client
   // "default"; the [client NAME] sections add theirs.
@@ -148,6 +149,7 @@ std::unique_ptr<serve::gateway> make_gateway(caf::actor_system& sys,
       ? serve::upstream_detail::full
       : serve::upstream_detail::message;
   gopts.response_budget_bytes = cfg.serve.response_budget_bytes;
+  gopts.budget = budget;
   return std::make_unique<serve::gateway>(sys, svc, gopts);
 }
 
@@ -263,6 +265,10 @@ struct serve_context {
   const std::shared_ptr<io_runtime>& io;
   mock::mock_server* embedded = nullptr;
   gateway_switch& gateways;
+  /// The node's one budget of response bytes in flight: the gateway of
+  /// every configuration takes it, so a draining one and its successor
+  /// together stay within it.
+  std::shared_ptr<serve::response_budget> budget;
   std::list<std::shared_ptr<generation>> retired;
 };
 
@@ -332,7 +338,7 @@ std::shared_ptr<generation> build_generation(serve_context& ctx,
   auto gen = std::make_shared<generation>();
   gen->cfg = std::move(cfg);
   gen->node = std::move(*node);
-  gen->gw = make_gateway(ctx.sys, gen->node.entry, gen->cfg);
+  gen->gw = make_gateway(ctx.sys, gen->node.entry, gen->cfg, ctx.budget);
   return gen;
 }
 
@@ -499,9 +505,11 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto node = start_runtime(*sys, cfg, io);
   if (!node)
     return 1;
+  auto budget = std::make_shared<serve::response_budget>(
+      cfg.serve.response_budget_bytes);
   auto first = std::make_shared<generation>();
   first->node = *node;
-  first->gw = make_gateway(*sys, node->entry, cfg);
+  first->gw = make_gateway(*sys, node->entry, cfg, budget);
   first->cfg = cfg;
   gateway_switch gateways{std::move(first)};
   auto front = start_front(
@@ -515,7 +523,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     stop_runtime(std::move(sys), std::move(io), {*node});
     return 1;
   }
-  serve_context ctx{args, *sys, io, embedded.get(), gateways, {}};
+  serve_context ctx{args, *sys, io, embedded.get(), gateways, budget, {}};
   int received
       = serve_until_drained(signals_ctx, signals, *front, ctx, cfg.serve.grace);
   // Every client has its answer or its connection closed: the front end and

@@ -182,11 +182,13 @@ gateway::gateway(caf::actor_system& sys, service_actor svc,
       opts_(std::move(opts)),
       clients_(std::make_shared<client_registry>(opts_.clients)),
       cors_(std::make_shared<const cors_policy>(opts_.cors_origins)),
-      budget_(std::make_shared<response_budget>(opts_.response_budget_bytes)),
+      budget_(opts_.budget ? opts_.budget
+                           : std::make_shared<response_budget>(
+                               opts_.response_budget_bytes)),
       started_(std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
-  // nop
+  budget_->set_limit(opts_.response_budget_bytes);
 }
 
 void gateway::handle(front_request req, responder respond) {

@@ -64,6 +64,10 @@ struct gateway_options {
   /// The budget of response bytes in flight (response_budget.hpp); 0: no
   /// limit.
   uint64_t response_budget_bytes = response_budget::default_limit;
+  /// The node's budget, shared with the other gateways of the node (those
+  /// of older configurations draining after a reload); its limit is set to
+  /// `response_budget_bytes`. Null: the gateway has a budget of its own.
+  std::shared_ptr<response_budget> budget;
   /// The dimensions a request that names none is admitted on (OpenAI's
   /// largest); its lease is set to the true size when the answer comes.
   uint64_t assumed_dimensions = 3072;

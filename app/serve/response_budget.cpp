@@ -57,9 +57,10 @@ response_budget::response_budget(uint64_t limit, uint64_t trim_after)
 
 std::optional<response_budget::lease> response_budget::acquire(uint64_t bytes) {
   auto held = held_.load(std::memory_order_relaxed);
+  auto limit = limit_.load(std::memory_order_relaxed);
   for (;;) {
     // A request alone always goes (else a large one could never).
-    if (limit_ != 0 && held != 0 && (bytes > limit_ || held > limit_ - bytes)) {
+    if (limit != 0 && held != 0 && (bytes > limit || held > limit - bytes)) {
       refusals_.fetch_add(1, std::memory_order_relaxed);
       return std::nullopt;
     }
@@ -110,7 +111,7 @@ std::string response_budget::render_metrics() const {
          "bytes in flight (response_budget_bytes; 0: none).\n"
          "# TYPE embedrt_gateway_response_budget_bytes gauge\n"
          "embedrt_gateway_response_budget_bytes "
-      + std::to_string(limit_) + "\n";
+      + std::to_string(limit()) + "\n";
   out += "# HELP embedrt_gateway_budget_refusals_total Requests refused with "
          "429 overloaded because their response would exceed the budget.\n"
          "# TYPE embedrt_gateway_budget_refusals_total counter\n"

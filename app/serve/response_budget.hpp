@@ -14,7 +14,9 @@
 //
 // Lock-free (atomics), shared by the I/O threads and CAF workers; a lease
 // may outlive the gateway (a reply still being written), so the budget is
-// held by shared_ptr.
+// held by shared_ptr. One budget serves the node: after a SIGHUP reload the
+// new configuration's gateway takes the same budget (with the new limit)
+// while the old one drains, so the two together stay within it.
 #pragma once
 
 #include <atomic>
@@ -70,7 +72,13 @@ class response_budget : public std::enable_shared_from_this<response_budget> {
   std::optional<lease> acquire(uint64_t bytes);
 
   uint64_t limit() const noexcept {
-    return limit_;
+    return limit_.load(std::memory_order_relaxed);
+  }
+
+  /// A new limit for the acquisitions from now on (a reload); the leases
+  /// held keep their bytes.
+  void set_limit(uint64_t limit) noexcept {
+    limit_.store(limit, std::memory_order_relaxed);
   }
   uint64_t held() const noexcept {
     return held_.load(std::memory_order_relaxed);
@@ -88,7 +96,7 @@ class response_budget : public std::enable_shared_from_this<response_budget> {
  private:
   void give_back(uint64_t bytes);
 
-  const uint64_t limit_;
+  std::atomic<uint64_t> limit_;
   const uint64_t trim_after_;
   std::atomic<uint64_t> held_{0};
   std::atomic<uint64_t> released_since_trim_{0};

@@ -4,6 +4,7 @@
 // before any traffic; requests for a model are balanced across the
 // upstreams that serve it (least outstanding, weights) and only those; the
 // connection gauges count sockets.
+#include "serve_load_util.hpp"
 #include "serve_test_util.hpp"
 
 #include <atomic>
@@ -194,6 +195,60 @@ TEST_CASE("serve: SIGHUP can change the upstreams, and a drained configuration "
       std::this_thread::sleep_for(milliseconds{50});
   }
   CHECK(closed);
+}
+
+TEST_CASE("serve: after a SIGHUP the draining and the new configuration share "
+          "one response budget") {
+  // The mock's latency keeps the first request's lease through the reload.
+  mock_proc mock{{"--latency-ms", "4000"}};
+  auto config = [&](const std::string& name) {
+    return "[serve]\nresponse_budget_bytes = 1048576\n[upstream " + name
+        + "]\nbase_url = " + mock.url + "\n";
+  };
+  temp_config file{config("before")};
+  serve_proc serve{{"--config", file.path}, no_checks_env()};
+  http_client client{serve.port};
+  const std::string held = "embedrt_gateway_response_bytes_held";
+  // 100 x 1,024 floats, about 1.6 MB estimated: more than the budget, so
+  // admitted only alone.
+  std::vector<std::string> texts;
+  for (int i = 0; i < 100; ++i)
+    texts.push_back("large " + std::to_string(i));
+  auto large = std::async(std::launch::async, [&] {
+    http_client c{serve.port};
+    return c.embed(embed_body(texts, 1024), {}, milliseconds{30000});
+  });
+  std::optional<double> taken;
+  for (int i = 0; i < 200 && !(taken && *taken > 0); ++i) {
+    taken = metric_value(client.request("GET", "/metrics").body, held);
+    if (!(taken && *taken > 0))
+      std::this_thread::sleep_for(milliseconds{10});
+  }
+  REQUIRE((taken && *taken > 1048576));
+  write_file(file.path, config("after"));
+  serve.proc.signal(SIGHUP);
+  bool reloaded = false;
+  for (int i = 0; i < 100 && !reloaded; ++i) {
+    reloaded = client.request("GET", "/readyz").body.find("\"name\":\"after\"")
+        != std::string::npos;
+    if (!reloaded)
+      std::this_thread::sleep_for(milliseconds{20});
+  }
+  REQUIRE(reloaded);
+  // The new configuration's gateway holds the old one's lease in its budget
+  // (its own would be empty, and would admit the next request alone) ...
+  auto now_held = metric_value(client.request("GET", "/metrics").body, held);
+  REQUIRE(now_held);
+  CHECK(*now_held == *taken);
+  auto refused = client.embed(embed_body({"second"}, 1024));
+  CHECK(refused.status == 429);
+  CHECK_THAT(refused.body, Catch::Contains("overloaded"));
+  // ... until the draining request is answered.
+  CHECK(large.get().status == 200);
+  CHECK(wait_metric(serve.port, held, 0, milliseconds{5000}) == 0.0);
+  CHECK(
+      client.embed(embed_body({"third"}, 1024), {}, milliseconds{30000}).status
+      == 200);
 }
 
 // -- health checks ---------------------------------------------------------
