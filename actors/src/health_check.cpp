@@ -2,6 +2,7 @@
 
 #include "connection_actor.hpp"
 #include "embedrt/protocol/errc.hpp"
+#include "embedrt/protocol/provider.hpp"
 #include "pool_actor.hpp"
 
 #include <algorithm>
@@ -73,6 +74,10 @@ void on_result(self_ptr self, call_result& r) {
 }
 
 } // namespace
+
+int64_t health_check_tokens() {
+  return static_cast<int64_t>(estimate_tokens(health_check_input));
+}
 
 std::string health_check_model(const upstream_config& cfg) {
   if (!cfg.health_check_model.empty())

@@ -32,6 +32,9 @@ struct pool_env;
 /// The input the health check embeds.
 constexpr const char* health_check_input = "embedrt health check";
 
+/// The tokens the health check's input counts for (its estimate).
+int64_t health_check_tokens();
+
 /// The model the health check asks for: `health_check_model`, else the
 /// first of `models` mapped through `model_map`, else the first `model_map`
 /// target, else "text-embedding-3-small".

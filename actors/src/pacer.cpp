@@ -86,6 +86,13 @@ void pacer::on_send(uint64_t seq, int64_t tokens, int64_t now) {
   in_flight_.push_back(sent{seq, tokens});
 }
 
+void pacer::charge(int64_t tokens, int64_t now) {
+  requests_.refill(now);
+  tokens_.refill(now);
+  requests_.take(1.0);
+  tokens_.take(static_cast<double>(tokens));
+}
+
 bool pacer::forget(uint64_t seq) {
   auto i = std::find_if(in_flight_.begin(), in_flight_.end(),
                         [seq](const sent& s) {

@@ -121,6 +121,11 @@ class pacer {
   /// Call `seq` ended without an answer (its connection died).
   void on_lost(uint64_t seq);
 
+  /// A call of `tokens` that the upstream counted but that was not sent by
+  /// the pool (the health check's): taken from the buckets like a send,
+  /// with nothing in flight to answer.
+  void charge(int64_t tokens, int64_t now);
+
   const pace_bucket& requests() const noexcept {
     return requests_;
   }

@@ -543,6 +543,11 @@ pool_actor_fn(pool_impl::stateful_pointer<pool_state> self,
         publish_availability(self, true);
       },
       [self](checked_atom, bool ok, std::string& why) {
+        // A check that passed was answered by the upstream (200 or 429):
+        // it counts against the rate limits the pool paces to.
+        if (ok)
+          pacing_charged(self->state.pacing, health_check_tokens(),
+                         now_ns(self));
         set_health(self, ok, why);
         publish_availability(self);
       },

@@ -49,6 +49,11 @@ void pacing_sent(pool_pacing& p, uint64_t call_id, int64_t tokens,
     p.pace->on_send(call_id, tokens, now);
 }
 
+void pacing_charged(pool_pacing& p, int64_t tokens, int64_t now) {
+  if (p.pace)
+    p.pace->charge(tokens, now);
+}
+
 namespace {
 
 rate_hint hint_of(const call_result& r) {

@@ -46,6 +46,10 @@ int64_t pacing_token_cap(pool_pacing& p, int64_t now);
 /// A call (`call_id`, `tokens`) was sent.
 void pacing_sent(pool_pacing& p, uint64_t call_id, int64_t tokens, int64_t now);
 
+/// The health check's call (`tokens`) reached the upstream: it counts
+/// against the same limits as the pool's own calls.
+void pacing_charged(pool_pacing& p, int64_t tokens, int64_t now);
+
 /// Call `r` answered; it was cut to the caller's deadline if
 /// `deadline_capped`, with `busy` calls in flight (itself included) and
 /// `newest` the last call id sent.

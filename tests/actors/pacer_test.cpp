@@ -56,6 +56,18 @@ TEST_CASE("configured rpm paces requests whatever their size") {
   CHECK(p.wait_ns(1, 30 * sec) == 0);
 }
 
+TEST_CASE("a charged call (the health check's) takes a request and its tokens "
+          "from the buckets") {
+  pacer p{pacer_config{true, 2, 60}, 0}; // 2 requests, 60 tokens a minute
+  p.charge(10, 0);
+  CHECK(p.tokens_available(0) == 50);
+  CHECK(p.wait_ns(1, 0) == 0);
+  p.on_send(1, 10, 0);
+  // Both requests of the minute are used: the next waits 30 s.
+  CHECK(p.wait_ns(1, 0) == 30 * sec);
+  CHECK(p.wait_ns(1, 30 * sec) == 0);
+}
+
 TEST_CASE("the headers set the capacity and what is left") {
   pacer p{pacer_config{}, 0};
   p.on_send(1, 100, 0);

@@ -180,6 +180,38 @@ TEST_CASE("pacing holds a batch until the configured tokens refill, then "
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
 }
 
+TEST_CASE("pacing: a health check the upstream answered counts against the "
+          "configured rpm, a failed one does not") {
+  virtual_time vt;
+  auto up = std::make_shared<fake_upstream>();
+  auto env = make_env(up, 4);
+  env->cfg.rpm = 2; // 2 requests at the start, then one per 30 s
+  auto pool = vt.sys->spawn(pool_actor_fn,
+                            std::shared_ptr<const pool_env>{std::move(env)});
+  // The checker's verdicts: one check the upstream never answered (not
+  // counted), one it answered (counted: one request of the two left).
+  caf::anon_send(pool, checked_atom_v, false, std::string{"refused"});
+  caf::anon_send(pool, checked_atom_v, true, std::string{});
+  vt.sched->run();
+  callers c;
+  c.send(vt, pool, make_call(1));
+  c.send(vt, pool, make_call(1));
+  CHECK(up->calls.size() == 1);
+  CHECK(health_of(vt, pool).pacing_holds == 1);
+  answer_all(vt, *up, ok());
+  // The second call goes when the bucket has refilled one request.
+  vt.sched->advance_time(29s);
+  vt.sched->run();
+  CHECK(up->calls.empty());
+  vt.sched->advance_time(1s);
+  vt.sched->run();
+  CHECK(up->calls.size() == 1);
+  answer_all(vt, *up, ok());
+  CHECK(c.ok == 2);
+  CHECK(c.errors.empty());
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+}
+
 TEST_CASE("pacing: calls queued while held go out as one batch when the "
           "bucket has room for them") {
   virtual_time vt;
