@@ -14,6 +14,8 @@
 # cache side: a bound small enough that the warm-up fills it measures the
 # cache at its steady state, evicting, instead of a growing one).
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 build=${1:-build}
 rounds=${2:-5}
@@ -24,14 +26,8 @@ bin="$build/app/embedrt"
 
 out=$(mktemp -d)
 trap 'kill "$mock_pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-"$bin" mock --listen 127.0.0.1:0 >"$out/mock.out" 2>"$out/mock.err" &
-mock_pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$out/mock.out" 2>/dev/null && break
-  sleep 0.05
-done
-url=$(sed -n 's/^listening on //p' "$out/mock.out")
-[ -n "$url" ] || { echo "mock did not start" >&2; exit 1; }
+start_mock "$bin" "$out"
+url=$mock_url
 
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
   --inputs "$inputs" --dims "${DIMS:-8}" --warmup 2000 --log-level error)

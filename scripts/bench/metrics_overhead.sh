@@ -10,6 +10,8 @@
 # Defaults: build-metrics, 5 rounds, 20000 requests; the bench arguments are
 # P1's shape (8 connections, 1 input, 8 dims) with 64 callers.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 build=${1:-build-metrics}
 rounds=${2:-5}
@@ -19,14 +21,8 @@ bin="$build/app/embedrt"
 
 out=$(mktemp -d)
 trap 'kill "$mock_pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-"$bin" mock --listen 127.0.0.1:0 >"$out/mock.out" 2>"$out/mock.err" &
-mock_pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$out/mock.out" 2>/dev/null && break
-  sleep 0.05
-done
-url=$(sed -n 's/^listening on //p' "$out/mock.out")
-[ -n "$url" ] || { echo "mock did not start" >&2; exit 1; }
+start_mock "$bin" "$out"
+url=$mock_url
 
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
   --inputs 1 --dims 8 --warmup 2000 --log-level error)

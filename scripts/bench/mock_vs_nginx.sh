@@ -11,6 +11,8 @@
 #   WRK_THREADS  wrk threads (default 2)
 #   REPEAT       rounds over all four servers (default 3; the median counts)
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 root=$PWD
 bench_dir=$root/scripts/bench
@@ -47,18 +49,6 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_for_line FILE: waits (10 s at most) for the mock's "listening on" line.
-wait_for_line() {
-  for _ in $(seq 1 200); do
-    if grep -q '^listening on ' "$1"; then
-      sed -n 's/^listening on //p' "$1" | head -n 1
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "mock_vs_nginx: the server did not report its address" >&2
-  return 1
-}
 
 stop_server() {
   kill -TERM "$server_pid"
@@ -86,7 +76,7 @@ run_wrk() {
 # The response nginx serves: the mock's own answer to the benchmark request.
 "$bin" mock --listen 127.0.0.1:0 >"$tmp/mock.out" 2>"$tmp/mock.err" &
 server_pid=$!
-url=$(wait_for_line "$tmp/mock.out")/embeddings
+url=$(wait_listening "$tmp/mock.out")/embeddings
 sample_body=$(curl -sf -H 'Content-Type: application/json' \
   -d "$request_body" "$url")
 stop_server
@@ -96,7 +86,7 @@ run_mock() {
     2>"$tmp/mock.err" &
   server_pid=$!
   local url
-  url=$(wait_for_line "$tmp/mock.out")/embeddings
+  url=$(wait_listening "$tmp/mock.out")/embeddings
   run_wrk "$url" "embedrt mock, $1 I/O thread(s)"
   stop_server
 }

@@ -20,6 +20,8 @@
 # Defaults: build, 60 s, 5 rounds, 20000 requests, PARTS="pacing adaptive
 # cost". About 5 minutes.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 build=${1:-build}
 seconds=${2:-60}
@@ -67,14 +69,8 @@ fi
 echo "# cost: P1's shape, pacing on (default) / --no-pacing / --adaptive-concurrency"
 out=$(mktemp -d)
 trap 'kill "$mock_pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-"$bin" mock --listen 127.0.0.1:0 >"$out/mock.out" 2>"$out/mock.err" &
-mock_pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$out/mock.out" 2>/dev/null && break
-  sleep 0.05
-done
-url=$(sed -n 's/^listening on //p' "$out/mock.out")
-[ -n "$url" ] || { echo "mock did not start" >&2; exit 1; }
+start_mock "$bin" "$out"
+url=$mock_url
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
   --inputs 1 --dims 8 --warmup 2000 --log-level error)
 : >"$docs/pacing-cost.jsonl"
