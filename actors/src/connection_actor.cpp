@@ -62,13 +62,19 @@ http_outcome to_outcome(exchange_result&& res) {
 }
 
 /// What the completion of one exchange needs (immutable; it runs on an I/O
-/// thread and touches no actor state).
+/// thread and touches no actor state). Its handler waits in the io_context,
+/// so nothing in it may own the io_context (the env holds the io_runtime)
+/// or an actor whose state does: else a handler that never runs — the I/O
+/// threads stopped at shutdown with an exchange pending — would keep the
+/// io_context, and with it itself, alive forever. Hence both are weak: an
+/// exchange that completes after its upstream's actors are gone has nobody
+/// to tell.
 struct exchange_ctx {
-  std::shared_ptr<const connection_env> env;
+  std::weak_ptr<const connection_env> env;
   openai::response_expectation expect;
   uint64_t call_id = 0;
   /// The call's sender (its pool): gets the result.
-  caf::strong_actor_ptr reply_to;
+  caf::actor_addr reply_to;
 };
 
 /// Runs on the I/O thread, where the response's bytes are: classifies the
@@ -77,10 +83,14 @@ struct exchange_ctx {
 /// the pool tracks its calls by id, so a result that arrives after the
 /// connection died (its call re-queued) is recognised as stale there.
 void complete(const exchange_ctx& ctx, exchange_result&& res) {
+  auto env = ctx.env.lock();
+  auto to = caf::actor_cast<connection_listener>(ctx.reply_to);
+  if (!env || !to)
+    return;
   auto out = to_outcome(std::move(res));
   // Every string the upstream provides may reach a log line or an error
   // detail: the same rule for all of them.
-  const auto& secret = ctx.env->auth.second;
+  const auto& secret = env->auth.second;
   redact_secret(out.request_id, secret);
   if (out.request_id.size() > max_upstream_request_id)
     out.request_id.resize(max_upstream_request_id);
@@ -92,11 +102,10 @@ void complete(const exchange_ctx& ctx, exchange_result&& res) {
     redact_secret(out.error_param, secret);
   }
   bool open_after = out.open_after;
-  auto r = classify_outcome(std::move(out), ctx.expect, ctx.env->upstream_name);
+  auto r = classify_outcome(std::move(out), ctx.expect, env->upstream_name);
   r.open_after = open_after;
   r.call_id = ctx.call_id;
-  if (auto to = caf::actor_cast<connection_listener>(ctx.reply_to))
-    caf::anon_send(to, result_atom_v, std::move(r));
+  caf::anon_send(to, result_atom_v, std::move(r));
 }
 
 void on_call(self_ptr self, connection_call& call) {
@@ -127,7 +136,7 @@ void on_call(self_ptr self, connection_call& call) {
   ctx->expect.dimensions = req.dimensions;
   ctx->expect.encoding_format = req.encoding_format;
   ctx->call_id = call.call_id;
-  ctx->reply_to = self->current_sender();
+  ctx->reply_to = caf::actor_cast<caf::actor_addr>(self->current_sender());
   // Rounded up: the I/O deadline never fires before the caller's.
   auto timeout = std::chrono::ceil<std::chrono::milliseconds>(call.timeout);
   if (timeout.count() <= 0)

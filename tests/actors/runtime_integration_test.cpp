@@ -276,6 +276,48 @@ TEST_CASE("a hanging upstream is cut by the attempt timeout and the deadline "
   CHECK(srv->stats().embedding_requests >= 4);
 }
 
+TEST_CASE("a shared io_runtime stopped with an exchange pending is released "
+          "with the actor system") {
+  // What `embedrt serve` does at a failed start: the service is told to
+  // stop and the I/O threads stop while an exchange is still pending. The
+  // exchange's handler then never runs; nothing it holds may own the
+  // io_runtime, else the io_context (which holds the handler) is never
+  // destroyed.
+  mock::mock_options opts;
+  opts.faults = *mock::parse_fault_spec("hang:1").value;
+  auto srv = start_mock(opts);
+  std::weak_ptr<io_runtime> weak;
+  {
+    auto io = std::make_shared<io_runtime>(1);
+    weak = io;
+    system_fixture f;
+    service_hooks hooks;
+    hooks.io = io;
+    auto rc = make_config(srv->base_url(), 1);
+    rc.upstreams[0].attempt_timeout = 30000ms;
+    auto svc = spawn_service(*f.sys, rc, std::move(hooks));
+    REQUIRE(svc);
+    {
+      client c{*f.sys, *svc};
+      auto pending = c.embed(make_request({"pending"}, 8, 30000ms));
+      for (int i = 0; i < 500 && srv->stats().embedding_requests == 0; ++i)
+        std::this_thread::sleep_for(10ms);
+      REQUIRE(srv->stats().embedding_requests == 1);
+      // The I/O threads stop first: the exchange's handler stays queued.
+      io->stop();
+      io.reset();
+      caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+      // Answered (cancelled) by the stopping service, not left hanging.
+      auto r = pending.get();
+      REQUIRE(!r);
+      CHECK(error_code(r.error()) == errc::cancelled);
+    }
+    svc = caf::error{};
+    f.sys.reset();
+  }
+  CHECK(weak.expired());
+}
+
 TEST_CASE("invalid input is rejected before any network I/O") {
   system_fixture f;
   auto srv = start_mock();
