@@ -63,6 +63,10 @@ struct upstream_call {
   caf::timespan budget{0};
   /// True if this call retries an earlier failed attempt (retry budget).
   bool is_retry = false;
+  /// True if the attempt before was answered 429 with a Retry-After: with
+  /// pacing on, the pool's pacer holds every send until then, so such a
+  /// retry is paced there and not counted against the retry budget.
+  bool after_rate_limit = false;
   /// The caller's request id (logs).
   std::string request_id;
 };
@@ -71,7 +75,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, upstream_call& x) {
   return f(caf::meta::type_name("embedrt.upstream_call"), x.model, x.inputs,
            x.token_inputs, x.tokens, x.dimensions, x.user, x.budget, x.is_retry,
-           x.request_id);
+           x.after_rate_limit, x.request_id);
 }
 
 /// The pool's order to a connection actor: one upstream HTTP request. The

@@ -88,6 +88,8 @@ struct pool_item {
   uint32_t crashes = 0;
   /// Never merge with other calls (set after a batch failed as a whole).
   bool solo = false;
+  /// Counted as a retry by the retry budget (released with the answer).
+  bool budgeted_retry = false;
   /// The caller's deadline on the pool's clock (ns; 0 = none), from the
   /// call's budget at arrival.
   int64_t deadline_ns = 0;

@@ -104,7 +104,7 @@ void report(self_ptr self, const pool_slot& slot, const call_result& r) {
 }
 
 void answer(pool_state& st, pool_item& item, call_result r) {
-  st.budget.release(item.call.is_retry);
+  st.budget.release(item.budgeted_retry);
   item.rp.deliver(std::move(r));
 }
 

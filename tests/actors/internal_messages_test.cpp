@@ -44,6 +44,7 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
                                                    "user-3",
                                                    2500ms,
                                                    true,
+                                                   true,
                                                    "req-4"},
                                      ts.sys.get());
   }

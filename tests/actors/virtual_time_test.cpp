@@ -596,6 +596,45 @@ TEST_CASE("the pool rejects retries beyond its retry budget") {
   fc->clear();
 }
 
+TEST_CASE("a retry after a 429 with Retry-After is paced, not budgeted, while "
+          "pacing is on") {
+  for (bool pacing : {true, false}) {
+    CAPTURE(pacing);
+    virtual_time vt;
+    auto fc = std::make_shared<fake_connections>();
+    auto env = make_pool_env(fc, 1);
+    env->retry.budget_ratio = 0.2;
+    env->retry.budget_min_retries = 1;
+    env->cfg.pacing = pacing;
+    auto pool
+        = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+    pool_caller c{*vt.sys};
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    c.self->send(pool, call_atom_v, make_call("q"));
+    vt.sched->run();
+    // The budget (1 + 0.2 x 3 in flight) takes r1 and no other retry.
+    c.self->send(pool, call_atom_v, make_call("r1", true));
+    auto after_429 = make_call("r2", true);
+    after_429.after_rate_limit = true;
+    c.self->send(pool, call_atom_v, std::move(after_429));
+    c.self->send(pool, call_atom_v, make_call("r3", true));
+    vt.sched->run();
+    auto refused = c.answers();
+    // With pacing the pacer holds what a 429 asked to hold: r2 is admitted
+    // outside the budget and r3 is still refused (r2 took no share).
+    REQUIRE(refused.size() == (pacing ? 1u : 2u));
+    for (auto& r : refused)
+      CHECK(error_detail(r.error).find("retry budget") != std::string::npos);
+    REQUIRE(fc->held.size() == 1);
+    fc->release(vt);
+    auto rest = c.answers();
+    CHECK(rest.size() == (pacing ? 4u : 3u));
+    for (auto& r : rest)
+      CHECK(!r.error);
+    fc->clear();
+  }
+}
+
 TEST_CASE("the queue is bounded: a full queue answers overloaded at once") {
   virtual_time vt;
   auto fc = std::make_shared<fake_connections>();
