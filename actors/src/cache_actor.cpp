@@ -70,26 +70,14 @@ disk_actor::behavior_type disk_fn(disk_actor::stateful_pointer<disk_state> self,
 
 // -- the cache actor ----------------------------------------------------------
 
-/// An input in flight: its owner sends it upstream; waiters are told the
-/// vector (or that they own it now). Its key moves into the cache when it
-/// is filled.
-struct pending_entry {
-  std::string key;
-  uint64_t hash = 0;
+/// Who sends an input in flight upstream (its owner) and who waits for its
+/// vector. The entry itself (key, ticket) is in the store, in flight; its
+/// tag there is the index of this record in `cache_state::flights`.
+struct flight {
+  uint64_t ticket = 0;
   caf::strong_actor_ptr owner;
   std::vector<caf::strong_actor_ptr> waiters;
-
-  cache_key_ref ref() const {
-    return {key, hash};
-  }
 };
-
-/// Inputs in flight by ticket (nodes stay put on rehash, so `by_key` may
-/// point into them).
-using pending_map = std::unordered_map<uint64_t, pending_entry>;
-/// Ticket of an input in flight by its key (the entry's own bytes).
-using pending_index
-    = std::unordered_map<cache_key_ref, uint64_t, cache_key_ref_hash>;
 
 struct cache_state {
   static inline const char* name = "embedrt.cache";
@@ -97,9 +85,9 @@ struct cache_state {
   cache_config cfg;
   std::string crash_marker;
   std::unique_ptr<embedding_cache> mem;
-  pending_map pending;
-  pending_index by_key;
-  uint64_t next_ticket = 0;
+  /// Records of the inputs in flight (a slab: free records are reused).
+  std::vector<flight> flights;
+  std::vector<uint32_t> free_flights;
   /// Owners monitored (someone waits for them), by actor id.
   std::unordered_set<caf::actor_id> monitored;
   cache_metrics counters;
@@ -155,63 +143,78 @@ void queue_write(cache_ptr self, const std::string& key,
   st.write_vecs.push_back(vec);
 }
 
-void erase_ticket(cache_state& st, uint64_t ticket) {
-  auto i = st.pending.find(ticket);
-  if (i == st.pending.end())
-    return;
-  st.by_key.erase(i->second.ref());
-  st.pending.erase(i);
+/// The record a new reservation will take (not taken yet: a lookup that
+/// hits or joins a flight leaves it free).
+uint32_t next_flight(cache_state& st) {
+  if (!st.free_flights.empty())
+    return st.free_flights.back();
+  return static_cast<uint32_t>(st.flights.size());
+}
+
+flight& take_flight(cache_state& st, uint32_t tag) {
+  if (!st.free_flights.empty() && st.free_flights.back() == tag)
+    st.free_flights.pop_back();
+  else
+    st.flights.emplace_back();
+  return st.flights[tag];
+}
+
+void free_flight(cache_state& st, uint32_t tag) {
+  auto& f = st.flights[tag];
+  f.ticket = 0;
+  f.owner = nullptr;
+  f.waiters.clear();
+  st.free_flights.push_back(tag);
 }
 
 /// A ticket's vector arrived (from its owner or the store): waiters get it,
-/// the cache keeps it (the pending entry's key moves into the cache).
+/// the cache keeps it (the entry in flight becomes a stored one).
 void complete(cache_ptr self, uint64_t ticket, std::vector<float> vec,
-              bool persist) {
+              bool persist, clock_type::time_point now) {
   auto& st = self->state;
-  auto i = st.pending.find(ticket);
-  if (i == st.pending.end())
+  auto tag = st.mem->tag_of(ticket);
+  if (!tag)
     return;
-  st.by_key.erase(i->second.ref());
-  auto node = st.pending.extract(i);
-  auto& e = node.mapped();
-  for (auto& w : e.waiters)
+  auto& f = st.flights[*tag];
+  for (auto& w : f.waiters)
     self->send(caf::actor_cast<cache_waiter>(w), cache_filled_atom_v, ticket,
                vec);
+  free_flight(st, *tag);
   if (persist)
-    queue_write(self, e.key, vec);
-  st.mem->put(std::move(e.key), e.hash, std::move(vec), clock_type::now());
+    queue_write(self, *st.mem->key_of(ticket), vec);
+  st.mem->fill(ticket, std::move(vec), now);
 }
 
 /// The owner gave the ticket up (or died): the first waiter owns it now.
 void release(cache_ptr self, uint64_t ticket) {
   auto& st = self->state;
-  auto i = st.pending.find(ticket);
-  if (i == st.pending.end())
+  auto tag = st.mem->tag_of(ticket);
+  if (!tag)
     return;
-  auto& entry = i->second;
-  if (entry.waiters.empty()) {
-    erase_ticket(st, ticket);
+  auto& f = st.flights[*tag];
+  if (f.waiters.empty()) {
+    free_flight(st, *tag);
+    st.mem->abandon(ticket);
     return;
   }
-  entry.owner = std::move(entry.waiters.front());
-  entry.waiters.erase(entry.waiters.begin());
-  self->send(caf::actor_cast<cache_waiter>(entry.owner), cache_owner_atom_v,
+  f.owner = std::move(f.waiters.front());
+  f.waiters.erase(f.waiters.begin());
+  self->send(caf::actor_cast<cache_waiter>(f.owner), cache_owner_atom_v,
              ticket);
-  if (!entry.waiters.empty() && st.monitored.insert(entry.owner->id()).second)
-    self->monitor(caf::actor_cast<caf::actor>(entry.owner));
+  if (!f.waiters.empty() && st.monitored.insert(f.owner->id()).second)
+    self->monitor(caf::actor_cast<caf::actor>(f.owner));
 }
 
-void add_waiter(cache_ptr self, pending_entry& e,
-                const caf::strong_actor_ptr& who) {
+void add_waiter(cache_ptr self, flight& f, const caf::strong_actor_ptr& who) {
   auto& st = self->state;
-  for (auto& w : e.waiters)
+  for (auto& w : f.waiters)
     if (w == who)
       return;
-  e.waiters.push_back(who);
+  f.waiters.push_back(who);
   // Watched from now on: if it ends without fill or release, its down
   // message releases its tickets (an owner already gone: at once).
-  if (e.owner && st.monitored.insert(e.owner->id()).second)
-    self->monitor(caf::actor_cast<caf::actor>(e.owner));
+  if (f.owner && st.monitored.insert(f.owner->id()).second)
+    self->monitor(caf::actor_cast<caf::actor>(f.owner));
 }
 
 /// The store's answer to a lookup's memory misses: hits become hits of the
@@ -240,7 +243,7 @@ void on_disk_found(cache_ptr self, cache_answer& a,
     ++st.counters.persistent_hits;
     ++st.counters.hits;
     --st.counters.misses;
-    complete(self, ticket, std::move(found[k]), false);
+    complete(self, ticket, std::move(found[k]), false, clock_type::now());
   }
 }
 
@@ -269,34 +272,36 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
   for (uint32_t i = 0; i < n; ++i) {
-    cache_key_ref ref{q.keys[i], q.hashes[i]};
-    if (auto v = st.mem->get(ref.bytes, ref.hash, now)) {
-      a->slots[i] = static_cast<uint8_t>(cache_slot::hit);
-      a->vectors[i] = *v;
-      ++st.counters.hits;
-      continue;
-    }
-    if (auto p = st.by_key.find(ref); p != st.by_key.end()) {
-      auto& e = st.pending[p->second];
-      a->tickets[i] = p->second;
-      ++st.counters.coalesced;
-      if (e.owner == sender)
-        continue; // a duplicate inside the asker's own request
-      a->slots[i] = static_cast<uint8_t>(cache_slot::waiting);
-      add_waiter(self, e, sender);
-      continue;
-    }
-    auto t = ++st.next_ticket;
-    auto& e = st.pending[t];
-    e.key = std::move(q.keys[i]);
-    e.hash = ref.hash;
-    e.owner = sender;
-    st.by_key.emplace(e.ref(), t);
-    a->tickets[i] = t;
-    ++st.counters.misses;
-    if (st.disk) {
-      disk_idx.push_back(i);
-      disk_keys.push_back(e.key);
+    auto tag = next_flight(st);
+    auto r = st.mem->find_or_reserve(q.keys[i], q.hashes[i], tag, now);
+    switch (r.found) {
+      case cache_find::hit:
+        a->slots[i] = static_cast<uint8_t>(cache_slot::hit);
+        a->vectors[i] = *r.vec;
+        ++st.counters.hits;
+        break;
+      case cache_find::in_flight: {
+        auto& f = st.flights[r.tag];
+        a->tickets[i] = r.ticket;
+        ++st.counters.coalesced;
+        if (f.owner == sender)
+          break; // a duplicate inside the asker's own request
+        a->slots[i] = static_cast<uint8_t>(cache_slot::waiting);
+        add_waiter(self, f, sender);
+        break;
+      }
+      case cache_find::reserved: {
+        auto& f = take_flight(st, tag);
+        f.ticket = r.ticket;
+        f.owner = sender;
+        a->tickets[i] = r.ticket;
+        ++st.counters.misses;
+        if (st.disk) {
+          disk_idx.push_back(i);
+          disk_keys.push_back(*st.mem->key_of(r.ticket));
+        }
+        break;
+      }
     }
   }
   if (disk_idx.empty())
@@ -316,8 +321,9 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
 }
 
 void on_fill(cache_ptr self, cache_fill& f) {
+  auto now = clock_type::now();
   for (std::size_t i = 0; i < f.tickets.size() && i < f.vectors.size(); ++i)
-    complete(self, f.tickets[i], std::move(f.vectors[i]), true);
+    complete(self, f.tickets[i], std::move(f.vectors[i]), true, now);
   flush_writes(self);
 }
 
@@ -333,9 +339,9 @@ void on_down(cache_ptr self, const caf::down_msg& dm) {
   }
   st.monitored.erase(dm.source.id());
   std::vector<uint64_t> orphans;
-  for (auto& [ticket, e] : st.pending)
-    if (e.owner && e.owner->id() == dm.source.id())
-      orphans.push_back(ticket);
+  for (auto& f : st.flights)
+    if (f.owner && f.owner->id() == dm.source.id())
+      orphans.push_back(f.ticket);
   for (auto t : orphans)
     release(self, t);
 }

@@ -78,15 +78,23 @@ void frequency_sketch::ensure_capacity(std::size_t entries) {
   sample_size_ = 10 * width;
 }
 
-std::size_t frequency_sketch::index(uint64_t hash, int row) const {
-  auto h = mix(hash + static_cast<uint64_t>(row + 1) * 0x9e3779b97f4a7c15ULL);
-  return static_cast<std::size_t>(row) * (mask_ + 1) + (h & mask_);
+void frequency_sketch::positions(uint64_t hash, std::size_t (&pos)[4]) const {
+  auto h = mix(hash + 0x9e3779b97f4a7c15ULL);
+  // 4 x width counters in blocks of 64: row r of a block is its bytes
+  // [16 r, 16 r + 16).
+  auto blocks_mask = ((mask_ + 1) / 16) - 1;
+  auto block = static_cast<std::size_t>(h >> 32) & blocks_mask;
+  for (int row = 0; row < 4; ++row)
+    pos[row] = block * 64 + static_cast<std::size_t>(row) * 16
+        + static_cast<std::size_t>((h >> (4 * row)) & 15);
 }
 
 void frequency_sketch::increment(uint64_t hash) {
   bool added = false;
-  for (int row = 0; row < 4; ++row) {
-    auto& c = table_[index(hash, row)];
+  std::size_t pos[4];
+  positions(hash, pos);
+  for (auto p : pos) {
+    auto& c = table_[p];
     if (c < 15) {
       ++c;
       added = true;
@@ -98,8 +106,10 @@ void frequency_sketch::increment(uint64_t hash) {
 
 uint32_t frequency_sketch::frequency(uint64_t hash) const {
   uint32_t f = 15;
-  for (int row = 0; row < 4; ++row)
-    f = std::min<uint32_t>(f, table_[index(hash, row)]);
+  std::size_t pos[4];
+  positions(hash, pos);
+  for (auto p : pos)
+    f = std::min<uint32_t>(f, table_[p]);
   return f;
 }
 
@@ -123,18 +133,137 @@ embedding_cache::embedding_cache(std::size_t max_bytes,
       policy_(policy) {
   if (policy_ == eviction_policy::lru)
     window_max_ = max_bytes;
+  index_.resize(64);
 }
 
-embedding_cache::list& embedding_cache::list_of(region r) {
+embedding_cache::~embedding_cache() = default;
+
+embedding_cache::lru_list& embedding_cache::list_of(region r) {
   return r == region::window   ? window_
       : r == region::probation ? probation_
                                : protected_;
 }
 
-std::size_t& embedding_cache::bytes_of(region r) {
-  return r == region::window   ? window_bytes_
-      : r == region::probation ? probation_bytes_
-                               : protected_bytes_;
+void embedding_cache::push_front(region r, uint32_t slot) {
+  auto& l = list_of(r);
+  auto& e = at(slot);
+  e.where = r;
+  e.prev = npos;
+  e.next = l.head;
+  if (l.head != npos)
+    at(l.head).prev = slot;
+  else
+    l.tail = slot;
+  l.head = slot;
+  ++l.count;
+  l.bytes += e.bytes;
+}
+
+void embedding_cache::unlink(uint32_t slot) {
+  auto& e = at(slot);
+  auto& l = list_of(e.where);
+  if (e.prev != npos)
+    at(e.prev).next = e.next;
+  else
+    l.head = e.next;
+  if (e.next != npos)
+    at(e.next).prev = e.prev;
+  else
+    l.tail = e.prev;
+  e.prev = e.next = npos;
+  --l.count;
+  l.bytes -= e.bytes;
+}
+
+uint32_t embedding_cache::new_slot() {
+  if (!free_.empty()) {
+    auto s = free_.back();
+    free_.pop_back();
+    return s;
+  }
+  if ((slots_used_ & (chunk_size - 1)) == 0)
+    chunks_.push_back(std::make_unique<entry[]>(chunk_size));
+  return slots_used_++;
+}
+
+void embedding_cache::free_slot(uint32_t slot) {
+  auto& e = at(slot);
+  // The key's and the vector's memory go now, not when the slot is reused.
+  std::string{}.swap(e.key);
+  std::vector<float>{}.swap(e.vec);
+  e.where = region::free;
+  e.bytes = 0;
+  if (++e.generation == 0)
+    e.generation = 1;
+  free_.push_back(slot);
+}
+
+uint32_t embedding_cache::live_ticket(uint64_t ticket) const {
+  auto slot = static_cast<uint32_t>(ticket & 0xffffffffu);
+  auto gen = static_cast<uint32_t>(ticket >> 32);
+  if (slot >= slots_used_)
+    return npos;
+  const auto& e = at(slot);
+  return e.where == region::in_flight && e.generation == gen ? slot : npos;
+}
+
+std::size_t embedding_cache::find_pos(std::string_view key,
+                                      uint64_t hash) const {
+  auto mask = index_.size() - 1;
+  for (auto pos = static_cast<std::size_t>(hash) & mask;;
+       pos = (pos + 1) & mask) {
+    const auto& b = index_[pos];
+    if (b.slot == npos)
+      return not_found;
+    if (b.hash_lo == low(hash) && at(b.slot).key == key)
+      return pos;
+  }
+}
+
+void embedding_cache::index_insert(uint64_t hash, uint32_t slot) {
+  // At most half full: short probes.
+  if (2 * (index_count_ + 1) > index_.size())
+    grow_index();
+  auto mask = index_.size() - 1;
+  auto pos = static_cast<std::size_t>(hash) & mask;
+  while (index_[pos].slot != npos)
+    pos = (pos + 1) & mask;
+  index_[pos] = bucket{low(hash), slot};
+  ++index_count_;
+}
+
+void embedding_cache::grow_index() {
+  std::vector<bucket> old(index_.size() * 2);
+  old.swap(index_);
+  auto mask = index_.size() - 1;
+  for (const auto& b : old) {
+    if (b.slot == npos)
+      continue;
+    auto pos = static_cast<std::size_t>(b.hash_lo) & mask;
+    while (index_[pos].slot != npos)
+      pos = (pos + 1) & mask;
+    index_[pos] = b;
+  }
+}
+
+/// Backward-shift deletion: the entries after the hole that may move into
+/// it do, so that no probe ever stops early and no tombstones pile up.
+void embedding_cache::index_erase(std::size_t pos) {
+  auto mask = index_.size() - 1;
+  auto hole = pos;
+  for (auto j = (hole + 1) & mask; index_[j].slot != npos; j = (j + 1) & mask) {
+    auto home = static_cast<std::size_t>(index_[j].hash_lo) & mask;
+    // The entry at j may fill the hole unless its home lies cyclically in
+    // (hole, j].
+    bool stays
+        = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (stays)
+      continue;
+    index_[hole] = index_[j];
+    hole = j;
+  }
+  index_[hole] = bucket{};
+  --index_count_;
 }
 
 const std::vector<float>* embedding_cache::get(std::string_view key,
@@ -142,99 +271,200 @@ const std::vector<float>* embedding_cache::get(std::string_view key,
                                                clock::time_point now) {
   if (policy_ == eviction_policy::tinylfu)
     sketch_.increment(hash);
-  auto i = index_.find(cache_key_ref{key, hash});
-  if (i == index_.end()) {
+  auto pos = find_pos(key, hash);
+  if (pos == not_found) {
     ++counters_.misses;
     return nullptr;
   }
-  auto it = i->second;
-  if (it->expires <= now) {
+  auto slot = index_[pos].slot;
+  auto& e = at(slot);
+  if (e.where == region::in_flight) {
+    ++counters_.misses;
+    return nullptr;
+  }
+  if (e.expires <= now) {
     ++counters_.expirations;
     ++counters_.misses;
-    remove(it);
+    remove(slot);
     return nullptr;
   }
   ++counters_.hits;
-  on_hit(it);
-  return &it->vec;
+  on_hit(slot);
+  return &e.vec;
 }
 
-void embedding_cache::on_hit(iter it) {
-  switch (it->where) {
-    case region::window: window_.splice(window_.begin(), window_, it); break;
+cache_reservation embedding_cache::find_or_reserve(std::string& key,
+                                                   uint64_t hash, uint32_t tag,
+                                                   clock::time_point now) {
+  if (policy_ == eviction_policy::tinylfu)
+    sketch_.increment(hash);
+  cache_reservation r;
+  auto pos = find_pos(key, hash);
+  if (pos != not_found) {
+    auto slot = index_[pos].slot;
+    auto& e = at(slot);
+    if (e.where == region::in_flight) {
+      ++counters_.misses;
+      r.found = cache_find::in_flight;
+      r.ticket = ticket_of(slot, e.generation);
+      r.tag = e.tag;
+      return r;
+    }
+    if (e.expires > now) {
+      ++counters_.hits;
+      on_hit(slot);
+      r.found = cache_find::hit;
+      r.vec = &e.vec;
+      return r;
+    }
+    ++counters_.expirations;
+    remove(slot);
+  }
+  ++counters_.misses;
+  auto slot = new_slot();
+  auto& e = at(slot);
+  e.key = std::move(key);
+  e.hash = hash;
+  e.tag = tag;
+  e.where = region::in_flight;
+  index_insert(hash, slot);
+  ++in_flight_;
+  r.found = cache_find::reserved;
+  r.ticket = ticket_of(slot, e.generation);
+  return r;
+}
+
+bool embedding_cache::fill(uint64_t ticket, std::vector<float> vec,
+                           clock::time_point now) {
+  auto slot = live_ticket(ticket);
+  if (slot == npos)
+    return false;
+  store(slot, std::move(vec), now);
+  return true;
+}
+
+bool embedding_cache::abandon(uint64_t ticket) {
+  auto slot = live_ticket(ticket);
+  if (slot == npos)
+    return false;
+  remove(slot);
+  return true;
+}
+
+const std::string* embedding_cache::key_of(uint64_t ticket) const {
+  auto slot = live_ticket(ticket);
+  return slot == npos ? nullptr : &at(slot).key;
+}
+
+std::optional<uint32_t> embedding_cache::tag_of(uint64_t ticket) const {
+  auto slot = live_ticket(ticket);
+  if (slot == npos)
+    return std::nullopt;
+  return at(slot).tag;
+}
+
+bool embedding_cache::retag(uint64_t ticket, uint32_t tag) {
+  auto slot = live_ticket(ticket);
+  if (slot == npos)
+    return false;
+  at(slot).tag = tag;
+  return true;
+}
+
+void embedding_cache::on_hit(uint32_t slot) {
+  auto& e = at(slot);
+  switch (e.where) {
+    case region::window:
+      unlink(slot);
+      push_front(region::window, slot);
+      break;
     case region::probation:
       // Asked again while on probation: protected from now on.
-      probation_bytes_ -= it->bytes;
-      protected_bytes_ += it->bytes;
-      it->where = region::protect;
-      protected_.splice(protected_.begin(), probation_, it);
+      unlink(slot);
+      push_front(region::protect, slot);
       rebalance_protected();
       break;
     case region::protect:
-      protected_.splice(protected_.begin(), protected_, it);
+      unlink(slot);
+      push_front(region::protect, slot);
       break;
+    case region::free:
+    case region::in_flight: break;
   }
 }
 
 /// The protected segment over its share demotes its least recent entries
 /// to the front of probation.
 void embedding_cache::rebalance_protected() {
-  while (protected_bytes_ > protected_max_ && !protected_.empty()) {
-    auto last = std::prev(protected_.end());
-    protected_bytes_ -= last->bytes;
-    probation_bytes_ += last->bytes;
-    last->where = region::probation;
-    probation_.splice(probation_.begin(), protected_, last);
+  while (protected_.bytes > protected_max_ && protected_.tail != npos) {
+    auto last = protected_.tail;
+    unlink(last);
+    push_front(region::probation, last);
   }
 }
 
-void embedding_cache::remove(iter it) {
-  index_.erase(cache_key_ref{it->key, it->hash});
-  bytes_of(it->where) -= it->bytes;
-  list_of(it->where).erase(it);
+void embedding_cache::remove(uint32_t slot) {
+  auto& e = at(slot);
+  if (auto pos = find_pos(e.key, e.hash); pos != not_found)
+    index_erase(pos);
+  if (e.where == region::in_flight)
+    --in_flight_;
+  else
+    unlink(slot);
+  free_slot(slot);
 }
 
-void embedding_cache::evict(iter it) {
+void embedding_cache::evict(uint32_t slot) {
   ++counters_.evictions;
-  remove(it);
+  remove(slot);
+}
+
+void embedding_cache::store(uint32_t slot, std::vector<float> vec,
+                            clock::time_point now) {
+  auto& e = at(slot);
+  auto bytes = e.key.size() + vec.size() * sizeof(float) + cache_entry_overhead;
+  if (bytes > max_bytes_) {
+    ++counters_.too_large;
+    remove(slot);
+    return;
+  }
+  --in_flight_;
+  e.vec = std::move(vec);
+  e.bytes = bytes;
+  e.expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();
+  // A stored entry's ticket is stale from now on.
+  if (++e.generation == 0)
+    e.generation = 1;
+  push_front(region::window, slot);
+  if (policy_ == eviction_policy::tinylfu)
+    sketch_.ensure_capacity(entries());
+  drain_window();
 }
 
 void embedding_cache::put(std::string key, uint64_t hash,
                           std::vector<float> vec, clock::time_point now) {
-  auto bytes = key.size() + vec.size() * sizeof(float) + cache_entry_overhead;
-  auto expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();
-  if (auto i = index_.find(cache_key_ref{key, hash}); i != index_.end())
-    remove(i->second);
-  if (bytes > max_bytes_) {
-    ++counters_.too_large;
-    return;
-  }
-  node n;
-  n.hash = hash;
-  n.key = std::move(key);
-  n.vec = std::move(vec);
-  n.bytes = bytes;
-  n.expires = expires;
-  window_.push_front(std::move(n));
-  window_bytes_ += bytes;
-  index_.emplace(cache_key_ref{window_.front().key, hash}, window_.begin());
-  if (policy_ == eviction_policy::tinylfu)
-    sketch_.ensure_capacity(index_.size());
-  drain_window();
+  if (auto pos = find_pos(key, hash); pos != not_found)
+    remove(index_[pos].slot);
+  auto slot = new_slot();
+  auto& e = at(slot);
+  e.key = std::move(key);
+  e.hash = hash;
+  e.where = region::in_flight;
+  index_insert(hash, slot);
+  ++in_flight_;
+  store(slot, std::move(vec), now);
 }
 
 /// Entries pushed out of the window are candidates for the main space.
 void embedding_cache::drain_window() {
-  while (window_bytes_ > window_max_ && !window_.empty()) {
-    auto last = std::prev(window_.end());
+  while (window_.bytes > window_max_ && window_.tail != npos) {
+    auto last = window_.tail;
     if (policy_ == eviction_policy::lru) {
       evict(last);
       continue;
     }
-    window_bytes_ -= last->bytes;
-    probation_bytes_ += last->bytes;
-    last->where = region::probation;
-    probation_.splice(probation_.begin(), window_, last);
+    unlink(last);
+    push_front(region::probation, last);
     admit(last);
   }
 }
@@ -242,19 +472,20 @@ void embedding_cache::drain_window() {
 /// The candidate (at the front of probation) stays only if it is asked for
 /// more often than each victim it would push out (probation's least recent
 /// first, then protected's); otherwise the candidate goes.
-void embedding_cache::admit(iter candidate) {
+void embedding_cache::admit(uint32_t candidate) {
   auto main_max = max_bytes_ - window_max_;
-  while (probation_bytes_ + protected_bytes_ > main_max) {
-    iter victim;
-    if (probation_.size() > 1 || protected_.empty())
-      victim = std::prev(probation_.end());
+  while (probation_.bytes + protected_.bytes > main_max) {
+    uint32_t victim;
+    if (probation_.count > 1 || protected_.count == 0)
+      victim = probation_.tail;
     else
-      victim = std::prev(protected_.end());
+      victim = protected_.tail;
     if (victim == candidate) {
       evict(candidate);
       return;
     }
-    if (sketch_.frequency(candidate->hash) > sketch_.frequency(victim->hash)) {
+    if (sketch_.frequency(at(candidate).hash)
+        > sketch_.frequency(at(victim).hash)) {
       evict(victim);
     } else {
       evict(candidate);

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -87,7 +88,7 @@ TEST_CASE("cache keys differ in model, dimensions, input and kind of input",
   CHECK(cache_key("m", 0, ids) == cache_key("m", 0, std::vector<int32_t>{ids}));
 }
 
-TEST_CASE("a hit returns the stored vector; the full key is compared",
+TEST_CASE("a hit returns the stored vector, the full key is compared",
           "[cache]") {
   embedding_cache cache{1 << 20, 0ms};
   auto now = clock_type::now();
@@ -171,5 +172,181 @@ TEST_CASE("W-TinyLFU beats LRU on Zipf traces and resists scans", "[cache]") {
                 entries, keys, lfu, lru, lfu_scan, lru_scan);
     CHECK(lfu > lru * 1.05);
     CHECK(lfu_scan > lru_scan * 1.1);
+  }
+}
+
+TEST_CASE("a miss reserves its key in flight, the fill stores it in place, "
+          "and stale tickets are refused",
+          "[cache]") {
+  embedding_cache cache{1 << 20, 0ms};
+  auto now = clock_type::now();
+  auto key = cache_key("m", 4, "x");
+  auto hash = cache_hash(key);
+  auto k = key;
+  auto r = cache.find_or_reserve(k, hash, 7, now);
+  REQUIRE(r.found == cache_find::reserved);
+  CHECK(r.ticket != 0);
+  CHECK(k.empty()); // moved in
+  CHECK(cache.in_flight() == 1);
+  CHECK(cache.entries() == 0);
+  CHECK(cache.bytes() == 0);
+  REQUIRE(cache.key_of(r.ticket) != nullptr);
+  CHECK(*cache.key_of(r.ticket) == key);
+  CHECK(cache.tag_of(r.ticket) == 7u);
+  // The same key again: in flight under the same ticket and tag; get()
+  // does not see it.
+  k = key;
+  auto again = cache.find_or_reserve(k, hash, 9, now);
+  CHECK(again.found == cache_find::in_flight);
+  CHECK(again.ticket == r.ticket);
+  CHECK(again.tag == 7u);
+  CHECK(k == key); // not moved
+  CHECK(cache.get(key, hash, now) == nullptr);
+  CHECK(cache.retag(r.ticket, 3));
+  CHECK(cache.tag_of(r.ticket) == 3u);
+  // The fill stores it; the ticket is stale from then on.
+  CHECK(cache.fill(r.ticket, {1, 2, 3, 4}, now));
+  CHECK(cache.in_flight() == 0);
+  CHECK(cache.entries() == 1);
+  CHECK(cache.bytes() == key.size() + 16 + cache_entry_overhead);
+  CHECK_FALSE(cache.fill(r.ticket, {9, 9, 9, 9}, now));
+  CHECK_FALSE(cache.abandon(r.ticket));
+  CHECK(cache.key_of(r.ticket) == nullptr);
+  CHECK_FALSE(cache.tag_of(r.ticket).has_value());
+  k = key;
+  auto hit = cache.find_or_reserve(k, hash, 0, now);
+  REQUIRE(hit.found == cache_find::hit);
+  CHECK(*hit.vec == std::vector<float>{1, 2, 3, 4});
+  // An abandoned reservation: its slot is reused under a new generation,
+  // and the old ticket names nothing.
+  auto key2 = cache_key("m", 4, "y");
+  k = key2;
+  auto r2 = cache.find_or_reserve(k, cache_hash(key2), 1, now);
+  REQUIRE(r2.found == cache_find::reserved);
+  CHECK(cache.abandon(r2.ticket));
+  CHECK(cache.in_flight() == 0);
+  k = key2;
+  auto r3 = cache.find_or_reserve(k, cache_hash(key2), 1, now);
+  REQUIRE(r3.found == cache_find::reserved);
+  CHECK(r3.ticket != r2.ticket);
+  CHECK_FALSE(cache.fill(r2.ticket, {5, 5, 5, 5}, now));
+  // put() over a key in flight replaces it: its ticket goes stale.
+  cache.put(key2, {6, 6, 6, 6}, now);
+  CHECK_FALSE(cache.fill(r3.ticket, {7, 7, 7, 7}, now));
+  CHECK(cache.in_flight() == 0);
+  REQUIRE(cache.get(key2, now) != nullptr);
+  CHECK(*cache.get(key2, now) == std::vector<float>{6, 6, 6, 6});
+  // A fill larger than the bound: not stored, nothing left in flight.
+  embedding_cache small{256, 0ms};
+  auto big = cache_key("m", 0, "big");
+  k = big;
+  auto rb = small.find_or_reserve(k, cache_hash(big), 0, now);
+  CHECK(small.fill(rb.ticket, vec_of(1024, 1), now));
+  CHECK(small.counters().too_large == 1);
+  CHECK(small.in_flight() == 0);
+  CHECK(small.entries() == 0);
+  k = big;
+  CHECK(small.find_or_reserve(k, cache_hash(big), 0, now).found
+        == cache_find::reserved);
+}
+
+TEST_CASE("the store agrees with a map under random reserves, fills, "
+          "abandons, puts and expiries",
+          "[cache]") {
+  // No eviction (a large bound): every stored key must be found with its
+  // own vector, every absent one missed — the index's deletions (backward
+  // shifts) and slot reuse included. A small key space makes collisions
+  // and reuse frequent; a weak hash (few distinct values) makes long probe
+  // runs.
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    std::mt19937_64 rng{seed};
+    embedding_cache cache{std::size_t{1} << 30, 1000ms};
+    auto t0 = clock_type::now();
+    auto now = t0;
+    struct model_entry {
+      bool in_flight = false;
+      uint64_t ticket = 0;
+      float value = 0;
+      clock_type::time_point written;
+    };
+    std::map<std::string, model_entry> model;
+    const std::size_t keys = 300;
+    for (int step = 0; step < 60000; ++step) {
+      now += std::chrono::microseconds{rng() % 200};
+      auto key = cache_key("m", 1, text_of(rng() % keys));
+      // Weak hashes for a third of the seeds' keys: probe runs collide.
+      auto hash = seed == 3 ? cache_hash(key) % 37 : cache_hash(key);
+      auto it = model.find(key);
+      if (it != model.end() && !it->second.in_flight
+          && it->second.written + 1000ms <= now) {
+        model.erase(it); // expired: the cache drops it when it finds it
+        it = model.end();
+      }
+      switch (rng() % 4) {
+        case 0: { // lookup that reserves
+          auto k = key;
+          auto r = cache.find_or_reserve(k, hash, 0, now);
+          if (it == model.end()) {
+            REQUIRE(r.found == cache_find::reserved);
+            model[key] = model_entry{true, r.ticket, 0, now};
+          } else if (it->second.in_flight) {
+            REQUIRE(r.found == cache_find::in_flight);
+            CHECK(r.ticket == it->second.ticket);
+          } else {
+            REQUIRE(r.found == cache_find::hit);
+            REQUIRE(r.vec->size() == 1);
+            CHECK(r.vec->front() == it->second.value);
+          }
+          break;
+        }
+        case 1: { // fill or abandon a key in flight
+          if (it == model.end() || !it->second.in_flight)
+            break;
+          if (rng() % 4 == 0) {
+            CHECK(cache.abandon(it->second.ticket));
+            model.erase(it);
+          } else {
+            auto v = static_cast<float>(step);
+            CHECK(cache.fill(it->second.ticket, {v}, now));
+            it->second = model_entry{false, 0, v, now};
+          }
+          break;
+        }
+        case 2: { // put
+          auto v = static_cast<float>(step);
+          cache.put(key, hash, {v}, now);
+          model[key] = model_entry{false, 0, v, now};
+          break;
+        }
+        default: { // get
+          auto* v = cache.get(key, hash, now);
+          if (it == model.end() || it->second.in_flight) {
+            CHECK(v == nullptr);
+          } else {
+            REQUIRE(v != nullptr);
+            CHECK(v->front() == it->second.value);
+          }
+          break;
+        }
+      }
+    }
+    std::size_t in_flight = 0;
+    for (auto& [k, e] : model)
+      in_flight += e.in_flight ? 1 : 0;
+    CHECK(cache.in_flight() == in_flight);
+    // Every key the model holds is found (expired ones are dropped).
+    for (auto& [k, e] : model) {
+      if (e.in_flight)
+        continue;
+      auto hash = seed == 3 ? cache_hash(k) % 37 : cache_hash(k);
+      auto* v = cache.get(k, hash, now);
+      if (e.written + 1000ms <= now) {
+        CHECK(v == nullptr);
+      } else {
+        REQUIRE(v != nullptr);
+        CHECK(v->front() == e.value);
+      }
+    }
   }
 }
