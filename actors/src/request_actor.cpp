@@ -297,8 +297,8 @@ void send_attempt(self_ptr self, uint32_t idx) {
   call.budget = left;
   call.is_retry = c.attempts > 0;
   call.after_rate_limit = call.is_retry && c.last_error
-                       && error_code(c.last_error) == errc::rate_limited
-                       && error_retry_after(c.last_error).count() > 0;
+      && error_code(c.last_error) == errc::rate_limited
+      && error_retry_after(c.last_error).count() > 0;
   call.request_id = st.req.request_id;
   ++c.attempts;
   // No timeout: the pool answers every call by its budget (its watchdog
