@@ -3,6 +3,8 @@
 #include "cache_policy.hpp"
 #include "request_actor.hpp"
 
+#include <algorithm>
+
 namespace embedrt::detail {
 
 namespace {
@@ -19,16 +21,23 @@ void append_compact(request_state& st, uint32_t i, uint64_t ticket) {
   cs.filled.push_back(false);
 }
 
-/// Every input a distinct miss: tickets are handed out in increasing order
-/// for new misses, so distinct owned tickets are strictly increasing.
+/// Every input a distinct miss: all owned, no ticket twice (an input
+/// repeated inside the request shares its first occurrence's ticket).
+/// Tickets name store slots, reused in any order, so strictly increasing
+/// tickets (a growing cache) are only the quick answer.
 bool all_distinct_misses(const cache_answer& a) {
+  bool increasing = true;
   for (std::size_t i = 0; i < a.slots.size(); ++i) {
     if (a.slots[i] != static_cast<uint8_t>(cache_slot::owned))
       return false;
     if (i > 0 && a.tickets[i] <= a.tickets[i - 1])
-      return false;
+      increasing = false;
   }
-  return true;
+  if (increasing)
+    return true;
+  auto sorted = a.tickets;
+  std::sort(sorted.begin(), sorted.end());
+  return std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
 }
 
 void restore_caller_inputs(request_state& st) {
