@@ -409,7 +409,7 @@ TEST_CASE("batching: 1,000 concurrent callers with 1-50 texts each and 20 % "
 }
 
 TEST_CASE("batching: an upstream that refuses batches as too many tokens "
-          "makes the pool send smaller ones; every caller is served") {
+          "makes the pool send smaller ones, every caller is served") {
   system_fixture f;
   mock::mock_options mo;
   mo.max_tokens_per_request = 120;

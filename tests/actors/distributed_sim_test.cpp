@@ -307,7 +307,7 @@ TEST_CASE_METHOD(cluster,
 
 TEST_CASE_METHOD(cluster,
                  "router: a node that is not ready or does not serve the model "
-                 "is skipped; a model nobody serves is a 404",
+                 "is skipped, a model nobody serves is a 404",
                  "[distributed]") {
   start_router();
   mars_script->ready = false;
@@ -375,7 +375,7 @@ TEST_CASE_METHOD(cluster,
 
 TEST_CASE_METHOD(cluster,
                  "router: with no node left a request fails at once with "
-                 "node_down; a node that comes back is used again",
+                 "node_down, a node that comes back is used again",
                  "[distributed]") {
   start_router();
   caf::anon_send_exit(mars_node, caf::exit_reason::kill);

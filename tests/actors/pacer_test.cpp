@@ -240,7 +240,7 @@ TEST_CASE("ignored outcomes move nothing") {
   CHECK(l.limit.baseline_ns() == 0);
 }
 
-TEST_CASE("latency doubling lowers the limit; its return raises it again") {
+TEST_CASE("latency doubling lowers the limit, its return raises it again") {
   driven l{1, 8};
   l.successes(200, 50 * ms);
   REQUIRE(l.current() == 8);

@@ -1695,7 +1695,7 @@ TEST_CASE("pool and breaker: open fails fast with the time left, half-open "
 }
 
 TEST_CASE("pool and breaker: calls queued when the breaker opens are "
-          "answered at once; caller errors do not open it") {
+          "answered at once, caller errors do not open it") {
   virtual_time vt;
   auto fc = std::make_shared<fake_connections>();
   auto pool = vt.sys->spawn(

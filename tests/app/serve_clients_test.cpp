@@ -197,7 +197,7 @@ TEST_CASE("serve: more inputs than allowed get OpenAI's 400 on 'input'") {
   CHECK(error_of(res).message == "too many inputs: 4 > 3 per request");
 }
 
-TEST_CASE("serve: an unknown model is 404 model_not_found; an alias is "
+TEST_CASE("serve: an unknown model is 404 model_not_found, an alias is "
           "answered with the caller's name") {
   mock_proc mock;
   temp_config file{"[upstream a]\nbase_url = " + mock.url

@@ -100,8 +100,8 @@ constexpr const char* held_metric = "embedrt_gateway_response_bytes_held";
 
 } // namespace
 
-TEST_CASE("serve: a 2,048 x 3,072 response is streamed in chunks; parallel "
-          "ones beyond the budget get 429 overloaded; peak RSS stays under "
+TEST_CASE("serve: a 2,048 x 3,072 response is streamed in chunks, parallel "
+          "ones beyond the budget get 429 overloaded, peak RSS stays under "
           "the budget and falls back after the load") {
   // The mock's latency keeps each admitted request's lease for at least
   // 300 ms, so requests sent together overlap.
@@ -169,7 +169,7 @@ TEST_CASE("serve: a 2,048 x 3,072 response is streamed in chunks; parallel "
   CHECK(client.embed(embed_body({"after"}, 8)).status == 200);
 }
 
-TEST_CASE("serve: response_budget_bytes in the config file sets the budget; "
+TEST_CASE("serve: response_budget_bytes in the config file sets the budget, "
           "a request alone always goes") {
   mock_proc mock;
   temp_config file{"[serve]\nresponse_budget_bytes = 1048576\n[upstream m]\n"

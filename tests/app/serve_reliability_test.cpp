@@ -22,7 +22,7 @@ using std::chrono::steady_clock;
 namespace {} // namespace
 
 TEST_CASE("serve: a black-holed upstream trips the breaker with short "
-          "deadlines; callers get 504, then fail fast with 503") {
+          "deadlines, callers get 504, then fail fast with 503") {
   // The mock accepts and reads every request and never answers. The callers'
   // deadlines (1.5 s) are far below the attempt timeout (10 s), so every
   // attempt is cut at its caller's deadline: after 1 s of silence each one
@@ -210,7 +210,7 @@ TEST_CASE("serve: encoding_format = float in the config file never asks "
 }
 
 TEST_CASE("serve: an upstream refusing every request the same way is "
-          "reported as its problem: 502, logged, not ready; healed, ready") {
+          "reported as its problem: 502, logged, not ready, healed, ready") {
   mock_proc mock;
   serve_proc serve{{"--upstream", mock.url, "--connections", "2"}};
   http_client client{serve.port};
