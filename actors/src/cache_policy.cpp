@@ -363,14 +363,6 @@ std::optional<uint32_t> embedding_cache::tag_of(uint64_t ticket) const {
   return at(slot).tag;
 }
 
-bool embedding_cache::retag(uint64_t ticket, uint32_t tag) {
-  auto slot = live_ticket(ticket);
-  if (slot == npos)
-    return false;
-  at(slot).tag = tag;
-  return true;
-}
-
 void embedding_cache::on_hit(uint32_t slot) {
   auto& e = at(slot);
   switch (e.where) {

@@ -104,7 +104,7 @@ struct cache_reservation {
 /// Entries live in a slab of fixed-size chunks (stable addresses, no
 /// allocation per entry besides the key and the vector moved in), linked
 /// into the policy's lists by slot index; the index is open addressing
-/// (linear probing, backward-shift deletion) over (hash, slot) pairs.
+/// (linear probing, backward-shift deletion) over 8-byte buckets.
 /// A ticket is a slot and its generation: a ticket whose entry was
 /// abandoned, replaced or filled is recognised as stale.
 class embedding_cache {
@@ -142,8 +142,6 @@ class embedding_cache {
   const std::string* key_of(uint64_t ticket) const;
   /// The tag of an entry in flight (nullopt: stale ticket).
   std::optional<uint32_t> tag_of(uint64_t ticket) const;
-  /// Re-tags an entry in flight (its owner changed); false if stale.
-  bool retag(uint64_t ticket, uint32_t tag);
 
   /// Stores `vec` under `key` (replacing an older value, or an entry in
   /// flight, whose ticket goes stale), evicting what the policy chooses
