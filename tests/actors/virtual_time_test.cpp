@@ -561,19 +561,30 @@ TEST_CASE("retry budget admits retries up to its share of calls in flight") {
   CHECK(b.in_flight() == 12);
 }
 
-TEST_CASE("the pool rejects retries beyond its retry budget") {
+/// A one-connection pool whose retry budget is 1 + 0.2 x the calls at the
+/// pool, holding two first attempts (one slow on the connection, one
+/// queued behind it), and its caller.
+struct budget_pool {
   virtual_time vt;
-  auto fc = std::make_shared<fake_connections>();
-  auto env = make_pool_env(fc, 1);
-  env->retry.budget_ratio = 0.2;
-  env->retry.budget_min_retries = 1;
-  auto pool
-      = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+  std::shared_ptr<fake_connections> fc = std::make_shared<fake_connections>();
+  pool_actor pool;
   pool_caller c{*vt.sys};
-  // Two first attempts in flight (one slow, one queued behind it).
-  c.self->send(pool, call_atom_v, make_call("hold"));
-  c.self->send(pool, call_atom_v, make_call("q"));
-  vt.sched->run();
+
+  explicit budget_pool(bool pacing = true) {
+    auto env = make_pool_env(fc, 1);
+    env->retry.budget_ratio = 0.2;
+    env->retry.budget_min_retries = 1;
+    env->cfg.pacing = pacing;
+    pool = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
+    c.self->send(pool, call_atom_v, make_call("hold"));
+    c.self->send(pool, call_atom_v, make_call("q"));
+    vt.sched->run();
+  }
+};
+
+TEST_CASE("the pool rejects retries beyond its retry budget") {
+  budget_pool b;
+  auto& [vt, fc, pool, c] = b;
   // Budget: 1 + 0.2 * in_flight. r1: 1 <= 1.4 admitted; r2: 2 > 1.6 and
   // r3: 2 > 1.6 rejected.
   c.self->send(pool, call_atom_v, make_call("r1", true));
@@ -600,18 +611,8 @@ TEST_CASE("a retry after a 429 with Retry-After is paced, not budgeted, while "
           "pacing is on") {
   for (bool pacing : {true, false}) {
     CAPTURE(pacing);
-    virtual_time vt;
-    auto fc = std::make_shared<fake_connections>();
-    auto env = make_pool_env(fc, 1);
-    env->retry.budget_ratio = 0.2;
-    env->retry.budget_min_retries = 1;
-    env->cfg.pacing = pacing;
-    auto pool
-        = vt.sys->spawn(pool_actor_fn, std::shared_ptr<const pool_env>{env});
-    pool_caller c{*vt.sys};
-    c.self->send(pool, call_atom_v, make_call("hold"));
-    c.self->send(pool, call_atom_v, make_call("q"));
-    vt.sched->run();
+    budget_pool b{pacing};
+    auto& [vt, fc, pool, c] = b;
     // The budget (1 + 0.2 x 3 in flight) takes r1 and no other retry.
     c.self->send(pool, call_atom_v, make_call("r1", true));
     auto after_429 = make_call("r2", true);
