@@ -172,14 +172,7 @@ TEST_CASE("serve: SIGHUP can change the upstreams, and a drained configuration "
   CHECK(embedding_requests(one.port) == 1);
   write_file(file.path, "[upstream two]\nbase_url = " + two.url + "\n");
   serve.proc.signal(SIGHUP);
-  bool moved = false;
-  for (int i = 0; i < 100 && !moved; ++i) {
-    moved = client.request("GET", "/readyz").body.find("\"name\":\"two\"")
-        != std::string::npos;
-    if (!moved)
-      std::this_thread::sleep_for(milliseconds{50});
-  }
-  REQUIRE(moved);
+  REQUIRE(readyz_lists(client, "two", milliseconds{5000}));
   for (int i = 0; i < 5; ++i)
     REQUIRE(client.embed(body).status == 200);
   CHECK(embedding_requests(one.port) == 1);
@@ -227,14 +220,7 @@ TEST_CASE("serve: after a SIGHUP the draining and the new configuration share "
   REQUIRE((taken && *taken > 1048576));
   write_file(file.path, config("after"));
   serve.proc.signal(SIGHUP);
-  bool reloaded = false;
-  for (int i = 0; i < 100 && !reloaded; ++i) {
-    reloaded = client.request("GET", "/readyz").body.find("\"name\":\"after\"")
-        != std::string::npos;
-    if (!reloaded)
-      std::this_thread::sleep_for(milliseconds{20});
-  }
-  REQUIRE(reloaded);
+  REQUIRE(readyz_lists(client, "after", milliseconds{2000}));
   // The new configuration's gateway holds the old one's lease in its budget
   // (its own would be empty, and would admit the next request alone) ...
   auto now_held = metric_value(client.request("GET", "/metrics").body, held);

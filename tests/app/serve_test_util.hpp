@@ -279,6 +279,21 @@ inline bool readyz_becomes(http_client& client, int status,
   }
 }
 
+/// Polls /readyz until it lists the upstream `name` (a reload took effect);
+/// false if it does not within `timeout`.
+inline bool readyz_lists(http_client& client, const std::string& name,
+                         milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto needle = "\"name\":\"" + name + "\"";
+  for (;;) {
+    if (client.request("GET", "/readyz").body.find(needle) != std::string::npos)
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(milliseconds{20});
+  }
+}
+
 /// Sends the same request on `n` connections at once (each its own client
 /// and thread); returns the responses.
 inline std::vector<http_response>
