@@ -228,6 +228,7 @@ void on_disk_found(cache_ptr self, cache_answer& a,
       by_ticket.emplace(a.tickets[idx[k]], k);
   if (by_ticket.empty())
     return;
+  a.distinct_misses = false;
   for (std::size_t i = 0; i < a.slots.size(); ++i) {
     if (a.slots[i] != static_cast<uint8_t>(cache_slot::owned))
       continue;
@@ -271,6 +272,7 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   a->vectors.resize(n);
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
+  std::size_t reserved = 0;
   for (uint32_t i = 0; i < n; ++i) {
     auto tag = next_flight(st);
     auto r = st.mem->find_or_reserve(q.keys[i], q.hashes[i], tag, now);
@@ -296,6 +298,7 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
         f.owner = sender;
         a->tickets[i] = r.ticket;
         ++st.counters.misses;
+        ++reserved;
         if (st.disk) {
           disk_idx.push_back(i);
           disk_keys.push_back(*st.mem->key_of(r.ticket));
@@ -304,6 +307,7 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
       }
     }
   }
+  a->distinct_misses = reserved == n;
   if (disk_idx.empty())
     return std::move(*a);
   auto rp = self->make_response_promise<cache_answer>();

@@ -27,7 +27,8 @@ namespace embedrt::detail {
 /// input (`cache_key`: its first route's upstream model, the dimensions and
 /// the exact text or token ids) with its `cache_hash`. The asker builds and
 /// hashes the keys, so the cache actor, which every request passes, only
-/// looks them up; the keys of new misses move into its in-flight table.
+/// looks them up; the key of a new miss moves into the store, as an entry in
+/// flight.
 struct cache_lookup {
   std::vector<std::string> keys;
   std::vector<uint64_t> hashes;
@@ -60,12 +61,16 @@ struct cache_answer {
   std::vector<std::vector<float>> vectors;
   /// Hits that came from the persistent store.
   int64_t persistent_hits = 0;
+  /// Every input a miss reserved by this lookup (none a hit, none in
+  /// flight already, none repeated): the asker's inputs go upstream as
+  /// they are, each owning its ticket.
+  bool distinct_misses = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cache_answer& x) {
   return f(caf::meta::type_name("embedrt.cache_answer"), x.slots, x.tickets,
-           x.vectors, x.persistent_hits);
+           x.vectors, x.persistent_hits, x.distinct_misses);
 }
 
 /// An owner's vectors for the tickets it owned.

@@ -3,8 +3,6 @@
 #include "cache_policy.hpp"
 #include "request_actor.hpp"
 
-#include <algorithm>
-
 namespace embedrt::detail {
 
 namespace {
@@ -19,25 +17,6 @@ void append_compact(request_state& st, uint32_t i, uint64_t ticket) {
   st.tokens.push_back(cs.caller_tokens[i]);
   cs.ticket_of.push_back(ticket);
   cs.filled.push_back(false);
-}
-
-/// Every input a distinct miss: all owned, no ticket twice (an input
-/// repeated inside the request shares its first occurrence's ticket).
-/// Tickets name store slots, reused in any order, so strictly increasing
-/// tickets (a growing cache) are only the quick answer.
-bool all_distinct_misses(const cache_answer& a) {
-  bool increasing = true;
-  for (std::size_t i = 0; i < a.slots.size(); ++i) {
-    if (a.slots[i] != static_cast<uint8_t>(cache_slot::owned))
-      return false;
-    if (i > 0 && a.tickets[i] <= a.tickets[i - 1])
-      increasing = false;
-  }
-  if (increasing)
-    return true;
-  auto sorted = a.tickets;
-  std::sort(sorted.begin(), sorted.end());
-  return std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
 }
 
 void restore_caller_inputs(request_state& st) {
@@ -74,7 +53,7 @@ cache_lookup make_cache_lookup(const request_state& st) {
 std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
   auto& cs = st.cache;
   cs.active = true;
-  if (all_distinct_misses(a) && a.slots.size() == input_count(st.req)) {
+  if (a.distinct_misses && a.slots.size() == input_count(st.req)) {
     cs.identity = true;
     cs.ticket_of = std::move(a.tickets);
     cs.filled.assign(cs.ticket_of.size(), false);

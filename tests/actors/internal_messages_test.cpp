@@ -121,7 +121,8 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
   }
   SECTION("cache_answer") {
     check_inspect_covers_every_field(
-        cache_answer{{0, 1, 2}, {0, 7, 9}, {{1.5f}, {}, {}}, 4}, ts.sys.get());
+        cache_answer{{0, 1, 2}, {0, 7, 9}, {{1.5f}, {}, {}}, 4, true},
+        ts.sys.get());
   }
   SECTION("cache_fill") {
     check_inspect_covers_every_field(
