@@ -248,15 +248,6 @@ void on_disk_found(cache_ptr self, cache_answer& a,
   }
 }
 
-/// True if `key` is the key of the text `marker` (any model, dimensions).
-bool is_marker_key(const std::string& key, const std::string& marker) {
-  // cache_key: model, '\0', 4 bytes of dimensions, 't', the text.
-  auto n = marker.size();
-  return key.size() >= n + 6 && key[key.size() - n - 1] == 't'
-      && key[key.size() - n - 6] == '\0'
-      && key.compare(key.size() - n, n, marker) == 0;
-}
-
 caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   auto& st = self->state;
   auto sender = self->current_sender();
@@ -264,7 +255,7 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   auto n = std::min(q.keys.size(), q.hashes.size());
   if (!st.crash_marker.empty())
     for (auto& key : q.keys)
-      if (is_marker_key(key, st.crash_marker))
+      if (cache_key_is_text(key, st.crash_marker))
         throw std::runtime_error("chaos: cache crash marker received");
   auto a = std::make_shared<cache_answer>();
   a->slots.assign(n, static_cast<uint8_t>(cache_slot::owned));

@@ -58,6 +58,13 @@ std::string cache_key(std::string_view model, int32_t dimensions,
   return key;
 }
 
+bool cache_key_is_text(std::string_view key, std::string_view text) {
+  // model, '\0', 4 bytes of dimensions, 't', the text.
+  auto n = text.size();
+  return key.size() >= n + 6 && key[key.size() - n - 1] == 't'
+      && key[key.size() - n - 6] == '\0' && key.substr(key.size() - n) == text;
+}
+
 uint64_t cache_hash(std::string_view key) {
   return std::hash<std::string_view>{}(key);
 }

@@ -31,6 +31,10 @@ std::string cache_key(std::string_view model, int32_t dimensions,
 std::string cache_key(std::string_view model, int32_t dimensions,
                       const std::vector<int32_t>& token_ids);
 
+/// True if `key` (a `cache_key`) is that of the text `text`, under any model
+/// and dimensions.
+bool cache_key_is_text(std::string_view key, std::string_view text);
+
 /// The hash of a key, computed once per input (by the request actor that
 /// builds the key) and carried with it: the cache's index, its in-flight
 /// table and the frequency sketch all use this one value.
