@@ -8,38 +8,20 @@
 
 #include "cache_messages.hpp"
 #include "embedrt/interfaces.hpp"
+#include "embedrt/protocol/provider.hpp"
 #include "messages.hpp"
 
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
+#include <memory>
+#include <string>
 #include <vector>
 
 namespace embedrt::detail {
 
 // -- request actor -----------------------------------------------------------
-
-/// One per caller request: owns the single reply, the deadline and retries.
-/// Receives the caller's request by delegation from the service.
-using request_actor = caf::typed_actor<
-    caf::replies_to<embed_atom, embed_request>::with<embed_result>>;
-
-/// What the cache actor (and, when the cache actor died, the service) tells
-/// a request actor waiting for an input another request owns: filled
-/// (ticket, vector), owner (ticket: its owner gave it up, the waiter owns it
-/// now), lost (the cache actor is gone: every wait is owned now).
-using cache_waiter = caf::typed_actor<
-    caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
-    caf::reacts_to<cache_owner_atom, uint64_t>,
-    caf::reacts_to<cache_lost_atom>>;
-
-/// + retry: self-sent backoff timer (chunk, epoch; stale epochs ignored);
-/// + the cache waiter's messages and c_expire, the self-sent deadline of a
-/// request that waits for others' inputs only.
-using request_impl = request_actor::extend<
-    caf::reacts_to<retry_atom, uint32_t, uint64_t>,
-    caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
-    caf::reacts_to<cache_owner_atom, uint64_t>, caf::reacts_to<cache_lost_atom>,
-    caf::reacts_to<cache_expire_atom>>;
+// (declared after the pool: a job names the pools that may serve it)
 
 // -- cache -------------------------------------------------------------------
 
@@ -119,6 +101,59 @@ using pool_impl
                               caf::reacts_to<watchdog_atom, int64_t>,
                               caf::reacts_to<pace_atom, int64_t>>;
 
+// -- request actor -----------------------------------------------------------
+
+struct request_env;
+
+/// An upstream that can serve a request's model.
+struct route {
+  pool_actor pool;
+  std::string name;
+  provider_profile profile;
+  /// The model name as sent to this upstream.
+  std::string model;
+};
+
+/// What comes with each caller request the service hands a request actor:
+/// the upstreams that may serve it, best first, and the settings of the
+/// moment (a reload or a restarted cache or metrics actor changes them; a
+/// request actor serves many requests in turn). Never leaves the node.
+struct request_job {
+  std::shared_ptr<const request_env> env;
+  std::vector<route> routes;
+};
+
+/// What a request actor tells the service that handed it a request once
+/// it has answered: it is free for the next one.
+using request_owner = caf::typed_actor<caf::reacts_to<request_done_atom>>;
+
+/// Serves caller requests one at a time, each received by delegation from
+/// the service with its job: owns the request's single reply, its deadline
+/// and its retries, then tells the service it is free (docs/architecture.md,
+/// "Request actors are reused").
+using request_actor
+    = caf::typed_actor<caf::replies_to<embed_atom, request_job,
+                                       embed_request>::with<embed_result>>;
+
+/// What the cache actor (and, when the cache actor died, the service) tells
+/// a request actor waiting for an input another request owns: filled
+/// (ticket, vector), owner (ticket: its owner gave it up, the waiter owns it
+/// now), lost (the cache actor is gone: every wait is owned now).
+using cache_waiter = caf::typed_actor<
+    caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
+    caf::reacts_to<cache_owner_atom, uint64_t>,
+    caf::reacts_to<cache_lost_atom>>;
+
+/// + retry: self-sent backoff timer (chunk, epoch; epochs are unique over
+/// the actor's life, so a stale one is ignored also by a later request);
+/// + the cache waiter's messages and c_expire, the self-sent deadline of a
+/// request that waits for others' inputs only (its request's generation).
+using request_impl = request_actor::extend<
+    caf::reacts_to<retry_atom, uint32_t, uint64_t>,
+    caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
+    caf::reacts_to<cache_owner_atom, uint64_t>, caf::reacts_to<cache_lost_atom>,
+    caf::reacts_to<cache_expire_atom, uint64_t>>;
+
 // -- health checker ----------------------------------------------------------
 
 /// The active health check of one upstream (health_check.hpp): its own
@@ -163,10 +198,12 @@ using connection_impl
 
 /// The service as it runs: + restart, the self-sent timer that restarts the
 /// pool in a slot (slot, epoch); + avail, a pool's availability
-/// (`pool_watcher`).
+/// (`pool_watcher`); + request_done, a request actor free again
+/// (`request_owner`).
 using service_impl
     = service_actor::extend<caf::reacts_to<restart_atom, uint32_t, uint64_t>,
-                            caf::reacts_to<avail_atom, bool>>;
+                            caf::reacts_to<avail_atom, bool>,
+                            caf::reacts_to<request_done_atom>>;
 
 // -- router ------------------------------------------------------------------
 
@@ -180,3 +217,6 @@ using router_impl
                             caf::reacts_to<expire_atom, uint64_t>>;
 
 } // namespace embedrt::detail
+
+// Carries actor handles and shared settings; never serialized.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(embedrt::detail::request_job)

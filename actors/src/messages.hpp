@@ -39,6 +39,7 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, check_atom, "check")
 CAF_ADD_ATOM(embedrt, embedrt::detail, checked_atom, "checked")
 CAF_ADD_ATOM(embedrt, embedrt::detail, avail_atom, "avail")
 CAF_ADD_ATOM(embedrt, embedrt::detail, watch_atom, "watch")
+CAF_ADD_ATOM(embedrt, embedrt::detail, request_done_atom, "req_done")
 
 namespace embedrt::detail {
 

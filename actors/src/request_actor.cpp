@@ -24,11 +24,15 @@ using self_ptr = request_impl::stateful_pointer<request_state>;
 
 void release_cache_tickets(self_ptr self, std::vector<uint64_t> tickets);
 
+/// Delivers the request's one reply. The state is reset only after the
+/// message being handled (`release`), as callers up the stack still look at
+/// it (`st.finished`, their chunk).
 void finish(self_ptr self, caf::error err) {
   auto& st = self->state;
   if (st.finished)
     return;
   st.finished = true;
+  st.answered = true;
   if (st.cache.active)
     release_cache_tickets(self, finish_cache_phase(st, !err));
   report_request(self, st, st.upstream_request_id, err);
@@ -38,7 +42,25 @@ void finish(self_ptr self, caf::error err) {
     st.result.request_id = st.req.request_id;
     st.rp.deliver(std::move(st.result));
   }
-  self->quit();
+}
+
+/// Called at the end of every message handler: a request answered in it is
+/// forgotten (its inputs, vectors and routes freed; answers still on their
+/// way to it are told apart by the generation) and the owner is told that
+/// this actor is free for the next one.
+void release(self_ptr self) {
+  auto& st = self->state;
+  if (!st.answered)
+    return;
+  request_state fresh;
+  fresh.owner = std::move(st.owner);
+  fresh.generation = st.generation + 1;
+  fresh.epochs = st.epochs;
+  fresh.seed = st.seed;
+  st = std::move(fresh);
+  if (auto owner = st.owner.lock())
+    self->send(caf::actor_cast<request_owner>(std::move(owner)),
+               request_done_atom_v);
 }
 
 std::string attempts_note(const request_chunk& c) {
@@ -120,7 +142,7 @@ void on_chunk_rejected(self_ptr self, uint32_t idx, const call_result& r) {
     upper.route = c.route;
     c.end = mid;
     c.attempts = 0;
-    ++c.epoch;
+    c.epoch = ++st.epochs; // a pending retry of the whole chunk is stale
     st.chunks.push_back(upper);
     ++st.pending;
     auto upper_idx = static_cast<uint32_t>(st.chunks.size() - 1);
@@ -200,7 +222,8 @@ void retry_or_fail(self_ptr self, uint32_t idx, call_result& r) {
                       error_http_status(r.error), error_retry_after(r.error)));
     return;
   }
-  self->delayed_send(self, delay, retry_atom_v, idx, ++c.epoch);
+  c.epoch = ++st.epochs;
+  self->delayed_send(self, delay, retry_atom_v, idx, c.epoch);
 }
 
 /// The pool answered the chunk's call at the request's deadline (queued
@@ -307,11 +330,15 @@ void send_attempt(self_ptr self, uint32_t idx) {
   // 0.17 never cancels it; the entry goes only when this actor ends).
   self->request(rt.pool, caf::infinite, call_atom_v, std::move(call))
       .then(
-          [self, idx](call_result& r) {
-            on_chunk_result(self, idx, r);
+          [self, idx, gen{st.generation}](call_result& r) {
+            if (self->state.generation == gen)
+              on_chunk_result(self, idx, r);
+            release(self);
           },
-          [self, idx](caf::error& err) {
-            on_call_error(self, idx, err);
+          [self, idx, gen{st.generation}](caf::error& err) {
+            if (self->state.generation == gen)
+              on_call_error(self, idx, err);
+            release(self);
           });
 }
 
@@ -419,27 +446,29 @@ void lookup_cache(self_ptr self) {
       : caf::infinite;
   self->request(st.env->cache, left, cache_lookup_atom_v, make_cache_lookup(st))
       .then(
-          [self](cache_answer& a) {
+          [self, gen{st.generation}](cache_answer& a) {
             auto& st = self->state;
-            if (st.finished || st.cache.lost)
-              return;
-            auto waits = apply_cache_answer(st, a);
-            if (waits > 0)
-              self->delayed_send(self, st.deadline - self->clock().now(),
-                                 cache_expire_atom_v);
-            start_upstream(self, waits, strictest_limits(st.routes));
-          },
-          [self](caf::error& err) {
-            if (self->state.finished || self->state.cache.lost)
-              return;
-            if (err == caf::sec::request_timeout) {
-              finish(
-                  self,
-                  make_error(errc::deadline_exceeded,
-                             deadline_note(self) + " waiting for the cache"));
-              return;
+            if (st.generation == gen && !st.finished && !st.cache.lost) {
+              auto waits = apply_cache_answer(st, a);
+              if (waits > 0)
+                self->delayed_send(self, st.deadline - self->clock().now(),
+                                   cache_expire_atom_v, gen);
+              start_upstream(self, waits, strictest_limits(st.routes));
             }
-            start_upstream(self, 0, strictest_limits(self->state.routes));
+            release(self);
+          },
+          [self, gen{st.generation}](caf::error& err) {
+            auto& st = self->state;
+            if (st.generation == gen && !st.finished && !st.cache.lost) {
+              if (err == caf::sec::request_timeout)
+                finish(
+                    self,
+                    make_error(errc::deadline_exceeded,
+                               deadline_note(self) + " waiting for the cache"));
+              else
+                start_upstream(self, 0, strictest_limits(st.routes));
+            }
+            release(self);
           });
 }
 
@@ -481,16 +510,27 @@ void on_cache_lost(self_ptr self) {
 }
 
 /// The deadline of a request waiting for others' inputs.
-void on_cache_expire(self_ptr self) {
-  if (!self->state.finished && !self->state.cache.waiting.empty())
+void on_cache_expire(self_ptr self, uint64_t gen) {
+  auto& st = self->state;
+  if (st.generation == gen && !st.finished && !st.cache.waiting.empty())
     finish(self,
            make_error(errc::deadline_exceeded,
                       deadline_note(self)
                           + " waiting for an identical input in flight"));
 }
 
-caf::result<embed_result> on_embed(self_ptr self, embed_request& req) {
+caf::result<embed_result> on_embed(self_ptr self, request_job& job,
+                                   embed_request& req) {
   auto& st = self->state;
+  if (!st.finished)
+    return make_error(errc::overloaded,
+                      "request actor busy: it serves one request at a time");
+  st.finished = false;
+  st.env = std::move(job.env);
+  st.routes = std::move(job.routes);
+  st.backoff
+      = backoff_policy{st.env->retry.backoff_base, st.env->retry.backoff_cap,
+                       st.seed ^ (st.generation * 0x9e3779b97f4a7c15ULL)};
   st.rp = self->make_response_promise<embed_result>();
   st.req = std::move(req);
   auto timeout = st.req.timeout.count() > 0
@@ -585,21 +625,19 @@ split_into_chunks(const std::vector<std::size_t>& input_bytes,
 
 request_impl::behavior_type
 request_actor_fn(request_impl::stateful_pointer<request_state> self,
-                 std::shared_ptr<const request_env> env,
-                 std::vector<route> routes, uint64_t seed) {
+                 request_owner owner, uint64_t seed) {
   auto& st = self->state;
-  st.env = env;
-  st.routes = std::move(routes);
-  st.backoff
-      = backoff_policy{env->retry.backoff_base, env->retry.backoff_cap, seed};
-  // When the service stops, it sends every live request actor an exit
-  // message (it tracks them without monitors: monitors on one actor cost
-  // O(n) to remove): each answers at once.
+  st.owner = caf::actor_cast<caf::weak_actor_ptr>(owner);
+  st.seed = seed;
+  // When the service stops, or has more idle request actors than it keeps,
+  // it sends an exit message: a request in progress is answered at once,
+  // and the actor ends (its owner is not told it is free).
   self->set_exit_handler([self](caf::exit_msg& msg) {
     finish(
         self,
         make_error(errc::cancelled,
                    "the service stopped (" + caf::to_string(msg.reason) + ")"));
+    self->quit(msg.reason);
   });
   // An exception must not leave the caller without an answer.
   self->set_exception_handler(
@@ -608,23 +646,31 @@ request_actor_fn(request_impl::stateful_pointer<request_state> self,
         return caf::exit_reason::unhandled_exception;
       });
   return {
-      [self](embed_atom, embed_request& req) {
-        return on_embed(self, req);
+      [self](embed_atom, request_job& job,
+             embed_request& req) -> caf::result<embed_result> {
+        auto res = on_embed(self, job, req);
+        release(self);
+        return res;
       },
       [self](retry_atom, uint32_t idx, uint64_t epoch) {
         on_retry(self, idx, epoch);
+        release(self);
       },
       [self](cache_filled_atom, uint64_t ticket, std::vector<float>& v) {
         on_cache_filled(self, ticket, v);
+        release(self);
       },
       [self](cache_owner_atom, uint64_t ticket) {
         on_cache_owner(self, ticket);
+        release(self);
       },
       [self](cache_lost_atom) {
         on_cache_lost(self);
+        release(self);
       },
-      [self](cache_expire_atom) {
-        on_cache_expire(self);
+      [self](cache_expire_atom, uint64_t gen) {
+        on_cache_expire(self, gen);
+        release(self);
       },
   };
 }

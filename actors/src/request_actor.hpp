@@ -1,4 +1,5 @@
-// The request actor: one per caller request (docs/architecture.md).
+// The request actor: serves one caller request at a time
+// (docs/architecture.md).
 //
 //   [validate] --invalid--> reply invalid_input
 //       |
@@ -18,15 +19,23 @@
 //       |--non-retryable error, or no attempt/time left--> reply error
 //       |--deadline (the pool answers each call by its budget) --> reply
 //       |                                               deadline_exceeded
-//       \--the service stopped (down_msg) or an exception --> reply cancelled
+//       \--the service stopped (exit message) or an exception --> reply
+//                                                               cancelled
 //
 // With the service's cache on, a lookup comes first (request_cache.hpp):
 // hits are kept, only the inputs this request owns go through the chunks
 // above, inputs in flight elsewhere are waited for, and the reply merges
 // all of them back in the caller's order.
 //
-// Exactly one reply: `finish` delivers once and quits; late answers from
-// pools go to a terminated actor and are dropped.
+// Exactly one reply: `finish` delivers once, then the actor is reset for
+// its next request and tells its owner (the service) it is free. The actor
+// lives on between requests (an actor's end costs a push to CAF's clock
+// thread: docs/profile.md), so answers addressed to an earlier request can
+// still arrive: pool answers and the cache's deadline timer carry the
+// request's generation, retry timers an epoch unique over the actor's
+// life, cache notifications a ticket only their request waits for; all
+// others are dropped. A request that arrives while one is in progress (no
+// service does this) is answered `overloaded`.
 #pragma once
 
 #include "embedrt/config.hpp"
@@ -40,20 +49,12 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
+#include <caf/weak_intrusive_ptr.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace embedrt::detail {
-
-/// An upstream that can serve a request's model.
-struct route {
-  pool_actor pool;
-  std::string name;
-  provider_profile profile;
-  /// The model name as sent to this upstream.
-  std::string model;
-};
 
 /// Settings shared by all request actors of a service.
 struct request_env {
@@ -90,6 +91,22 @@ struct rejected_input {
 struct request_state {
   static inline const char* name = "embedrt.request";
 
+  // -- the actor's, kept across requests --
+  /// Told `request_done` after each reply (null: nobody is told). Weak: the
+  /// service keeps its idle request actors, which must not keep it alive.
+  caf::weak_actor_ptr owner;
+  /// Counts the requests served: answers to an earlier one are dropped.
+  uint64_t generation = 0;
+  /// The last retry epoch drawn (unique over the actor's life).
+  uint64_t epochs = 0;
+  /// Seeds each request's backoff jitter (with the generation).
+  uint64_t seed = 0;
+
+  // -- the current request's (reset after its reply) --
+  /// No request in progress (idle, or the reply was delivered).
+  bool finished = true;
+  /// The reply was delivered in the message being handled: reset after it.
+  bool answered = false;
   std::shared_ptr<const request_env> env;
   std::vector<route> routes;
   embed_request req;
@@ -107,7 +124,6 @@ struct request_state {
   /// The last x-request-id an upstream sent for this request (logs).
   std::string upstream_request_id;
   backoff_policy backoff{milliseconds{50}, milliseconds{2000}, 1};
-  bool finished = false;
   /// The cache phase (request_cache.hpp); inactive with the cache off.
   request_cache_state cache;
 };
@@ -127,9 +143,10 @@ split_into_chunks(const std::vector<std::size_t>& input_bytes,
                   const std::vector<int64_t>& tokens,
                   const provider_profile& profile);
 
+/// A request actor; `owner` (may be null) is told when it is free again,
+/// `seed` seeds its backoff jitter.
 request_impl::behavior_type
 request_actor_fn(request_impl::stateful_pointer<request_state> self,
-                 std::shared_ptr<const request_env> env,
-                 std::vector<route> routes, uint64_t seed);
+                 request_owner owner, uint64_t seed);
 
 } // namespace embedrt::detail

@@ -93,19 +93,39 @@ struct service_state {
   /// that stops them with the service. Dead handles are replaced, not kept.
   std::shared_ptr<std::vector<caf::actor>> children
       = std::make_shared<std::vector<caf::actor>>();
-  /// The request actors spawned, held weakly and shared with the exit
-  /// functor, which sends the live ones an exit message (each answers its
-  /// caller `cancelled`). Finished ones are pruned once a quarter of the
-  /// live count found at the last pruning (at least `min_prune`) has been
-  /// added: the list stays within 1.25 times the requests in flight plus
-  /// `min_prune`, at about five weak-reference checks per request. (A weak
-  /// reference keeps a finished actor's memory block, not its state.)
+  /// The request actors spawned (busy or idle), held weakly and shared with
+  /// the exit functor, which sends the live ones an exit message (a busy
+  /// one answers its caller `cancelled`). Ended ones are pruned once a
+  /// quarter of the live count found at the last pruning (at least
+  /// `min_prune`) has been added: the list stays within 1.25 times the
+  /// live request actors plus `min_prune`. (A weak reference keeps an ended
+  /// actor's memory block, not its state.)
   std::shared_ptr<std::vector<caf::weak_actor_ptr>> requests
       = std::make_shared<std::vector<caf::weak_actor_ptr>>();
   std::size_t prune_at = min_prune;
   static constexpr std::size_t min_prune = 64;
-  /// Request actors counted in an upstream's `outstanding` (monitored), by
-  /// actor id -> upstream index.
+  /// Request actors free for the next request (each told the service
+  /// `request_done`), most recently freed last. Request actors are reused:
+  /// an actor's end costs a push to CAF's clock thread (docs/profile.md).
+  std::vector<request_impl> idle;
+  /// At most this many are kept idle; one freed beyond it is ended.
+  static constexpr std::size_t max_idle = 256;
+
+  /// The idle request actors are ended by an exit message, not by dropping
+  /// the last handle here: the state can be destroyed on CAF's clock
+  /// thread (when a request timeout of the service held its last
+  /// reference), and an actor destroyed there pushes to the clock's own
+  /// bounded queue (CAF 0.17.6 `local_actor::cleanup`): more than its 64
+  /// slots at once and the clock thread waits for itself. An actor with a
+  /// message to handle is held by the scheduler and ends on a worker.
+  ~service_state() {
+    for (auto& r : idle)
+      caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+  }
+  /// Request actors alive (busy + idle; each monitored).
+  std::size_t live_requests = 0;
+  /// Busy request actors counted in an upstream's `outstanding`, by actor
+  /// id -> upstream index.
   std::unordered_map<caf::actor_id, std::size_t> routed;
   /// Draws of the power-of-two-choices pick.
   std::mt19937_64 picker;
@@ -291,14 +311,46 @@ caf::result<metrics_snapshot> on_metrics_with_cache(service_ptr self) {
   return rp;
 }
 
-void on_down(service_ptr self, caf::down_msg& dm) {
+/// A request actor is free again: counted off its upstream and kept for the
+/// next request (or ended, beyond `max_idle`).
+void on_request_done(service_ptr self) {
   auto& st = self->state;
+  auto worker = caf::actor_cast<request_impl>(self->current_sender());
+  if (!worker)
+    return;
+  if (auto i = st.routed.find(worker.id()); i != st.routed.end()) {
+    if (i->second < st.upstreams.size())
+      --st.upstreams[i->second].outstanding;
+    st.routed.erase(i);
+  }
+  if (st.idle.size() < service_state::max_idle) {
+    st.idle.emplace_back(std::move(worker));
+    return;
+  }
+  self->demonitor(worker.address());
+  --st.live_requests;
+  self->send_exit(worker, caf::exit_reason::user_shutdown);
+}
+
+/// A request actor ended (an exception in a handler: it answered its caller
+/// `internal error` first).
+void on_request_down(service_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  --st.live_requests;
   if (auto i = st.routed.find(dm.source.id()); i != st.routed.end()) {
     if (i->second < st.upstreams.size())
       --st.upstreams[i->second].outstanding;
     st.routed.erase(i);
-    return;
   }
+  st.idle.erase(std::remove_if(st.idle.begin(), st.idle.end(),
+                               [&](const request_impl& r) {
+                                 return r.address() == dm.source;
+                               }),
+                st.idle.end());
+}
+
+void on_down(service_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
   if (st.metrics && st.metrics.address() == dm.source) {
     on_metrics_down(self, dm);
     return;
@@ -312,6 +364,9 @@ void on_down(service_ptr self, caf::down_msg& dm) {
       on_pool_down(self, i, dm);
       return;
     }
+  // Pools, the metrics and the cache actor are named above; every other
+  // monitored actor is a request actor.
+  on_request_down(self, dm);
 }
 
 /// The upstreams serving `model`, in configuration order.
@@ -380,17 +435,26 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
   auto order = candidates_for(self, req.model);
   if (order.size() > 1)
     order = order_routes(route_loads(self), std::move(order), st.picker);
-  auto worker = self->spawn(request_actor_fn, st.req_env,
-                            routes_for(self, order, req.model), st.seeder());
-  track_request(self, worker);
+  request_impl worker;
+  if (!st.idle.empty()) {
+    worker = std::move(st.idle.back());
+    st.idle.pop_back();
+  } else {
+    worker = self->spawn(request_actor_fn, caf::actor_cast<request_owner>(self),
+                         st.seeder());
+    self->monitor(worker);
+    ++st.live_requests;
+    track_request(self, worker);
+  }
   if (order.size() > 1) {
-    // Counted until the request actor ends (its down message).
+    // Counted until the request actor is free again (or ends).
     ++st.upstreams[order.front()].outstanding;
     st.routed.emplace(worker.id(), order.front());
-    self->monitor(worker);
   }
-  return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
-                        std::move(req));
+  return self->delegate(
+      caf::actor_cast<request_actor>(worker), embed_atom_v,
+      request_job{st.req_env, routes_for(self, order, req.model)},
+      std::move(req));
 }
 
 /// Asks every pool for its health; `done(upstreams, ready)` gets one entry
@@ -449,9 +513,7 @@ caf::result<node_status> on_status(service_ptr self) {
         node_status s;
         s.wire = wire_fingerprint();
         s.ready = ready;
-        for (auto& w : *st.requests)
-          if (w.lock())
-            ++s.in_flight;
+        s.in_flight = static_cast<int64_t>(st.live_requests - st.idle.size());
         for (auto& up : st.upstreams) {
           const auto& models = up.env->cfg.models;
           if (models.empty())
@@ -518,6 +580,9 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   return {
       [self](embed_atom, embed_request& req) {
         return on_embed(self, req);
+      },
+      [self](request_done_atom) {
+        on_request_done(self);
       },
       [self](metrics_atom) -> caf::result<metrics_snapshot> {
         auto& st = self->state;

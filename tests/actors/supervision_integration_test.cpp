@@ -8,6 +8,7 @@
 #include "mock/mock_server.hpp"
 
 #include <atomic>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -324,4 +325,80 @@ TEST_CASE("stopping the service answers every request cancelled at once and "
     CHECK(steady::now() - stop_at < 1000ms);
   } // ~actor_system: waits for every actor; must not wait for the upstream
   CHECK(steady::now() - start < 3000ms);
+}
+
+// -- request actors are reused (docs/architecture.md) -------------------------
+
+namespace {
+
+/// The service's view of requests in flight (busy request actors).
+int64_t in_flight(caf::actor_system& sys, const service_actor& svc) {
+  caf::scoped_actor self{sys};
+  int64_t n = -1;
+  self->request(svc, caf::infinite, status_atom_v)
+      .receive(
+          [&](node_status& s) {
+            n = s.in_flight;
+          },
+          [&](caf::error& err) {
+            FAIL(caf::to_string(err));
+          });
+  return n;
+}
+
+/// Waits (bounded) until the actor system runs `want` actors; returns the
+/// count seen last.
+std::size_t running_settles_at(caf::actor_system& sys, std::size_t want) {
+  auto deadline = steady::now() + 5000ms;
+  auto n = sys.registry().running();
+  while (n != want && steady::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+    n = sys.registry().running();
+  }
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("request actors are reused: one serves requests in turn, a burst "
+          "leaves at most 256 idle, a crashed one is replaced") {
+  auto srv = start_mock(slow_upstream(20));
+  system_fixture f;
+  service_hooks hooks;
+  hooks.request_crash_marker = "__crash_request__";
+  auto rc = config_with({upstream("up", srv->base_url(), 16)});
+  auto svc = spawn_service(*f.sys, rc, hooks);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  REQUIRE(wait_until_up(c, "up"));
+  auto base = running_settles_at(*f.sys, f.sys->registry().running());
+  // Requests in turn: the first spawns a request actor, the others reuse it.
+  for (int i = 0; i < 20; ++i) {
+    auto r = c.embed(request("in turn " + std::to_string(i))).get();
+    REQUIRE(r);
+    CHECK(r->embeddings.size() == 1);
+  }
+  CHECK(running_settles_at(*f.sys, base + 1) == base + 1);
+  CHECK(in_flight(*f.sys, *svc) == 0);
+  // 300 at once: 300 busy request actors; once answered, 256 are kept.
+  futures futs;
+  for (int i = 0; i < 300; ++i)
+    futs.push_back(c.embed(request("burst " + std::to_string(i))));
+  for (auto& fut : futs) {
+    auto r = fut.get();
+    REQUIRE(r);
+    CHECK(r->embeddings.size() == 1);
+  }
+  CHECK(running_settles_at(*f.sys, base + 256) == base + 256);
+  CHECK(in_flight(*f.sys, *svc) == 0);
+  // A request actor that throws answers its caller and ends; the service
+  // forgets it (in flight back to 0) and the next requests are served.
+  auto crashed = c.embed(request("__crash_request__")).get();
+  REQUIRE(!crashed);
+  CHECK(error_code(crashed.error()) == errc::cancelled);
+  CHECK(running_settles_at(*f.sys, base + 255) == base + 255);
+  CHECK(in_flight(*f.sys, *svc) == 0);
+  for (int i = 0; i < 5; ++i)
+    CHECK(c.embed(request("after " + std::to_string(i))).get());
+  CHECK(in_flight(*f.sys, *svc) == 0);
 }

@@ -229,10 +229,10 @@ route route_to(const pool_actor& pool, provider_kind kind) {
 caf::expected<embed_result> ask(virtual_time& vt, std::vector<route> routes,
                                 embed_request req) {
   auto env = std::make_shared<request_env>();
-  auto hdl
-      = vt.sys->spawn(request_actor_fn, env, std::move(routes), uint64_t{1});
+  auto hdl = vt.sys->spawn(request_actor_fn, request_owner{}, uint64_t{1});
   caf::scoped_actor self{*vt.sys};
-  self->send(hdl, embed_atom_v, std::move(req));
+  self->send(hdl, embed_atom_v, request_job{env, std::move(routes)},
+             std::move(req));
   vt.sched->run();
   REQUIRE(!self->mailbox().empty());
   caf::expected<embed_result> out{caf::error{}};

@@ -116,14 +116,28 @@ embed_request make_request(std::vector<std::string> inputs,
   return req;
 }
 
+/// A request actor as the service runs one (reused; the routes and the
+/// settings come with each request), with the job its test sends it.
+struct test_request {
+  request_impl hdl;
+  request_job job;
+};
+
+test_request spawn_request(virtual_time& vt,
+                           std::shared_ptr<const request_env> env,
+                           std::vector<route> routes, uint64_t seed) {
+  return {vt.sys->spawn(request_actor_fn, request_owner{}, seed),
+          request_job{std::move(env), std::move(routes)}};
+}
+
 /// Sends `req` to a request actor from a scoped actor and returns the handle
 /// to collect the single answer later.
 struct caller {
   caf::scoped_actor self;
   explicit caller(caf::actor_system& sys) : self(sys) {}
 
-  void send(const request_actor& hdl, embed_request req) {
-    self->send(hdl, embed_atom_v, std::move(req));
+  void send(const test_request& r, embed_request req) {
+    self->send(r.hdl, embed_atom_v, r.job, std::move(req));
   }
 
   /// Returns the one answer; fails the test if none (or more than one)
@@ -151,7 +165,7 @@ TEST_CASE("retries use full-jitter exponential backoff in virtual time") {
   script->steps = {{err_result(errc::connection_failed, true)},
                    {err_result(errc::upstream_error, true)}};
   auto pool = vt.sys->spawn(scripted_pool, script);
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{42});
   caller c{*vt.sys};
   auto t0 = vt.now();
@@ -205,7 +219,7 @@ TEST_CASE("an upstream retry-after hint sets the retry time exactly") {
   auto script = std::make_shared<pool_script>();
   script->steps = {{err_result(errc::rate_limited, true, 750)}};
   auto pool = vt.sys->spawn(scripted_pool, script);
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{1});
   caller c{*vt.sys};
   c.send(req, make_request({"a"}));
@@ -222,7 +236,7 @@ TEST_CASE("a retry that cannot happen before the deadline fails at once") {
   auto script = std::make_shared<pool_script>();
   script->steps = {{err_result(errc::rate_limited, true, 2500)}};
   auto pool = vt.sys->spawn(scripted_pool, script);
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{1});
   caller c{*vt.sys};
   auto t0 = vt.now();
@@ -241,7 +255,7 @@ TEST_CASE("a retry-after beyond max_retry_after is not waited for") {
   auto script = std::make_shared<pool_script>();
   script->steps = {{err_result(errc::rate_limited, true, 5000)}};
   auto pool = vt.sys->spawn(scripted_pool, script);
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{1});
   caller c{*vt.sys};
   c.send(req, make_request({"a"}, 60000ms));
@@ -259,7 +273,7 @@ TEST_CASE("non-retryable errors are answered after one attempt") {
     auto script = std::make_shared<pool_script>();
     script->steps = {{err_result(code, false)}};
     auto pool = vt.sys->spawn(scripted_pool, script);
-    auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+    auto req = spawn_request(vt, make_request_env(),
                              std::vector<route>{make_route(pool)}, uint64_t{1});
     caller c{*vt.sys};
     c.send(req, make_request({"a"}));
@@ -278,7 +292,7 @@ TEST_CASE("retries stop after max_attempts with the last error") {
   for (int i = 0; i < 10; ++i)
     script->steps.push_back({err_result(errc::upstream_error, true)});
   auto pool = vt.sys->spawn(scripted_pool, script);
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{3});
   caller c{*vt.sys};
   c.send(req, make_request({"a"}));
@@ -301,7 +315,7 @@ TEST_CASE("invalid input is rejected before any call") {
        {std::vector<std::string>{}, std::vector<std::string>{"ok", ""},
         std::vector<std::string>{std::string("a\0b", 3)},
         std::vector<std::string>{"\xff\xfe"}}) {
-    auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+    auto req = spawn_request(vt, make_request_env(),
                              std::vector<route>{make_route(pool)}, uint64_t{1});
     caller c{*vt.sys};
     c.send(req, make_request(inputs));
@@ -320,8 +334,8 @@ TEST_CASE("a down upstream fails over to the next one serving the model") {
   auto healthy = std::make_shared<pool_script>();
   auto p1 = vt.sys->spawn(scripted_pool, down);
   auto p2 = vt.sys->spawn(scripted_pool, healthy);
-  auto req = vt.sys->spawn(
-      request_actor_fn, make_request_env(),
+  auto req = spawn_request(
+      vt, make_request_env(),
       std::vector<route>{make_route(p1, "a"), make_route(p2, "b")},
       uint64_t{1});
   caller c{*vt.sys};
@@ -343,8 +357,8 @@ TEST_CASE("large caller batches are split and reassembled in order") {
   std::vector<std::string> inputs;
   for (int i = 0; i < 100; ++i)
     inputs.push_back("text " + std::to_string(i));
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
-                           std::vector<route>{rt}, uint64_t{1});
+  auto req = spawn_request(vt, make_request_env(), std::vector<route>{rt},
+                           uint64_t{1});
   caller c{*vt.sys};
   c.send(req, make_request(inputs));
   vt.sched->run();
@@ -861,7 +875,7 @@ TEST_CASE("the deadline answers deadline_exceeded exactly on time") {
   pool_caller pc{*vt.sys};
   pc.self->send(pool, call_atom_v, make_call("hold")); // the one connection
   vt.sched->run();
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{1});
   caller c{*vt.sys};
   auto t0 = vt.now();
@@ -1815,7 +1829,7 @@ TEST_CASE("a 400 on a multi-input call is bisected: the reply names only the "
   for (int i = 0; i < 16; ++i)
     inputs.push_back(i == 5 || i == 11 ? "bad" + std::to_string(i)
                                        : "t" + std::to_string(i));
-  auto req = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req = spawn_request(vt, make_request_env(),
                            std::vector<route>{make_route(pool)}, uint64_t{1});
   caller c{*vt.sys};
   c.send(req, make_request(inputs));
@@ -1832,7 +1846,7 @@ TEST_CASE("a 400 on a multi-input call is bisected: the reply names only the "
   // Without bad inputs: one call, vectors in order.
   for (int i = 0; i < 16; ++i)
     inputs[i] = "t" + std::to_string(i);
-  auto req2 = vt.sys->spawn(request_actor_fn, make_request_env(),
+  auto req2 = spawn_request(vt, make_request_env(),
                             std::vector<route>{make_route(pool)}, uint64_t{1});
   *calls = 0;
   c.send(req2, make_request(inputs));
@@ -2081,9 +2095,8 @@ TEST_CASE("request actor: an exception answers the caller cancelled, once") {
   auto pool = vt.sys->spawn(scripted_pool, script);
   auto env = make_request_env();
   env->crash_marker = "__crash_request__";
-  auto req
-      = vt.sys->spawn(request_actor_fn, std::shared_ptr<const request_env>{env},
-                      std::vector<route>{make_route(pool)}, uint64_t{1});
+  auto req = spawn_request(vt, std::shared_ptr<const request_env>{env},
+                           std::vector<route>{make_route(pool)}, uint64_t{1});
   caller c{*vt.sys};
   c.send(req, make_request({"a", "__crash_request__"}));
   vt.sched->run();
@@ -2091,4 +2104,151 @@ TEST_CASE("request actor: an exception answers the caller cancelled, once") {
   REQUIRE(!res);
   CHECK(error_code(res.error()) == errc::cancelled);
   CHECK(script->arrivals.empty()); // nothing was sent upstream
+}
+
+// -- one request actor serves requests in turn (the service reuses them) ----
+
+namespace {
+
+/// A scripted pool whose held calls the test answers later:
+/// `(index into script->held, result)`.
+using holding_pool_actor
+    = pool_actor::extend<caf::reacts_to<uint32_t, call_result>>;
+
+holding_pool_actor::behavior_type
+holding_pool(holding_pool_actor::pointer self,
+             std::shared_ptr<pool_script> script) {
+  return {
+      [self, script](call_atom,
+                     upstream_call& call) -> caf::result<call_result> {
+        auto i = script->arrivals.size();
+        script->arrivals.push_back(self->clock().now());
+        script->retry_flags.push_back(call.is_retry);
+        if (i < script->steps.size() && script->steps[i].answer)
+          return *script->steps[i].answer;
+        if (i >= script->steps.size())
+          return ok_result(call.inputs.size());
+        auto rp = self->make_response_promise<call_result>();
+        script->held.push_back(rp);
+        return rp;
+      },
+      [](health_atom) {
+        return upstream_health{};
+      },
+      [script](uint32_t i, call_result& r) {
+        script->held.at(i).deliver(std::move(r));
+      },
+  };
+}
+
+/// A route whose upstream takes one input per call: two inputs are two
+/// chunks, two calls.
+route one_input_route(const pool_actor& pool) {
+  auto rt = make_route(pool);
+  rt.profile.max_inputs = 1;
+  return rt;
+}
+
+} // namespace
+
+TEST_CASE("request actor reused: a late pool answer for the previous request "
+          "does not reach the next one") {
+  virtual_time vt;
+  auto script = std::make_shared<pool_script>();
+  // Request 1: chunk 0 held, chunk 1 fails for good (request 1 is answered
+  // with chunk 0 still out). Request 2: both chunks held.
+  script->steps = {{std::nullopt},
+                   {err_result(errc::auth_failed, false)},
+                   {std::nullopt},
+                   {std::nullopt}};
+  auto pool = vt.sys->spawn(holding_pool, script);
+  auto req = spawn_request(
+      vt, make_request_env(),
+      std::vector<route>{one_input_route(caf::actor_cast<pool_actor>(pool))},
+      uint64_t{1});
+  caller c{*vt.sys};
+  c.send(req, make_request({"a", "b"}));
+  vt.sched->run();
+  auto first = c.answer();
+  REQUIRE(!first);
+  CHECK(error_code(first.error()) == errc::auth_failed);
+  c.send(req, make_request({"x", "y"}));
+  vt.sched->run();
+  REQUIRE(script->arrivals.size() == 4);
+  REQUIRE(script->held.size() == 3);
+  // Request 1's chunk 0 answers now, with vectors request 2 must not get.
+  c.self->send(pool, uint32_t{0}, ok_result(1, 100.0f));
+  vt.sched->run();
+  CHECK(c.self->mailbox().empty());
+  c.self->send(pool, uint32_t{1}, ok_result(1, 7.0f));
+  c.self->send(pool, uint32_t{2}, ok_result(1, 8.0f));
+  vt.sched->run();
+  auto second = c.answer();
+  REQUIRE(second);
+  REQUIRE(second->embeddings.size() == 2);
+  CHECK(second->embeddings[0][0] == 7.0f);
+  CHECK(second->embeddings[1][0] == 8.0f);
+  CHECK(second->usage.prompt_tokens == 2);
+}
+
+TEST_CASE("request actor reused: a retry timer of the previous request does "
+          "not send for the next one") {
+  virtual_time vt;
+  auto script = std::make_shared<pool_script>();
+  // Request 1: chunk 0 fails retryably (a retry timer is set), chunk 1 for
+  // good. Request 2: its one chunk fails retryably once (its own timer),
+  // then succeeds.
+  script->steps = {{err_result(errc::upstream_error, true)},
+                   {err_result(errc::auth_failed, false)},
+                   {err_result(errc::upstream_error, true)}};
+  auto pool = vt.sys->spawn(scripted_pool, script);
+  auto req
+      = spawn_request(vt, make_request_env(),
+                      std::vector<route>{one_input_route(pool)}, uint64_t{1});
+  caller c{*vt.sys};
+  c.send(req, make_request({"a", "b"}));
+  vt.sched->run();
+  auto first = c.answer();
+  REQUIRE(!first);
+  CHECK(error_code(first.error()) == errc::auth_failed);
+  c.send(req, make_request({"x"}));
+  vt.sched->run();
+  REQUIRE(script->arrivals.size() == 3);
+  // Both timers fire before the actor runs: request 1's (stale, same chunk
+  // index) and request 2's. Only request 2's may send.
+  REQUIRE(vt.sched->trigger_timeout());
+  REQUIRE(vt.sched->trigger_timeout());
+  vt.sched->run();
+  CHECK(script->arrivals.size() == 4);
+  auto second = c.answer();
+  REQUIRE(second);
+  REQUIRE(second->embeddings.size() == 1);
+  CHECK(script->retry_flags == std::vector<bool>{false, false, false, true});
+}
+
+TEST_CASE("request actor: a request sent while one is in progress is "
+          "answered overloaded, the first goes on") {
+  virtual_time vt;
+  auto script = std::make_shared<pool_script>();
+  script->steps = {{std::nullopt}};
+  auto pool = vt.sys->spawn(holding_pool, script);
+  auto req = spawn_request(
+      vt, make_request_env(),
+      std::vector<route>{make_route(caf::actor_cast<pool_actor>(pool))},
+      uint64_t{1});
+  caller c{*vt.sys};
+  caller other{*vt.sys};
+  c.send(req, make_request({"a"}));
+  vt.sched->run();
+  other.send(req, make_request({"b"}));
+  vt.sched->run();
+  auto refused = other.answer();
+  REQUIRE(!refused);
+  CHECK(error_code(refused.error()) == errc::overloaded);
+  CHECK(c.self->mailbox().empty());
+  c.self->send(pool, uint32_t{0}, ok_result(1, 3.0f));
+  vt.sched->run();
+  auto res = c.answer();
+  REQUIRE(res);
+  CHECK(res->embeddings[0][0] == 3.0f);
 }
