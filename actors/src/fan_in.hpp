@@ -6,6 +6,7 @@
 #include "embedrt/protocol/errc.hpp"
 #include "interfaces.hpp"
 
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/typed_response_promise.hpp>
 #include <chrono>
 #include <cstdint>
@@ -20,6 +21,11 @@ namespace embedrt::detail {
 /// How long a pool may take to answer `health` before it counts as
 /// unresponsive.
 constexpr auto health_timeout = std::chrono::seconds{2};
+
+/// The answers of `collect_health` as one message (never leaves the node).
+struct health_answers {
+  std::vector<std::optional<upstream_health>> answers;
+};
 
 /// Asks each of `pools` for its health and calls `done(answers)` once, with
 /// one entry per pool in the same order (nullopt: no answer in time, or the
@@ -109,3 +115,5 @@ class held_promises {
 };
 
 } // namespace embedrt::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(embedrt::detail::health_answers)

@@ -26,7 +26,10 @@ void release_cache_tickets(self_ptr self, std::vector<uint64_t> tickets);
 
 /// Delivers the request's one reply. The state is reset only after the
 /// message being handled (`release`), as callers up the stack still look at
-/// it (`st.finished`, their chunk).
+/// it (`st.finished`, their chunk). The owner is told this actor is free
+/// before the reply goes out (the next job it sends is handled after this
+/// message), so a caller that sends its next request on the reply finds
+/// this actor idle; not when the actor is about to end (`ending`).
 void finish(self_ptr self, caf::error err) {
   auto& st = self->state;
   if (st.finished)
@@ -36,6 +39,10 @@ void finish(self_ptr self, caf::error err) {
   if (st.cache.active)
     release_cache_tickets(self, finish_cache_phase(st, !err));
   report_request(self, st, st.upstream_request_id, err);
+  if (!st.ending)
+    if (auto owner = st.owner.lock())
+      self->send(caf::actor_cast<request_owner>(std::move(owner)),
+                 request_done_atom_v);
   if (err) {
     st.rp.deliver(std::move(err));
   } else {
@@ -46,8 +53,7 @@ void finish(self_ptr self, caf::error err) {
 
 /// Called at the end of every message handler: a request answered in it is
 /// forgotten (its inputs, vectors and routes freed; answers still on their
-/// way to it are told apart by the generation) and the owner is told that
-/// this actor is free for the next one.
+/// way to it are told apart by the generation).
 void release(self_ptr self) {
   auto& st = self->state;
   if (!st.answered)
@@ -58,9 +64,6 @@ void release(self_ptr self) {
   fresh.epochs = st.epochs;
   fresh.seed = st.seed;
   st = std::move(fresh);
-  if (auto owner = st.owner.lock())
-    self->send(caf::actor_cast<request_owner>(std::move(owner)),
-               request_done_atom_v);
 }
 
 std::string attempts_note(const request_chunk& c) {
@@ -633,6 +636,7 @@ request_actor_fn(request_impl::stateful_pointer<request_state> self,
   // it sends an exit message: a request in progress is answered at once,
   // and the actor ends (its owner is not told it is free).
   self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.ending = true;
     finish(
         self,
         make_error(errc::cancelled,
@@ -642,6 +646,7 @@ request_actor_fn(request_impl::stateful_pointer<request_state> self,
   // An exception must not leave the caller without an answer.
   self->set_exception_handler(
       [self](caf::scheduled_actor*, std::exception_ptr&) -> caf::error {
+        self->state.ending = true;
         finish(self, make_error(errc::cancelled, "internal error"));
         return caf::exit_reason::unhandled_exception;
       });

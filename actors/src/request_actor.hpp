@@ -27,15 +27,16 @@
 // above, inputs in flight elsewhere are waited for, and the reply merges
 // all of them back in the caller's order.
 //
-// Exactly one reply: `finish` delivers once, then the actor is reset for
-// its next request and tells its owner (the service) it is free. The actor
-// lives on between requests (an actor's end costs a push to CAF's clock
-// thread: docs/profile.md), so answers addressed to an earlier request can
-// still arrive: pool answers and the cache's deadline timer carry the
-// request's generation, retry timers an epoch unique over the actor's
-// life, cache notifications a ticket only their request waits for; all
-// others are dropped. A request that arrives while one is in progress (no
-// service does this) is answered `overloaded`.
+// Exactly one reply: `finish` tells the owner (the service) that the actor
+// is free and delivers the reply once; after that message the actor is
+// reset for its next request. The actor lives on between requests (an
+// actor's end costs a push to CAF's clock thread: docs/profile.md), so
+// answers addressed to an earlier request can still arrive: pool answers
+// and the cache's deadline timer carry the request's generation, retry
+// timers an epoch unique over the actor's life, cache notifications a
+// ticket only their request waits for; all others are dropped. A request
+// that arrives while one is in progress (no service does this) is answered
+// `overloaded`.
 #pragma once
 
 #include "embedrt/config.hpp"
@@ -101,6 +102,9 @@ struct request_state {
   uint64_t epochs = 0;
   /// Seeds each request's backoff jitter (with the generation).
   uint64_t seed = 0;
+  /// The actor is ending (exit message, exception): its owner is not told
+  /// it is free.
+  bool ending = false;
 
   // -- the current request's (reset after its reply) --
   /// No request in progress (idle, or the reply was delivered).

@@ -457,34 +457,75 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
       std::move(req));
 }
 
-/// Asks every pool for its health; `done(upstreams, ready)` gets one entry
-/// per upstream in configuration order (a pool that does not answer, or a
-/// slot whose pool is restarting, is named so).
+/// A one-shot actor that asks the pools for their health (`collect_health`,
+/// with its timeout) and answers with what it got, then ends. The service
+/// asks it instead of the pools: a CAF 0.17 request timeout holds the
+/// requester in the clock until it fires, and an actor whose last
+/// reference the clock thread drops is destroyed there. The service must
+/// not be: ending it ends its request actors, whose ends push to the
+/// clock's bounded queue faster than the clock thread, busy destroying the
+/// service, drains it — and its own push then waits for itself (a hang
+/// seen in the tests). The collector ends on a worker once it has answered,
+/// so the clock only ever releases an ended collector.
+/// (The pools come as a spawn argument: CAF 0.17.6 dereferences a null
+/// argument tuple when spawning a function with none, UBSan.)
+caf::behavior health_collector(caf::event_based_actor* self,
+                               std::vector<pool_actor> pools) {
+  return {
+      [self, pools](health_atom) -> caf::result<health_answers> {
+        auto rp = self->make_response_promise<health_answers>();
+        collect_health(
+            self, pools,
+            [self,
+             rp](std::vector<std::optional<upstream_health>> answers) mutable {
+              rp.deliver(health_answers{std::move(answers)});
+              self->quit();
+            });
+        return rp;
+      },
+  };
+}
+
+/// Asks every pool for its health (through a `health_collector`);
+/// `done(upstreams, ready)` gets one entry per upstream in configuration
+/// order (a pool that does not answer, or a slot whose pool is restarting,
+/// is named so).
 template <class Done>
 void with_upstream_health(service_ptr self, Done done) {
-  collect_health(
-      self, live_pools(self),
-      [self, done{std::move(done)}](
-          std::vector<std::optional<upstream_health>> answers) mutable {
-        auto& st = self->state;
-        std::vector<upstream_health> ups;
-        bool ready = false;
-        for (std::size_t i = 0; i < answers.size(); ++i) {
-          auto& ans = answers[i];
-          upstream_health h;
-          if (ans) {
-            h = std::move(*ans);
-          } else {
-            h.name = st.upstreams[i].env->cfg.name;
-            h.base_url = st.upstreams[i].env->cfg.base_url;
-            h.state = st.upstreams[i].pool ? "unresponsive" : "restarting";
-          }
-          if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
-            ready = true;
-          ups.emplace_back(std::move(h));
-        }
-        done(std::move(ups), ready);
-      });
+  auto pools = live_pools(self);
+  auto count = pools.size();
+  auto on_answers = [self, done{std::move(done)}](
+                        std::vector<std::optional<upstream_health>> answers) {
+    auto& st = self->state;
+    std::vector<upstream_health> ups;
+    bool ready = false;
+    for (std::size_t i = 0; i < answers.size(); ++i) {
+      auto& ans = answers[i];
+      upstream_health h;
+      if (ans) {
+        h = std::move(*ans);
+      } else {
+        h.name = st.upstreams[i].env->cfg.name;
+        h.base_url = st.upstreams[i].env->cfg.base_url;
+        h.state = st.upstreams[i].pool ? "unresponsive" : "restarting";
+      }
+      if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
+        ready = true;
+      ups.emplace_back(std::move(h));
+    }
+    done(std::move(ups), ready);
+  };
+  // No timeout: the collector answers once every pool has answered or
+  // timed out; if it died instead, no pool counts as having answered.
+  self->request(self->spawn(health_collector, std::move(pools)), caf::infinite,
+                health_atom_v)
+      .then(
+          [on_answers](health_answers& a) {
+            on_answers(std::move(a.answers));
+          },
+          [on_answers, count](caf::error&) {
+            on_answers(std::vector<std::optional<upstream_health>>(count));
+          });
 }
 
 caf::result<health_report> on_health(service_ptr self) {
