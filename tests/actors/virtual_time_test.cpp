@@ -61,25 +61,33 @@ call_result err_result(errc code, bool retryable, int64_t retry_after_ms = 0) {
   return r;
 }
 
+/// A scripted pool's answer to `call`: the next scripted result, or a
+/// promise it holds (in `script.held`) when the script says never.
+template <class Self>
+caf::result<call_result> scripted_answer(Self* self, pool_script& script,
+                                         const upstream_call& call) {
+  auto i = script.arrivals.size();
+  script.arrivals.push_back(self->clock().now());
+  script.retry_flags.push_back(call.is_retry);
+  if (i < script.steps.size() && script.steps[i].answer) {
+    auto r = *script.steps[i].answer;
+    if (!r.error && r.embeddings.size() != call.inputs.size())
+      r = ok_result(call.inputs.size());
+    return r;
+  }
+  if (i >= script.steps.size())
+    return ok_result(call.inputs.size());
+  auto rp = self->template make_response_promise<call_result>();
+  script.held.push_back(rp);
+  return rp;
+}
+
 pool_actor::behavior_type scripted_pool(pool_actor::pointer self,
                                         std::shared_ptr<pool_script> script) {
   return {
       [self, script](call_atom,
                      upstream_call& call) -> caf::result<call_result> {
-        auto i = script->arrivals.size();
-        script->arrivals.push_back(self->clock().now());
-        script->retry_flags.push_back(call.is_retry);
-        if (i < script->steps.size() && script->steps[i].answer) {
-          auto r = *script->steps[i].answer;
-          if (!r.error && r.embeddings.size() != call.inputs.size())
-            r = ok_result(call.inputs.size());
-          return r;
-        }
-        if (i >= script->steps.size())
-          return ok_result(call.inputs.size());
-        auto rp = self->make_response_promise<call_result>();
-        script->held.push_back(rp);
-        return rp;
+        return scripted_answer(self, *script, call);
       },
       [](health_atom) {
         return upstream_health{};
@@ -2121,16 +2129,7 @@ holding_pool(holding_pool_actor::pointer self,
   return {
       [self, script](call_atom,
                      upstream_call& call) -> caf::result<call_result> {
-        auto i = script->arrivals.size();
-        script->arrivals.push_back(self->clock().now());
-        script->retry_flags.push_back(call.is_retry);
-        if (i < script->steps.size() && script->steps[i].answer)
-          return *script->steps[i].answer;
-        if (i >= script->steps.size())
-          return ok_result(call.inputs.size());
-        auto rp = self->make_response_promise<call_result>();
-        script->held.push_back(rp);
-        return rp;
+        return scripted_answer(self, *script, call);
       },
       [](health_atom) {
         return upstream_health{};
