@@ -27,6 +27,11 @@ struct health_answers {
   std::vector<std::optional<upstream_health>> answers;
 };
 
+/// A one-shot actor that collects the pools' health for another
+/// (service_actor.cpp, `health_collector`).
+using health_collector_actor
+    = caf::typed_actor<caf::replies_to<health_atom>::with<health_answers>>;
+
 /// Asks each of `pools` for its health and calls `done(answers)` once, with
 /// one entry per pool in the same order (nullopt: no answer in time, or the
 /// pool is gone or restarting). `done` runs in `self`'s context; it is

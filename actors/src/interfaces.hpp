@@ -20,9 +20,6 @@
 
 namespace embedrt::detail {
 
-// -- request actor -----------------------------------------------------------
-// (declared after the pool: a job names the pools that may serve it)
-
 // -- cache -------------------------------------------------------------------
 
 /// The embedding cache of one service (cache_actor.hpp, docs/caching.md):
@@ -102,6 +99,7 @@ using pool_impl
                               caf::reacts_to<pace_atom, int64_t>>;
 
 // -- request actor -----------------------------------------------------------
+// (after the pool: a request's job names the pools that may serve it)
 
 struct request_env;
 

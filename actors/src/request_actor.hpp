@@ -93,7 +93,7 @@ struct request_state {
   static inline const char* name = "embedrt.request";
 
   // -- the actor's, kept across requests --
-  /// Told `request_done` after each reply (null: nobody is told). Weak: the
+  /// Told `request_done` with each reply (null: nobody is told). Weak: the
   /// service keeps its idle request actors, which must not keep it alive.
   caf::weak_actor_ptr owner;
   /// Counts the requests served: answers to an earlier one are dropped.

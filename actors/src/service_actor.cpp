@@ -469,8 +469,9 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
 /// so the clock only ever releases an ended collector.
 /// (The pools come as a spawn argument: CAF 0.17.6 dereferences a null
 /// argument tuple when spawning a function with none, UBSan.)
-caf::behavior health_collector(caf::event_based_actor* self,
-                               std::vector<pool_actor> pools) {
+health_collector_actor::behavior_type
+health_collector(health_collector_actor::pointer self,
+                 std::vector<pool_actor> pools) {
   return {
       [self, pools](health_atom) -> caf::result<health_answers> {
         auto rp = self->make_response_promise<health_answers>();
