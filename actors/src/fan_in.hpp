@@ -7,6 +7,7 @@
 #include "interfaces.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
 #include <chrono>
 #include <cstdint>
@@ -27,18 +28,16 @@ struct health_answers {
   std::vector<std::optional<upstream_health>> answers;
 };
 
-/// A one-shot actor that collects the pools' health for another
-/// (service_actor.cpp, `health_collector`).
+/// The one-shot actor `collect_health` asks (below).
 using health_collector_actor
     = caf::typed_actor<caf::replies_to<health_atom>::with<health_answers>>;
 
-/// Asks each of `pools` for its health and calls `done(answers)` once, with
-/// one entry per pool in the same order (nullopt: no answer in time, or the
-/// pool is gone or restarting). `done` runs in `self`'s context; it is
-/// called at once when `pools` is empty.
+/// Asks each of `pools` for its health, with `health_timeout`, and calls
+/// `done(answers)` once in `self`'s context (at once when `pools` is empty).
+/// Only `health_collector` calls it: see `collect_health` for why.
 template <class Self, class Done>
-void collect_health(Self* self, const std::vector<pool_actor>& pools,
-                    Done done) {
+void ask_pools_health(Self* self, const std::vector<pool_actor>& pools,
+                      Done done) {
   struct job {
     explicit job(Done fn) : done(std::move(fn)) {}
     std::vector<std::optional<upstream_health>> answers;
@@ -68,6 +67,62 @@ void collect_health(Self* self, const std::vector<pool_actor>& pools,
             });
   }
   j->settle();
+}
+
+/// Asks the pools for their health, answers with what it got and ends.
+/// (The pools come as a spawn argument: CAF 0.17.6 dereferences a null
+/// argument tuple when spawning a function with none, UBSan.)
+inline health_collector_actor::behavior_type
+health_collector(health_collector_actor::pointer self,
+                 std::vector<pool_actor> pools) {
+  return {
+      [self, pools](health_atom) -> caf::result<health_answers> {
+        auto rp = self->make_response_promise<health_answers>();
+        ask_pools_health(
+            self, pools,
+            [self,
+             rp](std::vector<std::optional<upstream_health>> answers) mutable {
+              rp.deliver(health_answers{std::move(answers)});
+              self->quit();
+            });
+        return rp;
+      },
+  };
+}
+
+/// Asks each of `pools` for its health and calls `done(answers)` once, with
+/// one entry per pool in the same order (nullopt: no answer in time, or the
+/// pool is gone or restarting). `done` runs in `self`'s context; it is
+/// called at once when `pools` is empty.
+///
+/// The timed requests are made by a one-shot `health_collector`, which
+/// `self` asks without a timeout: a CAF 0.17 request timeout holds its
+/// requester in the clock until it fires, and an actor whose last reference
+/// the clock thread drops is destroyed there. When that actor's end ends
+/// many others (the service and its request actors), their ends fill the
+/// clock's bounded queue faster than the clock thread, busy destroying it,
+/// drains it, and its own push then waits for itself (docs/architecture.md,
+/// "Request actors are reused"). The collector ends on a worker once it has
+/// answered, so the clock only ever releases an ended collector.
+template <class Self, class Done>
+void collect_health(Self* self, std::vector<pool_actor> pools, Done done) {
+  auto count = pools.size();
+  if (count == 0) {
+    done(std::vector<std::optional<upstream_health>>{});
+    return;
+  }
+  auto d = std::make_shared<Done>(std::move(done));
+  // If the collector died instead of answering, no pool counts as having
+  // answered.
+  self->request(self->spawn(health_collector, std::move(pools)), caf::infinite,
+                health_atom_v)
+      .then(
+          [d](health_answers& a) {
+            (*d)(std::move(a.answers));
+          },
+          [d, count](caf::error&) {
+            (*d)(std::vector<std::optional<upstream_health>>(count));
+          });
 }
 
 /// Promises an actor holds while it collects an answer, by id. Whatever is

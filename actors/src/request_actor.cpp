@@ -35,7 +35,6 @@ void finish(self_ptr self, caf::error err) {
   if (st.finished)
     return;
   st.finished = true;
-  st.answered = true;
   if (st.cache.active)
     release_cache_tickets(self, finish_cache_phase(st, !err));
   report_request(self, st, st.upstream_request_id, err);
@@ -56,8 +55,8 @@ void finish(self_ptr self, caf::error err) {
 /// way to it are told apart by the generation).
 void release(self_ptr self) {
   auto& st = self->state;
-  if (!st.answered)
-    return;
+  if (!st.finished || !st.env)
+    return; // a request in progress, or none (the job's env goes at reset)
   request_state fresh;
   fresh.owner = std::move(st.owner);
   fresh.generation = st.generation + 1;

@@ -109,8 +109,6 @@ struct request_state {
   // -- the current request's (reset after its reply) --
   /// No request in progress (idle, or the reply was delivered).
   bool finished = true;
-  /// The reply was delivered in the message being handled: reset after it.
-  bool answered = false;
   std::shared_ptr<const request_env> env;
   std::vector<route> routes;
   embed_request req;

@@ -311,6 +311,17 @@ caf::result<metrics_snapshot> on_metrics_with_cache(service_ptr self) {
   return rp;
 }
 
+/// A request actor's request is over: it no longer counts as outstanding
+/// at the upstream it was routed to first.
+void count_off(service_ptr self, caf::actor_id worker) {
+  auto& st = self->state;
+  if (auto i = st.routed.find(worker); i != st.routed.end()) {
+    if (i->second < st.upstreams.size())
+      --st.upstreams[i->second].outstanding;
+    st.routed.erase(i);
+  }
+}
+
 /// A request actor is free again: counted off its upstream and kept for the
 /// next request (or ended, beyond `max_idle`).
 void on_request_done(service_ptr self) {
@@ -318,11 +329,7 @@ void on_request_done(service_ptr self) {
   auto worker = caf::actor_cast<request_impl>(self->current_sender());
   if (!worker)
     return;
-  if (auto i = st.routed.find(worker.id()); i != st.routed.end()) {
-    if (i->second < st.upstreams.size())
-      --st.upstreams[i->second].outstanding;
-    st.routed.erase(i);
-  }
+  count_off(self, worker.id());
   if (st.idle.size() < service_state::max_idle) {
     st.idle.emplace_back(std::move(worker));
     return;
@@ -337,11 +344,7 @@ void on_request_done(service_ptr self) {
 void on_request_down(service_ptr self, const caf::down_msg& dm) {
   auto& st = self->state;
   --st.live_requests;
-  if (auto i = st.routed.find(dm.source.id()); i != st.routed.end()) {
-    if (i->second < st.upstreams.size())
-      --st.upstreams[i->second].outstanding;
-    st.routed.erase(i);
-  }
+  count_off(self, dm.source.id());
   st.idle.erase(std::remove_if(st.idle.begin(), st.idle.end(),
                                [&](const request_impl& r) {
                                  return r.address() == dm.source;
@@ -457,76 +460,34 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
       std::move(req));
 }
 
-/// A one-shot actor that asks the pools for their health (`collect_health`,
-/// with its timeout) and answers with what it got, then ends. The service
-/// asks it instead of the pools: a CAF 0.17 request timeout holds the
-/// requester in the clock until it fires, and an actor whose last
-/// reference the clock thread drops is destroyed there. The service must
-/// not be: ending it ends its request actors, whose ends push to the
-/// clock's bounded queue faster than the clock thread, busy destroying the
-/// service, drains it — and its own push then waits for itself (a hang
-/// seen in the tests). The collector ends on a worker once it has answered,
-/// so the clock only ever releases an ended collector.
-/// (The pools come as a spawn argument: CAF 0.17.6 dereferences a null
-/// argument tuple when spawning a function with none, UBSan.)
-health_collector_actor::behavior_type
-health_collector(health_collector_actor::pointer self,
-                 std::vector<pool_actor> pools) {
-  return {
-      [self, pools](health_atom) -> caf::result<health_answers> {
-        auto rp = self->make_response_promise<health_answers>();
-        collect_health(
-            self, pools,
-            [self,
-             rp](std::vector<std::optional<upstream_health>> answers) mutable {
-              rp.deliver(health_answers{std::move(answers)});
-              self->quit();
-            });
-        return rp;
-      },
-  };
-}
-
-/// Asks every pool for its health (through a `health_collector`);
-/// `done(upstreams, ready)` gets one entry per upstream in configuration
-/// order (a pool that does not answer, or a slot whose pool is restarting,
-/// is named so).
+/// Asks every pool for its health; `done(upstreams, ready)` gets one entry
+/// per upstream in configuration order (a pool that does not answer, or a
+/// slot whose pool is restarting, is named so).
 template <class Done>
 void with_upstream_health(service_ptr self, Done done) {
-  auto pools = live_pools(self);
-  auto count = pools.size();
-  auto on_answers = [self, done{std::move(done)}](
-                        std::vector<std::optional<upstream_health>> answers) {
-    auto& st = self->state;
-    std::vector<upstream_health> ups;
-    bool ready = false;
-    for (std::size_t i = 0; i < answers.size(); ++i) {
-      auto& ans = answers[i];
-      upstream_health h;
-      if (ans) {
-        h = std::move(*ans);
-      } else {
-        h.name = st.upstreams[i].env->cfg.name;
-        h.base_url = st.upstreams[i].env->cfg.base_url;
-        h.state = st.upstreams[i].pool ? "unresponsive" : "restarting";
-      }
-      if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
-        ready = true;
-      ups.emplace_back(std::move(h));
-    }
-    done(std::move(ups), ready);
-  };
-  // No timeout: the collector answers once every pool has answered or
-  // timed out; if it died instead, no pool counts as having answered.
-  self->request(self->spawn(health_collector, std::move(pools)), caf::infinite,
-                health_atom_v)
-      .then(
-          [on_answers](health_answers& a) {
-            on_answers(std::move(a.answers));
-          },
-          [on_answers, count](caf::error&) {
-            on_answers(std::vector<std::optional<upstream_health>>(count));
-          });
+  collect_health(
+      self, live_pools(self),
+      [self, done{std::move(done)}](
+          std::vector<std::optional<upstream_health>> answers) mutable {
+        auto& st = self->state;
+        std::vector<upstream_health> ups;
+        bool ready = false;
+        for (std::size_t i = 0; i < answers.size(); ++i) {
+          auto& ans = answers[i];
+          upstream_health h;
+          if (ans) {
+            h = std::move(*ans);
+          } else {
+            h.name = st.upstreams[i].env->cfg.name;
+            h.base_url = st.upstreams[i].env->cfg.base_url;
+            h.state = st.upstreams[i].pool ? "unresponsive" : "restarting";
+          }
+          if ((h.state == "up" || h.state == "half_open") && h.connections > 0)
+            ready = true;
+          ups.emplace_back(std::move(h));
+        }
+        done(std::move(ups), ready);
+      });
 }
 
 caf::result<health_report> on_health(service_ptr self) {
