@@ -12,6 +12,7 @@
 #include "cli_args.hpp"
 #include "commands.hpp"
 #include "embedrt/distributed.hpp"
+#include "embedrt/io_runtime.hpp"
 #include "embedrt/log.hpp"
 #include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/errc.hpp"
@@ -85,17 +86,20 @@ cli::arg_parser make_parser() {
       .option("api-key-env", "VAR",
               "environment variable holding the API key (default "
               "OPENAI_API_KEY; none needed for the built-in upstream)")
-      .option("io-threads", "N", "I/O threads of the runtime (default 1)")
+      .option("io-threads", "N",
+              "I/O threads: 0 (default) = the CAF workers run the sockets, "
+              "N = N threads of their own")
       .option("text-bytes", "B", "bytes per text (default 40)")
       .option("warmup", "N",
               "unmeasured requests before the run (default 2 x connections)")
       .option("seed", "S",
               "seed of the text filler and retry jitter (default 1)")
       .option("workers", "N",
-              "CAF scheduler threads (default: the usable cores less the "
-              "I/O threads, at least 1)")
+              "CAF worker threads (default: half the usable cores with "
+              "--io-threads 0, else the usable cores less the I/O threads)")
       .option("scheduler", "POLICY",
-              "CAF scheduler policy: stealing (default) or sharing")
+              "CAF scheduler policy with --io-threads N > 0: stealing "
+              "(default) or sharing")
       .option("caf", "KEY=VALUE",
               "a CAF setting for the run (repeatable), e.g. "
               "work-stealing.moderate-poll-attempts=0",
@@ -135,7 +139,7 @@ struct settings {
   bool cache = false;
   std::size_t cache_max_bytes = std::size_t{256} << 20;
   milliseconds deadline{30000};
-  std::size_t io_threads = 1;
+  std::size_t io_threads = 0;
   std::size_t text_bytes = 40;
   uint64_t warmup = 16;
   uint64_t seed = 1;
@@ -166,7 +170,7 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
       || !p.get("connections", connections, 1, 4096) || !p.get("model", s.model)
       || !p.get("deadline-ms", deadline, 1, 86'400'000)
       || !p.get("ca-file", s.ca_file)
-      || !p.get("io-threads", io_threads, 1, 256)
+      || !p.get("io-threads", io_threads, 0, 256)
       || !p.get("text-bytes", text_bytes, 1, int64_t{1} << 24)
       || !p.get("seed", s.seed, 0, u64max) || !p.get("workers", workers, 1, 256)
       || !p.get("scheduler", s.scheduler))
@@ -219,6 +223,9 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
            "upstreams)";
   if (s.model.empty())
     return "--model: empty name";
+  if (s.io_threads == 0 && p.has("scheduler"))
+    return "--scheduler: applies to --io-threads N > 0 only (with 0 the "
+           "workers run the sockets under embedrt's own scheduler)";
   if (s.scheduler != "stealing" && s.scheduler != "sharing")
     return "--scheduler: expected 'stealing' or 'sharing', got '" + s.scheduler
         + "'";
@@ -411,6 +418,11 @@ int cmd_bench(const std::vector<std::string>& args) {
       return 1;
     }
   cfg.set("scheduler.max-threads", s.workers);
+  std::shared_ptr<io_runtime> io;
+  if (s.io_threads == 0) {
+    io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+    run_on_actor_workers(cfg, io);
+  }
   cfg.set("scheduler.policy",
           s.scheduler == "sharing" ? caf::atom("sharing")
                                    : caf::atom("stealing"));
@@ -431,7 +443,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   rep.text_bytes = s.text_bytes;
   rep.deadline_ms = s.deadline.count();
   rep.workers = s.workers;
-  rep.scheduler = s.scheduler;
+  // With the I/O on the workers the scheduler is embedrt's (io_runtime.hpp).
+  rep.scheduler = s.io_threads == 0 ? "io_workers" : s.scheduler;
   rep.io_threads = s.io_threads;
   rep.seed = s.seed;
   rep.embedded_upstream = embedded != nullptr;

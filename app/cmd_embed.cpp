@@ -480,12 +480,14 @@ int cmd_embed(const std::vector<std::string>& args) {
   register_types(sys_cfg);
   if (!prepare_node(sys_cfg, cfg.cluster, "embed"))
     return cli::exit_usage;
-  sys_cfg.set("scheduler.max-threads",
-              scheduler_workers(cfg.runtime.io_threads));
+  service_hooks hooks;
+  hooks.io = prepare_io(sys_cfg, cfg.runtime.io_threads, cfg.workers);
   caf::actor_system sys{sys_cfg};
   service_actor local;
   if (!cfg.runtime.upstreams.empty()) {
-    auto svc = spawn_service(sys, cfg.runtime);
+    // The service's actors own the I/O from here (and CAF's workers, if
+    // they run it); it goes with the last of them.
+    auto svc = spawn_service(sys, cfg.runtime, std::move(hooks));
     if (!svc)
       return fail("cannot set up the runtime: " + render_error(svc.error()));
     local = std::move(*svc);

@@ -291,6 +291,7 @@ std::string restart_only_changes(const app_config& a, const app_config& b) {
   add(a.serve.max_connections != b.serve.max_connections, "max_connections");
   add(a.serve.grace != b.serve.grace, "grace_ms");
   add(a.runtime.io_threads != b.runtime.io_threads, "io_threads");
+  add(a.workers != b.workers, "workers");
   return out;
 }
 
@@ -493,12 +494,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   // The front end's I/O threads, shared by the runtime's connections: a
   // request's bytes in and out of the process are handled by the same
   // threads (docs/architecture.md, "The HTTP front end").
-  auto io = std::make_shared<io_runtime>(cfg.runtime.io_threads);
-
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
-  sys_cfg.set("scheduler.max-threads",
-              scheduler_workers(cfg.runtime.io_threads));
+  auto io = prepare_io(sys_cfg, cfg.runtime.io_threads, cfg.workers);
   if (!prepare_node(sys_cfg, cfg.cluster, "serve"))
     return 2;
   auto sys = std::make_unique<caf::actor_system>(sys_cfg);

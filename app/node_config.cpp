@@ -1,6 +1,7 @@
 #include "node_config.hpp"
 
 #include "embedrt/distributed.hpp"
+#include "embedrt/io_runtime.hpp"
 #include "embedrt/proc_stats.hpp"
 #include "embedrt/protocol/endpoint.hpp"
 #include "embedrt/protocol/errc.hpp"
@@ -8,6 +9,7 @@
 #include "node_config_detail.hpp"
 
 #include <algorithm>
+#include <caf/actor_system_config.hpp>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -63,17 +65,10 @@ struct file_data {
   std::vector<section> clients;
 };
 
-const std::set<std::string> global_keys{"connections",
-                                        "io_threads",
-                                        "deadline_ms",
-                                        "max_queue",
-                                        "log_level",
-                                        "model",
-                                        "dimensions",
-                                        "api_key_env",
-                                        "ca_file",
-                                        "provider",
-                                        "health_check_interval_ms"};
+const std::set<std::string> global_keys{
+    "connections", "io_threads", "workers",  "deadline_ms",
+    "max_queue",   "log_level",  "model",    "dimensions",
+    "api_key_env", "ca_file",    "provider", "health_check_interval_ms"};
 const std::set<std::string> serve_keys{
     "listen",          "auth_token_env",
     "auth_token",      "max_body_bytes",
@@ -369,8 +364,12 @@ void read_globals(resolver& r, const section* g, app_config& cfg) {
             cfg.connections, uint32_t{1}, max_connections);
   r.integer(r.pick("max-queue", "EMBEDRT_MAX_QUEUE", {{g, "max_queue"}}),
             cfg.max_queue, uint32_t{1}, uint32_t{100'000'000});
+  // A node's default: the sockets on CAF's workers (prepare_io).
+  cfg.runtime.io_threads = 0;
   r.integer(r.pick("io-threads", "EMBEDRT_IO_THREADS", {{g, "io_threads"}}),
-            cfg.runtime.io_threads, std::size_t{1}, std::size_t{256});
+            cfg.runtime.io_threads, std::size_t{0}, std::size_t{256});
+  r.integer(r.pick("workers", "EMBEDRT_WORKERS", {{g, "workers"}}), cfg.workers,
+            std::size_t{0}, std::size_t{256});
   r.millis(r.pick("deadline-ms", "EMBEDRT_DEADLINE_MS", {{g, "deadline_ms"}}),
            cfg.runtime.default_timeout, 1, max_ms);
   if (auto c = r.pick("log-level", "EMBEDRT_LOG_LEVEL", {{g, "log_level"}}))
@@ -663,7 +662,12 @@ void add_config_options(cli::arg_parser& p) {
               "environment variable holding the upstream API key (default "
               "OPENAI_API_KEY)")
       .option("ca-file", "FILE", "extra CA certificates (PEM) for https")
-      .option("io-threads", "N", "I/O threads of the runtime (default 1)")
+      .option("io-threads", "N",
+              "I/O threads: 0 (default) = the CAF workers run the sockets, "
+              "N = N threads of their own")
+      .option("workers", "N",
+              "CAF worker threads (default: half the usable cores with "
+              "--io-threads 0, else the usable cores less the I/O threads)")
       .option("deadline-ms", "N",
               "default deadline of a request (default 30000)")
       .option("max-queue", "N",
@@ -802,9 +806,24 @@ std::vector<std::string> served_models(const app_config& cfg) {
   return out;
 }
 
-std::size_t scheduler_workers(std::size_t io_threads) {
+std::size_t scheduler_workers(std::size_t io_threads, std::size_t workers) {
+  if (workers > 0)
+    return workers;
   auto cores = usable_cores();
+  if (io_threads == 0)
+    return std::max<std::size_t>(1, cores / 2);
   return cores > io_threads ? cores - io_threads : 1;
+}
+
+std::shared_ptr<io_runtime> prepare_io(caf::actor_system_config& sys_cfg,
+                                       std::size_t io_threads,
+                                       std::size_t workers) {
+  sys_cfg.set("scheduler.max-threads", scheduler_workers(io_threads, workers));
+  if (io_threads > 0)
+    return std::make_shared<io_runtime>(io_threads);
+  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+  run_on_actor_workers(sys_cfg, io);
+  return io;
 }
 
 void use_embedded_upstream(app_config& cfg, std::string base_url) {

@@ -42,10 +42,19 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace caf {
+class actor_system_config;
+} // namespace caf
+
+namespace embedrt {
+class io_runtime;
+} // namespace embedrt
 
 namespace embedrt::app {
 
@@ -157,6 +166,8 @@ struct app_config {
   /// (URL upstreams, the embedded default).
   uint32_t connections = 8;
   uint32_t max_queue = 10000;
+  /// CAF's worker threads (`workers`); 0: scheduler_workers' default.
+  std::size_t workers = 0;
   /// Health check interval of upstreams that do not set their own
   /// (`health_check_interval_ms`; 0 = off).
   std::chrono::milliseconds health_check_interval{10000};
@@ -229,11 +240,23 @@ std::vector<std::string> served_models(const app_config& cfg);
 /// resolved connections and queue bound).
 void use_embedded_upstream(app_config& cfg, std::string base_url);
 
-/// CAF's workers for a node whose runtime runs `io_threads` I/O threads: the
-/// usable cores less one per I/O thread, at least one. Every request crosses
+/// CAF's workers for a node whose runtime runs `io_threads` I/O threads,
+/// unless `workers` (> 0) says. With I/O threads of its own (> 0): the
+/// usable cores less one per I/O thread, at least one (every request crosses
 /// between an I/O thread and a worker; with more threads than cores each
-/// crossing waits for a core and idle workers poll (docs/benchmarks.md,
-/// "Workers: the cores less the I/O threads").
-std::size_t scheduler_workers(std::size_t io_threads);
+/// crossing waits for a core: docs/benchmarks.md, "Workers: the cores less
+/// the I/O threads"). With the I/O on the workers (0): half the usable
+/// cores, at least one (the kernel's network stack, the upstream and the
+/// clients want the rest: docs/benchmarks.md, "I/O on the actor workers").
+std::size_t scheduler_workers(std::size_t io_threads, std::size_t workers = 0);
+
+/// The I/O of a node with `io_threads` I/O threads, and CAF's workers set in
+/// `sys_cfg` (scheduler_workers): with 0 the CAF workers run the sockets
+/// themselves (run_on_actor_workers) and no thread hands a request to
+/// another; otherwise `io_threads` threads of its own. Call before creating
+/// the actor system.
+std::shared_ptr<io_runtime> prepare_io(caf::actor_system_config& sys_cfg,
+                                       std::size_t io_threads,
+                                       std::size_t workers = 0);
 
 } // namespace embedrt::app

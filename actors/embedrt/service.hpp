@@ -30,8 +30,9 @@ class io_runtime;
 /// Test and chaos hooks (all off by default).
 struct service_hooks {
   /// Runs the upstream connections on this io_runtime (its threads shared
-  /// with the caller: `embedrt serve`'s HTTP front end) instead of one of
-  /// the service's own.
+  /// with the caller: `embedrt serve`'s HTTP front end). Null: the one the
+  /// actor system's workers run (run_on_actor_workers), else one of the
+  /// service's own with `runtime_config::io_threads` threads.
   std::shared_ptr<io_runtime> io;
   /// Called with every connection actor a pool spawns (upstream name).
   std::function<void(const std::string& upstream, const caf::actor&)>

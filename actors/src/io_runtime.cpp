@@ -3,6 +3,15 @@
 #include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/policy/unprofiled.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/coordinator.hpp>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <optional>
 #include <pthread.h>
 
@@ -33,6 +42,11 @@ io_runtime::io_runtime(std::size_t threads)
     });
 }
 
+io_runtime::io_runtime(on_actor_workers_t)
+    : impl_(std::make_unique<impl>(BOOST_ASIO_CONCURRENCY_HINT_SAFE)) {
+  // nop
+}
+
 io_runtime::~io_runtime() {
   stop();
 }
@@ -42,10 +56,12 @@ boost::asio::io_context& io_runtime::context() noexcept {
 }
 
 void io_runtime::stop() {
-  if (threads_.empty())
-    return;
+  if (!impl_)
+    return; // handed to a reaper
   impl_->guard.reset();
   impl_->ctx.stop();
+  if (threads_.empty())
+    return;
   auto self_id = std::this_thread::get_id();
   auto own = std::any_of(threads_.begin(), threads_.end(),
                          [&](const std::thread& t) {
@@ -70,6 +86,192 @@ void io_runtime::stop() {
     if (t.joinable())
       t.join();
   threads_.clear();
+}
+
+namespace {
+
+/// A CAF scheduling policy (the concept of caf::policy::work_sharing) whose
+/// workers run an io_context whenever they have no actor job: one job queue
+/// shared by the workers; a worker with nothing queued waits in
+/// `io_context::run_one` (Asio's epoll), which returns after one completion
+/// handler (or a wake-up posted by `enqueue`), and looks at the queue again.
+/// A handler that sends to an actor queues the actor's job on the same
+/// thread, which runs it as soon as the handler returns: no thread is woken.
+class io_sharing : public caf::policy::unprofiled {
+ public:
+  struct coordinator_data {
+    explicit coordinator_data(caf::scheduler::abstract_coordinator*) {
+      // nop
+    }
+    std::shared_ptr<io_runtime> io;
+    boost::asio::io_context* ctx = nullptr;
+    std::mutex lock;
+    std::condition_variable cv;
+    std::deque<caf::resumable*> queue;
+    /// Workers in run_one or waiting on `cv` (guarded by `lock`).
+    std::size_t waiting = 0;
+  };
+
+  struct worker_data {
+    explicit worker_data(caf::scheduler::abstract_coordinator*) {
+      // nop
+    }
+    /// Jobs run since the io_context last ran on this worker.
+    std::size_t jobs_since_io = 0;
+  };
+
+  /// After this many jobs in a row a worker polls the io_context once, so
+  /// that a stream of actor jobs cannot starve the sockets.
+  static constexpr std::size_t io_poll_interval = 32;
+
+  /// Messages an actor handles before its worker turns to other jobs and
+  /// the io_context (unless `scheduler.max-throughput` says otherwise).
+  static constexpr std::size_t max_throughput = 64;
+
+  /// The coordinator whose worker this thread is (null: none).
+  static thread_local const coordinator_data* current;
+
+  template <class Coordinator>
+  void enqueue(Coordinator* self, caf::resumable* job) {
+    auto& d = self->data();
+    bool wake = false;
+    boost::asio::io_context* ctx = nullptr;
+    {
+      std::lock_guard<std::mutex> guard{d.lock};
+      d.queue.push_back(job);
+      // A worker queueing its first job runs it when its current job or
+      // handler returns; anything more, or from another thread, may need a
+      // waiting worker.
+      wake = d.waiting > 0 && (current != &d || d.queue.size() > 1);
+      ctx = d.ctx;
+    }
+    if (wake) {
+      d.cv.notify_one();
+      if (ctx && !ctx->stopped())
+        boost::asio::post(*ctx, [] {});
+    }
+  }
+
+  template <class Coordinator>
+  void central_enqueue(Coordinator* self, caf::resumable* job) {
+    enqueue(self, job);
+  }
+
+  template <class Worker>
+  void external_enqueue(Worker* self, caf::resumable* job) {
+    enqueue(self->parent(), job);
+  }
+
+  template <class Worker>
+  void internal_enqueue(Worker* self, caf::resumable* job) {
+    enqueue(self->parent(), job);
+  }
+
+  template <class Worker>
+  void resume_job_later(Worker* self, caf::resumable* job) {
+    enqueue(self->parent(), job);
+  }
+
+  template <class Worker>
+  caf::resumable* dequeue(Worker* self) {
+    auto& d = self->parent()->data();
+    auto& w = self->data();
+    current = &d;
+    if (++w.jobs_since_io > io_poll_interval) {
+      w.jobs_since_io = 0;
+      d.ctx->poll_one();
+    }
+    std::unique_lock<std::mutex> guard{d.lock};
+    for (;;) {
+      if (!d.queue.empty()) {
+        auto job = d.queue.front();
+        d.queue.pop_front();
+        return job;
+      }
+      ++d.waiting;
+      if (d.ctx->stopped()) {
+        // The I/O has stopped (shutdown): an ordinary worker from now on.
+        d.cv.wait(guard, [&] {
+          return !d.queue.empty();
+        });
+        --d.waiting;
+        continue;
+      }
+      guard.unlock();
+      w.jobs_since_io = 0;
+      d.ctx->run_one();
+      guard.lock();
+      --d.waiting;
+    }
+  }
+
+  template <class Worker, class UnaryFunction>
+  void foreach_resumable(Worker*, UnaryFunction) {
+    // nop: the workers have no queues of their own
+  }
+
+  template <class Coordinator, class UnaryFunction>
+  void foreach_central_resumable(Coordinator* self, UnaryFunction f) {
+    auto& d = self->data();
+    std::unique_lock<std::mutex> guard{d.lock};
+    while (!d.queue.empty()) {
+      auto job = d.queue.front();
+      d.queue.pop_front();
+      f(job);
+    }
+  }
+};
+
+thread_local const io_sharing::coordinator_data* io_sharing::current = nullptr;
+
+/// CAF's coordinator with the policy above; lets go of the io_runtime once
+/// its workers have ended, so that the io_context goes while the actor
+/// system still exists (as with I/O threads of its own) if nothing else
+/// holds it.
+class io_coordinator : public caf::scheduler::coordinator<io_sharing> {
+ public:
+  io_coordinator(caf::actor_system& sys, std::shared_ptr<io_runtime> io)
+      : coordinator(sys) {
+    data().ctx = &io->context();
+    data().io = std::move(io);
+  }
+
+ protected:
+  void stop() override {
+    coordinator::stop();
+    std::shared_ptr<io_runtime> io;
+    {
+      std::lock_guard<std::mutex> guard{data().lock};
+      data().ctx = nullptr;
+      io = std::move(data().io);
+    }
+    if (io)
+      io->stop();
+  }
+};
+
+} // namespace
+
+void run_on_actor_workers(caf::actor_system_config& cfg,
+                          std::shared_ptr<io_runtime> io) {
+  // CAF lets an actor handle its whole mailbox in one go by default; here
+  // that would hold the worker's sockets for as long as messages keep
+  // coming (an actor sending to itself: forever). After this many messages
+  // it goes to the back of the queue.
+  if (!caf::get_if<std::size_t>(&cfg, "scheduler.max-throughput"))
+    cfg.set("scheduler.max-throughput", io_sharing::max_throughput);
+  cfg.module_factories.push_back(
+      [io](caf::actor_system& sys) -> caf::actor_system::module* {
+        return new io_coordinator(sys, io);
+      });
+}
+
+std::shared_ptr<io_runtime> io_runtime_of(caf::actor_system& sys) noexcept {
+  if (auto c = dynamic_cast<io_coordinator*>(&sys.scheduler())) {
+    std::lock_guard<std::mutex> guard{c->data().lock};
+    return c->data().io;
+  }
+  return nullptr;
 }
 
 } // namespace embedrt

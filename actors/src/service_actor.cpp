@@ -698,9 +698,9 @@ spawn_service(caf::actor_system& sys, runtime_config cfg, service_hooks hooks) {
     return make_error(errc::invalid_input, "no upstream configured");
   if (cfg.retry.max_attempts < 1)
     return make_error(errc::invalid_input, "retry.max_attempts must be >= 1");
-  auto io = hooks.io
-      ? hooks.io
-      : std::make_shared<io_runtime>(std::max<std::size_t>(1, cfg.io_threads));
+  auto io = hooks.io ? hooks.io : io_runtime_of(sys);
+  if (!io)
+    io = std::make_shared<io_runtime>(std::max<std::size_t>(1, cfg.io_threads));
   // The metrics actor knows the upstreams by name from the start.
   std::vector<std::string> names;
   for (auto& up : cfg.upstreams) {

@@ -3,12 +3,20 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <future>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 using namespace embedrt;
 
@@ -51,4 +59,221 @@ TEST_CASE("io_runtime can be released from one of its own threads") {
     REQUIRE(fut.wait_for(std::chrono::seconds{10})
             == std::future_status::ready);
   }
+}
+
+// ---- The I/O on CAF's workers (run_on_actor_workers) ----------------------
+
+namespace {
+
+using namespace std::chrono_literals;
+
+/// An actor system whose `workers` CAF workers run `io`.
+std::unique_ptr<caf::actor_system>
+system_on(const std::shared_ptr<io_runtime>& io, caf::actor_system_config& cfg,
+          std::size_t workers) {
+  cfg.set("scheduler.max-threads", workers);
+  run_on_actor_workers(cfg, io);
+  return std::make_unique<caf::actor_system>(cfg);
+}
+
+/// Answers every integer with the id of the thread that ran it.
+caf::behavior thread_reporter(caf::event_based_actor*, int) {
+  return {[](int) {
+    std::ostringstream os;
+    os << std::this_thread::get_id();
+    return os.str();
+  }};
+}
+
+std::string id_of_this_thread() {
+  std::ostringstream os;
+  os << std::this_thread::get_id();
+  return os.str();
+}
+
+} // namespace
+
+TEST_CASE("on the actor workers, handlers and actors share the workers' "
+          "threads") {
+  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+  CHECK(io->threads() == 0);
+  caf::actor_system_config cfg;
+  auto sys = system_on(io, cfg, 1);
+  CHECK(io_runtime_of(*sys) == io);
+  auto reporter = sys->spawn(thread_reporter, 0);
+  // A completion handler asks the actor (no waiting on the handler's
+  // thread: the answer comes to a scoped actor on this thread).
+  std::promise<std::string> handler_thread;
+  boost::asio::post(io->context(), [&] {
+    handler_thread.set_value(id_of_this_thread());
+  });
+  auto fut = handler_thread.get_future();
+  REQUIRE(fut.wait_for(10s) == std::future_status::ready);
+  auto handler_id = fut.get();
+  caf::scoped_actor self{*sys};
+  std::string actor_id;
+  self->request(reporter, 10s, 1)
+      .receive(
+          [&](const std::string& id) {
+            actor_id = id;
+          },
+          [&](const caf::error& err) {
+            FAIL(sys->render(err));
+          });
+  // One worker: the handler and the actor ran on it, not on this thread.
+  CHECK(handler_id == actor_id);
+  CHECK(handler_id != id_of_this_thread());
+  caf::anon_send_exit(reporter, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("on the actor workers, a message from another thread wakes an "
+          "idle worker") {
+  // The worker waits in the io_context (epoll) with nothing to do; messages
+  // from this thread, from a completion handler and from CAF's clock (a
+  // delayed message) each reach the actor.
+  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+  caf::actor_system_config cfg;
+  auto sys = system_on(io, cfg, 1);
+  auto reporter = sys->spawn(thread_reporter, 0);
+  caf::scoped_actor self{*sys};
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(5ms); // the worker goes idle
+    bool answered = false;
+    self->request(reporter, 10s, i)
+        .receive(
+            [&](const std::string&) {
+              answered = true;
+            },
+            [&](const caf::error& err) {
+              FAIL(sys->render(err));
+            });
+    REQUIRE(answered);
+  }
+  // From a completion handler: sent to the scoped actor via the reporter.
+  std::atomic<int> from_handler{0};
+  auto relay = sys->spawn([&](caf::event_based_actor*) -> caf::behavior {
+    return {[&](int) {
+      ++from_handler;
+    }};
+  });
+  for (int i = 0; i < 20; ++i)
+    boost::asio::post(io->context(), [relay, i] {
+      caf::anon_send(relay, i);
+    });
+  for (int i = 0; i < 1000 && from_handler < 20; ++i)
+    std::this_thread::sleep_for(10ms);
+  CHECK(from_handler == 20);
+  // From CAF's clock thread.
+  self->delayed_send(self, 20ms, 7);
+  bool fired = false;
+  self->receive(
+      [&](int x) {
+        fired = x == 7;
+      },
+      caf::after(std::chrono::seconds{10}) >> [] {});
+  CHECK(fired);
+  caf::anon_send_exit(reporter, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("on the actor workers, a stream of actor jobs does not starve the "
+          "sockets") {
+  // One worker; an actor sends itself messages without end. A timer on the
+  // io_context must still fire: the worker polls the io_context between
+  // jobs.
+  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+  caf::actor_system_config cfg;
+  auto sys = system_on(io, cfg, 1);
+  std::atomic<bool> stop{false};
+  std::atomic<long> spins{0};
+  auto spinner = sys->spawn([&](caf::event_based_actor* self) -> caf::behavior {
+    self->send(self, 0);
+    return {[&, self](int) {
+      ++spins;
+      if (!stop)
+        self->send(self, 0);
+    }};
+  });
+  std::promise<void> fired;
+  boost::asio::steady_timer timer{io->context()};
+  timer.expires_after(50ms);
+  timer.async_wait([&](const boost::system::error_code&) {
+    fired.set_value();
+  });
+  auto fut = fired.get_future();
+  CHECK(fut.wait_for(10s) == std::future_status::ready);
+  stop = true;
+  CHECK(spins > 0);
+  caf::anon_send_exit(spinner, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("on the actor workers, actors keep running after the I/O stopped, "
+          "and the actor system lets go of the io_runtime") {
+  std::weak_ptr<io_runtime> weak;
+  {
+    auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+    weak = io;
+    caf::actor_system_config cfg;
+    auto sys = system_on(io, cfg, 2);
+    auto reporter = sys->spawn(thread_reporter, 0);
+    io->stop();
+    io.reset();
+    CHECK_FALSE(weak.expired()); // the scheduler still holds it
+    caf::scoped_actor self{*sys};
+    for (int i = 0; i < 50; ++i) {
+      bool answered = false;
+      self->request(reporter, 10s, i)
+          .receive(
+              [&](const std::string&) {
+                answered = true;
+              },
+              [&](const caf::error& err) {
+                FAIL(sys->render(err));
+              });
+      REQUIRE(answered);
+    }
+    caf::anon_send_exit(reporter, caf::exit_reason::user_shutdown);
+  }
+  CHECK(weak.expired());
+}
+
+TEST_CASE("on the actor workers, many threads sending to many actors lose "
+          "no message") {
+  // Two workers, four foreign threads and the actors' own sends: every
+  // message is handled exactly once (TSan checks the queue's hand-offs).
+  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+  caf::actor_system_config cfg;
+  auto sys = system_on(io, cfg, 2);
+  constexpr int per_thread = 2000;
+  std::atomic<int> handled{0};
+  auto sink = sys->spawn([&](caf::event_based_actor*) -> caf::behavior {
+    return {[&](int) {
+      ++handled;
+    }};
+  });
+  auto forwarder
+      = sys->spawn([sink](caf::event_based_actor* self) -> caf::behavior {
+          return {[self, sink](int x) {
+            self->send(sink, x);
+          }};
+        });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        if ((i + t) % 3 == 0)
+          boost::asio::post(io->context(), [forwarder, i] {
+            caf::anon_send(forwarder, i);
+          });
+        else
+          caf::anon_send(forwarder, i);
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  for (int i = 0; i < 1000 && handled < 4 * per_thread; ++i)
+    std::this_thread::sleep_for(10ms);
+  CHECK(handled == 4 * per_thread);
+  caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(forwarder, caf::exit_reason::user_shutdown);
 }

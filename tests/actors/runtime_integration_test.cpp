@@ -102,12 +102,15 @@ bool vector_matches(const std::vector<float>& got, const std::string& text,
 
 } // namespace
 
-TEST_CASE("5, 100 and 1000 concurrent callers each get their own vectors") {
-  system_fixture f;
+namespace {
+
+/// 5, 100 and 1000 concurrent callers against a service on `sys`: each gets
+/// its own vectors, no thread is added, the connections are reused.
+void check_concurrent_callers(caf::actor_system& sys) {
   auto srv = start_mock();
-  auto svc = spawn_service(*f.sys, make_config(srv->base_url(), 8));
+  auto svc = spawn_service(sys, make_config(srv->base_url(), 8));
   REQUIRE(svc);
-  client c{*f.sys, *svc};
+  client c{sys, *svc};
   // Warm-up: all connections opened, all threads started.
   {
     std::vector<embed_request> warm;
@@ -158,6 +161,31 @@ TEST_CASE("5, 100 and 1000 concurrent callers each get their own vectors") {
   REQUIRE(health->upstreams.size() == 1);
   CHECK(health->upstreams[0].state == "up");
   CHECK(health->upstreams[0].connections == 8);
+  caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+}
+
+} // namespace
+
+TEST_CASE("5, 100 and 1000 concurrent callers each get their own vectors") {
+  system_fixture f;
+  check_concurrent_callers(*f.sys);
+}
+
+TEST_CASE("on the actor workers' I/O, 5, 100 and 1000 concurrent callers each "
+          "get their own vectors") {
+  // The sockets run on CAF's workers (what `embedrt serve` does by default):
+  // the service finds the io_runtime through the actor system.
+  for (std::size_t workers : {1, 2}) {
+    INFO(workers << " workers");
+    auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+    caf::actor_system_config cfg;
+    register_types(cfg);
+    cfg.set("scheduler.max-threads", workers);
+    run_on_actor_workers(cfg, io);
+    caf::actor_system sys{cfg};
+    REQUIRE(io_runtime_of(sys) == io);
+    check_concurrent_callers(sys);
+  }
 }
 
 TEST_CASE("multi-input requests keep their order") {

@@ -286,10 +286,11 @@ TEST_CASE(
                       "4", "--text-bytes", "100"});
   auto d = parse_report(run);
   CHECK_FALSE(d["batching"].GetBool());
-  // By default CAF gets the usable cores less the one I/O thread.
+  // By default CAF's workers run the sockets: half the usable cores.
   auto cores = static_cast<int64_t>(embedrt::usable_cores());
-  CHECK(int_of(d, "io_threads") == 1);
-  CHECK(int_of(d, "workers") == (cores > 1 ? cores - 1 : 1));
+  CHECK(int_of(d, "io_threads") == 0);
+  CHECK(int_of(d, "workers") == (cores > 1 ? cores / 2 : 1));
+  CHECK(d["scheduler"].GetString() == std::string{"io_workers"});
   CHECK(int_of(d, "ok") == 60);
   CHECK(errors_of(d).empty());
   CHECK(int_of(d, "upstream_requests") == 60);

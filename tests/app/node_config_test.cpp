@@ -1,3 +1,4 @@
+#include "embedrt/proc_stats.hpp"
 #include "node_config.hpp"
 
 #include <catch2/catch.hpp>
@@ -77,7 +78,14 @@ TEST_CASE("config: defaults without flags, environment or file") {
   CHECK(r->uses_embedded_default);
   CHECK(r->runtime.upstreams.empty());
   CHECK(r->connections == 8);
-  CHECK(r->runtime.io_threads == 1);
+  // The sockets on CAF's workers, half the usable cores of them.
+  CHECK(r->runtime.io_threads == 0);
+  CHECK(r->workers == 0);
+  auto cores = usable_cores();
+  CHECK(scheduler_workers(r->runtime.io_threads, r->workers)
+        == (cores > 1 ? cores / 2 : 1));
+  CHECK(scheduler_workers(2, 0) == (cores > 2 ? cores - 2 : 1));
+  CHECK(scheduler_workers(0, 3) == 3);
   CHECK(r->runtime.default_timeout == std::chrono::milliseconds{30000});
   CHECK(r->log == log_level::warn);
   CHECK(r->serve.listen == "127.0.0.1:8080");
@@ -90,13 +98,15 @@ TEST_CASE("config: defaults without flags, environment or file") {
 }
 
 TEST_CASE("config: flags beat environment beat file beat defaults") {
-  temp_file f{"connections = 3\nio_threads = 2\nlog_level = error\n"
+  temp_file f{"connections = 3\nio_threads = 2\nworkers = 3\n"
+              "log_level = error\n"
               "[serve]\nlisten = 127.0.0.1:7000\ngrace_ms = 111\n"};
   // File over defaults.
   auto r = load({"--config", f.path()});
   REQUIRE(r);
   CHECK(r->connections == 3);
   CHECK(r->runtime.io_threads == 2);
+  CHECK(r->workers == 3);
   CHECK(r->log == log_level::error);
   CHECK(r->serve.listen == "127.0.0.1:7000");
   CHECK(r->serve.grace == std::chrono::milliseconds{111});
