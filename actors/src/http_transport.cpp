@@ -29,6 +29,7 @@
 #  pragma GCC diagnostic ignored "-Wtsan"
 #endif
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -39,6 +40,7 @@
 #include <boost/asio/ssl/verify_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -241,6 +243,29 @@ bool is_stale_connection_error(const error_code& ec) {
       || ec == ssl::error::stream_truncated;
 }
 
+/// The request's start line and fields as they go on the wire, up to the
+/// empty line: the message is sent as this string and the body, in one
+/// gather write. Beast's serializer writes the same bytes, but walks the
+/// fields through layers of buffer-sequence iterators on every write; this
+/// is the hot path of every request (docs/profile.md).
+void write_head(const http::request<http::string_body>& req, std::string& out) {
+  auto add = [&out](beast::string_view s) {
+    out.append(s.data(), s.size());
+  };
+  out.clear();
+  add(req.method_string());
+  out += ' ';
+  add(req.target());
+  out += req.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
+  for (const auto& field : req) {
+    add(field.name_string());
+    out += ": ";
+    add(field.value());
+    out += "\r\n";
+  }
+  out += "\r\n";
+}
+
 /// One TCP (and TLS) connection and everything its operations refer to.
 struct link {
   link(const strand_type& strand, std::shared_ptr<tls_config> cfg)
@@ -280,6 +305,8 @@ struct link {
   /// response belong to the next read).
   beast::flat_buffer buffer;
   http::request<http::string_body> request;
+  /// The request's head on the wire (write_head), kept for the write.
+  std::string head;
   /// A parser reads exactly one message; re-emplaced (no heap allocation of
   /// its own) for each response.
   std::optional<http::response_parser<http::string_body>> parser;
@@ -503,9 +530,12 @@ class connection_impl final : public http_connection {
 
   void write(const std::shared_ptr<link>& l) {
     stage_ = stage::writing;
+    write_head(l->request, l->head);
+    std::array<net::const_buffer, 2> wire{net::buffer(l->head),
+                                          net::buffer(l->request.body())};
     l->with_stream([&](auto& stream) {
-      http::async_write(
-          stream, l->request,
+      net::async_write(
+          stream, wire,
           [self = shared_self(), l, seq = seq_](error_code ec, std::size_t) {
             self->on_write(l, seq, ec);
           });
