@@ -75,14 +75,21 @@ std::string request_id_prefix() {
   return buf;
 }
 
-/// The `Date` header value (RFC 9110 IMF-fixdate) of now.
+/// The `Date` header value (RFC 9110 IMF-fixdate) of now, formatted once
+/// per second per thread.
 std::string http_date() {
+  thread_local std::time_t cached_t = -1;
+  thread_local std::string cached;
   auto t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  auto n = std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  return std::string{buf, n};
+  if (t != cached_t) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[40];
+    auto n = std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    cached.assign(buf, n);
+    cached_t = t;
+  }
+  return cached;
 }
 
 /// What the shared state and the drain need of a connection, whatever its
