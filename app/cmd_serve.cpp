@@ -483,17 +483,18 @@ int cmd_serve(const std::vector<std::string>& args) {
   boost::asio::signal_set signals{signals_ctx, SIGINT, SIGTERM, SIGHUP};
 
   // Declared first, destroyed last: the built-in upstream (if used) must
-  // outlive the actor system. The I/O threads are created next and stopped
-  // by stop_runtime, before the actor system goes.
+  // outlive the actor system. The I/O is created next and stopped by
+  // stop_runtime, before the actor system goes.
   std::string error;
   auto embedded = start_embedded_default(cfg, "serve", error);
   if (!error.empty()) {
     std::cerr << prefix << error << '\n';
     return 1;
   }
-  // The front end's I/O threads, shared by the runtime's connections: a
-  // request's bytes in and out of the process are handled by the same
-  // threads (docs/architecture.md, "The HTTP front end").
+  // The front end's I/O, shared by the runtime's connections: a request's
+  // bytes in and out of the process are handled by the same threads — by
+  // default CAF's workers themselves (docs/architecture.md, "The HTTP front
+  // end", "I/O on the actor workers").
   caf::actor_system_config sys_cfg;
   register_types(sys_cfg);
   auto io = prepare_io(sys_cfg, cfg.runtime.io_threads, cfg.workers);

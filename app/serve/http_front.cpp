@@ -558,7 +558,7 @@ class session : public session_base,
     lowest().expires_after(core_->opts.io_timeout);
     // The head as a string and the body in one gather write: the bytes
     // Beast's serializer would send, without its per-write walk over the
-    // fields (docs/profile.md, "The gateway").
+    // fields (docs/profile.md, "I/O on the actor workers").
     write_head(res_, wire_head_);
     std::array<net::const_buffer, 2> wire{net::buffer(wire_head_),
                                           net::buffer(res_.body())};
