@@ -67,14 +67,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// An actor system whose `workers` CAF workers run `io`.
-std::unique_ptr<caf::actor_system>
-system_on(const std::shared_ptr<io_runtime>& io, caf::actor_system_config& cfg,
-          std::size_t workers) {
-  cfg.set("scheduler.max-threads", workers);
-  run_on_actor_workers(cfg, io);
-  return std::make_unique<caf::actor_system>(cfg);
-}
+/// An io_runtime and an actor system whose `workers` CAF workers run it.
+struct on_workers {
+  explicit on_workers(std::size_t workers)
+      : io(std::make_shared<io_runtime>(io_runtime::on_actor_workers)) {
+    cfg.set("scheduler.max-threads", workers);
+    run_on_actor_workers(cfg, io);
+    sys = std::make_unique<caf::actor_system>(cfg);
+  }
+  std::shared_ptr<io_runtime> io;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+};
 
 /// Answers every integer with the id of the thread that ran it.
 caf::behavior thread_reporter(caf::event_based_actor*, int) {
@@ -95,10 +99,10 @@ std::string id_of_this_thread() {
 
 TEST_CASE("on the actor workers, handlers and actors share the workers' "
           "threads") {
-  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
+  on_workers f{1};
+  auto& io = f.io;
+  auto& sys = f.sys;
   CHECK(io->threads() == 0);
-  caf::actor_system_config cfg;
-  auto sys = system_on(io, cfg, 1);
   CHECK(io_runtime_of(*sys) == io);
   auto reporter = sys->spawn(thread_reporter, 0);
   // A completion handler asks the actor (no waiting on the handler's
@@ -131,9 +135,9 @@ TEST_CASE("on the actor workers, a message from another thread wakes an "
   // The worker waits in the io_context (epoll) with nothing to do; messages
   // from this thread, from a completion handler and from CAF's clock (a
   // delayed message) each reach the actor.
-  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
-  caf::actor_system_config cfg;
-  auto sys = system_on(io, cfg, 1);
+  on_workers f{1};
+  auto& io = f.io;
+  auto& sys = f.sys;
   auto reporter = sys->spawn(thread_reporter, 0);
   caf::scoped_actor self{*sys};
   for (int i = 0; i < 20; ++i) {
@@ -183,9 +187,9 @@ TEST_CASE("on the actor workers, a stream of actor jobs does not starve the "
   // One worker; an actor sends itself messages without end. A timer on the
   // io_context must still fire: the worker polls the io_context between
   // jobs.
-  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
-  caf::actor_system_config cfg;
-  auto sys = system_on(io, cfg, 1);
+  on_workers f{1};
+  auto& io = f.io;
+  auto& sys = f.sys;
   std::atomic<bool> stop{false};
   std::atomic<long> spins{0};
   auto spinner = sys->spawn(
@@ -215,13 +219,12 @@ TEST_CASE("on the actor workers, actors keep running after the I/O stopped, "
           "and the actor system lets go of the io_runtime") {
   std::weak_ptr<io_runtime> weak;
   {
-    auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
-    weak = io;
-    caf::actor_system_config cfg;
-    auto sys = system_on(io, cfg, 2);
+    on_workers f{2};
+    auto& sys = f.sys;
+    weak = f.io;
     auto reporter = sys->spawn(thread_reporter, 0);
-    io->stop();
-    io.reset();
+    f.io->stop();
+    f.io.reset();
     CHECK_FALSE(weak.expired()); // the scheduler still holds it
     caf::scoped_actor self{*sys};
     for (int i = 0; i < 50; ++i) {
@@ -245,9 +248,9 @@ TEST_CASE("on the actor workers, many threads sending to many actors lose "
           "no message") {
   // Two workers, four foreign threads and the actors' own sends: every
   // message is handled exactly once (TSan checks the queue's hand-offs).
-  auto io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
-  caf::actor_system_config cfg;
-  auto sys = system_on(io, cfg, 2);
+  on_workers f{2};
+  auto& io = f.io;
+  auto& sys = f.sys;
   constexpr int per_thread = 2000;
   std::atomic<int> handled{0};
   auto sink = sys->spawn(
