@@ -252,9 +252,9 @@ std::size_t scheduler_workers(std::size_t io_threads, std::size_t workers = 0);
 
 /// The I/O of a node with `io_threads` I/O threads, and CAF's workers set in
 /// `sys_cfg` (scheduler_workers): with 0 the CAF workers run the sockets
-/// themselves (run_on_actor_workers) and no thread hands a request to
-/// another; otherwise `io_threads` threads of its own. Call before creating
-/// the actor system.
+/// themselves (run_on_actor_workers) and no request is handed to and from
+/// I/O threads; otherwise `io_threads` threads of its own. Call before
+/// creating the actor system.
 std::shared_ptr<io_runtime> prepare_io(caf::actor_system_config& sys_cfg,
                                        std::size_t io_threads,
                                        std::size_t workers = 0);
