@@ -97,6 +97,10 @@ namespace {
 /// handler (or a wake-up posted by `enqueue`), and looks at the queue again.
 /// A handler that sends to an actor queues the actor's job on the same
 /// thread, which runs it as soon as the handler returns: no thread is woken.
+/// Its queue's mutex (with the condition variable used once the I/O has
+/// stopped) is the one lock in actors/: the bridge between CAF's scheduler
+/// and Asio's io_context, taken only to push or pop a job, never while an
+/// actor or a handler runs (docs/architecture.md, "The Asio bridge").
 class io_sharing : public caf::policy::unprofiled {
  public:
   struct coordinator_data {

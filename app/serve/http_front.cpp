@@ -3,6 +3,7 @@
 #include "embedrt/log.hpp"
 #include "httpd/listener.hpp"
 #include "serve/front_parse.hpp"
+#include "serve/reply_head.hpp"
 
 #include <algorithm>
 #include <array>
@@ -73,23 +74,6 @@ std::string request_id_prefix() {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "req-%08x-", static_cast<unsigned>(rd()));
   return buf;
-}
-
-/// The `Date` header value (RFC 9110 IMF-fixdate) of now, formatted once
-/// per second per thread.
-std::string http_date() {
-  thread_local std::time_t cached_t = -1;
-  thread_local std::string cached;
-  auto t = std::time(nullptr);
-  if (t != cached_t) {
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[40];
-    auto n = std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    cached.assign(buf, n);
-    cached_t = t;
-  }
-  return cached;
 }
 
 /// What the shared state and the drain need of a connection, whatever its
@@ -548,7 +532,7 @@ class session : public session_base,
       r.source = nullptr;
     }
     res_ = http::response<http::string_body>{};
-    set_headers(res_, r);
+    set_reply_head(res_, r, request_id_, keep_alive_);
     res_.body() = std::move(r.body);
     // A 204 has no body and no Content-Length (RFC 9110, 8.6).
     if (r.status == 204)
@@ -559,7 +543,7 @@ class session : public session_base,
     // The head as a string and the body in one gather write: the bytes
     // Beast's serializer would send, without its per-write walk over the
     // fields (docs/profile.md, "I/O on the actor workers").
-    write_head(res_, wire_head_);
+    write_reply_head(res_, wire_head_);
     std::array<net::const_buffer, 2> wire{net::buffer(wire_head_),
                                           net::buffer(res_.body())};
     net::async_write(
@@ -569,51 +553,12 @@ class session : public session_base,
         });
   }
 
-  /// The status line and fields of `res` as they go on the wire, up to the
-  /// empty line.
-  static void write_head(const http::response<http::string_body>& res,
-                         std::string& out) {
-    auto add = [&out](beast::string_view s) {
-      out.append(s.data(), s.size());
-    };
-    out.clear();
-    out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-    out += std::to_string(res.result_int());
-    out += ' ';
-    add(res.reason());
-    out += "\r\n";
-    for (const auto& field : res) {
-      add(field.name_string());
-      out += ": ";
-      add(field.value());
-      out += "\r\n";
-    }
-    out += "\r\n";
-  }
-
-  template <class Body>
-  void set_headers(http::response<Body>& res, const front_reply& r) {
-    res.version(11);
-    res.result(static_cast<unsigned>(r.status));
-    res.set(http::field::server, "embedrt");
-    res.set(http::field::date, http_date());
-    if (!r.content_type.empty())
-      res.set(http::field::content_type, r.content_type);
-    // Every reply names its request, errors included: the client's id, or
-    // the one assigned when it sent none (the handler's own wins).
-    if (!request_id_.empty())
-      res.set("x-request-id", request_id_);
-    for (auto& [name, value] : r.headers)
-      res.set(name, value);
-    res.keep_alive(keep_alive_);
-  }
-
   /// A reply whose body comes piece by piece: the header, one chunk per
   /// piece, the last chunk. The send timeout covers the whole reply.
   void write_streamed(front_reply r) {
     source_ = std::move(r.source);
     head_ = http::response<http::empty_body>{};
-    set_headers(head_, r);
+    set_reply_head(head_, r, request_id_, keep_alive_);
     head_.chunked(true);
     head_writer_.emplace(head_);
     lowest().expires_after(core_->opts.io_timeout);
@@ -730,7 +675,7 @@ class session : public session_base,
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
-  /// The head of `res_` on the wire (write_head), kept for the write.
+  /// The head of `res_` on the wire (write_reply_head), kept for the write.
   std::string wire_head_;
   /// A streamed reply (write_streamed): its header and the header's
   /// writer, the source of its body, the chunk being written, and whether

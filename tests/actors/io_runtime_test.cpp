@@ -89,6 +89,22 @@ caf::behavior thread_reporter(caf::event_based_actor*, int) {
   }};
 }
 
+/// Asks a thread_reporter from `self`; the id of the thread that answered
+/// ("" after failing the test on an error).
+std::string ask(caf::actor_system& sys, caf::scoped_actor& self,
+                const caf::actor& reporter, int x) {
+  std::string id;
+  self->request(reporter, 10s, x)
+      .receive(
+          [&](const std::string& answer) {
+            id = answer;
+          },
+          [&](const caf::error& err) {
+            FAIL(sys.render(err));
+          });
+  return id;
+}
+
 std::string id_of_this_thread() {
   std::ostringstream os;
   os << std::this_thread::get_id();
@@ -100,13 +116,12 @@ std::string id_of_this_thread() {
 TEST_CASE("on the actor workers, handlers and actors share the workers' "
           "threads") {
   on_workers f{1};
-  auto& io = f.io;
-  auto& sys = f.sys;
+  auto& [io, cfg, sys] = f;
   CHECK(io->threads() == 0);
   CHECK(io_runtime_of(*sys) == io);
   auto reporter = sys->spawn(thread_reporter, 0);
-  // A completion handler asks the actor (no waiting on the handler's
-  // thread: the answer comes to a scoped actor on this thread).
+  // The thread that runs a completion handler, and the one that runs the
+  // actor (asked from this thread).
   std::promise<std::string> handler_thread;
   boost::asio::post(io->context(), [&] {
     handler_thread.set_value(id_of_this_thread());
@@ -115,15 +130,7 @@ TEST_CASE("on the actor workers, handlers and actors share the workers' "
   REQUIRE(fut.wait_for(10s) == std::future_status::ready);
   auto handler_id = fut.get();
   caf::scoped_actor self{*sys};
-  std::string actor_id;
-  self->request(reporter, 10s, 1)
-      .receive(
-          [&](const std::string& id) {
-            actor_id = id;
-          },
-          [&](const caf::error& err) {
-            FAIL(sys->render(err));
-          });
+  auto actor_id = ask(*sys, self, reporter, 1);
   // One worker: the handler and the actor ran on it, not on this thread.
   CHECK(handler_id == actor_id);
   CHECK(handler_id != id_of_this_thread());
@@ -136,22 +143,12 @@ TEST_CASE("on the actor workers, a message from another thread wakes an "
   // from this thread, from a completion handler and from CAF's clock (a
   // delayed message) each reach the actor.
   on_workers f{1};
-  auto& io = f.io;
-  auto& sys = f.sys;
+  auto& [io, cfg, sys] = f;
   auto reporter = sys->spawn(thread_reporter, 0);
   caf::scoped_actor self{*sys};
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(5ms); // the worker goes idle
-    bool answered = false;
-    self->request(reporter, 10s, i)
-        .receive(
-            [&](const std::string&) {
-              answered = true;
-            },
-            [&](const caf::error& err) {
-              FAIL(sys->render(err));
-            });
-    REQUIRE(answered);
+    REQUIRE_FALSE(ask(*sys, self, reporter, i).empty());
   }
   // From completion handlers, to an actor that counts.
   std::atomic<int> from_handler{0};
@@ -188,8 +185,7 @@ TEST_CASE("on the actor workers, a stream of actor jobs does not starve the "
   // io_context must still fire: the worker polls the io_context between
   // jobs.
   on_workers f{1};
-  auto& io = f.io;
-  auto& sys = f.sys;
+  auto& [io, cfg, sys] = f;
   std::atomic<bool> stop{false};
   std::atomic<long> spins{0};
   auto spinner = sys->spawn(
@@ -227,18 +223,8 @@ TEST_CASE("on the actor workers, actors keep running after the I/O stopped, "
     f.io.reset();
     CHECK_FALSE(weak.expired()); // the scheduler still holds it
     caf::scoped_actor self{*sys};
-    for (int i = 0; i < 50; ++i) {
-      bool answered = false;
-      self->request(reporter, 10s, i)
-          .receive(
-              [&](const std::string&) {
-                answered = true;
-              },
-              [&](const caf::error& err) {
-                FAIL(sys->render(err));
-              });
-      REQUIRE(answered);
-    }
+    for (int i = 0; i < 50; ++i)
+      REQUIRE_FALSE(ask(*sys, self, reporter, i).empty());
     caf::anon_send_exit(reporter, caf::exit_reason::user_shutdown);
   }
   CHECK(weak.expired());
@@ -249,8 +235,7 @@ TEST_CASE("on the actor workers, many threads sending to many actors lose "
   // Two workers, four foreign threads and the actors' own sends: every
   // message is handled exactly once (TSan checks the queue's hand-offs).
   on_workers f{2};
-  auto& io = f.io;
-  auto& sys = f.sys;
+  auto& [io, cfg, sys] = f;
   constexpr int per_thread = 2000;
   std::atomic<int> handled{0};
   auto sink = sys->spawn(
