@@ -248,19 +248,36 @@ void on_disk_found(cache_ptr self, cache_answer& a,
   }
 }
 
+/// The clock reading a lookup or fill compares expiry times with: none
+/// without a TTL (nothing expires), so a cache without one reads no clock.
+clock_type::time_point expiry_now(const cache_state& st) {
+  return st.mem->expires() ? clock_type::now() : clock_type::time_point{};
+}
+
 caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
   auto& st = self->state;
   auto sender = self->current_sender();
-  auto now = clock_type::now();
+  auto now = expiry_now(st);
   auto n = std::min(q.keys.size(), q.hashes.size());
   if (!st.crash_marker.empty())
     for (auto& key : q.keys)
       if (cache_key_is_text(key, st.crash_marker))
         throw std::runtime_error("chaos: cache crash marker received");
-  auto a = std::make_shared<cache_answer>();
-  a->slots.assign(n, static_cast<uint8_t>(cache_slot::owned));
-  a->tickets.assign(n, 0);
-  a->vectors.resize(n);
+  for (std::size_t i = 0; i < n; ++i)
+    st.mem->prefetch(q.hashes[i]);
+  cache_answer a;
+  a.tickets.assign(n, 0);
+  // Slots and vectors only when an input is not a distinct miss (or the
+  // disk may turn misses into hits): the answer to a lookup of new inputs
+  // is its tickets alone.
+  auto detail = [&a, n] {
+    if (a.slots.empty()) {
+      a.slots.assign(n, static_cast<uint8_t>(cache_slot::owned));
+      a.vectors.resize(n);
+    }
+  };
+  if (st.disk)
+    detail();
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
   std::size_t reserved = 0;
@@ -269,17 +286,19 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
     auto r = st.mem->find_or_reserve(q.keys[i], q.hashes[i], tag, now);
     switch (r.found) {
       case cache_find::hit:
-        a->slots[i] = static_cast<uint8_t>(cache_slot::hit);
-        a->vectors[i] = *r.vec;
+        detail();
+        a.slots[i] = static_cast<uint8_t>(cache_slot::hit);
+        a.vectors[i] = *r.vec;
         ++st.counters.hits;
         break;
       case cache_find::in_flight: {
+        detail();
         auto& f = st.flights[r.tag];
-        a->tickets[i] = r.ticket;
+        a.tickets[i] = r.ticket;
         ++st.counters.coalesced;
         if (f.owner == sender)
           break; // a duplicate inside the asker's own request
-        a->slots[i] = static_cast<uint8_t>(cache_slot::waiting);
+        a.slots[i] = static_cast<uint8_t>(cache_slot::waiting);
         add_waiter(self, f, sender);
         break;
       }
@@ -287,7 +306,7 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
         auto& f = take_flight(st, tag);
         f.ticket = r.ticket;
         f.owner = sender;
-        a->tickets[i] = r.ticket;
+        a.tickets[i] = r.ticket;
         ++st.counters.misses;
         ++reserved;
         if (st.disk) {
@@ -298,25 +317,26 @@ caf::result<cache_answer> on_lookup(cache_ptr self, cache_lookup& q) {
       }
     }
   }
-  a->distinct_misses = reserved == n;
+  a.distinct_misses = reserved == n;
   if (disk_idx.empty())
-    return std::move(*a);
+    return a;
   auto rp = self->make_response_promise<cache_answer>();
+  auto ap = std::make_shared<cache_answer>(std::move(a));
   self->request(st.disk, disk_timeout, disk_get_atom_v, disk_keys)
       .then(
-          [self, rp, a, disk_idx](vectors& found) mutable {
-            on_disk_found(self, *a, disk_idx, found);
-            rp.deliver(std::move(*a));
+          [self, rp, ap, disk_idx](vectors& found) mutable {
+            on_disk_found(self, *ap, disk_idx, found);
+            rp.deliver(std::move(*ap));
           },
-          [self, rp, a](caf::error& err) mutable {
+          [self, rp, ap](caf::error& err) mutable {
             disk_failed(self, "read", err);
-            rp.deliver(std::move(*a));
+            rp.deliver(std::move(*ap));
           });
   return rp;
 }
 
 void on_fill(cache_ptr self, cache_fill& f) {
-  auto now = clock_type::now();
+  auto now = expiry_now(self->state);
   for (std::size_t i = 0; i < f.tickets.size() && i < f.vectors.size(); ++i)
     complete(self, f.tickets[i], std::move(f.vectors[i]), true, now);
   flush_writes(self);

@@ -54,10 +54,13 @@ enum class cache_slot : uint8_t {
 
 /// The answer to a lookup, one entry per input in input order.
 struct cache_answer {
+  /// Each input's `cache_slot`; empty when every input is owned (the
+  /// answer to a lookup of new inputs is its tickets alone).
   std::vector<uint8_t> slots;
   /// The ticket of an owned or waiting input (0 for a hit).
   std::vector<uint64_t> tickets;
-  /// The vector of a hit (empty for the others).
+  /// The vector of a hit (empty for the others; no entries at all when
+  /// `slots` is empty).
   std::vector<std::vector<float>> vectors;
   /// Hits that came from the persistent store.
   int64_t persistent_hits = 0;

@@ -111,6 +111,16 @@ void frequency_sketch::increment(uint64_t hash) {
     age();
 }
 
+void frequency_sketch::prefetch(uint64_t hash) const {
+  if (table_.empty())
+    return;
+  std::size_t pos[4];
+  positions(hash, pos);
+  // The block's 64 bytes may straddle two cache lines.
+  __builtin_prefetch(table_.data() + pos[0], 1);
+  __builtin_prefetch(table_.data() + pos[3], 1);
+}
+
 uint32_t frequency_sketch::frequency(uint64_t hash) const {
   uint32_t f = 15;
   std::size_t pos[4];
@@ -212,6 +222,13 @@ uint32_t embedding_cache::live_ticket(uint64_t ticket) const {
     return npos;
   const auto& e = at(slot);
   return e.where == region::in_flight && e.generation == gen ? slot : npos;
+}
+
+void embedding_cache::prefetch(uint64_t hash) const {
+  __builtin_prefetch(index_.data()
+                     + (static_cast<std::size_t>(hash) & (index_.size() - 1)));
+  if (policy_ == eviction_policy::tinylfu)
+    sketch_.prefetch(hash);
 }
 
 std::size_t embedding_cache::find_pos(std::string_view key,

@@ -50,6 +50,10 @@ class frequency_sketch {
   explicit frequency_sketch(std::size_t expected_entries = 64);
   void increment(uint64_t hash);
   uint32_t frequency(uint64_t hash) const;
+  /// Asks the CPU for the block of `hash`'s counters (a hint: a lookup of
+  /// several keys overlaps their memory latency instead of paying it in
+  /// turn).
+  void prefetch(uint64_t hash) const;
   /// Grows the table (counts start again) when more entries than its width
   /// are stored.
   void ensure_capacity(std::size_t entries);
@@ -128,6 +132,18 @@ class embedding_cache {
                                 clock::time_point now);
   const std::vector<float>* get(std::string_view key, clock::time_point now) {
     return get(key, cache_hash(key), now);
+  }
+
+  /// Asks the CPU for what a lookup of `hash` reads first (its index
+  /// bucket and its counters in the sketch): called for every key of a
+  /// lookup before the first is looked up, so that their cache misses
+  /// overlap.
+  void prefetch(uint64_t hash) const;
+
+  /// True if entries expire (a TTL is set): without one, lookups and fills
+  /// need no clock reading.
+  bool expires() const {
+    return ttl_.count() > 0;
   }
 
   /// A lookup that reserves what it misses: a stored vector (a hit), the

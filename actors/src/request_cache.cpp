@@ -53,13 +53,13 @@ cache_lookup make_cache_lookup(const request_state& st) {
 std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
   auto& cs = st.cache;
   cs.active = true;
-  if (a.distinct_misses && a.slots.size() == input_count(st.req)) {
+  if (a.distinct_misses && a.tickets.size() == input_count(st.req)) {
     cs.identity = true;
     cs.ticket_of = std::move(a.tickets);
     cs.filled.assign(cs.ticket_of.size(), false);
     return 0;
   }
-  auto n = a.slots.size();
+  auto n = a.tickets.size();
   cs.vectors.resize(n);
   cs.caller_tokens = std::move(st.tokens);
   st.tokens.clear();
@@ -72,7 +72,9 @@ std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
   }
   for (uint32_t i = 0; i < n; ++i) {
     auto t = a.tickets[i];
-    switch (static_cast<cache_slot>(a.slots[i])) {
+    auto slot = a.slots.empty() ? cache_slot::owned
+                                : static_cast<cache_slot>(a.slots[i]);
+    switch (slot) {
       case cache_slot::hit:
         cs.vectors[i] = std::move(a.vectors[i]);
         cs.cached_tokens += cs.caller_tokens[i];
