@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""The benchmark matrix (P1-P5 of the targets in docs/benchmarks.md): every
-contestant against the same upstreams, with the same connections, inputs,
-dimensions and latency, in one run; writes the results (JSON lines), the tables between the
+"""The benchmark matrix (P1-P5 and F of the targets in docs/benchmarks.md):
+every contestant against the same upstreams, with the same connections,
+inputs, dimensions and latency, in one run, and the cost of each optional
+feature (cache, pacing, adaptive concurrency) in three of those shapes; writes the results (JSON lines), the tables between the
 `<!-- matrix:begin -->` / `<!-- matrix:end -->` markers of docs/benchmarks.md
 and the plots (docs/bench/*.png, gnuplot).
 
@@ -40,13 +41,34 @@ SWEEP = [1, 5, 64, 1000]
 SWEEP_CONNS = 8
 
 # Requests per run (fixed counts, sized for about 2-6 s each on 2 loaded
-# cores); wrk runs for `--duration` seconds instead.
+# cores: P1's runs of about 1 s were bimodal); wrk runs for `--duration`
+# seconds instead.
 COUNTS = {
     "embedrt": {1: 20000, 5: 40000, 8: 40000, 64: 100000, 1000: 100000},
-    "embedrt-nb": {1: 20000, 5: 30000, 8: 40000, 64: 40000, 1000: 40000},
+    "embedrt-nb": {1: 20000, 5: 30000, 8: 100000, 64: 40000, 1000: 40000},
     "httpx": {1: 2000, 5: 3000, 64: 3000, 1000: 3000},
     "aiohttp": {1: 3000, 5: 5000, 64: 6000, 1000: 6000},
 }
+
+# Optional features, each alone against all off ("off": pacing is on by
+# default, the cache and adaptive concurrency are off). The cache's bound
+# (16 MiB) is small enough that it fills during the run and then evicts, as a
+# long-running one does, instead of growing into fresh memory throughout.
+FEATURES = [("off", ["--no-pacing"]),
+            ("cache", ["--no-pacing", "--cache", "--cache-max-bytes", "16777216"]),
+            ("pacing", []), ("adaptive", ["--no-pacing", "--adaptive-concurrency"])]
+FEATURE_NAMES = {"cache": "cache (misses only)", "pacing": "pacing",
+                 "adaptive": "adaptive concurrency"}
+FEATURE_ROUNDS = 5
+# (scenario, upstream, conns, callers, requests, extra flags, description)
+FEATURE_SHAPES = [
+    ("F-P2", "nginx", 8, 64, 300000, [],
+     "P2's shape: zero latency (nginx+njs), 64 callers, 8 conns, 1 text, 8 dims"),
+    ("F-P3", "nginx-50ms", 16, 1000, 50000, [],
+     "P3's shape: 50 ms upstream (nginx+njs), 1000 callers, 16 conns, 1 text, 8 dims"),
+    ("F-1536", "mock", 8, 64, 10000, ["--inputs", "8", "--dims", "1536"],
+     "zero latency (embedrt mock), 64 callers, 8 conns, 8 texts of 1,536 dims"),
+]
 
 
 def log(msg):
@@ -207,9 +229,10 @@ class Matrix:
         self.nginx = None
 
     def run(self, scenario, contestant, upstream, url, conns, callers,
-            requests=None, extra=()):
+            requests=None, extra=(), tags=None):
         """Runs one contestant, returns its JSON report extended with the
-        scenario, the upstream and (for nginx) the upstream-side counts."""
+        scenario, the upstream, `tags` and (for nginx) the upstream-side
+        counts."""
         a = self.args
         scale = a.scale
         common = ["--upstream", url, "--connections", str(conns)]
@@ -251,6 +274,7 @@ class Matrix:
                     "command": " ".join(os.path.relpath(c, ROOT)
                                         if c.startswith(ROOT) else c
                                         for c in cmd)})
+        rep.update(tags or {})
         if upstream.startswith("nginx"):
             n, new, bad = self.nginx.slice()
             rep["nginx_requests"] = n
@@ -303,6 +327,24 @@ class Matrix:
         # P5: 10,000 callers on 16 connections (50 ms upstream).
         self.run("P5", "embedrt", "nginx-50ms", lat, 16, 10000, 50000,
                  extra=["--deadline-ms", "60000"])
+        self.features(zero, lat)
+
+    def features(self, zero, lat):
+        """The cost of each optional feature (the cache with misses only:
+        every text is new; pacing against an upstream that sends no rate
+        limits; adaptive concurrency) alone against all of them off, the
+        variants interleaved round by round on each shape of FEATURE_SHAPES."""
+        mock = Mock(self.args.embedrt, os.cpu_count() or 1, self.tmp)
+        try:
+            urls = {"nginx": zero, "nginx-50ms": lat, "mock": mock.url}
+            for shape, up, conns, callers, n, extra, _ in FEATURE_SHAPES:
+                for rnd in range(FEATURE_ROUNDS):
+                    for name, flags in FEATURES:
+                        self.run(shape, "embedrt", up, urls[up], conns, callers, n,
+                                 extra=list(extra) + flags,
+                                 tags={"feature": name, "round": rnd})
+        finally:
+            mock.stop()
 
 
 # -- report ------------------------------------------------------------------
@@ -359,6 +401,21 @@ def targets(results):
                                          fmt(w and w["req_per_s"], 0)),
                      fmt(r, 2) + " ×", None if r is None else
                      r >= 0.6 and nerr(e) == 0))
+    e = g("sweep", "embedrt-nb", "nginx", 1)
+    w = g("sweep", "wrk", "nginx", 1)
+    r = ratio(e and e["req_per_s"], w and w["req_per_s"])
+    rows.append(("P1", "zero latency, 1 caller, 1 conn, 1 text, 8 dims; upstream nginx+njs",
+                 "≥ 0.5 × wrk req/s",
+                 "%s vs %s req/s" % (fmt(e and e["req_per_s"], 0),
+                                     fmt(w and w["req_per_s"], 0)),
+                 fmt(r, 2) + " ×", None if r is None else r >= 0.5 and nerr(e) == 0))
+    for up in ("nginx", "mock"):
+        e = g("P1", "embedrt-nb", up)
+        us = e and e["cpu_ms_per_1k"]  # ms per 1000 requests = µs per request
+        rows.append(("P1", "CPU per request, 8 callers, 8 conns; upstream %s"
+                     % ("nginx+njs" if up == "nginx" else "embedrt mock"),
+                     "≤ 40 µs", "%s µs" % fmt(us, 1), "–",
+                     None if us is None else us <= 40))
     e = g("sweep", "embedrt", "nginx", 64)
     for peer, need in (("httpx", 10), ("aiohttp", 3)):
         p = g("sweep", peer, "nginx", 64)
@@ -441,7 +498,54 @@ def targets(results):
     else:
         rows.append(("P5", "10,000 callers, 16 conns", "all answered, …",
                      "run failed", "–", False))
+    for c in feature_costs(results):
+        if not c["req"]:
+            continue
+        rq, cp = median(c["req"]), median(c["cpu"])
+        rows.append(("F", "%s on vs all off; %s" % (FEATURE_NAMES[c["feature"]], c["desc"]),
+                     "cost ≤ 5 % (req/s and CPU per request)",
+                     "req/s %s (rounds %s … %s), CPU per request %s; %d errors" % (
+                         pct(rq), pct(min(c["req"])), pct(max(c["req"])), pct(cp),
+                         c["errors"]),
+                     "–", rq >= -0.05 and cp <= 0.05 and c["errors"] == 0
+                     and c["off_errors"] == 0))
     return rows
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return None if n == 0 else (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2)
+
+
+def feature_costs(results):
+    """Per shape and feature: the per-round ratios to the all-off run of the
+    same round (req/s, CPU per request), their medians and ranges, and the
+    errors of the feature's runs."""
+    out = []
+    for shape, _, _, _, _, _, desc in FEATURE_SHAPES:
+        by = {(r.get("feature"), r.get("round")): r for r in results
+              if r["scenario"] == shape and not r.get("failed")}
+        rounds = sorted(set(k[1] for k in by))
+        for feat, _ in FEATURES[1:]:
+            req, cpu, errs, runs = [], [], 0, []
+            for k in rounds:
+                a, b = by.get((feat, k)), by.get(("off", k))
+                if a:
+                    errs += nerr(a)
+                    runs.append(a)
+                if a and b and b["req_per_s"] and b["cpu_ms_per_1k"]:
+                    req.append(a["req_per_s"] / b["req_per_s"] - 1)
+                    cpu.append(a["cpu_ms_per_1k"] / b["cpu_ms_per_1k"] - 1)
+            off = [by[("off", k)] for k in rounds if ("off", k) in by]
+            out.append({"shape": shape, "desc": desc, "feature": feat,
+                        "req": req, "cpu": cpu, "errors": errs, "runs": runs,
+                        "off": off, "off_errors": sum(nerr(r) for r in off)})
+    return out
+
+
+def pct(x):
+    return "–" if x is None else "%+.1f %%" % (x * 100)
 
 
 def nginx_reuse_after_open(r):
@@ -575,7 +679,7 @@ def report(results, meta, doc, plotdir, results_path):
     pngs = plots(results, plotdir)
     rel = os.path.relpath(plotdir, os.path.dirname(doc))
     L = []
-    L.append("## Side-by-side matrix: P1–P5 (see [Targets](#targets))")
+    L.append("## Side-by-side matrix: P1–P5 and F (see [Targets](#targets))")
     L.append("")
     L.append("Generated by `%s` on %s (%.0f s for the runs). Every row below "
              "comes from this one run; compare ratios, not absolute numbers "
@@ -597,8 +701,9 @@ def report(results, meta, doc, plotdir, results_path):
     L.append("%d of %d checks pass%s." % (
         sum(1 for r in rows if r[5]), len(rows),
         "" if not failed else "; missed: " + ", ".join(
-            sorted(set(r[0] for r in failed))) + " (see docs/profile.md for the "
-        "analysis of the gaps)"))
+            sorted(set(r[0] for r in failed))) + " (docs/profile.md analyses the "
+        "gaps of P1–P5; the sections on the cache and on pacing in this document "
+        "those of F)"))
     L.append("")
     L.append("### Throughput vs concurrency (zero latency; P1, P2)")
     L.append("")
@@ -631,6 +736,33 @@ def report(results, meta, doc, plotdir, results_path):
         L.append("")
         L.append(run_table([r for r in results if r["scenario"] == sc]))
         L.append("")
+    costs = feature_costs(results)
+    if any(c["req"] for c in costs):
+        L.append("### Optional features on: the cache (misses only), pacing, adaptive concurrency")
+        L.append("")
+        L.append("Each feature alone against all three off (`--no-pacing`; pacing is "
+                 "on by default), %d rounds per shape, the variants interleaved within "
+                 "each round; the cost is the median of the per-round ratios "
+                 "(feature_i / off_i − 1). Every text is new, so the cache never hits "
+                 "(its cost is all there is to it); its bound, `--cache-max-bytes "
+                 "16777216`, is small enough that it fills during the run and then "
+                 "evicts, as a long-running cache does. The upstreams send no "
+                 "rate-limit headers, so pacing never holds a call." % FEATURE_ROUNDS)
+        L.append("")
+        L.append("| shape | feature | req/s: feature vs off, median (rounds) | CPU per request "
+                 "vs off, median | req/s median (off) | CPU µs / request (off) | errors |")
+        L.append("|---|---|---|---|---:|---:|---:|")
+        for c in costs:
+            if not c["runs"]:
+                continue
+            L.append("| %s | %s | %s (%s) | %s | %s (%s) | %s (%s) | %d |" % (
+                c["desc"], FEATURE_NAMES[c["feature"]], pct(median(c["req"])),
+                " ".join("%+.1f" % (x * 100) for x in c["req"]), pct(median(c["cpu"])),
+                fmt(median([r["req_per_s"] for r in c["runs"]]), 0),
+                fmt(median([r["req_per_s"] for r in c["off"]]), 0),
+                fmt(median([r["cpu_ms_per_1k"] for r in c["runs"]]), 1),
+                fmt(median([r["cpu_ms_per_1k"] for r in c["off"]]), 1), c["errors"]))
+        L.append("")
     L.append("### Method")
     L.append("")
     L.append(
@@ -649,16 +781,22 @@ def report(results, meta, doc, plotdir, results_path):
         "vectors and checks their count and length. Closed loop: C callers, "
         "each sending its next request when the previous was answered; a "
         "warm-up of 2 × connections requests first (not measured).")
+    e = next((r for r in results if r["contestant"].startswith("embedrt")
+              and not r.get("failed")), {})
+    if e.get("io_threads") == 0:
+        threads = ("%s CAF worker(s) that also run the sockets (`%s` scheduler, "
+                   "no I/O thread: the defaults)" % (e.get("workers"), e.get("scheduler")))
+    else:
+        threads = ("%s CAF worker(s), %s I/O thread(s), `%s` scheduler" % (
+            e.get("workers"), e.get("io_threads"), e.get("scheduler")))
     L.append(
-        "- `embedrt bench`: %d CAF worker(s) (the cores less the I/O thread), "
-        "1 I/O thread, default "
-        "`stealing` scheduler. httpx: `httpx.AsyncClient(limits=httpx.Limits("
+        "- `embedrt bench`: %s. httpx: `httpx.AsyncClient(limits=httpx.Limits("
         "max_connections=C, max_keepalive_connections=C))`, `asyncio.Semaphore(C)` "
         "around each call, a consecutive-failure circuit breaker "
         "(`peer_httpx.py`). aiohttp: `TCPConnector(limit=C)` (`peer_aiohttp.py`). "
         "wrk: `peer_wrk.py` (Lua POST body, %d s per run). The Python peers run on "
         "Debian's `/usr/bin/python3` with the default asyncio loop." % (
-            max(1, meta["cores"] - 1), meta["duration"]))
+            threads, meta["duration"]))
     L.append(
         "- CPU is each client's own user + system time over its measured "
         "phase (`getrusage`; wrk: its whole run), per 1000 answered requests; "
