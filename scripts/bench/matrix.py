@@ -499,11 +499,13 @@ def targets(results):
         rows.append(("P5", "10,000 callers, 16 conns", "all answered, …",
                      "run failed", "–", False))
     for c in feature_costs(results):
-        if not c["req"]:
+        what = "%s on vs all off; %s" % (FEATURE_NAMES[c["feature"]], c["desc"])
+        if not c["req"] or c["failed_runs"]:
+            rows.append(("F", what, "cost ≤ 5 % (req/s and CPU per request)",
+                         "%d of its runs or of the all-off runs failed" % c["failed_runs"], "–", False))
             continue
         rq, cp = median(c["req"]), median(c["cpu"])
-        rows.append(("F", "%s on vs all off; %s" % (FEATURE_NAMES[c["feature"]], c["desc"]),
-                     "cost ≤ 5 % (req/s and CPU per request)",
+        rows.append(("F", what, "cost ≤ 5 % (req/s and CPU per request)",
                      "req/s %s (rounds %s … %s), CPU per request %s; %d errors" % (
                          pct(rq), pct(min(c["req"])), pct(max(c["req"])), pct(cp),
                          c["errors"]),
@@ -524,6 +526,8 @@ def feature_costs(results):
     errors of the feature's runs."""
     out = []
     for shape, _, _, _, _, _, desc in FEATURE_SHAPES:
+        failed = [r.get("feature") for r in results
+                  if r["scenario"] == shape and r.get("failed")]
         by = {(r.get("feature"), r.get("round")): r for r in results
               if r["scenario"] == shape and not r.get("failed")}
         rounds = sorted(set(k[1] for k in by))
@@ -540,6 +544,8 @@ def feature_costs(results):
             off = [by[("off", k)] for k in rounds if ("off", k) in by]
             out.append({"shape": shape, "desc": desc, "feature": feat,
                         "req": req, "cpu": cpu, "errors": errs, "runs": runs,
+                        # Its own failed runs and those of "off" (its baseline).
+                        "failed_runs": sum(1 for f in failed if f in (feat, "off")),
                         "off": off, "off_errors": sum(nerr(r) for r in off)})
     return out
 
