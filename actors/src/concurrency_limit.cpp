@@ -22,9 +22,19 @@ void concurrency_limit::decrease(double factor, uint64_t newest) {
   decreased_ = true;
 }
 
+std::size_t concurrency_limit::class_of(int64_t work) noexcept {
+  if (work <= 1)
+    return 0;
+  // 2 x log2(work), rounded down: a class spans a factor of sqrt(2), within
+  // the tolerance.
+  auto c = static_cast<std::size_t>(
+      std::floor(2.0 * std::log2(static_cast<double>(work))));
+  return std::min(c, classes - 1);
+}
+
 void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
                                   int64_t latency_ns, uint32_t in_flight,
-                                  uint64_t newest) {
+                                  uint64_t newest, int64_t work) {
   // Sent before the last decrease: it saw the old limit, and its outcome
   // was (or could have been) the reason of that decrease.
   bool fresh = !decreased_ || seq > barrier_;
@@ -36,15 +46,18 @@ void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
   if (kind != limit_sample::success || latency_ns <= 0)
     return;
   auto lat = static_cast<double>(latency_ns);
-  if (baseline_ == 0.0) {
-    baseline_ = lat;
-    recent_ = lat;
+  auto c = class_of(work);
+  last_class_ = c;
+  auto& base = baseline_[c];
+  if (base == 0.0) {
+    // The first call of its size: nothing to compare it with yet.
+    base = lat;
   } else {
-    recent_ += (lat - recent_) / 8.0;
-    baseline_ += (lat - baseline_) / (lat < baseline_ ? 8.0 : 512.0);
+    recent_ += (lat / base - recent_) / 8.0;
+    base += (lat - base) / (lat < base ? 8.0 : 512.0);
   }
-  if (recent_ > cfg_.tolerance * baseline_
-      && recent_ - baseline_ >= static_cast<double>(cfg_.min_rise_ns)) {
+  if (recent_ > cfg_.tolerance
+      && (recent_ - 1.0) * base >= static_cast<double>(cfg_.min_rise_ns)) {
     if (fresh)
       decrease(cfg_.latency_backoff, newest);
     return;

@@ -12,18 +12,27 @@
 // - overload (a 429 rate limit, an attempt timeout): limit x `backoff`;
 // - congestion (the recent latency, an EWMA over 8 calls, above `tolerance`
 //   x the baseline and by at least `min_rise_ns`): limit x `latency_backoff`;
+//   a call is compared with calls of its own size (half-octave classes of
+//   its estimated tokens, a baseline each): calls that take longer because
+//   batching merged more into them are not congestion. One baseline for all
+//   sizes closes a loop against an upstream whose time grows with the batch
+//   (a lower limit merges more per call, larger calls take longer, which
+//   lowers the limit again, down to `min`); latency per token instead opens
+//   the opposite one against an upstream whose time does not (larger calls
+//   lower the baseline, smaller ones then read as congestion);
 // - at most one decrease per round trip: calls sent before the last
 //   decrease saw the old limit, their outcomes do not count again (calls
 //   are told apart by their send order, not by time);
 // - otherwise, while the limit is used (in flight x 2 >= limit): + 1/limit
 //   per successful call, about +1 per round trip.
-// The baseline follows lower latencies quickly (1/8) and higher ones slowly
+// A baseline follows lower latencies quickly (1/8) and higher ones slowly
 // (1/512): a latency that stays high becomes the new normal after a few
-// hundred calls, as Gradient2's long window does.
+// hundred calls of its size, as Gradient2's long window does.
 //
 // A plain class: no clock, no timers, no actors.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -57,28 +66,40 @@ class concurrency_limit {
   /// Calls that may be in flight now (min..max).
   uint32_t current() const noexcept;
 
-  /// Call `seq` finished after `latency_ns` on the wire; `in_flight` calls
-  /// were in flight when it did (itself included), and `newest` is the
-  /// highest seq sent so far (calls are numbered in the order they are
-  /// sent).
+  /// Call `seq` finished after `latency_ns` on the wire carrying `work`
+  /// (its estimated tokens); `in_flight` calls were in flight when it did
+  /// (itself included), and `newest` is the highest seq sent so far (calls
+  /// are numbered in the order they are sent).
   void on_sample(limit_sample kind, uint64_t seq, int64_t latency_ns,
-                 uint32_t in_flight, uint64_t newest);
+                 uint32_t in_flight, uint64_t newest, int64_t work = 1);
 
+  /// The baseline of the size class of the last call that counted (0:
+  /// none yet).
   int64_t baseline_ns() const noexcept {
-    return static_cast<int64_t>(baseline_);
+    return static_cast<int64_t>(baseline_[last_class_]);
   }
 
+  /// The recent latency relative to the baselines, at the last call's
+  /// size class.
   int64_t recent_ns() const noexcept {
-    return static_cast<int64_t>(recent_);
+    return static_cast<int64_t>(recent_ * baseline_[last_class_]);
   }
 
  private:
   void decrease(double factor, uint64_t newest);
 
   concurrency_limit_config cfg_;
+  /// Size classes: half octaves of the work (tokens), up to 2^31.
+  static constexpr std::size_t classes = 64;
+  static std::size_t class_of(int64_t work) noexcept;
+
   double limit_;
-  double baseline_ = 0.0;
-  double recent_ = 0.0;
+  /// Baseline latency (ns) of each size class (0: not seen yet).
+  double baseline_[classes] = {};
+  /// Recent latency over the baseline of each call's class (an EWMA; 1 =
+  /// as usual).
+  double recent_ = 1.0;
+  std::size_t last_class_ = 0;
   /// The newest call sent at the last decrease: calls up to it saw the
   /// limit before that decrease.
   uint64_t barrier_ = 0;

@@ -83,7 +83,8 @@ void on_result(self_ptr self, call_result& r) {
   slot->batch.clear();
   slot->call_id = 0;
   pacing_answered(st.pacing, r, slot->deadline_capped, busy_calls(st) + 1,
-                  st.next_call_id, now_ns(self));
+                  st.next_call_id, now_ns(self),
+                  static_cast<int64_t>(slot->tokens));
   judge_refusal(self, items, r);
   report(self, *slot, r);
   record_pool_call(st.metrics, st.env->cfg.name, r, items);

@@ -79,14 +79,15 @@ limit_sample sample_of(const call_result& r, bool deadline_capped) {
 } // namespace
 
 void pacing_answered(pool_pacing& p, const call_result& r, bool deadline_capped,
-                     uint32_t busy, uint64_t newest, int64_t now) {
+                     uint32_t busy, uint64_t newest, int64_t now,
+                     int64_t tokens) {
   bool limited = r.error && error_code(r.error) == errc::rate_limited;
   if (p.pace)
     p.pace->on_answer(r.call_id, hint_of(r), limited,
                       r.retry_after_ms * 1'000'000, now);
   if (p.limit)
     p.limit->on_sample(sample_of(r, deadline_capped), r.call_id, r.upstream_ns,
-                       busy, newest);
+                       busy, newest, tokens);
 }
 
 void pacing_lost(pool_pacing& p, uint64_t call_id, bool stuck,

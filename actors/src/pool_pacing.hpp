@@ -52,9 +52,11 @@ void pacing_charged(pool_pacing& p, int64_t tokens, int64_t now);
 
 /// Call `r` answered; it was cut to the caller's deadline if
 /// `deadline_capped`, with `busy` calls in flight (itself included) and
-/// `newest` the last call id sent.
+/// `newest` the last call id sent; it carried `tokens` (estimated: the
+/// adaptive limit compares a call with calls of its size).
 void pacing_answered(pool_pacing& p, const call_result& r, bool deadline_capped,
-                     uint32_t busy, uint64_t newest, int64_t now);
+                     uint32_t busy, uint64_t newest, int64_t now,
+                     int64_t tokens);
 
 /// Call `call_id` ended without an answer: its connection died, or was
 /// stuck past its attempt timeout (`stuck`: an overload sample).

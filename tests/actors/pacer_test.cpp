@@ -166,14 +166,16 @@ struct driven {
   }
 
   void sample(limit_sample kind, uint64_t seq, int64_t latency = 10 * ms,
-              uint32_t in_flight = 8) {
-    limit.on_sample(kind, seq, latency, in_flight, sent);
+              uint32_t in_flight = 8, int64_t work = 1) {
+    limit.on_sample(kind, seq, latency, in_flight, sent, work);
   }
 
-  /// `n` calls sent one after another, each successful after `latency`.
-  void successes(int n, int64_t latency, uint32_t in_flight = 8) {
+  /// `n` calls sent one after another, each successful after `latency`
+  /// carrying `work` tokens.
+  void successes(int n, int64_t latency, uint32_t in_flight = 8,
+                 int64_t work = 1) {
     for (int i = 0; i < n; ++i)
-      sample(limit_sample::success, send(), latency, in_flight);
+      sample(limit_sample::success, send(), latency, in_flight, work);
   }
 
   uint32_t current() const {
@@ -253,6 +255,44 @@ TEST_CASE("latency doubling lowers the limit, its return raises it again") {
   // limit climbs back while it is used.
   l.successes(200, 50 * ms);
   CHECK(l.current() == 8);
+}
+
+TEST_CASE("calls that take longer because batching made them larger are not "
+          "congestion") {
+  driven l{1, 8};
+  // An upstream whose time grows with the call: 1,000 tokens take 10 ms...
+  l.successes(200, 10 * ms, 8, 1000);
+  REQUIRE(l.current() == 8);
+  // ...and 4,000 (more inputs merged into each call) 40 ms: no slower for
+  // their size, the limit stays.
+  l.successes(200, 40 * ms, 8, 4000);
+  CHECK(l.current() == 8);
+  CHECK(l.limit.baseline_ns() == 40 * ms);
+  // The same 4,000 tokens in twice the time: congestion.
+  l.successes(40, 80 * ms, 8, 4000);
+  CHECK(l.current() <= 4);
+  // Back to their usual time: the limit climbs back.
+  l.successes(300, 40 * ms, 8, 4000);
+  CHECK(l.current() == 8);
+}
+
+TEST_CASE("against an upstream whose time does not grow with the call, "
+          "larger and smaller calls alike are no congestion") {
+  driven l{1, 8};
+  // Calls of 500 to 8,000 tokens, all 20 ms, in changing mixes (batches
+  // grow and shrink with the load).
+  for (int round = 0; round < 20; ++round) {
+    l.successes(30, 20 * ms, 8, 8000);
+    l.successes(30, 20 * ms, 8, 500);
+    l.successes(10, 20 * ms, 8, 2000);
+  }
+  CHECK(l.current() == 8);
+  // And a slower upstream is still seen, whatever the sizes.
+  for (int i = 0; i < 15; ++i) {
+    l.successes(1, 40 * ms, 8, 8000);
+    l.successes(1, 40 * ms, 8, 500);
+  }
+  CHECK(l.current() <= 4);
 }
 
 TEST_CASE("a sub-millisecond upstream's jitter is not congestion") {
