@@ -59,10 +59,10 @@ FEATURES = [("off", ["--no-pacing"]),
             ("pacing", []), ("adaptive", ["--no-pacing", "--adaptive-concurrency"])]
 FEATURE_NAMES = {"cache": "cache (misses only)", "pacing": "pacing",
                  "adaptive": "adaptive concurrency"}
-FEATURE_ROUNDS = 5
+FEATURE_ROUNDS = 7
 # (scenario, upstream, conns, callers, requests, extra flags, description)
 FEATURE_SHAPES = [
-    ("F-P2", "nginx", 8, 64, 300000, [],
+    ("F-P2", "nginx", 8, 64, 600000, [],
      "P2's shape: zero latency (nginx+njs), 64 callers, 8 conns, 1 text, 8 dims"),
     ("F-P3", "nginx-50ms", 16, 1000, 50000, [],
      "P3's shape: 50 ms upstream (nginx+njs), 1000 callers, 16 conns, 1 text, 8 dims"),
@@ -756,18 +756,22 @@ def report(results, meta, doc, plotdir, results_path):
                  "rate-limit headers, so pacing never holds a call." % FEATURE_ROUNDS)
         L.append("")
         L.append("| shape | feature | req/s: feature vs off, median (rounds) | CPU per request "
-                 "vs off, median | req/s median (off) | CPU µs / request (off) | errors |")
+                 "vs off, median (rounds) | req/s median (off) | CPU µs / request, median "
+                 "(off: median, range) | errors |")
         L.append("|---|---|---|---|---:|---:|---:|")
         for c in costs:
             if not c["runs"]:
                 continue
-            L.append("| %s | %s | %s (%s) | %s | %s (%s) | %s (%s) | %d |" % (
+            off_cpu = [r["cpu_ms_per_1k"] for r in c["off"]]
+            L.append("| %s | %s | %s (%s) | %s (%s) | %s (%s) | %s (%s, %s–%s) | %d |" % (
                 c["desc"], FEATURE_NAMES[c["feature"]], pct(median(c["req"])),
                 " ".join("%+.1f" % (x * 100) for x in c["req"]), pct(median(c["cpu"])),
+                " ".join("%+.1f" % (x * 100) for x in c["cpu"]),
                 fmt(median([r["req_per_s"] for r in c["runs"]]), 0),
                 fmt(median([r["req_per_s"] for r in c["off"]]), 0),
                 fmt(median([r["cpu_ms_per_1k"] for r in c["runs"]]), 1),
-                fmt(median([r["cpu_ms_per_1k"] for r in c["off"]]), 1), c["errors"]))
+                fmt(median(off_cpu), 1), fmt(min(off_cpu), 1), fmt(max(off_cpu), 1),
+                c["errors"]))
         L.append("")
     L.append("### Method")
     L.append("")
