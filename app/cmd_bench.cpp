@@ -161,7 +161,7 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   int64_t deadline = s.deadline.count();
   int64_t io_threads = static_cast<int64_t>(s.io_threads);
   int64_t text_bytes = static_cast<int64_t>(s.text_bytes);
-  int64_t workers = 0; // not given: scheduler_workers(io_threads)
+  int64_t workers = 0; // not given: scheduler_workers' default
   constexpr auto u64max = std::numeric_limits<uint64_t>::max();
   if (!p.get("upstream", s.upstream)
       || !p.get("requests", s.requests, 1, uint64_t{1} << 40)
@@ -181,8 +181,8 @@ std::string parse_settings(cli::arg_parser& p, settings& s) {
   s.deadline = milliseconds{deadline};
   s.io_threads = static_cast<std::size_t>(io_threads);
   s.text_bytes = static_cast<std::size_t>(text_bytes);
-  s.workers = workers > 0 ? static_cast<std::size_t>(workers)
-                          : scheduler_workers(s.io_threads);
+  s.workers
+      = scheduler_workers(s.io_threads, static_cast<std::size_t>(workers));
   s.warmup = 2 * uint64_t{s.connections};
   if (!p.get("warmup", s.warmup, 0, uint64_t{1} << 40))
     return p.error();
@@ -417,12 +417,12 @@ int cmd_bench(const std::vector<std::string>& args) {
       std::cerr << prefix << error_detail(err) << '\n';
       return 1;
     }
+  // Not prepare_io: with --io-threads N > 0 the service makes its N I/O
+  // threads itself, and a router to peers (--peers) opens no socket.
   cfg.set("scheduler.max-threads", s.workers);
-  std::shared_ptr<io_runtime> io;
-  if (s.io_threads == 0) {
-    io = std::make_shared<io_runtime>(io_runtime::on_actor_workers);
-    run_on_actor_workers(cfg, io);
-  }
+  if (s.io_threads == 0)
+    run_on_actor_workers(
+        cfg, std::make_shared<io_runtime>(io_runtime::on_actor_workers));
   cfg.set("scheduler.policy",
           s.scheduler == "sharing" ? caf::atom("sharing")
                                    : caf::atom("stealing"));

@@ -46,9 +46,7 @@ void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
   if (kind != limit_sample::success || latency_ns <= 0)
     return;
   auto lat = static_cast<double>(latency_ns);
-  auto c = class_of(work);
-  last_class_ = c;
-  auto& base = baseline_[c];
+  auto& base = baseline_[class_of(work)];
   if (base == 0.0) {
     // The first call of its size: nothing to compare it with yet.
     base = lat;

@@ -73,16 +73,9 @@ class concurrency_limit {
   void on_sample(limit_sample kind, uint64_t seq, int64_t latency_ns,
                  uint32_t in_flight, uint64_t newest, int64_t work = 1);
 
-  /// The baseline of the size class of the last call that counted (0:
-  /// none yet).
-  int64_t baseline_ns() const noexcept {
-    return static_cast<int64_t>(baseline_[last_class_]);
-  }
-
-  /// The recent latency relative to the baselines, at the last call's
-  /// size class.
-  int64_t recent_ns() const noexcept {
-    return static_cast<int64_t>(recent_ * baseline_[last_class_]);
+  /// The baseline latency of calls carrying `work` (0: none seen yet).
+  int64_t baseline_ns(int64_t work = 1) const noexcept {
+    return static_cast<int64_t>(baseline_[class_of(work)]);
   }
 
  private:
@@ -99,7 +92,6 @@ class concurrency_limit {
   /// Recent latency over the baseline of each call's class (an EWMA; 1 =
   /// as usual).
   double recent_ = 1.0;
-  std::size_t last_class_ = 0;
   /// The newest call sent at the last decrease: calls up to it saw the
   /// limit before that decrease.
   uint64_t barrier_ = 0;

@@ -267,7 +267,7 @@ TEST_CASE("calls that take longer because batching made them larger are not "
   // their size, the limit stays.
   l.successes(200, 40 * ms, 8, 4000);
   CHECK(l.current() == 8);
-  CHECK(l.limit.baseline_ns() == 40 * ms);
+  CHECK(l.limit.baseline_ns(4000) == 40 * ms);
   // The same 4,000 tokens in twice the time: congestion.
   l.successes(40, 80 * ms, 8, 4000);
   CHECK(l.current() <= 4);
