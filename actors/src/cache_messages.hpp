@@ -1,6 +1,6 @@
-// Messages between request actors and the cache actor of their service
-// (cache_actor.hpp; docs/caching.md has the message flow). Internal: they
-// never leave the node and take no type ID.
+// What travels between request actors and the embedding cache their
+// service keeps (service_cache.hpp; docs/caching.md has the flow). Internal:
+// it never leaves the node and takes no type ID.
 #pragma once
 
 #include <caf/atom.hpp>
@@ -10,10 +10,7 @@
 #include <string>
 #include <vector>
 
-CAF_ADD_ATOM(embedrt, embedrt::detail, cache_lookup_atom, "c_lookup")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_fill_atom, "c_fill")
-CAF_ADD_ATOM(embedrt, embedrt::detail, cache_release_atom, "c_release")
-CAF_ADD_ATOM(embedrt, embedrt::detail, cache_stats_atom, "c_stats")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_filled_atom, "c_filled")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_owner_atom, "c_owner")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_lost_atom, "c_lost")
@@ -22,22 +19,6 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, disk_get_atom, "d_get")
 CAF_ADD_ATOM(embedrt, embedrt::detail, disk_put_atom, "d_put")
 
 namespace embedrt::detail {
-
-/// A request actor asks about all its inputs at once: one cache key per
-/// input (`cache_key`: its first route's upstream model, the dimensions and
-/// the exact text or token ids) with its `cache_hash`. The asker builds and
-/// hashes the keys, so the cache actor, which every request passes, only
-/// looks them up; the key of a new miss moves into the store, as an entry in
-/// flight.
-struct cache_lookup {
-  std::vector<std::string> keys;
-  std::vector<uint64_t> hashes;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, cache_lookup& x) {
-  return f(caf::meta::type_name("embedrt.cache_lookup"), x.keys, x.hashes);
-}
 
 /// What became of one looked-up input.
 enum class cache_slot : uint8_t {
@@ -76,15 +57,38 @@ typename Inspector::result_type inspect(Inspector& f, cache_answer& x) {
            x.vectors, x.persistent_hits, x.distinct_misses);
 }
 
-/// An owner's vectors for the tickets it owned.
-struct cache_fill {
+/// What a request actor gets in its job with the cache on: the answer and,
+/// with a persistent store, the owned misses to look up on disk first
+/// (their indices into the answer, their keys) before anything goes
+/// upstream.
+struct cache_lookup_result {
+  cache_answer answer;
+  std::vector<uint32_t> disk_idx;
+  std::vector<std::string> disk_keys;
+};
+
+/// What a request actor hands back to the cache of its service: the
+/// vectors of tickets it owned (sent with `request_done` at its reply, or at
+/// once as `(c_fill, settle)` while it waits for others' inputs), the owned
+/// tickets it gives up unfilled and the tickets it no longer waits for.
+/// `epoch` names the cache that answered its lookup: a cache started again
+/// after a crash ignores another epoch's tickets. `from_disk`: the vectors
+/// are the persistent store's (sent at once after the request's disk read;
+/// not written back), `disk_failed`: that read failed.
+struct cache_settle {
+  uint64_t epoch = 0;
   std::vector<uint64_t> tickets;
   std::vector<std::vector<float>> vectors;
+  std::vector<uint64_t> released;
+  std::vector<uint64_t> withdrawn;
+  bool from_disk = false;
+  bool disk_failed = false;
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, cache_fill& x) {
-  return f(caf::meta::type_name("embedrt.cache_fill"), x.tickets, x.vectors);
+typename Inspector::result_type inspect(Inspector& f, cache_settle& x) {
+  return f(caf::meta::type_name("embedrt.cache_settle"), x.epoch, x.tickets,
+           x.vectors, x.released, x.withdrawn, x.from_disk, x.disk_failed);
 }
 
 } // namespace embedrt::detail

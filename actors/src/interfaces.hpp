@@ -15,6 +15,7 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,16 +23,14 @@ namespace embedrt::detail {
 
 // -- cache -------------------------------------------------------------------
 
-/// The embedding cache of one service (cache_actor.hpp, docs/caching.md):
-/// - lookup: hits, owned misses and waits for the inputs of one request;
-/// - fill: an owner's vectors (waiters are told);
-/// - release: tickets an owner gives up unfilled (a waiter takes over);
-/// - stats: its counters and gauges for the metrics snapshot.
-using cache_actor = caf::typed_actor<
-    caf::replies_to<cache_lookup_atom, cache_lookup>::with<cache_answer>,
-    caf::reacts_to<cache_fill_atom, cache_fill>,
-    caf::reacts_to<cache_release_atom, std::vector<uint64_t>>,
-    caf::replies_to<cache_stats_atom>::with<cache_metrics>>;
+/// The persistent store's own actor (service_cache.hpp; detached: blocking
+/// LMDB calls on its own thread): get answers one vector per key (empty:
+/// absent), put one transaction per batch (answers the entries written).
+using disk_actor = caf::typed_actor<
+    caf::replies_to<disk_get_atom, std::vector<std::string>>::with<
+        std::vector<std::vector<float>>>,
+    caf::replies_to<disk_put_atom, std::vector<std::string>,
+                    std::vector<std::vector<float>>>::with<int64_t>>;
 
 // -- pool --------------------------------------------------------------------
 
@@ -119,11 +118,21 @@ struct route {
 struct request_job {
   std::shared_ptr<const request_env> env;
   std::vector<route> routes;
+  /// With the service's cache on: its answer to the lookup of the
+  /// request's inputs (keyed under the first route's model), and the epoch
+  /// of the cache that gave it (service_cache.hpp).
+  std::optional<cache_lookup_result> cache;
+  uint64_t cache_epoch = 0;
 };
 
 /// What a request actor tells the service that handed it a request once
-/// it has answered: it is free for the next one.
-using request_owner = caf::typed_actor<caf::reacts_to<request_done_atom>>;
+/// it has answered: it is free for the next one (with the cache on, what
+/// it hands back to the cache rides along: `cache_settle`); and c_fill, the
+/// vectors of its owned tickets at once, while it waits for others' inputs.
+using request_owner
+    = caf::typed_actor<caf::reacts_to<request_done_atom>,
+                       caf::reacts_to<request_done_atom, cache_settle>,
+                       caf::reacts_to<cache_fill_atom, cache_settle>>;
 
 /// Serves caller requests one at a time, each received by delegation from
 /// the service with its job: owns the request's single reply, its deadline
@@ -133,10 +142,10 @@ using request_actor
     = caf::typed_actor<caf::replies_to<embed_atom, request_job,
                                        embed_request>::with<embed_result>>;
 
-/// What the cache actor (and, when the cache actor died, the service) tells
-/// a request actor waiting for an input another request owns: filled
-/// (ticket, vector), owner (ticket: its owner gave it up, the waiter owns it
-/// now), lost (the cache actor is gone: every wait is owned now).
+/// What the service's cache tells a request actor waiting for an input
+/// another request owns: filled (ticket, vector), owner (ticket: its owner
+/// gave it up, the waiter owns it now), lost (the cache failed and started
+/// again empty: every wait is owned now).
 using cache_waiter = caf::typed_actor<
     caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
     caf::reacts_to<cache_owner_atom, uint64_t>,
@@ -196,12 +205,10 @@ using connection_impl
 
 /// The service as it runs: + restart, the self-sent timer that restarts the
 /// pool in a slot (slot, epoch); + avail, a pool's availability
-/// (`pool_watcher`); + request_done, a request actor free again
-/// (`request_owner`).
-using service_impl
-    = service_actor::extend<caf::reacts_to<restart_atom, uint32_t, uint64_t>,
-                            caf::reacts_to<avail_atom, bool>,
-                            caf::reacts_to<request_done_atom>>;
+/// (`pool_watcher`); + what request actors tell it (`request_owner`).
+using service_impl = service_actor::extend_with<request_owner>::extend<
+    caf::reacts_to<restart_atom, uint32_t, uint64_t>,
+    caf::reacts_to<avail_atom, bool>>;
 
 // -- router ------------------------------------------------------------------
 

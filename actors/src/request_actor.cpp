@@ -22,8 +22,6 @@ namespace {
 
 using self_ptr = request_impl::stateful_pointer<request_state>;
 
-void release_cache_tickets(self_ptr self, std::vector<uint64_t> tickets);
-
 /// Delivers the request's one reply. The state is reset only after the
 /// message being handled (`release`), as callers up the stack still look at
 /// it (`st.finished`, their chunk). The owner is told this actor is free
@@ -35,13 +33,20 @@ void finish(self_ptr self, caf::error err) {
   if (st.finished)
     return;
   st.finished = true;
-  if (st.cache.active)
-    release_cache_tickets(self, finish_cache_phase(st, !err));
+  // With the cache, what goes back to it rides on request_done.
+  bool cached = st.cache.active || st.cache.answer;
+  cache_settle settle;
+  if (cached)
+    settle = finish_cache_phase(st, !err);
   report_request(self, st, st.upstream_request_id, err);
   if (!st.ending)
-    if (auto owner = st.owner.lock())
-      self->send(caf::actor_cast<request_owner>(std::move(owner)),
-                 request_done_atom_v);
+    if (auto owner = st.owner.lock()) {
+      auto hdl = caf::actor_cast<request_owner>(std::move(owner));
+      if (cached)
+        self->send(hdl, request_done_atom_v, std::move(settle));
+      else
+        self->send(hdl, request_done_atom_v);
+    }
   if (err) {
     st.rp.deliver(std::move(err));
   } else {
@@ -125,6 +130,7 @@ void on_chunk_done(self_ptr self, uint32_t idx, call_result& r) {
     st.result.model = std::move(r.model);
   st.result.upstream = st.routes[c.route].name;
   c.done = true;
+  c.served = true;
   if (st.cache.active)
     fill_cache(self, c);
   chunk_settled(self);
@@ -422,53 +428,80 @@ void start_upstream(self_ptr self, std::size_t waits,
 
 // -- the cache phase (request_cache.hpp; docs/caching.md) ---------------------
 
-void release_cache_tickets(self_ptr self, std::vector<uint64_t> tickets) {
-  if (!tickets.empty())
-    self->send(self->state.env->cache, cache_release_atom_v,
-               std::move(tickets));
+/// Hands the cache something at once (not with the reply's request_done).
+void send_to_cache(self_ptr self, cache_settle s) {
+  if (auto owner = self->state.owner.lock())
+    self->send(caf::actor_cast<request_owner>(std::move(owner)),
+               cache_fill_atom_v, std::move(s));
 }
 
+/// A chunk's vectors for the cache: they go with the reply's request_done
+/// (`finish_cache_phase`), or at once while this request waits for others'
+/// inputs (those others may be waiting for these: neither would reply if
+/// both held theirs back).
 void fill_cache(self_ptr self, const request_chunk& c) {
   auto& st = self->state;
-  auto f = make_cache_fill(st, c.begin, c.end, st.routes[c.route].model);
-  if (!f.tickets.empty())
-    self->send(st.env->cache, cache_fill_atom_v, std::move(f));
+  if (st.cache.waiting.empty())
+    return;
+  const auto& model = st.routes[c.route].model;
+  cache_settle now;
+  now.epoch = st.cache.epoch;
+  add_cache_fill(st, c.begin, c.end, model, now);
+  if (!now.tickets.empty())
+    send_to_cache(self, std::move(now));
 }
 
-/// Asks the cache about every input; without an answer (the cache actor is
-/// gone: an error, or `c_lost` from the service) the request goes on
-/// uncached. A memory-only cache answers at once, so the lookup takes no
-/// timeout (CAF 0.17 never cancels one: a clock entry per request until
-/// its deadline); with a persistent store it may wait for the disk and
-/// takes the deadline.
-void lookup_cache(self_ptr self) {
+/// Applies the cache's answer: what this request owns goes upstream, what
+/// others own is waited for (until the deadline).
+void start_cached(self_ptr self) {
   auto& st = self->state;
-  auto left = st.env->cache_reads_disk
-      ? caf::duration{st.deadline - self->clock().now()}
-      : caf::infinite;
-  self->request(st.env->cache, left, cache_lookup_atom_v, make_cache_lookup(st))
+  auto answer = std::move(st.cache.answer->answer);
+  auto waits = apply_cache_answer(st, answer);
+  st.cache.answer.reset();
+  if (waits > 0)
+    self->delayed_send(self, st.deadline - self->clock().now(),
+                       cache_expire_atom_v, st.generation);
+  start_upstream(self, waits, strictest_limits(st.routes));
+}
+
+/// With a persistent store, the owned misses are looked up on disk first,
+/// within the request's deadline: what the store has is a hit, and goes to
+/// the cache at once (its waiters get it); a failed read leaves them misses.
+void read_disk(self_ptr self) {
+  auto& st = self->state;
+  auto keys = std::move(st.cache.answer->disk_keys);
+  st.cache.answer->disk_keys.clear();
+  self->request(st.env->disk, st.deadline - self->clock().now(),
+                disk_get_atom_v, std::move(keys))
       .then(
-          [self, gen{st.generation}](cache_answer& a) {
+          [self, gen{st.generation}](std::vector<std::vector<float>>& found) {
             auto& st = self->state;
-            if (st.generation == gen && !st.finished && !st.cache.lost) {
-              auto waits = apply_cache_answer(st, a);
-              if (waits > 0)
-                self->delayed_send(self, st.deadline - self->clock().now(),
-                                   cache_expire_atom_v, gen);
-              start_upstream(self, waits, strictest_limits(st.routes));
+            if (st.generation == gen && !st.finished && st.cache.answer) {
+              auto hits = take_disk_hits(st, found);
+              if (!hits.tickets.empty())
+                send_to_cache(self, std::move(hits));
+              start_cached(self);
             }
             release(self);
           },
           [self, gen{st.generation}](caf::error& err) {
             auto& st = self->state;
-            if (st.generation == gen && !st.finished && !st.cache.lost) {
-              if (err == caf::sec::request_timeout)
-                finish(
-                    self,
-                    make_error(errc::deadline_exceeded,
-                               deadline_note(self) + " waiting for the cache"));
-              else
-                start_upstream(self, 0, strictest_limits(st.routes));
+            if (st.generation == gen && !st.finished && st.cache.answer) {
+              log(log_level::warn, "cache_store_error",
+                  {{"operation", "read"}, {"reason", caf::to_string(err)}});
+              if (err == caf::sec::request_timeout) {
+                finish(self,
+                       make_error(errc::deadline_exceeded,
+                                  deadline_note(self)
+                                      + " waiting for the cache's "
+                                        "persistent store"));
+              } else {
+                cache_settle failed;
+                failed.epoch = st.cache.epoch;
+                failed.disk_failed = true;
+                send_to_cache(self, std::move(failed));
+                start_cached(self);
+              }
             }
             release(self);
           });
@@ -496,14 +529,18 @@ void on_cache_owner(self_ptr self, uint64_t ticket) {
   send_attempt(self, static_cast<uint32_t>(st.chunks.size() - 1));
 }
 
-/// The cache actor died: nobody will fill the waits; send them ourselves
-/// (and a lookup it never answered is given up: the request goes on
-/// uncached).
+/// The service's cache failed and started again empty: nobody will fill
+/// the waits; send them ourselves (an answer not applied yet, its disk read
+/// in flight, takes them over when it is).
 void on_cache_lost(self_ptr self) {
   auto& st = self->state;
-  if (!st.finished && !st.cache.active && st.chunks.empty()) {
-    st.cache.lost = true;
-    start_upstream(self, 0, strictest_limits(st.routes));
+  if (st.finished)
+    return;
+  if (!st.cache.active) {
+    if (auto& r = st.cache.answer)
+      for (std::size_t i = 0; i < r->answer.slots.size(); ++i)
+        if (r->answer.slots[i] == static_cast<uint8_t>(cache_slot::waiting))
+          st.cache.early_owned.push_back(r->answer.tickets[i]);
     return;
   }
   auto waiting = st.cache.waiting;
@@ -530,6 +567,8 @@ caf::result<embed_result> on_embed(self_ptr self, request_job& job,
   st.finished = false;
   st.env = std::move(job.env);
   st.routes = std::move(job.routes);
+  st.cache.answer = std::move(job.cache);
+  st.cache.epoch = job.cache_epoch;
   st.backoff
       = backoff_policy{st.env->retry.backoff_base, st.env->retry.backoff_cap,
                        st.seed ^ (st.generation * 0x9e3779b97f4a7c15ULL)};
@@ -563,8 +602,11 @@ caf::result<embed_result> on_embed(self_ptr self, request_job& job,
     for (auto& in : st.req.inputs)
       if (in == st.env->crash_marker)
         throw std::runtime_error("chaos: request crash marker received");
-  if (st.env->cache) {
-    lookup_cache(self);
+  if (st.cache.answer) {
+    if (!st.cache.answer->disk_keys.empty() && st.env->disk)
+      read_disk(self);
+    else
+      start_cached(self);
     return rp;
   }
   start_upstream(self, 0, limits);

@@ -22,10 +22,12 @@
 //       \--the service stopped (exit message) or an exception --> reply
 //                                                               cancelled
 //
-// With the service's cache on, a lookup comes first (request_cache.hpp):
-// hits are kept, only the inputs this request owns go through the chunks
-// above, inputs in flight elsewhere are waited for, and the reply merges
-// all of them back in the caller's order.
+// With the service's cache on, the job carries the cache's answer for the
+// request's inputs (request_cache.hpp): hits are kept, only the inputs this
+// request owns go through the chunks above, inputs in flight elsewhere are
+// waited for, and the reply merges all of them back in the caller's order;
+// with a persistent store the owned inputs are read from disk first. What
+// goes back to the cache rides on `request_done`.
 //
 // Exactly one reply: `finish` tells the owner (the service) that the actor
 // is free and delivers the reply once; after that message the actor is
@@ -34,7 +36,8 @@
 // answers addressed to an earlier request can still arrive: pool answers
 // and the cache's deadline timer carry the request's generation, retry
 // timers an epoch unique over the actor's life, cache notifications a
-// ticket only their request waits for; all others are dropped. A request
+// ticket only their request waits for (a request that ends withdraws its
+// waits); all others are dropped. A request
 // that arrives while one is in progress (no service does this) is answered
 // `overloaded`.
 #pragma once
@@ -63,10 +66,8 @@ struct request_env {
   milliseconds default_timeout{30000};
   /// Where the reply is recorded (null: metrics off).
   metrics_actor metrics;
-  /// The service's embedding cache (null: cache off; docs/caching.md).
-  cache_actor cache;
-  /// The cache has a persistent store: a lookup may wait for the disk.
-  bool cache_reads_disk = false;
+  /// The cache's persistent store (null: none, or the cache is off).
+  disk_actor disk;
   /// Chaos hook, off when empty: a request with an input equal to this makes
   /// the request actor throw.
   std::string crash_marker;
@@ -79,7 +80,10 @@ struct request_chunk {
   uint32_t attempts = 0;
   uint64_t epoch = 0;
   std::size_t route = 0;
+  /// Settled: served, or a lone input the upstream rejected.
   bool done = false;
+  /// Its vectors arrived (in `result.embeddings`; the cache's fill).
+  bool served = false;
   caf::error last_error;
 };
 

@@ -16,7 +16,20 @@ void append_compact(request_state& st, uint32_t i, uint64_t ticket) {
     st.req.inputs.push_back(cs.caller_texts[i]);
   st.tokens.push_back(cs.caller_tokens[i]);
   cs.ticket_of.push_back(ticket);
-  cs.filled.push_back(false);
+  if (!cs.filled.empty())
+    cs.filled.push_back(false);
+}
+
+/// Marks the compact input `k` handed to the cache (`filled` is sized on
+/// the first mark: a request that hands everything back at its reply never
+/// allocates it).
+bool mark_filled(request_cache_state& cs, std::size_t k) {
+  if (cs.filled.size() < cs.ticket_of.size())
+    cs.filled.resize(cs.ticket_of.size());
+  if (cs.filled[k])
+    return false;
+  cs.filled[k] = true;
+  return true;
 }
 
 void restore_caller_inputs(request_state& st) {
@@ -32,22 +45,40 @@ void restore_caller_inputs(request_state& st) {
 
 } // namespace
 
-cache_lookup make_cache_lookup(const request_state& st) {
-  cache_lookup q;
-  const auto& model = st.routes.front().model;
-  auto dims = st.req.dimensions;
-  auto n = input_count(st.req);
-  q.keys.reserve(n);
-  q.hashes.reserve(n);
-  if (!st.req.token_inputs.empty())
-    for (const auto& ids : st.req.token_inputs)
-      q.keys.push_back(cache_key(model, dims, ids));
-  else
-    for (const auto& text : st.req.inputs)
-      q.keys.push_back(cache_key(model, dims, text));
-  for (const auto& key : q.keys)
-    q.hashes.push_back(cache_hash(key));
-  return q;
+cache_settle take_disk_hits(request_state& st,
+                            std::vector<std::vector<float>>& found) {
+  auto& r = *st.cache.answer;
+  auto& a = r.answer;
+  cache_settle s;
+  s.epoch = st.cache.epoch;
+  s.from_disk = true;
+  std::unordered_map<uint64_t, std::size_t> by_ticket;
+  for (std::size_t k = 0; k < r.disk_idx.size() && k < found.size(); ++k)
+    if (!found[k].empty() && r.disk_idx[k] < a.tickets.size())
+      by_ticket.emplace(a.tickets[r.disk_idx[k]], k);
+  if (by_ticket.empty())
+    return s;
+  a.distinct_misses = false;
+  if (a.slots.empty()) {
+    a.slots.assign(a.tickets.size(), static_cast<uint8_t>(cache_slot::owned));
+    a.vectors.resize(a.tickets.size());
+  }
+  for (std::size_t i = 0; i < a.slots.size(); ++i) {
+    if (a.slots[i] != static_cast<uint8_t>(cache_slot::owned))
+      continue;
+    auto f = by_ticket.find(a.tickets[i]);
+    if (f == by_ticket.end())
+      continue;
+    a.slots[i] = static_cast<uint8_t>(cache_slot::hit);
+    a.vectors[i] = found[f->second];
+    a.tickets[i] = 0;
+  }
+  for (auto& [ticket, k] : by_ticket) {
+    ++a.persistent_hits;
+    s.tickets.push_back(ticket);
+    s.vectors.push_back(std::move(found[k]));
+  }
+  return s;
 }
 
 std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
@@ -56,7 +87,6 @@ std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
   if (a.distinct_misses && a.tickets.size() == input_count(st.req)) {
     cs.identity = true;
     cs.ticket_of = std::move(a.tickets);
-    cs.filled.assign(cs.ticket_of.size(), false);
     return 0;
   }
   auto n = a.tickets.size();
@@ -104,29 +134,27 @@ std::size_t apply_cache_answer(request_state& st, cache_answer& a) {
   return cs.waiting.size();
 }
 
-cache_fill make_cache_fill(request_state& st, uint32_t begin, uint32_t end,
-                           const std::string& served_model) {
-  cache_fill f;
+void add_cache_fill(request_state& st, uint32_t begin, uint32_t end,
+                    const std::string& served_model, cache_settle& out) {
   // Keys name the first route's model: vectors of another model (failover
   // to an upstream with another model_map) are not cached under them.
   if (served_model != st.routes.front().model)
-    return f;
+    return;
   auto& cs = st.cache;
   for (auto k = begin; k < end && k < cs.ticket_of.size(); ++k) {
-    if (cs.filled[k])
+    if (!mark_filled(cs, k))
       continue;
-    cs.filled[k] = true;
-    f.tickets.push_back(cs.ticket_of[k]);
-    f.vectors.push_back(st.result.embeddings[k]);
+    out.tickets.push_back(cs.ticket_of[k]);
+    out.vectors.push_back(st.result.embeddings[k]);
   }
-  return f;
 }
 
 bool take_cache_fill(request_state& st, uint64_t ticket,
                      std::vector<float>& vec) {
   auto& cs = st.cache;
   if (!cs.active) {
-    cs.early_fills.emplace(ticket, std::move(vec));
+    if (cs.answer)
+      cs.early_fills.emplace(ticket, std::move(vec));
     return false;
   }
   if (cs.waiting.erase(ticket) == 0)
@@ -143,7 +171,8 @@ std::optional<uint32_t> take_cache_ownership(request_state& st,
                                              uint64_t ticket) {
   auto& cs = st.cache;
   if (!cs.active) {
-    cs.early_owned.push_back(ticket);
+    if (cs.answer)
+      cs.early_owned.push_back(ticket);
     return std::nullopt;
   }
   if (cs.waiting.erase(ticket) == 0)
@@ -166,17 +195,53 @@ std::vector<uint32_t> caller_indices(const request_state& st,
   return i->second;
 }
 
-std::vector<uint64_t> finish_cache_phase(request_state& st, bool success) {
+cache_settle finish_cache_phase(request_state& st, bool success) {
   auto& cs = st.cache;
-  std::vector<uint64_t> released;
-  for (std::size_t k = 0; k < cs.ticket_of.size(); ++k)
-    if (!cs.filled[k]) {
-      cs.filled[k] = true;
-      released.push_back(cs.ticket_of[k]);
-    }
+  cache_settle settle;
+  settle.epoch = cs.epoch;
+  if (!cs.active) {
+    // Refused before the answer was applied: every ticket goes back (the
+    // cache releases those this request owns, withdraws its waits).
+    if (cs.answer)
+      for (auto t : cs.answer->answer.tickets)
+        if (t != 0)
+          settle.withdrawn.push_back(t);
+    cs.answer.reset();
+    return settle;
+  }
+  // The vectors of the chunks served under the lookup's model (not those
+  // of inputs the upstream rejected) that were not handed over yet (copies: the
+  // originals are the reply's), then the owned tickets left unfilled.
+  auto n = cs.ticket_of.size();
+  const auto& model = st.routes.front().model;
+  std::size_t served = 0;
+  for (const auto& c : st.chunks)
+    if (c.served && st.routes[c.route].model == model)
+      served += c.end - c.begin;
+  if (cs.identity && cs.filled.empty() && served == n
+      && st.result.embeddings.size() == n) {
+    // The common case (every input a distinct miss, all served): the
+    // tickets go back as they are.
+    settle.vectors.assign(st.result.embeddings.begin(),
+                          st.result.embeddings.end());
+    settle.tickets = std::move(cs.ticket_of);
+  } else {
+    for (const auto& c : st.chunks)
+      if (c.served && st.routes[c.route].model == model)
+        for (auto k = c.begin; k < c.end && k < n; ++k)
+          if (mark_filled(cs, k)) {
+            settle.tickets.push_back(cs.ticket_of[k]);
+            settle.vectors.push_back(st.result.embeddings[k]);
+          }
+    for (std::size_t k = 0; k < n; ++k)
+      if (mark_filled(cs, k))
+        settle.released.push_back(cs.ticket_of[k]);
+  }
+  settle.withdrawn.assign(cs.waiting.begin(), cs.waiting.end());
+  cs.waiting.clear();
   if (!success || cs.identity) {
     restore_caller_inputs(st);
-    return released;
+    return settle;
   }
   auto out = std::move(cs.vectors);
   for (std::size_t k = 0; k < cs.ticket_of.size(); ++k) {
@@ -191,7 +256,7 @@ std::vector<uint64_t> finish_cache_phase(request_state& st, bool success) {
   if (st.result.model.empty())
     st.result.model = st.routes.front().model;
   restore_caller_inputs(st);
-  return released;
+  return settle;
 }
 
 } // namespace embedrt::detail

@@ -1,6 +1,6 @@
-// The cache phase of a request actor (docs/caching.md): before any upstream
-// call the request asks its service's cache actor about all its inputs;
-// hits are kept, the inputs it owns (one per distinct input) become the
+// The cache phase of a request actor (docs/caching.md): its service looked
+// up all its inputs before handing it the request (the answer is in the
+// job); hits are kept, the inputs it owns (one per distinct input) become the
 // request's upstream inputs — the existing chunking, retries, failover and
 // bisection then run on those alone — and inputs another request owns are
 // waited for. At the reply everything is merged back in the caller's order.
@@ -24,10 +24,9 @@ namespace embedrt::detail {
 struct request_state;
 
 struct request_cache_state {
-  /// The cache answered: the upstream phase runs on the compact inputs.
+  /// The cache's answer is applied: the upstream phase runs on the compact
+  /// inputs.
   bool active = false;
-  /// The cache actor died before it answered: the request went on uncached.
-  bool lost = false;
   /// True when compact index == caller index (every input a distinct miss):
   /// nothing was moved.
   bool identity = false;
@@ -38,8 +37,9 @@ struct request_cache_state {
   std::unordered_map<uint64_t, std::vector<uint32_t>> targets;
   /// Tickets another request owns (each counts 1 in `st.pending`).
   std::unordered_set<uint64_t> waiting;
-  /// Compact index -> its vector went to the cache (the others are
-  /// released at the reply).
+  /// Compact index -> handed to the cache (its vector sent at once, while
+  /// the request waited for others' inputs); sized on the first mark, empty
+  /// when none was. The rest go back at the reply: filled, or released.
   std::vector<bool> filled;
   /// Vectors of hits and filled waits, by caller index.
   std::vector<std::vector<float>> vectors;
@@ -50,13 +50,22 @@ struct request_cache_state {
   std::vector<int64_t> caller_tokens;
   /// Estimated tokens served without going upstream.
   int64_t cached_tokens = 0;
-  /// Notifications that arrived before the lookup's answer.
+  /// The answer, until it is applied (a request refused before that hands
+  /// its tickets back unapplied).
+  std::optional<cache_lookup_result> answer;
+  /// Notifications that arrived before the answer was applied (while its
+  /// disk read was in flight).
   std::unordered_map<uint64_t, std::vector<float>> early_fills;
   std::vector<uint64_t> early_owned;
+  /// The epoch of the cache that answered (its settle names it).
+  uint64_t epoch = 0;
 };
 
-/// The lookup of all the request's inputs under its first route's model.
-cache_lookup make_cache_lookup(const request_state& st);
+/// The persistent store's answer to the owned misses' disk read: those it
+/// found become hits of the answer (`st.cache.answer`); returns them as a
+/// settle for the cache (`from_disk`), so that their waiters get them.
+cache_settle take_disk_hits(request_state& st,
+                            std::vector<std::vector<float>>& found);
 
 /// Applies the cache's answer: hits stored, the owned inputs (one per
 /// ticket) become `st.req`'s inputs and `st.tokens`. Returns the number of
@@ -64,10 +73,11 @@ cache_lookup make_cache_lookup(const request_state& st);
 std::size_t apply_cache_answer(request_state& st, cache_answer& a);
 
 /// The compact inputs [begin, end) got their vectors (in
-/// `st.result.embeddings`): the fill for the cache (copies; empty when the
-/// chunk was served under another upstream model than the lookup's).
-cache_fill make_cache_fill(request_state& st, uint32_t begin, uint32_t end,
-                           const std::string& served_model);
+/// `st.result.embeddings`) while the request waits for others' inputs:
+/// their copies are appended to `out` (none when the chunk was served under
+/// another upstream model than the lookup's), to send at once.
+void add_cache_fill(request_state& st, uint32_t begin, uint32_t end,
+                    const std::string& served_model, cache_settle& out);
 
 /// A waited-for ticket was filled: true if it was waited for (the wait is
 /// settled).
@@ -82,9 +92,12 @@ std::optional<uint32_t> take_cache_ownership(request_state& st,
 /// The caller indices a compact index stands for (rejected inputs).
 std::vector<uint32_t> caller_indices(const request_state& st, uint32_t compact);
 
-/// At the reply: the owned tickets never filled (to release), and — on
-/// success — every vector put back in the caller's order, the caller's
-/// inputs restored, `usage.cached_tokens` set.
-std::vector<uint64_t> finish_cache_phase(request_state& st, bool success);
+/// At the reply: what goes back to the cache (copies of the vectors of the
+/// chunks done under the lookup's model not sent yet, the owned tickets
+/// left unfilled, the waits not settled; an answer never applied hands
+/// back all its tickets) and — on success — every vector put back in
+/// the caller's order, the caller's inputs restored, `usage.cached_tokens`
+/// set.
+cache_settle finish_cache_phase(request_state& st, bool success);
 
 } // namespace embedrt::detail

@@ -1,4 +1,3 @@
-#include "cache_actor.hpp"
 #include "connection_actor.hpp"
 #include "distributed_detail.hpp"
 #include "embedrt/io_runtime.hpp"
@@ -11,6 +10,7 @@
 #include "pool_actor.hpp"
 #include "request_actor.hpp"
 #include "routing.hpp"
+#include "service_cache.hpp"
 
 #include <algorithm>
 #include <caf/actor_cast.hpp>
@@ -53,7 +53,7 @@ struct upstream_entry {
 };
 
 /// The embedding cache: its settings and the opened persistent store (both
-/// kept to spawn the cache actor again after it died).
+/// kept to start the cache again after it failed).
 struct cache_setup {
   cache_config cfg;
   std::shared_ptr<persistent_store> store;
@@ -86,9 +86,19 @@ struct service_state {
   held_promises<health_report> held_health{"the service stopped"};
   held_promises<node_status> held_status{"the service stopped"};
   held_promises<metrics_snapshot> held_metrics{"the service stopped"};
-  /// The embedding cache actor (null: cache off). Monitored.
-  cache_actor cache;
+  /// The embedding cache (null: cache off; service_cache.hpp): looked up
+  /// here before a request actor gets its job, settled by its request_done.
+  std::unique_ptr<service_cache> cache;
   cache_setup cache_cfg;
+  /// The epoch of the newest cache (each start takes the next one).
+  uint64_t cache_epochs = 0;
+  /// A lookup's keys and hashes (buffers kept between lookups).
+  std::vector<std::string> cache_keys;
+  std::vector<uint64_t> cache_hashes;
+  /// The persistent store's disk actor (a monitored child) and write queue
+  /// (null: no persistent store).
+  std::shared_ptr<cache_disk> disk;
+
   /// The live children (pools, metrics actor), shared with the exit functor
   /// that stops them with the service. Dead handles are replaced, not kept.
   std::shared_ptr<std::vector<caf::actor>> children
@@ -219,8 +229,7 @@ void update_request_env(service_ptr self) {
   auto& st = self->state;
   auto env = std::make_shared<request_env>(*st.req_env);
   env->metrics = sink(self);
-  env->cache = st.cache;
-  env->cache_reads_disk = st.cache_cfg.store != nullptr;
+  env->disk = st.disk && st.cache ? st.disk->actor : disk_actor{};
   st.req_env = std::move(env);
 }
 
@@ -253,60 +262,120 @@ std::vector<pool_actor> live_pools(service_ptr self) {
 // -- the embedding cache (docs/caching.md)
 // -------------------------------------
 
-void spawn_cache(service_ptr self) {
+void start_cache(service_ptr self) {
   auto& st = self->state;
-  st.cache
-      = spawn_cache_actor(self->system(), st.cache_cfg.cfg, st.cache_cfg.store);
-  self->monitor(st.cache);
-  replace_child(self, caf::actor_addr{}, caf::actor_cast<caf::actor>(st.cache));
+  st.cache = std::make_unique<service_cache>(
+      st.cache_cfg.cfg, st.disk, ++st.cache_epochs, st.cache_cfg.crash_marker);
 }
 
-/// The cache actor died (a bug): a fresh, empty one serves new requests at
-/// once; requests waiting for inputs in flight are told to send them
-/// themselves, so a lost cache never loses a reply.
-void on_cache_down(service_ptr self, const caf::down_msg& dm) {
+/// Sends the cache's notifications to the request actors waiting for
+/// inputs in flight.
+void send_notices(service_ptr self) {
   auto& st = self->state;
-  log(log_level::error, "cache_actor_down",
-      {{"reason", caf::to_string(dm.reason)}});
-  replace_child(self, dm.source, nullptr);
-  spawn_cache(self);
-  update_request_env(self);
+  for (auto& n : st.cache->take_notices()) {
+    if (!n.to)
+      continue;
+    auto to = caf::actor_cast<cache_waiter>(std::move(n.to));
+    if (n.filled)
+      self->send(to, cache_filled_atom_v, n.ticket, std::move(n.vec));
+    else
+      self->send(to, cache_owner_atom_v, n.ticket);
+  }
+}
+
+void disk_failed(service_ptr self, const char* what, const caf::error& err) {
+  if (self->state.cache)
+    self->state.cache->disk_failed();
+  log(log_level::warn, "cache_store_error",
+      {{"operation", what}, {"reason", caf::to_string(err)}});
+}
+
+/// Sends the filled vectors not written yet to the disk actor: one write
+/// in flight, the next batch is whatever accumulated meanwhile (at most
+/// `max_write_backlog` of them; more are counted as errors, not written).
+/// No timeout: the disk actor answers every write or, gone, bounces it as
+/// an error; a CAF 0.17 request timeout is never cancelled and would hold
+/// the service alive until it fires (see `on_metrics_with_cache`).
+void flush_writes(service_ptr self) {
+  auto& d = self->state.disk;
+  if (!d || !d->actor || d->writing || d->keys.empty())
+    return;
+  d->writing = true;
+  self->request(d->actor, caf::infinite, disk_put_atom_v, std::move(d->keys),
+                std::move(d->vecs))
+      .then(
+          [self](int64_t written) {
+            if (self->state.cache)
+              self->state.cache->disk_written(written);
+            self->state.disk->writing = false;
+            flush_writes(self);
+          },
+          [self](caf::error& err) {
+            disk_failed(self, "write", err);
+            self->state.disk->writing = false;
+            flush_writes(self);
+          });
+  d->keys.clear();
+  d->vecs.clear();
+}
+
+/// The cache failed (a bug: an exception in its code): a fresh, empty one
+/// serves new requests at once; requests waiting for inputs in flight are
+/// told to send them themselves, so a failed cache never loses a reply.
+/// Settles of the old cache's tickets are told apart by their epoch.
+void restart_cache(service_ptr self, const char* what) {
+  auto& st = self->state;
+  log(log_level::error, "cache_failed", {{"reason", what}});
+  start_cache(self);
   for (auto& w : *st.requests)
     if (auto r = w.lock())
       caf::anon_send(caf::actor_cast<cache_waiter>(r), cache_lost_atom_v);
 }
 
-/// The metrics snapshot with the cache's counters added. Both requests go
-/// to children that always answer (the cache at once; the metrics actor
-/// answers what it holds when it ends), and a child gone before it read the
-/// request bounces it as an error: no timeout. A CAF 0.17 request timeout is
-/// never cancelled and holds the service alive until it fires, so a host
-/// that dropped its last handle after a metrics call waited that long for
-/// its actor system to shut down.
+/// What a request actor hands back to the cache (with request_done, or at
+/// once while it waits for others' inputs).
+void on_cache_settle(service_ptr self, cache_settle& s) {
+  auto& st = self->state;
+  if (!st.cache || s.epoch != st.cache->epoch())
+    return;
+  st.cache->settle(s, self->current_sender());
+  send_notices(self);
+  flush_writes(self);
+}
+
+/// The persistent store's disk actor died: the store is off from now on
+/// (the memory cache goes on).
+void on_disk_down(service_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  log(log_level::error, "cache_store_down",
+      {{"reason", caf::to_string(dm.reason)}});
+  replace_child(self, dm.source, nullptr);
+  st.disk->actor = nullptr;
+  st.disk->keys.clear();
+  st.disk->vecs.clear();
+  update_request_env(self);
+}
+
+/// The metrics snapshot with the cache's counters added. The request goes
+/// to a child that always answers (the metrics actor answers what it holds
+/// when it ends), and a child gone before it read the request bounces it as
+/// an error: no timeout. A CAF 0.17 request timeout is never cancelled and
+/// holds the service alive until it fires, so a host that dropped its last
+/// handle after a metrics call waited that long for its actor system to
+/// shut down.
 caf::result<metrics_snapshot> on_metrics_with_cache(service_ptr self) {
   auto& st = self->state;
   auto rp = self->make_response_promise<metrics_snapshot>();
   auto id = st.held_metrics.hold(rp);
-  auto collect = [self, id](cache_metrics cm) {
-    auto& st = self->state;
-    self->request(st.metrics, caf::infinite, metrics_atom_v, live_pools(self),
-                  st.accepted)
-        .then(
-            [self, id, cm](metrics_snapshot& snap) {
-              snap.cache = cm;
-              self->state.held_metrics.deliver(id, std::move(snap));
-            },
-            [self, id](caf::error& err) {
-              self->state.held_metrics.fail(id, std::move(err));
-            });
-  };
-  self->request(st.cache, caf::infinite, cache_stats_atom_v)
+  self->request(st.metrics, caf::infinite, metrics_atom_v, live_pools(self),
+                st.accepted)
       .then(
-          [collect](cache_metrics& cm) {
-            collect(cm);
+          [self, id, cm{st.cache->stats()}](metrics_snapshot& snap) {
+            snap.cache = cm;
+            self->state.held_metrics.deliver(id, std::move(snap));
           },
-          [collect](caf::error&) {
-            collect(cache_metrics{});
+          [self, id](caf::error& err) {
+            self->state.held_metrics.fail(id, std::move(err));
           });
   return rp;
 }
@@ -324,11 +393,8 @@ void count_off(service_ptr self, caf::actor_id worker) {
 
 /// A request actor is free again: counted off its upstream and kept for the
 /// next request (or ended, beyond `max_idle`).
-void on_request_done(service_ptr self) {
+void free_worker(service_ptr self, request_impl worker) {
   auto& st = self->state;
-  auto worker = caf::actor_cast<request_impl>(self->current_sender());
-  if (!worker)
-    return;
   count_off(self, worker.id());
   if (st.idle.size() < service_state::max_idle) {
     st.idle.emplace_back(std::move(worker));
@@ -339,12 +405,21 @@ void on_request_done(service_ptr self) {
   self->send_exit(worker, caf::exit_reason::user_shutdown);
 }
 
+void on_request_done(service_ptr self) {
+  if (auto worker = caf::actor_cast<request_impl>(self->current_sender()))
+    free_worker(self, std::move(worker));
+}
+
 /// A request actor ended (an exception in a handler: it answered its caller
 /// `internal error` first).
 void on_request_down(service_ptr self, const caf::down_msg& dm) {
   auto& st = self->state;
   --st.live_requests;
   count_off(self, dm.source.id());
+  if (st.cache) {
+    st.cache->actor_gone(dm.source);
+    send_notices(self);
+  }
   st.idle.erase(std::remove_if(st.idle.begin(), st.idle.end(),
                                [&](const request_impl& r) {
                                  return r.address() == dm.source;
@@ -358,8 +433,8 @@ void on_down(service_ptr self, caf::down_msg& dm) {
     on_metrics_down(self, dm);
     return;
   }
-  if (st.cache && st.cache.address() == dm.source) {
-    on_cache_down(self, dm);
+  if (st.disk && st.disk->actor && st.disk->actor.address() == dm.source) {
+    on_disk_down(self, dm);
     return;
   }
   for (std::size_t i = 0; i < st.upstreams.size(); ++i)
@@ -367,7 +442,7 @@ void on_down(service_ptr self, caf::down_msg& dm) {
       on_pool_down(self, i, dm);
       return;
     }
-  // Pools, the metrics and the cache actor are named above; every other
+  // Pools, the metrics and the disk actor are named above; every other
   // monitored actor is a request actor.
   on_request_down(self, dm);
 }
@@ -430,6 +505,27 @@ void track_request(service_ptr self, const request_impl& worker) {
   reqs.emplace_back(caf::actor_cast<caf::weak_actor_ptr>(worker));
 }
 
+/// Looks the request's inputs up in the cache: the answer goes with the
+/// job, no message of its own.
+caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
+                                          request_job job, embed_request& req) {
+  auto& st = self->state;
+  make_cache_keys(req, job.routes.front().model, st.cache_keys,
+                  st.cache_hashes);
+  try {
+    job.cache
+        = st.cache->lookup(st.cache_keys, st.cache_hashes,
+                           caf::actor_cast<caf::strong_actor_ptr>(worker));
+    job.cache_epoch = st.cache->epoch();
+  } catch (const std::exception& e) {
+    // The request goes on uncached; the cache starts again empty.
+    restart_cache(self, e.what());
+  }
+  st.cache_keys.clear(); // keys not moved into the store (hits, waits)
+  return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
+                        std::move(job), std::move(req));
+}
+
 caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
   auto& st = self->state;
   ++st.accepted;
@@ -454,10 +550,11 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
     ++st.upstreams[order.front()].outstanding;
     st.routed.emplace(worker.id(), order.front());
   }
-  return self->delegate(
-      caf::actor_cast<request_actor>(worker), embed_atom_v,
-      request_job{st.req_env, routes_for(self, order, req.model)},
-      std::move(req));
+  request_job job{st.req_env, routes_for(self, order, req.model), {}, 0};
+  if (st.cache && !job.routes.empty())
+    return embed_cached(self, std::move(worker), std::move(job), req);
+  return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
+                        std::move(job), std::move(req));
 }
 
 /// Asks every pool for its health; `done(upstreams, ready)` gets one entry
@@ -555,8 +652,14 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   self->monitor(st.metrics);
   st.children->push_back(caf::actor_cast<caf::actor>(st.metrics));
   st.cache_cfg = std::move(ccfg);
+  if (st.cache_cfg.store) {
+    st.disk = std::make_shared<cache_disk>();
+    st.disk->actor = self->spawn<caf::detached + caf::monitored>(
+        disk_fn, st.cache_cfg.store, st.cache_cfg.cfg.ttl);
+    st.children->push_back(caf::actor_cast<caf::actor>(st.disk->actor));
+  }
   if (st.cache_cfg.cfg.enabled)
-    spawn_cache(self);
+    start_cache(self);
   update_request_env(self);
   for (auto& env : envs) {
     upstream_entry up;
@@ -568,15 +671,20 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
   }
   // When the service ends, its children end with it: pools answer what they
   // hold (`cancelled`) and stop their connections and breaker; live request
-  // actors get an exit message and answer `cancelled`.
-  self->attach_functor(
-      [kids = st.children, reqs = st.requests](const caf::error&) {
-        for (auto& w : *reqs)
-          if (auto r = w.lock())
-            caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
-        for (auto& k : *kids)
-          caf::anon_send_exit(k, caf::exit_reason::user_shutdown);
-      });
+  // actors get an exit message and answer `cancelled`. Filled vectors not
+  // written yet go to the disk actor first, so a run that ends keeps
+  // everything it embedded (its exit message queues behind them).
+  self->attach_functor([kids = st.children, reqs = st.requests,
+                        disk = st.disk](const caf::error&) {
+    if (disk && disk->actor && !disk->keys.empty())
+      caf::anon_send(disk->actor, disk_put_atom_v, std::move(disk->keys),
+                     std::move(disk->vecs));
+    for (auto& w : *reqs)
+      if (auto r = w.lock())
+        caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+    for (auto& k : *kids)
+      caf::anon_send_exit(k, caf::exit_reason::user_shutdown);
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
     on_down(self, dm);
   });
@@ -586,6 +694,13 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
       },
       [self](request_done_atom) {
         on_request_done(self);
+      },
+      [self](request_done_atom, cache_settle& s) {
+        on_cache_settle(self, s);
+        on_request_done(self);
+      },
+      [self](cache_fill_atom, cache_settle& s) {
+        on_cache_settle(self, s);
       },
       [self](metrics_atom) -> caf::result<metrics_snapshot> {
         auto& st = self->state;

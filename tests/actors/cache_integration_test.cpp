@@ -1,8 +1,9 @@
 // The embedding cache in the runtime over real sockets, against the built-in
 // upstream in-process (which counts the inputs it was sent): single-flight
 // across and inside requests, partial hits merged in order under a
-// randomised concurrent load, the byte bound, a failed owner, a crashed
-// cache actor, the persistent store across services, and the cache off.
+// randomised concurrent load (also with a persistent store), the byte bound,
+// a failed owner, a waiter that gave up first, a cache that fails, the
+// persistent store across services, and the cache off.
 #include "embedrt/client.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
@@ -164,16 +165,29 @@ TEST_CASE("cache: partial hits merge in input order under a randomised "
   // skewed pool, duplicates inside requests, an upstream with varying
   // latency so that owners, waiters and hits interleave; a small cache
   // in one run so evictions happen between lookups too.
-  for (std::size_t max_bytes : {std::size_t{64} << 20, std::size_t{64} << 10}) {
-    INFO("cache bound " << max_bytes);
+  // A persistent store in the third run: every lookup with memory misses
+  // waits for the disk before its request actor gets the job, while fills
+  // of other requests' inputs arrive meanwhile.
+  struct run_kind {
+    std::size_t max_bytes;
+    bool persistent;
+  };
+  for (auto kind : {run_kind{std::size_t{64} << 20, false},
+                    run_kind{std::size_t{64} << 10, false},
+                    run_kind{std::size_t{64} << 20, true}}) {
+    auto max_bytes = kind.max_bytes;
+    INFO("cache bound " << max_bytes << (kind.persistent ? ", on disk" : ""));
     system_fixture f;
+    temp_dir dir;
     mock::mock_options opts;
     opts.latency.kind = mock::latency_model::shape::lognormal;
     opts.latency.median_ms = 3;
     opts.latency.p99_ms = 30;
     auto srv = start_mock(opts);
-    auto svc = spawn_service(
-        *f.sys, cache_config_for(srv->base_url(), true, max_bytes));
+    auto rc = cache_config_for(srv->base_url(), true, max_bytes);
+    if (kind.persistent)
+      rc.cache.path = dir.path;
+    auto svc = spawn_service(*f.sys, rc);
     REQUIRE(svc);
     client c{*f.sys, *svc};
     std::mt19937_64 rng{20261204};
@@ -271,7 +285,62 @@ TEST_CASE("cache: an owner that fails does not leave its waiters hanging",
   CHECK(srv->stats().inputs == 3);
 }
 
-TEST_CASE("cache: a crashed cache actor loses no reply and is restarted",
+TEST_CASE("cache: an input the upstream rejects is not cached, the inputs "
+          "served beside it are",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock();
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  const std::string bad = "refused [[mock:400]]";
+  // Bisection isolates the rejected input; the others are served.
+  auto first = c.embed(make_request({"kept a", bad, "kept b"})).get();
+  REQUIRE_FALSE(first);
+  CHECK(error_code(first.error()) == errc::invalid_input);
+  // The served ones were cached ...
+  auto before = srv->stats().inputs;
+  auto kept = c.embed(make_request({"kept b", "kept a"})).get();
+  REQUIRE(kept);
+  CHECK(kept->embeddings[0] == hash_embed("kept b", dims));
+  CHECK(kept->embeddings[1] == hash_embed("kept a", dims));
+  CHECK(srv->stats().inputs == before);
+  // ... the rejected one was not (no empty vector served as a hit): it goes
+  // upstream again and is refused again.
+  auto calls = srv->stats().embedding_requests;
+  auto again = c.embed(make_request({bad})).get();
+  REQUIRE_FALSE(again);
+  CHECK(error_code(again.error()) == errc::invalid_input);
+  CHECK(srv->stats().embedding_requests == calls + 1);
+  CHECK(srv->stats().status_count(400) >= 3);
+}
+
+TEST_CASE("cache: a waiter that gave up before its owner failed does not "
+          "strand the input",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock(test::slow_upstream(400));
+  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  // The owner gives up at 250 ms, its waiter already at 100 ms. The input
+  // must not stay "in flight" for a waiter that no longer wants it: a third
+  // request owns it and gets it (before, it waited until its deadline).
+  auto owner = c.embed(make_request({"stranded"}, 250ms));
+  std::this_thread::sleep_for(20ms);
+  auto waiter = c.embed(make_request({"stranded"}, 100ms));
+  auto w = waiter.get();
+  REQUIRE_FALSE(w);
+  CHECK(error_code(w.error()) == errc::deadline_exceeded);
+  auto o = owner.get();
+  REQUIRE_FALSE(o);
+  CHECK(error_code(o.error()) == errc::deadline_exceeded);
+  auto third = c.embed(make_request({"stranded"}, 3s)).get();
+  REQUIRE(third);
+  CHECK(third->embeddings[0] == hash_embed("stranded", dims));
+}
+
+TEST_CASE("cache: a cache that fails loses no reply and starts again empty",
           "[cache]") {
   system_fixture f;
   auto srv = start_mock(test::slow_upstream(200));
@@ -280,6 +349,7 @@ TEST_CASE("cache: a crashed cache actor loses no reply and is restarted",
   auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()), hooks);
   REQUIRE(svc);
   client c{*f.sys, *svc};
+  REQUIRE(c.embed(make_request({"cached before"})).get());
   auto owner = c.embed(make_request({"in flight"}));
   std::this_thread::sleep_for(20ms);
   auto waiter = c.embed(make_request({"in flight", "other"}));
@@ -289,14 +359,18 @@ TEST_CASE("cache: a crashed cache actor loses no reply and is restarted",
     auto r = fut->get();
     REQUIRE(r);
   }
-  // A fresh cache serves the next requests.
-  auto first = c.embed(make_request({"after"})).get();
-  REQUIRE(first);
+  // The cache started again empty: what it held before is gone (so the
+  // failure did happen), and the new one serves hits.
   auto before = srv->stats().inputs;
-  auto again = c.embed(make_request({"after"})).get();
+  auto snap = c.metrics();
+  REQUIRE(snap);
+  CHECK(snap->cache.hits == 0);
+  REQUIRE(c.embed(make_request({"cached before"})).get());
+  CHECK(srv->stats().inputs == before + 1);
+  auto again = c.embed(make_request({"cached before"})).get();
   REQUIRE(again);
-  CHECK(again->embeddings[0] == hash_embed("after", dims));
-  CHECK(srv->stats().inputs == before);
+  CHECK(again->embeddings[0] == hash_embed("cached before", dims));
+  CHECK(srv->stats().inputs == before + 1);
 }
 
 TEST_CASE("cache: the persistent store serves a new service on the same "
@@ -368,17 +442,26 @@ TEST_CASE("cache: a host that drops its service after a metrics call shuts "
           "[cache]") {
   // The service's metrics call to its children once carried a 30 s CAF
   // timeout, which kept the service alive (and the actor system's
-  // destructor waiting) for 30 s after the host let go of it.
-  auto sys = std::make_unique<system_fixture>();
-  auto srv = start_mock();
-  {
-    auto svc = spawn_service(*sys->sys, cache_config_for(srv->base_url()));
-    REQUIRE(svc);
-    client c{*sys->sys, *svc};
-    REQUIRE(c.embed(make_request({"a", "b"})).get());
-    REQUIRE(c.metrics());
+  // destructor waiting) for 30 s after the host let go of it. The same
+  // holds for its writes to the persistent store.
+  for (bool persistent : {false, true}) {
+    INFO((persistent ? "with a persistent store" : "memory only"));
+    temp_dir dir;
+    auto sys = std::make_unique<system_fixture>();
+    auto srv = start_mock();
+    {
+      auto rc = cache_config_for(srv->base_url());
+      if (persistent)
+        rc.cache.path = dir.path;
+      auto svc = spawn_service(*sys->sys, rc);
+      REQUIRE(svc);
+      client c{*sys->sys, *svc};
+      REQUIRE(c.embed(make_request({"a", "b"})).get());
+      REQUIRE(c.embed(make_request({"c"})).get());
+      REQUIRE(c.metrics());
+    }
+    auto start = std::chrono::steady_clock::now();
+    sys.reset();
+    CHECK(std::chrono::steady_clock::now() - start < 10s);
   }
-  auto start = std::chrono::steady_clock::now();
-  sys.reset();
-  CHECK(std::chrono::steady_clock::now() - start < 10s);
 }

@@ -115,17 +115,15 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
                                                   true},
                                      ts.sys.get());
   }
-  SECTION("cache_lookup") {
-    check_inspect_covers_every_field(cache_lookup{{"key-a", "key-b"}, {7, 9}},
-                                     ts.sys.get());
-  }
   SECTION("cache_answer") {
     check_inspect_covers_every_field(
         cache_answer{{0, 1, 2}, {0, 7, 9}, {{1.5f}, {}, {}}, 4, true},
         ts.sys.get());
   }
-  SECTION("cache_fill") {
+  SECTION("cache_settle") {
     check_inspect_covers_every_field(
-        cache_fill{{7, 9}, {{0.25f, 0.5f}, {1.0f}}}, ts.sys.get());
+        cache_settle{
+            3, {7, 9}, {{0.25f, 0.5f}, {1.0f}}, {11}, {13, 15}, true, true},
+        ts.sys.get());
   }
 }

@@ -1,0 +1,160 @@
+// The embedding cache of one service (docs/caching.md, docs/architecture.md):
+// the store, the inputs in flight — who owns each, who waits for it — and
+// the persistent store's write queue. Plain data kept by the service actor,
+// which every request passes anyway, so the cache adds no message of its
+// own to a request's path:
+//
+//   service: lookup of the request's inputs, its answer in the request
+//            actor's job — per input a hit (vector), owned (the request
+//            sends it upstream) or waiting (another request owns it)
+//   request actor --request_done(settle)--> service: the vectors of its
+//            owned tickets, the owned ones it gives up, the waits it no
+//            longer needs; waiters get (c_filled, ticket, vector), and the
+//            first waiter of a ticket given up owns it (c_owner, ticket)
+//   request actor --(c_fill, settle)--> service: the same at once, sent only
+//            while the request itself waits for others' inputs (so that
+//            two requests never wait for each other's reply)
+//   request actor ends (killed): the service's down message releases its
+//            tickets and withdraws its waits
+//
+// With a persistent store, the request actor looks its owned misses up on
+// disk (the disk actor: detached, its own thread, blocking LMDB calls)
+// before anything goes upstream and hands what it found to the cache at
+// once (`from_disk`); filled vectors are written to the store in batches by
+// the service, one write in flight at a time.
+#pragma once
+
+#include "cache_messages.hpp"
+#include "cache_policy.hpp"
+#include "embedrt/config.hpp"
+#include "interfaces.hpp"
+#include "persistent_cache.hpp"
+
+#include <caf/actor_addr.hpp>
+#include <caf/actor_control_block.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace embedrt::detail {
+
+using cache_vectors = std::vector<std::vector<float>>;
+
+// -- the disk actor -----------------------------------------------------------
+
+/// The disk actor's state (`disk_actor`, interfaces.hpp).
+struct disk_state {
+  static inline const char* name = "embedrt.cache_disk";
+  std::shared_ptr<persistent_store> store;
+  milliseconds ttl{0};
+};
+
+disk_actor::behavior_type disk_fn(disk_actor::stateful_pointer<disk_state> self,
+                                  std::shared_ptr<persistent_store> store,
+                                  milliseconds ttl);
+
+/// The persistent store as the service drives it: its actor and the filled
+/// vectors not written yet. Shared with the service's exit functor, which
+/// hands what is left to the disk actor when the service ends.
+struct cache_disk {
+  /// Null: no persistent store, or its actor died (the memory cache goes
+  /// on).
+  disk_actor actor;
+  std::vector<std::string> keys;
+  cache_vectors vecs;
+  /// A write is in flight (the next batch is what accumulates meanwhile).
+  bool writing = false;
+};
+
+// -- the cache ----------------------------------------------------------------
+
+/// What a fill or a release tells a waiting request actor.
+struct cache_notice {
+  caf::strong_actor_ptr to;
+  uint64_t ticket = 0;
+  /// Filled (`vec` is its vector); otherwise `to` owns the ticket now.
+  bool filled = false;
+  std::vector<float> vec;
+};
+
+/// The keys of a request's inputs (`cache_key`: `model`, the requested
+/// dimensions and the exact text or token ids) and their `cache_hash`.
+void make_cache_keys(const embed_request& req, const std::string& model,
+                     std::vector<std::string>& keys,
+                     std::vector<uint64_t>& hashes);
+
+class service_cache {
+ public:
+  /// `disk` (may be null) is the persistent store's link; `epoch` names
+  /// this cache in its answers (a cache started again takes a new one); a
+  /// lookup with an input equal to `crash_marker` (if not empty) throws
+  /// (tests of the service's recovery).
+  service_cache(const cache_config& cfg, std::shared_ptr<cache_disk> disk,
+                uint64_t epoch, std::string crash_marker);
+
+  uint64_t epoch() const {
+    return epoch_;
+  }
+
+  /// Looks up one request's inputs for `asker`, its request actor: hits,
+  /// owned misses (reserved in flight; each key of a new miss is moved into
+  /// the store) and waits.
+  cache_lookup_result lookup(std::vector<std::string>& keys,
+                             const std::vector<uint64_t>& hashes,
+                             const caf::strong_actor_ptr& asker);
+
+  /// A request actor's settle (fills first, then releases, then waits
+  /// withdrawn); `from` is its handle. Vectors from the persistent store
+  /// are counted as its hits and not written back.
+  void settle(cache_settle& s, const caf::strong_actor_ptr& from);
+
+  /// A request actor ended: its tickets are released, its waits withdrawn.
+  void actor_gone(const caf::actor_addr& who);
+
+  /// The notifications produced since the last call (the service sends
+  /// them).
+  std::vector<cache_notice> take_notices();
+
+  /// Counts a failed disk operation (logged by the service).
+  void disk_failed();
+  /// Counts entries the disk actor wrote.
+  void disk_written(int64_t n);
+
+  cache_metrics stats() const;
+
+ private:
+  /// Who sends an input in flight upstream (its owner) and who waits for
+  /// its vector. The entry itself (key, ticket) is in the store, in flight;
+  /// its tag there is the index of this record in `flights_`.
+  struct flight {
+    uint64_t ticket = 0;
+    caf::strong_actor_ptr owner;
+    std::vector<caf::strong_actor_ptr> waiters;
+  };
+
+  uint32_t next_flight() const;
+  flight& take_flight(uint32_t tag);
+  void free_flight(uint32_t tag);
+  void complete(uint64_t ticket, std::vector<float> vec, bool persist,
+                embedding_cache::clock::time_point now);
+  void release(uint64_t ticket);
+  void withdraw(uint64_t ticket, const caf::strong_actor_ptr& who);
+  void queue_write(const std::string& key, const std::vector<float>& vec);
+  embedding_cache::clock::time_point expiry_now() const;
+
+  uint64_t epoch_;
+  std::string crash_marker_;
+  embedding_cache mem_;
+  std::shared_ptr<cache_disk> disk_;
+  /// Records of the inputs in flight (a slab: free records are reused).
+  std::vector<flight> flights_;
+  std::vector<uint32_t> free_flights_;
+  cache_metrics counters_;
+  std::vector<cache_notice> notices_;
+};
+
+} // namespace embedrt::detail
