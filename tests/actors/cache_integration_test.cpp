@@ -96,6 +96,23 @@ struct temp_dir {
   }
 };
 
+/// A service with the cache on in front of an in-process mock that answers
+/// after `latency_ms`, and a client of it.
+struct slow_cached_service {
+  explicit slow_cached_service(int latency_ms, service_hooks hooks = {})
+      : srv(start_mock(test::slow_upstream(latency_ms))),
+        svc(spawn_service(*f.sys, cache_config_for(srv->base_url()),
+                          std::move(hooks))) {
+    REQUIRE(svc);
+    c = std::make_unique<client>(*f.sys, *svc);
+  }
+
+  system_fixture f;
+  std::unique_ptr<mock::mock_server> srv;
+  caf::expected<service_actor> svc;
+  std::unique_ptr<client> c;
+};
+
 } // namespace
 
 TEST_CASE("cache: 50 % repeated texts send exactly the distinct texts "
@@ -136,11 +153,9 @@ TEST_CASE("cache: 50 % repeated texts send exactly the distinct texts "
 
 TEST_CASE("cache: concurrent identical requests send one upstream input",
           "[cache]") {
-  system_fixture f;
-  auto srv = start_mock(test::slow_upstream(200));
-  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
-  REQUIRE(svc);
-  client c{*f.sys, *svc};
+  slow_cached_service env{200};
+  auto& c = *env.c;
+  auto& srv = env.srv;
   std::vector<embed_request> reqs(50, make_request({"the same text"}));
   // And one caller asking for it three times in one request.
   reqs.push_back(
@@ -264,11 +279,9 @@ TEST_CASE("cache: the byte bound holds under a 10x oversubscribed key "
 
 TEST_CASE("cache: an owner that fails does not leave its waiters hanging",
           "[cache]") {
-  system_fixture f;
-  auto srv = start_mock(test::slow_upstream(300));
-  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
-  REQUIRE(svc);
-  client c{*f.sys, *svc};
+  slow_cached_service env{300};
+  auto& c = *env.c;
+  auto& srv = env.srv;
   // The first caller owns the text but gives up at its deadline (100 ms);
   // the second waits for it and then sends it itself.
   auto owner = c.embed(make_request({"shared"}, 100ms));
@@ -318,11 +331,9 @@ TEST_CASE("cache: an input the upstream rejects is not cached, the inputs "
 TEST_CASE("cache: a waiter that gave up before its owner failed does not "
           "strand the input",
           "[cache]") {
-  system_fixture f;
-  auto srv = start_mock(test::slow_upstream(400));
-  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()));
-  REQUIRE(svc);
-  client c{*f.sys, *svc};
+  slow_cached_service env{400};
+  auto& c = *env.c;
+  auto& srv = env.srv;
   // The owner gives up at 250 ms, its waiter already at 100 ms. The input
   // must not stay "in flight" for a waiter that no longer wants it: a third
   // request owns it and gets it (before, it waited until its deadline).
@@ -338,17 +349,17 @@ TEST_CASE("cache: a waiter that gave up before its owner failed does not "
   auto third = c.embed(make_request({"stranded"}, 3s)).get();
   REQUIRE(third);
   CHECK(third->embeddings[0] == hash_embed("stranded", dims));
+  // The owner's attempt and the third request's: the waiter sent nothing.
+  CHECK(srv->stats().inputs == 2);
 }
 
 TEST_CASE("cache: a cache that fails loses no reply and starts again empty",
           "[cache]") {
-  system_fixture f;
-  auto srv = start_mock(test::slow_upstream(200));
   service_hooks hooks;
   hooks.cache_crash_marker = "__crash_cache__";
-  auto svc = spawn_service(*f.sys, cache_config_for(srv->base_url()), hooks);
-  REQUIRE(svc);
-  client c{*f.sys, *svc};
+  slow_cached_service env{200, hooks};
+  auto& c = *env.c;
+  auto& srv = env.srv;
   REQUIRE(c.embed(make_request({"cached before"})).get());
   auto owner = c.embed(make_request({"in flight"}));
   std::this_thread::sleep_for(20ms);
