@@ -118,13 +118,14 @@ void service_cache::queue_write(const std::string& key,
 }
 
 /// A ticket's vector arrived (from its owner or the store): waiters get it,
-/// the cache keeps it (the entry in flight becomes a stored one).
-void service_cache::complete(uint64_t ticket, std::vector<float> vec,
+/// the cache keeps it (the entry in flight becomes a stored one). False if
+/// the ticket is stale.
+bool service_cache::complete(uint64_t ticket, std::vector<float> vec,
                              bool persist,
                              embedding_cache::clock::time_point now) {
   auto tag = mem_.tag_of(ticket);
   if (!tag)
-    return;
+    return false;
   auto& f = flights_[*tag];
   for (auto& w : f.waiters)
     notices_.push_back({std::move(w), ticket, true, vec});
@@ -132,6 +133,7 @@ void service_cache::complete(uint64_t ticket, std::vector<float> vec,
   if (persist)
     queue_write(*mem_.key_of(ticket), vec);
   mem_.fill(ticket, std::move(vec), now);
+  return true;
 }
 
 /// The owner gave the ticket up: the first waiter owns it now.
@@ -239,15 +241,14 @@ void service_cache::settle(cache_settle& s, const caf::strong_actor_ptr& from) {
   if (s.disk_failed)
     ++counters_.persistent_errors;
   auto now = expiry_now();
-  for (std::size_t i = 0; i < s.tickets.size() && i < s.vectors.size(); ++i) {
-    if (s.from_disk) {
+  for (std::size_t i = 0; i < s.tickets.size() && i < s.vectors.size(); ++i)
+    if (complete(s.tickets[i], std::move(s.vectors[i]), !s.from_disk, now)
+        && s.from_disk) {
       // A miss of the lookup after all: counted as the store's hit.
       ++counters_.persistent_hits;
       ++counters_.hits;
       --counters_.misses;
     }
-    complete(s.tickets[i], std::move(s.vectors[i]), !s.from_disk, now);
-  }
   for (auto t : s.released)
     release(t);
   for (auto t : s.withdrawn)

@@ -139,7 +139,7 @@ class service_cache {
   uint32_t next_flight() const;
   flight& take_flight(uint32_t tag);
   void free_flight(uint32_t tag);
-  void complete(uint64_t ticket, std::vector<float> vec, bool persist,
+  bool complete(uint64_t ticket, std::vector<float> vec, bool persist,
                 embedding_cache::clock::time_point now);
   void release(uint64_t ticket);
   void withdraw(uint64_t ticket, const caf::strong_actor_ptr& who);
