@@ -183,7 +183,7 @@ struct upstream_config {
 /// The embedding cache of a service (docs/caching.md): vectors by (upstream
 /// model after `model_map`, dimensions, exact input bytes or token ids),
 /// single-flight for identical inputs in flight, optionally persisted.
-/// Off by default: with `enabled = false` no cache actor exists and a
+/// Off by default: with `enabled = false` the service holds no cache and a
 /// request takes the same path as without this feature.
 struct cache_config {
   bool enabled = false;

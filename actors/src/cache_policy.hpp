@@ -2,8 +2,9 @@
 // store with W-TinyLFU eviction (Caffeine's design: a small LRU window in
 // front of a segmented-LRU main space, entries moving from the window to the
 // main space only when the sketch says they are asked for more often than
-// the main space's victim). Plain data, no actors and no locks: the cache
-// actor (cache_actor.hpp) owns one and is its only user.
+// the main space's victim). Plain data, no actors and no locks: the
+// service's cache (service_cache.hpp), part of the service actor's state,
+// owns one and is its only user.
 // docs/caching.md has the policy, its measured hit ratios and the key.
 #pragma once
 
