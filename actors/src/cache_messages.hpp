@@ -57,12 +57,13 @@ typename Inspector::result_type inspect(Inspector& f, cache_answer& x) {
            x.vectors, x.persistent_hits, x.distinct_misses);
 }
 
-/// What a request actor gets in its job with the cache on: the answer and,
-/// with a persistent store, the owned misses to look up on disk first
-/// (their indices into the answer, their keys) before anything goes
-/// upstream.
+/// What a request actor gets in its job with the cache on: the answer, the
+/// epoch of the cache that gave it (`cache_settle::epoch`) and, with a
+/// persistent store, the owned misses to look up on disk first (their
+/// indices into the answer, their keys) before anything goes upstream.
 struct cache_lookup_result {
   cache_answer answer;
+  uint64_t epoch = 0;
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
 };

@@ -119,10 +119,9 @@ struct request_job {
   std::shared_ptr<const request_env> env;
   std::vector<route> routes;
   /// With the service's cache on: its answer to the lookup of the
-  /// request's inputs (keyed under the first route's model), and the epoch
-  /// of the cache that gave it (service_cache.hpp).
+  /// request's inputs, keyed under the first route's model
+  /// (service_cache.hpp).
   std::optional<cache_lookup_result> cache;
-  uint64_t cache_epoch = 0;
 };
 
 /// What a request actor tells the service that handed it a request once

@@ -22,6 +22,14 @@ namespace {
 
 using self_ptr = request_impl::stateful_pointer<request_state>;
 
+/// Sends the service that owns this actor `xs` (nothing if it is gone).
+template <class... Ts>
+void tell_owner(self_ptr self, Ts&&... xs) {
+  if (auto owner = self->state.owner.lock())
+    self->send(caf::actor_cast<request_owner>(std::move(owner)),
+               std::forward<Ts>(xs)...);
+}
+
 /// Delivers the request's one reply. The state is reset only after the
 /// message being handled (`release`), as callers up the stack still look at
 /// it (`st.finished`, their chunk). The owner is told this actor is free
@@ -39,14 +47,12 @@ void finish(self_ptr self, caf::error err) {
   if (cached)
     settle = finish_cache_phase(st, !err);
   report_request(self, st, st.upstream_request_id, err);
-  if (!st.ending)
-    if (auto owner = st.owner.lock()) {
-      auto hdl = caf::actor_cast<request_owner>(std::move(owner));
-      if (cached)
-        self->send(hdl, request_done_atom_v, std::move(settle));
-      else
-        self->send(hdl, request_done_atom_v);
-    }
+  if (!st.ending) {
+    if (cached)
+      tell_owner(self, request_done_atom_v, std::move(settle));
+    else
+      tell_owner(self, request_done_atom_v);
+  }
   if (err) {
     st.rp.deliver(std::move(err));
   } else {
@@ -430,9 +436,7 @@ void start_upstream(self_ptr self, std::size_t waits,
 
 /// Hands the cache something at once (not with the reply's request_done).
 void send_to_cache(self_ptr self, cache_settle s) {
-  if (auto owner = self->state.owner.lock())
-    self->send(caf::actor_cast<request_owner>(std::move(owner)),
-               cache_fill_atom_v, std::move(s));
+  tell_owner(self, cache_fill_atom_v, std::move(s));
 }
 
 /// A chunk's vectors for the cache: they go with the reply's request_done
@@ -568,7 +572,8 @@ caf::result<embed_result> on_embed(self_ptr self, request_job& job,
   st.env = std::move(job.env);
   st.routes = std::move(job.routes);
   st.cache.answer = std::move(job.cache);
-  st.cache.epoch = job.cache_epoch;
+  if (st.cache.answer)
+    st.cache.epoch = st.cache.answer->epoch;
   st.backoff
       = backoff_policy{st.env->retry.backoff_base, st.env->retry.backoff_cap,
                        st.seed ^ (st.generation * 0x9e3779b97f4a7c15ULL)};

@@ -213,10 +213,12 @@ cache_settle finish_cache_phase(request_state& st, bool success) {
   // of inputs the upstream rejected) that were not handed over yet (copies: the
   // originals are the reply's), then the owned tickets left unfilled.
   auto n = cs.ticket_of.size();
-  const auto& model = st.routes.front().model;
+  auto fills = [&st](const request_chunk& c) {
+    return c.served && st.routes[c.route].model == st.routes.front().model;
+  };
   std::size_t served = 0;
   for (const auto& c : st.chunks)
-    if (c.served && st.routes[c.route].model == model)
+    if (fills(c))
       served += c.end - c.begin;
   if (cs.identity && cs.filled.empty() && served == n
       && st.result.embeddings.size() == n) {
@@ -227,7 +229,7 @@ cache_settle finish_cache_phase(request_state& st, bool success) {
     settle.tickets = std::move(cs.ticket_of);
   } else {
     for (const auto& c : st.chunks)
-      if (c.served && st.routes[c.route].model == model)
+      if (fills(c))
         for (auto k = c.begin; k < c.end && k < n; ++k)
           if (mark_filled(cs, k)) {
             settle.tickets.push_back(cs.ticket_of[k]);

@@ -516,7 +516,6 @@ caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
     job.cache
         = st.cache->lookup(st.cache_keys, st.cache_hashes,
                            caf::actor_cast<caf::strong_actor_ptr>(worker));
-    job.cache_epoch = st.cache->epoch();
   } catch (const std::exception& e) {
     // The request goes on uncached; the cache starts again empty.
     restart_cache(self, e.what());
@@ -550,7 +549,7 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
     ++st.upstreams[order.front()].outstanding;
     st.routed.emplace(worker.id(), order.front());
   }
-  request_job job{st.req_env, routes_for(self, order, req.model), {}, 0};
+  request_job job{st.req_env, routes_for(self, order, req.model), {}};
   if (st.cache && !job.routes.empty())
     return embed_cached(self, std::move(worker), std::move(job), req);
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,

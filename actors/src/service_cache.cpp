@@ -180,6 +180,7 @@ cache_lookup_result service_cache::lookup(std::vector<std::string>& keys,
   for (std::size_t i = 0; i < n; ++i)
     mem_.prefetch(hashes[i]);
   cache_lookup_result r;
+  r.epoch = epoch_;
   auto& a = r.answer;
   a.tickets.assign(n, 0);
   // Slots and vectors only when an input is not a distinct miss (or the

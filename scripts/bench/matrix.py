@@ -26,6 +26,7 @@ import platform
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -515,9 +516,8 @@ def targets(results):
 
 
 def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return None if n == 0 else (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2)
+    """statistics.median, None for no values."""
+    return statistics.median(xs) if xs else None
 
 
 def feature_costs(results):
