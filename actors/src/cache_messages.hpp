@@ -66,6 +66,10 @@ struct cache_lookup_result {
   uint64_t epoch = 0;
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
+  /// An empty buffer (with capacity, or none) for the settle's `floats`: the
+  /// service recycles the buffers that settles bring back, so that a
+  /// request's fills allocate nothing in the common case.
+  std::vector<float> spare_floats;
 };
 
 /// What a request actor hands back to the cache of its service: the
@@ -76,20 +80,55 @@ struct cache_lookup_result {
 /// after a crash ignores another epoch's tickets. `from_disk`: the vectors
 /// are the persistent store's (sent at once after the request's disk read;
 /// not written back), `disk_failed`: that read failed.
+///
+/// The vectors travel one after another in `floats` (one allocation for
+/// all of them, not one each): `dims` floats each, or `sizes[i]` each when
+/// their lengths differ (`sizes` is empty otherwise). `add` and `for_each`
+/// keep the two consistent.
 struct cache_settle {
   uint64_t epoch = 0;
   std::vector<uint64_t> tickets;
-  std::vector<std::vector<float>> vectors;
+  std::vector<float> floats;
+  uint32_t dims = 0;
+  std::vector<uint32_t> sizes;
   std::vector<uint64_t> released;
   std::vector<uint64_t> withdrawn;
   bool from_disk = false;
   bool disk_failed = false;
+
+  /// Appends `ticket`'s vector.
+  void add(uint64_t ticket, const std::vector<float>& vec) {
+    auto n = static_cast<uint32_t>(vec.size());
+    if (tickets.empty())
+      dims = n;
+    else if (sizes.empty() && n != dims)
+      sizes.assign(tickets.size(), dims);
+    if (!sizes.empty())
+      sizes.push_back(n);
+    tickets.push_back(ticket);
+    floats.insert(floats.end(), vec.begin(), vec.end());
+  }
+
+  /// Calls `f(ticket, data, size)` for each ticket and its vector, in
+  /// order; stops at a vector the floats do not hold (a malformed settle).
+  template <class F>
+  void for_each(F&& f) const {
+    std::size_t off = 0;
+    for (std::size_t i = 0; i < tickets.size(); ++i) {
+      std::size_t n = sizes.empty() ? dims : (i < sizes.size() ? sizes[i] : 0);
+      if ((!sizes.empty() && i >= sizes.size()) || off + n > floats.size())
+        return;
+      f(tickets[i], floats.data() + off, n);
+      off += n;
+    }
+  }
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cache_settle& x) {
   return f(caf::meta::type_name("embedrt.cache_settle"), x.epoch, x.tickets,
-           x.vectors, x.released, x.withdrawn, x.from_disk, x.disk_failed);
+           x.floats, x.dims, x.sizes, x.released, x.withdrawn, x.from_disk,
+           x.disk_failed);
 }
 
 } // namespace embedrt::detail

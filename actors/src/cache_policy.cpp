@@ -1,6 +1,7 @@
 #include "cache_policy.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 namespace embedrt::detail {
@@ -36,25 +37,37 @@ std::size_t next_pow2(std::size_t n) {
 
 } // namespace
 
+void cache_key(std::string& out, std::string_view model, int32_t dimensions,
+               std::string_view text) {
+  out.clear();
+  out.reserve(model.size() + 6 + text.size());
+  append_header(out, model, dimensions, 't');
+  out.append(text);
+}
+
+void cache_key(std::string& out, std::string_view model, int32_t dimensions,
+               const std::vector<int32_t>& token_ids) {
+  out.clear();
+  out.reserve(model.size() + 6 + 4 * token_ids.size());
+  append_header(out, model, dimensions, 'i');
+  for (auto id : token_ids) {
+    auto u = static_cast<uint32_t>(id);
+    for (int i = 0; i < 4; ++i)
+      out.push_back(static_cast<char>((u >> (8 * i)) & 0xff));
+  }
+}
+
 std::string cache_key(std::string_view model, int32_t dimensions,
                       std::string_view text) {
   std::string key;
-  key.reserve(model.size() + 6 + text.size());
-  append_header(key, model, dimensions, 't');
-  key.append(text);
+  cache_key(key, model, dimensions, text);
   return key;
 }
 
 std::string cache_key(std::string_view model, int32_t dimensions,
                       const std::vector<int32_t>& token_ids) {
   std::string key;
-  key.reserve(model.size() + 6 + 4 * token_ids.size());
-  append_header(key, model, dimensions, 'i');
-  for (auto id : token_ids) {
-    auto u = static_cast<uint32_t>(id);
-    for (int i = 0; i < 4; ++i)
-      key.push_back(static_cast<char>((u >> (8 * i)) & 0xff));
-  }
+  cache_key(key, model, dimensions, token_ids);
   return key;
 }
 
@@ -79,7 +92,9 @@ void frequency_sketch::ensure_capacity(std::size_t entries) {
   auto width = next_pow2(std::max<std::size_t>(entries, 64));
   if (width <= mask_ + 1 && !table_.empty())
     return;
-  table_.assign(4 * width, 0);
+  table_.assign(4 * width + 63, 0);
+  auto addr = reinterpret_cast<std::uintptr_t>(table_.data());
+  base_ = table_.data() + ((64 - addr % 64) % 64);
   mask_ = width - 1;
   additions_ = 0;
   sample_size_ = 10 * width;
@@ -101,7 +116,7 @@ void frequency_sketch::increment(uint64_t hash) {
   std::size_t pos[4];
   positions(hash, pos);
   for (auto p : pos) {
-    auto& c = table_[p];
+    auto& c = base_[p];
     if (c < 15) {
       ++c;
       added = true;
@@ -112,13 +127,12 @@ void frequency_sketch::increment(uint64_t hash) {
 }
 
 void frequency_sketch::prefetch(uint64_t hash) const {
-  if (table_.empty())
+  if (base_ == nullptr)
     return;
   std::size_t pos[4];
   positions(hash, pos);
-  // The block's 64 bytes may straddle two cache lines.
-  __builtin_prefetch(table_.data() + pos[0], 1);
-  __builtin_prefetch(table_.data() + pos[3], 1);
+  // The block is one cache line.
+  __builtin_prefetch(base_ + pos[0], 1);
 }
 
 uint32_t frequency_sketch::frequency(uint64_t hash) const {
@@ -126,13 +140,13 @@ uint32_t frequency_sketch::frequency(uint64_t hash) const {
   std::size_t pos[4];
   positions(hash, pos);
   for (auto p : pos)
-    f = std::min<uint32_t>(f, table_[p]);
+    f = std::min<uint32_t>(f, base_[p]);
   return f;
 }
 
 void frequency_sketch::age() {
   for (auto& c : table_)
-    c >>= 1;
+    c >>= 1; // the bytes outside the aligned range are 0 and stay 0
   additions_ /= 2;
 }
 
@@ -148,6 +162,10 @@ embedding_cache::embedding_cache(std::size_t max_bytes,
       protected_max_((max_bytes - window_max_) / 5 * 4),
       ttl_(ttl),
       policy_(policy) {
+  // An entry's slot and its index buckets (2 to 4: the index is kept
+  // between a quarter and half full) are what the overhead counts.
+  static_assert(sizeof(entry) + 4 * sizeof(bucket) <= cache_entry_overhead);
+  static_assert(offsetof(entry, tag) + sizeof(entry::tag) <= 32);
   if (policy_ == eviction_policy::lru)
     window_max_ = max_bytes;
   index_.resize(64);
@@ -199,15 +217,16 @@ uint32_t embedding_cache::new_slot() {
     return s;
   }
   if ((slots_used_ & (chunk_size - 1)) == 0)
-    chunks_.push_back(std::make_unique<entry[]>(chunk_size));
+    chunks_.push_back(std::make_unique<chunk>());
   return slots_used_++;
 }
 
 void embedding_cache::free_slot(uint32_t slot) {
   auto& e = at(slot);
-  // The key's and the vector's memory go now, not when the slot is reused.
-  std::string{}.swap(e.key);
-  std::vector<float>{}.swap(e.vec);
+  // A large entry's memory goes now, not when the slot is reused.
+  e.heap.reset();
+  e.key_len = 0;
+  e.dims = 0;
   e.where = region::free;
   e.bytes = 0;
   if (++e.generation == 0)
@@ -239,8 +258,20 @@ std::size_t embedding_cache::find_pos(std::string_view key,
     const auto& b = index_[pos];
     if (b.slot == npos)
       return not_found;
-    if (b.hash_lo == low(hash) && at(b.slot).key == key)
+    if (b.hash_lo == low(hash) && at(b.slot).key() == key)
       return pos;
+  }
+}
+
+std::size_t embedding_cache::slot_pos(uint32_t slot) const {
+  auto mask = index_.size() - 1;
+  for (auto pos = static_cast<std::size_t>(at(slot).hash) & mask;;
+       pos = (pos + 1) & mask) {
+    const auto& b = index_[pos];
+    if (b.slot == slot)
+      return pos;
+    if (b.slot == npos)
+      return not_found;
   }
 }
 
@@ -290,34 +321,48 @@ void embedding_cache::index_erase(std::size_t pos) {
   --index_count_;
 }
 
-const std::vector<float>* embedding_cache::get(std::string_view key,
-                                               uint64_t hash,
-                                               clock::time_point now) {
+cached_floats embedding_cache::get(std::string_view key, uint64_t hash,
+                                   clock::time_point now) {
   if (policy_ == eviction_policy::tinylfu)
     sketch_.increment(hash);
   auto pos = find_pos(key, hash);
   if (pos == not_found) {
     ++counters_.misses;
-    return nullptr;
+    return {};
   }
   auto slot = index_[pos].slot;
   auto& e = at(slot);
   if (e.where == region::in_flight) {
     ++counters_.misses;
-    return nullptr;
+    return {};
   }
   if (e.expires <= now) {
     ++counters_.expirations;
     ++counters_.misses;
     remove(slot);
-    return nullptr;
+    return {};
   }
   ++counters_.hits;
   on_hit(slot);
-  return &e.vec;
+  return e.floats();
 }
 
-cache_reservation embedding_cache::find_or_reserve(std::string& key,
+void embedding_cache::reserve(uint32_t slot, std::string_view key,
+                              uint64_t hash, uint32_t tag) {
+  auto& e = at(slot);
+  if (key.size() > inline_bytes)
+    e.heap.reset(new unsigned char[key.size()]);
+  std::memcpy(e.heap ? e.heap.get() : e.small, key.data(), key.size());
+  e.key_len = static_cast<uint32_t>(key.size());
+  e.dims = 0;
+  e.hash = hash;
+  e.tag = tag;
+  e.where = region::in_flight;
+  index_insert(hash, slot);
+  ++in_flight_;
+}
+
+cache_reservation embedding_cache::find_or_reserve(std::string_view key,
                                                    uint64_t hash, uint32_t tag,
                                                    clock::time_point now) {
   if (policy_ == eviction_policy::tinylfu)
@@ -338,7 +383,7 @@ cache_reservation embedding_cache::find_or_reserve(std::string& key,
       ++counters_.hits;
       on_hit(slot);
       r.found = cache_find::hit;
-      r.vec = &e.vec;
+      r.vec = e.floats();
       return r;
     }
     ++counters_.expirations;
@@ -346,24 +391,18 @@ cache_reservation embedding_cache::find_or_reserve(std::string& key,
   }
   ++counters_.misses;
   auto slot = new_slot();
-  auto& e = at(slot);
-  e.key = std::move(key);
-  e.hash = hash;
-  e.tag = tag;
-  e.where = region::in_flight;
-  index_insert(hash, slot);
-  ++in_flight_;
+  reserve(slot, key, hash, tag);
   r.found = cache_find::reserved;
-  r.ticket = ticket_of(slot, e.generation);
+  r.ticket = ticket_of(slot, at(slot).generation);
   return r;
 }
 
-bool embedding_cache::fill(uint64_t ticket, std::vector<float> vec,
+bool embedding_cache::fill(uint64_t ticket, const float* data, std::size_t size,
                            clock::time_point now) {
   auto slot = live_ticket(ticket);
   if (slot == npos)
     return false;
-  store(slot, std::move(vec), now);
+  store(slot, data, size, now);
   return true;
 }
 
@@ -375,9 +414,11 @@ bool embedding_cache::abandon(uint64_t ticket) {
   return true;
 }
 
-const std::string* embedding_cache::key_of(uint64_t ticket) const {
+std::optional<std::string_view> embedding_cache::key_of(uint64_t ticket) const {
   auto slot = live_ticket(ticket);
-  return slot == npos ? nullptr : &at(slot).key;
+  if (slot == npos)
+    return std::nullopt;
+  return at(slot).key();
 }
 
 std::optional<uint32_t> embedding_cache::tag_of(uint64_t ticket) const {
@@ -421,7 +462,8 @@ void embedding_cache::rebalance_protected() {
 
 void embedding_cache::remove(uint32_t slot) {
   auto& e = at(slot);
-  if (auto pos = find_pos(e.key, e.hash); pos != not_found)
+  // Found by slot: no key compare, whose bytes may be out of cache.
+  if (auto pos = slot_pos(slot); pos != not_found)
     index_erase(pos);
   if (e.where == region::in_flight)
     --in_flight_;
@@ -435,18 +477,29 @@ void embedding_cache::evict(uint32_t slot) {
   remove(slot);
 }
 
-void embedding_cache::store(uint32_t slot, std::vector<float> vec,
+void embedding_cache::store(uint32_t slot, const float* data, std::size_t size,
                             clock::time_point now) {
   auto& e = at(slot);
-  auto bytes = e.key.size() + vec.size() * sizeof(float) + cache_entry_overhead;
-  if (bytes > max_bytes_) {
+  auto bytes = e.key_len + size * sizeof(float) + cache_entry_overhead;
+  if (bytes > max_bytes_ || bytes > UINT32_MAX) {
     ++counters_.too_large;
     remove(slot);
     return;
   }
   --in_flight_;
-  e.vec = std::move(vec);
-  e.bytes = bytes;
+  auto off = entry::floats_offset(e.key_len);
+  auto need = off + size * sizeof(float);
+  if (need > inline_bytes) {
+    // Key and floats in one allocation of their own.
+    std::unique_ptr<unsigned char[]> block{new unsigned char[need]};
+    std::memcpy(block.get(), e.data(), e.key_len);
+    e.heap = std::move(block);
+  }
+  if (size > 0)
+    std::memcpy(e.heap ? e.heap.get() + off : e.small + off, data,
+                size * sizeof(float));
+  e.dims = static_cast<uint32_t>(size);
+  e.bytes = static_cast<uint32_t>(bytes);
   e.expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();
   // A stored entry's ticket is stale from now on.
   if (++e.generation == 0)
@@ -457,18 +510,14 @@ void embedding_cache::store(uint32_t slot, std::vector<float> vec,
   drain_window();
 }
 
-void embedding_cache::put(std::string key, uint64_t hash,
-                          std::vector<float> vec, clock::time_point now) {
+void embedding_cache::put(std::string_view key, uint64_t hash,
+                          const std::vector<float>& vec,
+                          clock::time_point now) {
   if (auto pos = find_pos(key, hash); pos != not_found)
     remove(index_[pos].slot);
   auto slot = new_slot();
-  auto& e = at(slot);
-  e.key = std::move(key);
-  e.hash = hash;
-  e.where = region::in_flight;
-  index_insert(hash, slot);
-  ++in_flight_;
-  store(slot, std::move(vec), now);
+  reserve(slot, key, hash, 0);
+  store(slot, vec.data(), vec.size(), now);
 }
 
 /// Entries pushed out of the window are candidates for the main space.
@@ -482,6 +531,26 @@ void embedding_cache::drain_window() {
     unlink(last);
     push_front(region::probation, last);
     admit(last);
+  }
+  if (policy_ == eviction_policy::tinylfu)
+    prefetch_admission();
+}
+
+void embedding_cache::prefetch_admission() const {
+  // The window's tail (the next candidate) and probation's (the next
+  // victim) were just written by the unlinks before them, or were this
+  // admission's survivors: their hashes are at hand, their counters and
+  // index buckets are not.
+  for (auto slot : {window_.tail, probation_.tail}) {
+    if (slot == npos)
+      continue;
+    const auto& e = at(slot);
+    sketch_.prefetch(e.hash);
+    __builtin_prefetch(
+        index_.data()
+        + (static_cast<std::size_t>(e.hash) & (index_.size() - 1)));
+    if (e.prev != npos)
+      __builtin_prefetch(&at(e.prev));
   }
 }
 

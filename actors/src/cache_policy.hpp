@@ -19,9 +19,10 @@
 
 namespace embedrt::detail {
 
-/// Bytes an entry counts for besides its key and its floats (list node, hash
-/// node, vector header): the bound is on all of it, not only the payload.
-constexpr std::size_t cache_entry_overhead = 160;
+/// Bytes an entry counts for besides its key and its floats (its slot in the
+/// store, with room for a small entry's key and floats, and its share of
+/// the index): the bound is on all of it, not only the payload.
+constexpr std::size_t cache_entry_overhead = 192;
 
 /// The cache key of one input: the upstream model (after `model_map`), the
 /// requested dimensions and the exact input — its bytes, or its token ids —
@@ -31,6 +32,11 @@ std::string cache_key(std::string_view model, int32_t dimensions,
                       std::string_view text);
 std::string cache_key(std::string_view model, int32_t dimensions,
                       const std::vector<int32_t>& token_ids);
+/// The same key written into `out` (its memory reused).
+void cache_key(std::string& out, std::string_view model, int32_t dimensions,
+               std::string_view text);
+void cache_key(std::string& out, std::string_view model, int32_t dimensions,
+               const std::vector<int32_t>& token_ids);
 
 /// True if `key` (a `cache_key`) is that of the text `text`, under any model
 /// and dimensions.
@@ -64,7 +70,10 @@ class frequency_sketch {
   void positions(uint64_t hash, std::size_t (&pos)[4]) const;
   void age();
 
+  /// The counters, 64-byte aligned (a block is one cache line): `base_`
+  /// points into `table_`, which has room for the alignment.
   std::vector<uint8_t> table_;
+  uint8_t* base_ = nullptr;
   /// Width (counters per row) - 1; the table has width / 16 blocks.
   std::size_t mask_ = 0;
   std::size_t additions_ = 0;
@@ -98,9 +107,23 @@ enum class cache_find : uint8_t {
   reserved,
 };
 
+/// A stored vector's floats, in the store (valid until the store's next
+/// non-const call).
+struct cached_floats {
+  const float* data = nullptr;
+  std::size_t size = 0;
+
+  explicit operator bool() const {
+    return data != nullptr;
+  }
+  std::vector<float> to_vector() const {
+    return {data, data + size};
+  }
+};
+
 struct cache_reservation {
   cache_find found = cache_find::reserved;
-  const std::vector<float>* vec = nullptr;
+  cached_floats vec;
   uint64_t ticket = 0;
   uint32_t tag = 0;
 };
@@ -110,10 +133,12 @@ struct cache_reservation {
 /// vector): one table for both, so that a miss costs one probe and its fill
 /// none (the ticket names the entry's slot).
 ///
-/// Entries live in a slab of fixed-size chunks (stable addresses, no
-/// allocation per entry besides the key and the vector moved in), linked
-/// into the policy's lists by slot index; the index is open addressing
-/// (linear probing, backward-shift deletion) over 8-byte buckets.
+/// Entries live in a slab of fixed-size chunks (stable addresses), linked
+/// into the policy's lists by slot index; a small entry's key and floats
+/// are copied into its slot, a larger one's into one allocation of their
+/// own, so that a full cache evicting small entries allocates and frees
+/// nothing. The index is open addressing (linear probing, backward-shift
+/// deletion) over 8-byte buckets.
 /// A ticket is a slot and its generation: a ticket whose entry was
 /// abandoned, replaced or filled is recognised as stale.
 class embedding_cache {
@@ -126,12 +151,11 @@ class embedding_cache {
   embedding_cache(const embedding_cache&) = delete;
   embedding_cache& operator=(const embedding_cache&) = delete;
 
-  /// The vector stored under `key` (whose `cache_hash` is `hash`), or null
+  /// The vector stored under `key` (whose `cache_hash` is `hash`), or none
   /// (absent, in flight or expired); counts a hit or a miss and the access
-  /// in the sketch. The pointer is valid until the next non-const call.
-  const std::vector<float>* get(std::string_view key, uint64_t hash,
-                                clock::time_point now);
-  const std::vector<float>* get(std::string_view key, clock::time_point now) {
+  /// in the sketch.
+  cached_floats get(std::string_view key, uint64_t hash, clock::time_point now);
+  cached_floats get(std::string_view key, clock::time_point now) {
     return get(key, cache_hash(key), now);
   }
 
@@ -149,29 +173,34 @@ class embedding_cache {
 
   /// A lookup that reserves what it misses: a stored vector (a hit), the
   /// ticket of the key in flight, or — absent or expired — a new ticket for
-  /// `key`, which is then moved in (untouched otherwise) and tagged `tag`.
-  /// Counts like `get`.
-  cache_reservation find_or_reserve(std::string& key, uint64_t hash,
+  /// `key` (copied in), tagged `tag`. Counts like `get`.
+  cache_reservation find_or_reserve(std::string_view key, uint64_t hash,
                                     uint32_t tag, clock::time_point now);
 
-  /// The vector of the key in flight under `ticket`: stored (and admitted
-  /// by the policy). False if the ticket is stale.
-  bool fill(uint64_t ticket, std::vector<float> vec, clock::time_point now);
+  /// The vector of the key in flight under `ticket` (copied in): stored
+  /// (and admitted by the policy). False if the ticket is stale.
+  bool fill(uint64_t ticket, const float* data, std::size_t size,
+            clock::time_point now);
+  bool fill(uint64_t ticket, const std::vector<float>& vec,
+            clock::time_point now) {
+    return fill(ticket, vec.data(), vec.size(), now);
+  }
   /// The key in flight under `ticket` is dropped (nobody will fill it).
   bool abandon(uint64_t ticket);
-  /// The key of an entry in flight (null: stale ticket).
-  const std::string* key_of(uint64_t ticket) const;
+  /// The key of an entry in flight (none: stale ticket); valid until the
+  /// store's next non-const call.
+  std::optional<std::string_view> key_of(uint64_t ticket) const;
   /// The tag of an entry in flight (nullopt: stale ticket).
   std::optional<uint32_t> tag_of(uint64_t ticket) const;
 
   /// Stores `vec` under `key` (replacing an older value, or an entry in
   /// flight, whose ticket goes stale), evicting what the policy chooses
   /// until the bound holds again.
-  void put(std::string key, uint64_t hash, std::vector<float> vec,
+  void put(std::string_view key, uint64_t hash, const std::vector<float>& vec,
            clock::time_point now);
-  void put(std::string key, std::vector<float> vec, clock::time_point now) {
-    auto hash = cache_hash(key);
-    put(std::move(key), hash, std::move(vec), now);
+  void put(std::string_view key, const std::vector<float>& vec,
+           clock::time_point now) {
+    put(key, cache_hash(key), vec, now);
   }
 
   std::size_t bytes() const {
@@ -198,17 +227,42 @@ class embedding_cache {
   static constexpr uint32_t chunk_bits = 10;
   static constexpr uint32_t chunk_size = 1u << chunk_bits;
 
+  /// Bytes of key and floats an entry keeps in its slot.
+  static constexpr std::size_t inline_bytes = 104;
+
+  /// An entry: its key, then its floats (at the key's length rounded up to
+  /// 4), in `small` when they fit, otherwise in `heap`.
+  ///
+  /// What the lists, tickets and admission read (hash, links, generation,
+  /// region, size) comes first, in 32 bytes: with 64-byte aligned chunks of
+  /// 160-byte entries those never straddle two cache lines.
   struct entry {
-    std::string key;
-    std::vector<float> vec;
     uint64_t hash = 0;
-    clock::time_point expires;
-    std::size_t bytes = 0;
     uint32_t prev = npos;
     uint32_t next = npos;
     uint32_t generation = 1;
-    uint32_t tag = 0;
+    uint32_t bytes = 0;
     region where = region::free;
+    uint32_t tag = 0;
+    uint32_t key_len = 0;
+    uint32_t dims = 0;
+    clock::time_point expires;
+    std::unique_ptr<unsigned char[]> heap;
+    alignas(8) unsigned char small[inline_bytes];
+
+    const unsigned char* data() const {
+      return heap ? heap.get() : small;
+    }
+    std::string_view key() const {
+      return {reinterpret_cast<const char*>(data()), key_len};
+    }
+    static std::size_t floats_offset(std::size_t key_len) {
+      return (key_len + 3) & ~std::size_t{3};
+    }
+    cached_floats floats() const {
+      return {reinterpret_cast<const float*>(data() + floats_offset(key_len)),
+              dims};
+    }
   };
 
   struct lru_list {
@@ -226,11 +280,16 @@ class embedding_cache {
     uint32_t slot = npos;
   };
 
+  /// `chunk_size` entries, 64-byte aligned.
+  struct alignas(64) chunk {
+    entry entries[chunk_size];
+  };
+
   entry& at(uint32_t slot) {
-    return chunks_[slot >> chunk_bits][slot & (chunk_size - 1)];
+    return chunks_[slot >> chunk_bits]->entries[slot & (chunk_size - 1)];
   }
   const entry& at(uint32_t slot) const {
-    return chunks_[slot >> chunk_bits][slot & (chunk_size - 1)];
+    return chunks_[slot >> chunk_bits]->entries[slot & (chunk_size - 1)];
   }
   static uint64_t ticket_of(uint32_t slot, uint32_t generation) {
     return (static_cast<uint64_t>(generation) << 32) | slot;
@@ -246,6 +305,11 @@ class embedding_cache {
 
   /// The index position of `key`, or not_found.
   std::size_t find_pos(std::string_view key, uint64_t hash) const;
+  /// The index position of the entry in `slot` (which is indexed).
+  std::size_t slot_pos(uint32_t slot) const;
+  /// Copies `key` into the free slot `slot` and reserves it in flight.
+  void reserve(uint32_t slot, std::string_view key, uint64_t hash,
+               uint32_t tag);
   void index_insert(uint64_t hash, uint32_t slot);
   static uint32_t low(uint64_t hash) {
     return static_cast<uint32_t>(hash);
@@ -254,13 +318,18 @@ class embedding_cache {
   void grow_index();
 
   /// Fills an in-flight entry (its key already in place) and admits it.
-  void store(uint32_t slot, std::vector<float> vec, clock::time_point now);
+  void store(uint32_t slot, const float* data, std::size_t size,
+             clock::time_point now);
   void on_hit(uint32_t slot);
   /// Removes an entry (stored or in flight) from the index and its list.
   void remove(uint32_t slot);
   void evict(uint32_t slot);
   void drain_window();
   void admit(uint32_t candidate);
+  /// Asks the CPU for what the next admission reads (the next candidate's
+  /// and victims' counters and index buckets): with every fill admitting
+  /// one candidate, they are in cache by the time it comes.
+  void prefetch_admission() const;
   void rebalance_protected();
 
   std::size_t max_bytes_;
@@ -272,7 +341,7 @@ class embedding_cache {
   lru_list probation_;
   lru_list protected_;
   std::size_t in_flight_ = 0;
-  std::vector<std::unique_ptr<entry[]>> chunks_;
+  std::vector<std::unique_ptr<chunk>> chunks_;
   uint32_t slots_used_ = 0;
   std::vector<uint32_t> free_;
   std::vector<bucket> index_;

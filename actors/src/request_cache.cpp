@@ -3,6 +3,8 @@
 #include "cache_policy.hpp"
 #include "request_actor.hpp"
 
+#include <algorithm>
+
 namespace embedrt::detail {
 
 namespace {
@@ -75,8 +77,7 @@ cache_settle take_disk_hits(request_state& st,
   }
   for (auto& [ticket, k] : by_ticket) {
     ++a.persistent_hits;
-    s.tickets.push_back(ticket);
-    s.vectors.push_back(std::move(found[k]));
+    s.add(ticket, found[k]);
   }
   return s;
 }
@@ -144,8 +145,7 @@ void add_cache_fill(request_state& st, uint32_t begin, uint32_t end,
   for (auto k = begin; k < end && k < cs.ticket_of.size(); ++k) {
     if (!mark_filled(cs, k))
       continue;
-    out.tickets.push_back(cs.ticket_of[k]);
-    out.vectors.push_back(st.result.embeddings[k]);
+    out.add(cs.ticket_of[k], st.result.embeddings[k]);
   }
 }
 
@@ -223,17 +223,31 @@ cache_settle finish_cache_phase(request_state& st, bool success) {
   if (cs.identity && cs.filled.empty() && served == n
       && st.result.embeddings.size() == n) {
     // The common case (every input a distinct miss, all served): the
-    // tickets go back as they are.
-    settle.vectors.assign(st.result.embeddings.begin(),
-                          st.result.embeddings.end());
+    // tickets go back as they are, the floats in one allocation.
     settle.tickets = std::move(cs.ticket_of);
+    auto dims = n > 0 ? st.result.embeddings.front().size() : 0;
+    bool same
+        = std::all_of(st.result.embeddings.begin(), st.result.embeddings.end(),
+                      [dims](const std::vector<float>& v) {
+                        return v.size() == dims;
+                      });
+    settle.dims = static_cast<uint32_t>(dims);
+    if (!same)
+      settle.sizes.reserve(n);
+    settle.floats = std::move(cs.spare_floats);
+    settle.floats.clear();
+    settle.floats.reserve(same ? n * dims : 0);
+    for (const auto& v : st.result.embeddings) {
+      if (!same)
+        settle.sizes.push_back(static_cast<uint32_t>(v.size()));
+      settle.floats.insert(settle.floats.end(), v.begin(), v.end());
+    }
   } else {
     for (const auto& c : st.chunks)
       if (fills(c))
         for (auto k = c.begin; k < c.end && k < n; ++k)
           if (mark_filled(cs, k)) {
-            settle.tickets.push_back(cs.ticket_of[k]);
-            settle.vectors.push_back(st.result.embeddings[k]);
+            settle.add(cs.ticket_of[k], st.result.embeddings[k]);
           }
     for (std::size_t k = 0; k < n; ++k)
       if (mark_filled(cs, k))

@@ -59,6 +59,9 @@ struct request_cache_state {
   std::vector<uint64_t> early_owned;
   /// The epoch of the cache that answered (its settle names it).
   uint64_t epoch = 0;
+  /// The buffer the service lent for the settle's floats
+  /// (`cache_lookup_result::spare_floats`).
+  std::vector<float> spare_floats;
 };
 
 /// The persistent store's answer to the owned misses' disk read: those it

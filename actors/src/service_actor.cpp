@@ -510,8 +510,6 @@ void track_request(service_ptr self, const request_impl& worker) {
 caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
                                           request_job job, embed_request& req) {
   auto& st = self->state;
-  make_cache_keys(req, job.routes.front().model, st.cache_keys,
-                  st.cache_hashes);
   try {
     job.cache
         = st.cache->lookup(st.cache_keys, st.cache_hashes,
@@ -520,7 +518,12 @@ caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
     // The request goes on uncached; the cache starts again empty.
     restart_cache(self, e.what());
   }
-  st.cache_keys.clear(); // keys not moved into the store (hits, waits)
+  // The keys' memory serves the next request, unless it is large.
+  if (st.cache_keys.size() > 64)
+    st.cache_keys.clear();
+  for (auto& key : st.cache_keys)
+    if (key.capacity() > 4096)
+      std::string{}.swap(key);
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
                         std::move(job), std::move(req));
 }
@@ -533,6 +536,14 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
   auto order = candidates_for(self, req.model);
   if (order.size() > 1)
     order = order_routes(route_loads(self), std::move(order), st.picker);
+  auto routes = routes_for(self, order, req.model);
+  bool cached = st.cache && !routes.empty();
+  if (cached) {
+    // Keys first, and their index buckets and counters asked for now: the
+    // memory reads overlap the work below instead of stalling the lookup.
+    make_cache_keys(req, routes.front().model, st.cache_keys, st.cache_hashes);
+    st.cache->prefetch(st.cache_hashes);
+  }
   request_impl worker;
   if (!st.idle.empty()) {
     worker = std::move(st.idle.back());
@@ -549,8 +560,8 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
     ++st.upstreams[order.front()].outstanding;
     st.routed.emplace(worker.id(), order.front());
   }
-  request_job job{st.req_env, routes_for(self, order, req.model), {}};
-  if (st.cache && !job.routes.empty())
+  request_job job{st.req_env, std::move(routes), {}};
+  if (cached)
     return embed_cached(self, std::move(worker), std::move(job), req);
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
                         std::move(job), std::move(req));

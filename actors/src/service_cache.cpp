@@ -12,6 +12,31 @@ namespace {
 /// persisted (counted as persistent errors).
 constexpr std::size_t max_write_backlog = 4096;
 
+/// Buffers kept for reuse at most (each kind), and their largest capacity
+/// (bytes): at most 16 x 16 KiB of floats and 16 x 8 KiB of tickets are held
+/// outside the cache's bound.
+constexpr std::size_t max_spares = 16;
+constexpr std::size_t max_spare_bytes = 16384;
+
+template <class T>
+void keep_spare(std::vector<std::vector<T>>& spares, std::vector<T>& buf,
+                std::size_t max_bytes) {
+  if (spares.size() < max_spares && buf.capacity() > 0
+      && buf.capacity() * sizeof(T) <= max_bytes) {
+    buf.clear();
+    spares.push_back(std::move(buf));
+  }
+}
+
+template <class T>
+std::vector<T> take_spare(std::vector<std::vector<T>>& spares) {
+  if (spares.empty())
+    return {};
+  auto buf = std::move(spares.back());
+  spares.pop_back();
+  return buf;
+}
+
 } // namespace
 
 // -- the disk actor -----------------------------------------------------------
@@ -46,16 +71,16 @@ void make_cache_keys(const embed_request& req, const std::string& model,
                      std::vector<std::string>& keys,
                      std::vector<uint64_t>& hashes) {
   auto dims = req.dimensions;
-  keys.clear();
+  // The strings are the last request's, their memory reused.
   hashes.clear();
   if (!req.token_inputs.empty()) {
-    keys.reserve(req.token_inputs.size());
-    for (const auto& ids : req.token_inputs)
-      keys.push_back(cache_key(model, dims, ids));
+    keys.resize(req.token_inputs.size());
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      cache_key(keys[i], model, dims, req.token_inputs[i]);
   } else {
-    keys.reserve(req.inputs.size());
-    for (const auto& text : req.inputs)
-      keys.push_back(cache_key(model, dims, text));
+    keys.resize(req.inputs.size());
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      cache_key(keys[i], model, dims, req.inputs[i]);
   }
   hashes.reserve(keys.size());
   for (const auto& key : keys)
@@ -105,34 +130,35 @@ void service_cache::free_flight(uint32_t tag) {
   free_flights_.push_back(tag);
 }
 
-void service_cache::queue_write(const std::string& key,
-                                const std::vector<float>& vec) {
+void service_cache::queue_write(std::string_view key, const float* data,
+                                std::size_t size) {
   if (!disk_ || !disk_->actor)
     return;
   if (disk_->keys.size() >= max_write_backlog) {
     ++counters_.persistent_errors;
     return;
   }
-  disk_->keys.push_back(key);
-  disk_->vecs.push_back(vec);
+  disk_->keys.emplace_back(key);
+  disk_->vecs.emplace_back(data, data + size);
 }
 
 /// A ticket's vector arrived (from its owner or the store): waiters get it,
 /// the cache keeps it (the entry in flight becomes a stored one). False if
 /// the ticket is stale.
-bool service_cache::complete(uint64_t ticket, std::vector<float> vec,
-                             bool persist,
+bool service_cache::complete(uint64_t ticket, const float* data,
+                             std::size_t size, bool persist,
                              embedding_cache::clock::time_point now) {
   auto tag = mem_.tag_of(ticket);
   if (!tag)
     return false;
   auto& f = flights_[*tag];
-  for (auto& w : f.waiters)
-    notices_.push_back({std::move(w), ticket, true, vec});
-  free_flight(*tag);
   if (persist)
-    queue_write(*mem_.key_of(ticket), vec);
-  mem_.fill(ticket, std::move(vec), now);
+    queue_write(*mem_.key_of(ticket), data, size);
+  for (auto& w : f.waiters)
+    notices_.push_back(
+        {std::move(w), ticket, true, std::vector<float>(data, data + size)});
+  free_flight(*tag);
+  mem_.fill(ticket, data, size, now);
   return true;
 }
 
@@ -168,7 +194,12 @@ void service_cache::withdraw(uint64_t ticket,
                   f.waiters.end());
 }
 
-cache_lookup_result service_cache::lookup(std::vector<std::string>& keys,
+void service_cache::prefetch(const std::vector<uint64_t>& hashes) const {
+  for (auto h : hashes)
+    mem_.prefetch(h);
+}
+
+cache_lookup_result service_cache::lookup(const std::vector<std::string>& keys,
                                           const std::vector<uint64_t>& hashes,
                                           const caf::strong_actor_ptr& asker) {
   auto now = expiry_now();
@@ -177,11 +208,11 @@ cache_lookup_result service_cache::lookup(std::vector<std::string>& keys,
     for (auto& key : keys)
       if (cache_key_is_text(key, crash_marker_))
         throw std::runtime_error("chaos: cache crash marker received");
-  for (std::size_t i = 0; i < n; ++i)
-    mem_.prefetch(hashes[i]);
   cache_lookup_result r;
   r.epoch = epoch_;
+  r.spare_floats = take_spare(spare_floats_);
   auto& a = r.answer;
+  a.tickets = take_spare(spare_tickets_);
   a.tickets.assign(n, 0);
   // Slots and vectors only when an input is not a distinct miss (or the
   // disk may turn misses into hits): the answer to a lookup of new inputs
@@ -203,7 +234,7 @@ cache_lookup_result service_cache::lookup(std::vector<std::string>& keys,
       case cache_find::hit:
         detail();
         a.slots[i] = static_cast<uint8_t>(cache_slot::hit);
-        a.vectors[i] = *found.vec;
+        a.vectors[i] = found.vec.to_vector();
         ++counters_.hits;
         break;
       case cache_find::in_flight: {
@@ -228,7 +259,7 @@ cache_lookup_result service_cache::lookup(std::vector<std::string>& keys,
         ++reserved;
         if (reads_disk) {
           r.disk_idx.push_back(i);
-          r.disk_keys.push_back(*mem_.key_of(found.ticket));
+          r.disk_keys.push_back(keys[i]);
         }
         break;
       }
@@ -242,18 +273,24 @@ void service_cache::settle(cache_settle& s, const caf::strong_actor_ptr& from) {
   if (s.disk_failed)
     ++counters_.persistent_errors;
   auto now = expiry_now();
-  for (std::size_t i = 0; i < s.tickets.size() && i < s.vectors.size(); ++i)
-    if (complete(s.tickets[i], std::move(s.vectors[i]), !s.from_disk, now)
-        && s.from_disk) {
+  s.for_each([&](uint64_t ticket, const float* data, std::size_t size) {
+    if (complete(ticket, data, size, !s.from_disk, now) && s.from_disk) {
       // A miss of the lookup after all: counted as the store's hit.
       ++counters_.persistent_hits;
       ++counters_.hits;
       --counters_.misses;
     }
+  });
   for (auto t : s.released)
     release(t);
   for (auto t : s.withdrawn)
     withdraw(t, from);
+  recycle(s);
+}
+
+void service_cache::recycle(cache_settle& s) {
+  keep_spare(spare_tickets_, s.tickets, max_spare_bytes / 2);
+  keep_spare(spare_floats_, s.floats, max_spare_bytes);
 }
 
 void service_cache::actor_gone(const caf::actor_addr& who) {

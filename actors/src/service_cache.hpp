@@ -82,7 +82,8 @@ struct cache_notice {
 };
 
 /// The keys of a request's inputs (`cache_key`: `model`, the requested
-/// dimensions and the exact text or token ids) and their `cache_hash`.
+/// dimensions and the exact text or token ids) and their `cache_hash`;
+/// `keys`' strings are rewritten in place (their memory reused).
 void make_cache_keys(const embed_request& req, const std::string& model,
                      std::vector<std::string>& keys,
                      std::vector<uint64_t>& hashes);
@@ -100,10 +101,14 @@ class service_cache {
     return epoch_;
   }
 
+  /// Asks the CPU for what looking up these hashes reads first (called
+  /// with a request's keys made, some work before `lookup`).
+  void prefetch(const std::vector<uint64_t>& hashes) const;
+
   /// Looks up one request's inputs for `asker`, its request actor: hits,
-  /// owned misses (reserved in flight; each key of a new miss is moved into
+  /// owned misses (reserved in flight; each key of a new miss is copied into
   /// the store) and waits.
-  cache_lookup_result lookup(std::vector<std::string>& keys,
+  cache_lookup_result lookup(const std::vector<std::string>& keys,
                              const std::vector<uint64_t>& hashes,
                              const caf::strong_actor_ptr& asker);
 
@@ -139,11 +144,13 @@ class service_cache {
   uint32_t next_flight() const;
   flight& take_flight(uint32_t tag);
   void free_flight(uint32_t tag);
-  bool complete(uint64_t ticket, std::vector<float> vec, bool persist,
-                embedding_cache::clock::time_point now);
+  bool complete(uint64_t ticket, const float* data, std::size_t size,
+                bool persist, embedding_cache::clock::time_point now);
   void release(uint64_t ticket);
   void withdraw(uint64_t ticket, const caf::strong_actor_ptr& who);
-  void queue_write(const std::string& key, const std::vector<float>& vec);
+  void queue_write(std::string_view key, const float* data, std::size_t size);
+  /// Keeps a settle's buffers for later answers.
+  void recycle(cache_settle& s);
   embedding_cache::clock::time_point expiry_now() const;
 
   uint64_t epoch_;
@@ -155,6 +162,10 @@ class service_cache {
   std::vector<uint32_t> free_flights_;
   cache_metrics counters_;
   std::vector<cache_notice> notices_;
+  /// Buffers settles brought back, for the next answers' tickets and
+  /// settles' floats (a few small ones: `recycle`).
+  std::vector<std::vector<uint64_t>> spare_tickets_;
+  std::vector<std::vector<float>> spare_floats_;
 };
 
 } // namespace embedrt::detail

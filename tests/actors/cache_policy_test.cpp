@@ -93,11 +93,11 @@ TEST_CASE("a hit returns the stored vector, the full key is compared",
   embedding_cache cache{1 << 20, 0ms};
   auto now = clock_type::now();
   cache.put(cache_key("m", 4, "x"), {1, 2, 3, 4}, now);
-  auto* v = cache.get(cache_key("m", 4, "x"), now);
-  REQUIRE(v != nullptr);
-  CHECK(*v == std::vector<float>{1, 2, 3, 4});
-  CHECK(cache.get(cache_key("m", 4, "y"), now) == nullptr);
-  CHECK(cache.get(cache_key("m", 8, "x"), now) == nullptr);
+  auto v = cache.get(cache_key("m", 4, "x"), now);
+  REQUIRE(v);
+  CHECK(v.to_vector() == std::vector<float>{1, 2, 3, 4});
+  CHECK_FALSE(cache.get(cache_key("m", 4, "y"), now));
+  CHECK_FALSE(cache.get(cache_key("m", 8, "x"), now));
   CHECK(cache.counters().hits == 1);
   CHECK(cache.counters().misses == 2);
 }
@@ -130,8 +130,8 @@ TEST_CASE("entries expire after the time to live", "[cache]") {
   embedding_cache cache{1 << 20, 1000ms};
   auto t0 = clock_type::now();
   cache.put(cache_key("m", 0, "x"), {1}, t0);
-  CHECK(cache.get(cache_key("m", 0, "x"), t0 + 999ms) != nullptr);
-  CHECK(cache.get(cache_key("m", 0, "x"), t0 + 1000ms) == nullptr);
+  CHECK(cache.get(cache_key("m", 0, "x"), t0 + 999ms));
+  CHECK_FALSE(cache.get(cache_key("m", 0, "x"), t0 + 1000ms));
   CHECK(cache.counters().expirations == 1);
   CHECK(cache.entries() == 0);
   CHECK(cache.bytes() == 0);
@@ -186,11 +186,11 @@ TEST_CASE("a miss reserves its key in flight, the fill stores it in place, "
   auto r = cache.find_or_reserve(k, hash, 7, now);
   REQUIRE(r.found == cache_find::reserved);
   CHECK(r.ticket != 0);
-  CHECK(k.empty()); // moved in
+  CHECK(k == key); // copied in
   CHECK(cache.in_flight() == 1);
   CHECK(cache.entries() == 0);
   CHECK(cache.bytes() == 0);
-  REQUIRE(cache.key_of(r.ticket) != nullptr);
+  REQUIRE(cache.key_of(r.ticket));
   CHECK(*cache.key_of(r.ticket) == key);
   CHECK(cache.tag_of(r.ticket) == 7u);
   // The same key again: in flight under the same ticket and tag; get()
@@ -200,8 +200,8 @@ TEST_CASE("a miss reserves its key in flight, the fill stores it in place, "
   CHECK(again.found == cache_find::in_flight);
   CHECK(again.ticket == r.ticket);
   CHECK(again.tag == 7u);
-  CHECK(k == key); // not moved
-  CHECK(cache.get(key, hash, now) == nullptr);
+  CHECK(k == key);
+  CHECK_FALSE(cache.get(key, hash, now));
   // The fill stores it; the ticket is stale from then on.
   CHECK(cache.fill(r.ticket, {1, 2, 3, 4}, now));
   CHECK(cache.in_flight() == 0);
@@ -209,12 +209,12 @@ TEST_CASE("a miss reserves its key in flight, the fill stores it in place, "
   CHECK(cache.bytes() == key.size() + 16 + cache_entry_overhead);
   CHECK_FALSE(cache.fill(r.ticket, {9, 9, 9, 9}, now));
   CHECK_FALSE(cache.abandon(r.ticket));
-  CHECK(cache.key_of(r.ticket) == nullptr);
+  CHECK_FALSE(cache.key_of(r.ticket));
   CHECK_FALSE(cache.tag_of(r.ticket).has_value());
   k = key;
   auto hit = cache.find_or_reserve(k, hash, 0, now);
   REQUIRE(hit.found == cache_find::hit);
-  CHECK(*hit.vec == std::vector<float>{1, 2, 3, 4});
+  CHECK(hit.vec.to_vector() == std::vector<float>{1, 2, 3, 4});
   // An abandoned reservation: its slot is reused under a new generation,
   // and the old ticket names nothing.
   auto key2 = cache_key("m", 4, "y");
@@ -232,8 +232,8 @@ TEST_CASE("a miss reserves its key in flight, the fill stores it in place, "
   cache.put(key2, {6, 6, 6, 6}, now);
   CHECK_FALSE(cache.fill(r3.ticket, {7, 7, 7, 7}, now));
   CHECK(cache.in_flight() == 0);
-  REQUIRE(cache.get(key2, now) != nullptr);
-  CHECK(*cache.get(key2, now) == std::vector<float>{6, 6, 6, 6});
+  REQUIRE(cache.get(key2, now));
+  CHECK(cache.get(key2, now).to_vector() == std::vector<float>{6, 6, 6, 6});
   // A fill larger than the bound: not stored, nothing left in flight.
   embedding_cache small{256, 0ms};
   auto big = cache_key("m", 0, "big");
@@ -293,8 +293,8 @@ TEST_CASE("the store agrees with a map under random reserves, fills, "
             CHECK(r.ticket == it->second.ticket);
           } else {
             REQUIRE(r.found == cache_find::hit);
-            REQUIRE(r.vec->size() == 1);
-            CHECK(r.vec->front() == it->second.value);
+            REQUIRE(r.vec.size == 1);
+            CHECK(r.vec.data[0] == it->second.value);
           }
           break;
         }
@@ -318,12 +318,12 @@ TEST_CASE("the store agrees with a map under random reserves, fills, "
           break;
         }
         default: { // get
-          auto* v = cache.get(key, hash, now);
+          auto v = cache.get(key, hash, now);
           if (it == model.end() || it->second.in_flight) {
-            CHECK(v == nullptr);
+            CHECK_FALSE(v);
           } else {
-            REQUIRE(v != nullptr);
-            CHECK(v->front() == it->second.value);
+            REQUIRE(v);
+            CHECK(v.data[0] == it->second.value);
           }
           break;
         }
@@ -338,13 +338,67 @@ TEST_CASE("the store agrees with a map under random reserves, fills, "
       if (e.in_flight)
         continue;
       auto hash = seed == 3 ? cache_hash(k) % 37 : cache_hash(k);
-      auto* v = cache.get(k, hash, now);
+      auto v = cache.get(k, hash, now);
       if (e.written + 1000ms <= now) {
-        CHECK(v == nullptr);
+        CHECK_FALSE(v);
       } else {
-        REQUIRE(v != nullptr);
-        CHECK(v->front() == e.value);
+        REQUIRE(v);
+        CHECK(v.data[0] == e.value);
       }
     }
   }
+}
+
+TEST_CASE("keys and vectors of every size come back byte for byte, kept in "
+          "their slot or on their own, through reuse and eviction",
+          "[cache]") {
+  // Sizes on both sides of what an entry keeps in its slot (key and floats
+  // together): short keys with a few floats, keys longer than the slot,
+  // vectors of 1,536 floats, empty vectors; slots are reused by evictions
+  // in between, so that a large entry's memory and a small entry's bytes
+  // meet in the same slot.
+  std::mt19937_64 rng{7};
+  embedding_cache cache{256 * 1024, 0ms};
+  auto now = clock_type::now();
+  std::map<std::string, std::vector<float>> model;
+  auto make_key = [&rng](std::size_t i) {
+    std::string text(rng() % 300, 'a');
+    for (auto& c : text)
+      c = static_cast<char>('a' + rng() % 26);
+    return cache_key("model", static_cast<int32_t>(i % 3), text)
+        + std::to_string(i);
+  };
+  for (std::size_t i = 0; i < 4000; ++i) {
+    auto key = make_key(i);
+    std::size_t dims_choice[] = {0, 1, 3, 8, 17, 26, 384, 1536};
+    auto dims = dims_choice[rng() % 8];
+    std::vector<float> vec(dims);
+    for (auto& f : vec)
+      f = static_cast<float>(rng() % 100000) / 7.0f;
+    if (rng() % 2 == 0) {
+      cache.put(key, vec, now);
+    } else {
+      auto r = cache.find_or_reserve(key, cache_hash(key), 0, now);
+      REQUIRE(r.found == cache_find::reserved);
+      REQUIRE(cache.key_of(r.ticket));
+      CHECK(*cache.key_of(r.ticket) == key);
+      CHECK(cache.fill(r.ticket, vec, now));
+    }
+    model[key] = vec;
+    CHECK(cache.bytes() <= cache.max_bytes());
+  }
+  // Every key still stored has its own vector; most were evicted.
+  std::size_t found = 0;
+  for (auto& [key, vec] : model) {
+    auto v = cache.get(key, now);
+    if (!v)
+      continue;
+    ++found;
+    REQUIRE(v.size == vec.size());
+    CHECK(v.to_vector() == vec);
+  }
+  CHECK(found == cache.entries());
+  CHECK(found > 20);
+  CHECK(found < model.size() / 2);
+  CHECK(cache.counters().evictions > 0);
 }

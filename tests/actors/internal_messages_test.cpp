@@ -121,9 +121,50 @@ TEST_CASE("inspect covers every field of the runtime-internal messages",
         ts.sys.get());
   }
   SECTION("cache_settle") {
-    check_inspect_covers_every_field(
-        cache_settle{
-            3, {7, 9}, {{0.25f, 0.5f}, {1.0f}}, {11}, {13, 15}, true, true},
-        ts.sys.get());
+    check_inspect_covers_every_field(cache_settle{3,
+                                                  {7, 9},
+                                                  {0.25f, 0.5f, 1.0f},
+                                                  2,
+                                                  {2, 1},
+                                                  {11},
+                                                  {13, 15},
+                                                  true,
+                                                  true},
+                                     ts.sys.get());
   }
+}
+
+TEST_CASE("a cache settle gives back each ticket's vector, equal lengths or "
+          "not",
+          "[messages]") {
+  auto collect = [](const cache_settle& s) {
+    std::vector<std::pair<uint64_t, std::vector<float>>> out;
+    s.for_each([&](uint64_t t, const float* data, std::size_t size) {
+      out.emplace_back(t, std::vector<float>(data, data + size));
+    });
+    return out;
+  };
+  using entries = std::vector<std::pair<uint64_t, std::vector<float>>>;
+  cache_settle same;
+  same.add(1, {1, 2});
+  same.add(2, {3, 4});
+  CHECK(same.sizes.empty());
+  CHECK(same.dims == 2);
+  CHECK(collect(same) == entries{{1, {1, 2}}, {2, {3, 4}}});
+  // A length that differs switches to one size per vector, the earlier
+  // ones included; an empty vector is a vector too.
+  cache_settle mixed;
+  mixed.add(1, {1, 2});
+  mixed.add(2, {3, 4});
+  mixed.add(3, {5});
+  mixed.add(4, {});
+  mixed.add(5, {6, 7, 8});
+  CHECK(mixed.sizes == std::vector<uint32_t>{2, 2, 1, 0, 3});
+  CHECK(
+      collect(mixed)
+      == entries{{1, {1, 2}}, {2, {3, 4}}, {3, {5}}, {4, {}}, {5, {6, 7, 8}}});
+  // A settle whose floats run short stops at the vector they cannot hold.
+  auto cut = mixed;
+  cut.floats.resize(5);
+  CHECK(collect(cut) == entries{{1, {1, 2}}, {2, {3, 4}}, {3, {5}}, {4, {}}});
 }
