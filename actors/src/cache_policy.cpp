@@ -250,6 +250,12 @@ void embedding_cache::prefetch(uint64_t hash) const {
     sketch_.prefetch(hash);
 }
 
+void embedding_cache::prefetch_ticket(uint64_t ticket) const {
+  auto slot = static_cast<uint32_t>(ticket & 0xffffffffu);
+  if (slot < slots_used_)
+    __builtin_prefetch(&at(slot));
+}
+
 std::size_t embedding_cache::find_pos(std::string_view key,
                                       uint64_t hash) const {
   auto mask = index_.size() - 1;

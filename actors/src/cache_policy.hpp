@@ -164,6 +164,8 @@ class embedding_cache {
   /// lookup before the first is looked up, so that their cache misses
   /// overlap.
   void prefetch(uint64_t hash) const;
+  /// Asks the CPU for the entry of a ticket (which a fill reads first).
+  void prefetch_ticket(uint64_t ticket) const;
 
   /// True if entries expire (a TTL is set): without one, lookups and fills
   /// need no clock reading.

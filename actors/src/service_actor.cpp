@@ -471,6 +471,15 @@ std::vector<route_load> route_loads(service_ptr self) {
   return loads;
 }
 
+/// The model upstream `i` is asked for in place of `model` (its
+/// `model_map`).
+const std::string& mapped_model(service_ptr self, std::size_t i,
+                                const std::string& model) {
+  const auto& map = self->state.upstreams[i].env->cfg.model_map;
+  auto mapped = map.find(model);
+  return mapped != map.end() ? mapped->second : model;
+}
+
 std::vector<route> routes_for(service_ptr self,
                               const std::vector<std::size_t>& order,
                               const std::string& model) {
@@ -482,8 +491,7 @@ std::vector<route> routes_for(service_ptr self,
     rt.pool = up.pool;
     rt.name = cfg.name;
     rt.profile = up.env->profile;
-    auto mapped = cfg.model_map.find(model);
-    rt.model = mapped != cfg.model_map.end() ? mapped->second : model;
+    rt.model = mapped_model(self, i, model);
     routes.emplace_back(std::move(rt));
   }
   return routes;
@@ -536,14 +544,16 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
   auto order = candidates_for(self, req.model);
   if (order.size() > 1)
     order = order_routes(route_loads(self), std::move(order), st.picker);
-  auto routes = routes_for(self, order, req.model);
-  bool cached = st.cache && !routes.empty();
+  bool cached = st.cache && !order.empty();
   if (cached) {
-    // Keys first, and their index buckets and counters asked for now: the
-    // memory reads overlap the work below instead of stalling the lookup.
-    make_cache_keys(req, routes.front().model, st.cache_keys, st.cache_hashes);
+    // Keys (under the first route's model) first, and their index buckets
+    // and counters asked for now: the memory reads overlap the work below
+    // instead of stalling the lookup.
+    make_cache_keys(req, mapped_model(self, order.front(), req.model),
+                    st.cache_keys, st.cache_hashes);
     st.cache->prefetch(st.cache_hashes);
   }
+  auto routes = routes_for(self, order, req.model);
   request_impl worker;
   if (!st.idle.empty()) {
     worker = std::move(st.idle.back());
@@ -706,8 +716,12 @@ service_fn(service_ptr self, std::shared_ptr<io_runtime> io,
         on_request_done(self);
       },
       [self](request_done_atom, cache_settle& s) {
-        on_cache_settle(self, s);
+        // The fills' entries asked for first: freeing the worker overlaps
+        // their memory reads.
+        if (auto& c = self->state.cache)
+          c->prefetch(s);
         on_request_done(self);
+        on_cache_settle(self, s);
       },
       [self](cache_fill_atom, cache_settle& s) {
         on_cache_settle(self, s);

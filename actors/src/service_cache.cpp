@@ -199,6 +199,13 @@ void service_cache::prefetch(const std::vector<uint64_t>& hashes) const {
     mem_.prefetch(h);
 }
 
+void service_cache::prefetch(const cache_settle& s) const {
+  if (s.epoch != epoch_)
+    return;
+  for (auto t : s.tickets)
+    mem_.prefetch_ticket(t);
+}
+
 cache_lookup_result service_cache::lookup(const std::vector<std::string>& keys,
                                           const std::vector<uint64_t>& hashes,
                                           const caf::strong_actor_ptr& asker) {

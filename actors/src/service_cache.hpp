@@ -104,6 +104,8 @@ class service_cache {
   /// Asks the CPU for what looking up these hashes reads first (called
   /// with a request's keys made, some work before `lookup`).
   void prefetch(const std::vector<uint64_t>& hashes) const;
+  /// Asks the CPU for the entries a settle's fills read first.
+  void prefetch(const cache_settle& s) const;
 
   /// Looks up one request's inputs for `asker`, its request actor: hits,
   /// owned misses (reserved in flight; each key of a new miss is copied into
