@@ -66,10 +66,6 @@ struct cache_lookup_result {
   uint64_t epoch = 0;
   std::vector<uint32_t> disk_idx;
   std::vector<std::string> disk_keys;
-  /// An empty buffer (with capacity, or none) for the settle's `floats`: the
-  /// service recycles the buffers that settles bring back, so that a
-  /// request's fills allocate nothing in the common case.
-  std::vector<float> spare_floats;
 };
 
 /// What a request actor hands back to the cache of its service: the

@@ -122,6 +122,10 @@ struct request_job {
   /// request's inputs, keyed under the first route's model
   /// (service_cache.hpp).
   std::optional<cache_lookup_result> cache;
+  /// With the cache on: an empty buffer (with capacity, or none) for the
+  /// settle's `floats`. The service recycles the buffers that settles bring
+  /// back, so that a request's fills allocate nothing in the common case.
+  std::vector<float> spare_floats;
 };
 
 /// What a request actor tells the service that handed it a request once

@@ -572,10 +572,9 @@ caf::result<embed_result> on_embed(self_ptr self, request_job& job,
   st.env = std::move(job.env);
   st.routes = std::move(job.routes);
   st.cache.answer = std::move(job.cache);
-  if (st.cache.answer) {
+  if (st.cache.answer)
     st.cache.epoch = st.cache.answer->epoch;
-    st.cache.spare_floats = std::move(st.cache.answer->spare_floats);
-  }
+  st.cache.spare_floats = std::move(job.spare_floats);
   st.backoff
       = backoff_policy{st.env->retry.backoff_base, st.env->retry.backoff_cap,
                        st.seed ^ (st.generation * 0x9e3779b97f4a7c15ULL)};

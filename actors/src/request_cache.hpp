@@ -60,7 +60,7 @@ struct request_cache_state {
   /// The epoch of the cache that answered (its settle names it).
   uint64_t epoch = 0;
   /// The buffer the service lent for the settle's floats
-  /// (`cache_lookup_result::spare_floats`).
+  /// (`request_job::spare_floats`).
   std::vector<float> spare_floats;
 };
 

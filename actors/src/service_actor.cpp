@@ -516,12 +516,16 @@ void track_request(service_ptr self, const request_impl& worker) {
 /// Looks the request's inputs up in the cache: the answer goes with the
 /// job, no message of its own.
 caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
-                                          request_job job, embed_request& req) {
+                                          request_job& job,
+                                          embed_request& req) {
   auto& st = self->state;
   try {
-    job.cache
-        = st.cache->lookup(st.cache_keys, st.cache_hashes,
-                           caf::actor_cast<caf::strong_actor_ptr>(worker));
+    // Emplaced, not assigned: GCC 12 (-O2 with TSan) takes an assignment
+    // to the empty optional for a read of its payload (-Wmaybe-uninitialized).
+    job.cache.emplace(
+        st.cache->lookup(st.cache_keys, st.cache_hashes,
+                         caf::actor_cast<caf::strong_actor_ptr>(worker)));
+    job.spare_floats = st.cache->take_spare_floats();
   } catch (const std::exception& e) {
     // The request goes on uncached; the cache starts again empty.
     restart_cache(self, e.what());
@@ -570,9 +574,11 @@ caf::delegated<embed_result> on_embed(service_ptr self, embed_request& req) {
     ++st.upstreams[order.front()].outstanding;
     st.routed.emplace(worker.id(), order.front());
   }
-  request_job job{st.req_env, std::move(routes), {}};
+  request_job job;
+  job.env = st.req_env;
+  job.routes = std::move(routes);
   if (cached)
-    return embed_cached(self, std::move(worker), std::move(job), req);
+    return embed_cached(self, std::move(worker), job, req);
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
                         std::move(job), std::move(req));
 }

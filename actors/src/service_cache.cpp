@@ -217,7 +217,6 @@ cache_lookup_result service_cache::lookup(const std::vector<std::string>& keys,
         throw std::runtime_error("chaos: cache crash marker received");
   cache_lookup_result r;
   r.epoch = epoch_;
-  r.spare_floats = take_spare(spare_floats_);
   auto& a = r.answer;
   a.tickets = take_spare(spare_tickets_);
   a.tickets.assign(n, 0);
@@ -293,6 +292,10 @@ void service_cache::settle(cache_settle& s, const caf::strong_actor_ptr& from) {
   for (auto t : s.withdrawn)
     withdraw(t, from);
   recycle(s);
+}
+
+std::vector<float> service_cache::take_spare_floats() {
+  return take_spare(spare_floats_);
 }
 
 void service_cache::recycle(cache_settle& s) {

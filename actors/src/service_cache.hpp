@@ -126,6 +126,10 @@ class service_cache {
   /// them).
   std::vector<cache_notice> take_notices();
 
+  /// A recycled buffer for a request's settle (`request_job::spare_floats`;
+  /// empty, without capacity, when none is left).
+  std::vector<float> take_spare_floats();
+
   /// Counts a failed disk operation (logged by the service).
   void disk_failed();
   /// Counts entries the disk actor wrote.

@@ -231,7 +231,7 @@ caf::expected<embed_result> ask(virtual_time& vt, std::vector<route> routes,
   auto env = std::make_shared<request_env>();
   auto hdl = vt.sys->spawn(request_actor_fn, request_owner{}, uint64_t{1});
   caf::scoped_actor self{*vt.sys};
-  self->send(hdl, embed_atom_v, request_job{env, std::move(routes), {}},
+  self->send(hdl, embed_atom_v, request_job{env, std::move(routes), {}, {}},
              std::move(req));
   vt.sched->run();
   REQUIRE(!self->mailbox().empty());

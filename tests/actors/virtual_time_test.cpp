@@ -135,7 +135,7 @@ test_request spawn_request(virtual_time& vt,
                            std::shared_ptr<const request_env> env,
                            std::vector<route> routes, uint64_t seed) {
   return {vt.sys->spawn(request_actor_fn, request_owner{}, seed),
-          request_job{std::move(env), std::move(routes), {}}};
+          request_job{std::move(env), std::move(routes), {}, {}}};
 }
 
 /// Sends `req` to a request actor from a scoped actor and returns the handle
