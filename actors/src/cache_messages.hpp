@@ -94,14 +94,20 @@ struct cache_settle {
 
   /// Appends `ticket`'s vector.
   void add(uint64_t ticket, const std::vector<float>& vec) {
+    add_floats(tickets.size(), vec);
+    tickets.push_back(ticket);
+  }
+
+  /// Appends the vector of the `i`th ticket, `i` vectors being there
+  /// already (for a caller that sets `tickets` as a whole).
+  void add_floats(std::size_t i, const std::vector<float>& vec) {
     auto n = static_cast<uint32_t>(vec.size());
-    if (tickets.empty())
+    if (i == 0)
       dims = n;
     else if (sizes.empty() && n != dims)
-      sizes.assign(tickets.size(), dims);
+      sizes.assign(i, dims);
     if (!sizes.empty())
       sizes.push_back(n);
-    tickets.push_back(ticket);
     floats.insert(floats.end(), vec.begin(), vec.end());
   }
 
@@ -111,8 +117,10 @@ struct cache_settle {
   void for_each(F&& f) const {
     std::size_t off = 0;
     for (std::size_t i = 0; i < tickets.size(); ++i) {
-      std::size_t n = sizes.empty() ? dims : (i < sizes.size() ? sizes[i] : 0);
-      if ((!sizes.empty() && i >= sizes.size()) || off + n > floats.size())
+      if (!sizes.empty() && i >= sizes.size())
+        return;
+      std::size_t n = sizes.empty() ? dims : sizes[i];
+      if (off + n > floats.size())
         return;
       f(tickets[i], floats.data() + off, n);
       off += n;

@@ -3,8 +3,6 @@
 #include "cache_policy.hpp"
 #include "request_actor.hpp"
 
-#include <algorithm>
-
 namespace embedrt::detail {
 
 namespace {
@@ -223,25 +221,15 @@ cache_settle finish_cache_phase(request_state& st, bool success) {
   if (cs.identity && cs.filled.empty() && served == n
       && st.result.embeddings.size() == n) {
     // The common case (every input a distinct miss, all served): the
-    // tickets go back as they are, the floats in one allocation.
-    settle.tickets = std::move(cs.ticket_of);
-    auto dims = n > 0 ? st.result.embeddings.front().size() : 0;
-    bool same
-        = std::all_of(st.result.embeddings.begin(), st.result.embeddings.end(),
-                      [dims](const std::vector<float>& v) {
-                        return v.size() == dims;
-                      });
-    settle.dims = static_cast<uint32_t>(dims);
-    if (!same)
-      settle.sizes.reserve(n);
+    // tickets go back as they are, the floats in the buffer the service
+    // lent.
     settle.floats = std::move(cs.spare_floats);
     settle.floats.clear();
-    settle.floats.reserve(same ? n * dims : 0);
-    for (const auto& v : st.result.embeddings) {
-      if (!same)
-        settle.sizes.push_back(static_cast<uint32_t>(v.size()));
-      settle.floats.insert(settle.floats.end(), v.begin(), v.end());
-    }
+    if (n > 0)
+      settle.floats.reserve(n * st.result.embeddings.front().size());
+    for (std::size_t k = 0; k < n; ++k)
+      settle.add_floats(k, st.result.embeddings[k]);
+    settle.tickets = std::move(cs.ticket_of);
   } else {
     for (const auto& c : st.chunks)
       if (fills(c))

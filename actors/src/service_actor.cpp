@@ -530,12 +530,7 @@ caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
     // The request goes on uncached; the cache starts again empty.
     restart_cache(self, e.what());
   }
-  // The keys' memory serves the next request, unless it is large.
-  if (st.cache_keys.size() > 64)
-    st.cache_keys.clear();
-  for (auto& key : st.cache_keys)
-    if (key.capacity() > 4096)
-      std::string{}.swap(key);
+  trim_cache_keys(st.cache_keys);
   return self->delegate(caf::actor_cast<request_actor>(worker), embed_atom_v,
                         std::move(job), std::move(req));
 }

@@ -87,6 +87,14 @@ void make_cache_keys(const embed_request& req, const std::string& model,
     hashes.push_back(cache_hash(key));
 }
 
+void trim_cache_keys(std::vector<std::string>& keys) {
+  if (keys.size() > 64)
+    keys.clear();
+  for (auto& key : keys)
+    if (key.capacity() > 4096)
+      std::string{}.swap(key);
+}
+
 // -- the cache ----------------------------------------------------------------
 
 service_cache::service_cache(const cache_config& cfg,

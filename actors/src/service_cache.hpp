@@ -88,6 +88,10 @@ void make_cache_keys(const embed_request& req, const std::string& model,
                      std::vector<std::string>& keys,
                      std::vector<uint64_t>& hashes);
 
+/// After a lookup: the keys' memory is kept for the next request's, unless
+/// it is large (more than 64 keys, or a key over 4 KiB).
+void trim_cache_keys(std::vector<std::string>& keys);
+
 class service_cache {
  public:
   /// `disk` (may be null) is the persistent store's link; `epoch` names
