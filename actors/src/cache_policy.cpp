@@ -223,7 +223,10 @@ uint32_t embedding_cache::new_slot() {
 
 void embedding_cache::free_slot(uint32_t slot) {
   auto& e = at(slot);
-  // A large entry's memory goes now, not when the slot is reused.
+  // A large entry's memory goes now, not when the slot is reused: a floats
+  // block to the spares, a key's block back to the allocator.
+  if (e.heap && entry::floats_apart(e.key_len, e.dims))
+    keep_block(std::move(e.heap), e.dims);
   e.heap.reset();
   e.key_len = 0;
   e.dims = 0;
@@ -232,6 +235,36 @@ void embedding_cache::free_slot(uint32_t slot) {
   if (++e.generation == 0)
     e.generation = 1;
   free_.push_back(slot);
+}
+
+std::unique_ptr<unsigned char[]> embedding_cache::take_block(uint32_t dims) {
+  for (auto i = spare_.size(); i-- > 0;) {
+    if (spare_[i].dims != dims)
+      continue;
+    auto block = std::move(spare_[i].block);
+    spare_[i] = std::move(spare_.back());
+    spare_.pop_back();
+    spare_bytes_ -= dims * sizeof(float);
+    return block;
+  }
+  return std::unique_ptr<unsigned char[]>{
+      new unsigned char[dims * sizeof(float)]};
+}
+
+void embedding_cache::keep_block(std::unique_ptr<unsigned char[]> block,
+                                 uint32_t dims) {
+  auto size = dims * sizeof(float);
+  if (size > max_bytes_ / 64)
+    return;
+  // Full: the oldest spare goes (its dimensions may be out of use).
+  while (!spare_.empty()
+         && (spare_.size() >= max_spare_blocks
+             || spare_bytes_ + size > max_bytes_ / 64)) {
+    spare_bytes_ -= spare_.front().dims * sizeof(float);
+    spare_.erase(spare_.begin());
+  }
+  spare_.push_back(spare_block{dims, std::move(block)});
+  spare_bytes_ += size;
 }
 
 uint32_t embedding_cache::live_ticket(uint64_t ticket) const {
@@ -494,16 +527,22 @@ void embedding_cache::store(uint32_t slot, const float* data, std::size_t size,
   }
   --in_flight_;
   auto off = entry::floats_offset(e.key_len);
-  auto need = off + size * sizeof(float);
-  if (need > inline_bytes) {
+  unsigned char* to;
+  if (e.key_len > inline_bytes) {
     // Key and floats in one allocation of their own.
-    std::unique_ptr<unsigned char[]> block{new unsigned char[need]};
-    std::memcpy(block.get(), e.data(), e.key_len);
+    std::unique_ptr<unsigned char[]> block{
+        new unsigned char[off + size * sizeof(float)]};
+    std::memcpy(block.get(), e.heap.get(), e.key_len);
     e.heap = std::move(block);
+    to = e.heap.get() + off;
+  } else if (entry::floats_apart(e.key_len, size)) {
+    e.heap = take_block(static_cast<uint32_t>(size));
+    to = e.heap.get();
+  } else {
+    to = e.small + off;
   }
   if (size > 0)
-    std::memcpy(e.heap ? e.heap.get() + off : e.small + off, data,
-                size * sizeof(float));
+    std::memcpy(to, data, size * sizeof(float));
   e.dims = static_cast<uint32_t>(size);
   e.bytes = static_cast<uint32_t>(bytes);
   e.expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();

@@ -135,9 +135,11 @@ struct cache_reservation {
 ///
 /// Entries live in a slab of fixed-size chunks (stable addresses), linked
 /// into the policy's lists by slot index; a small entry's key and floats
-/// are copied into its slot, a larger one's into one allocation of their
-/// own, so that a full cache evicting small entries allocates and frees
-/// nothing. The index is open addressing (linear probing, backward-shift
+/// are copied into its slot, a larger one's floats into a block of their
+/// own that an eviction keeps for the next entry of the same dimensions,
+/// so that a full cache evicting entries allocates and frees nothing (a
+/// key longer than a slot's room shares one allocation with its floats).
+/// The index is open addressing (linear probing, backward-shift
 /// deletion) over 8-byte buckets.
 /// A ticket is a slot and its generation: a ticket whose entry was
 /// abandoned, replaced or filled is recognised as stale.
@@ -233,7 +235,11 @@ class embedding_cache {
   static constexpr std::size_t inline_bytes = 104;
 
   /// An entry: its key, then its floats (at the key's length rounded up to
-  /// 4), in `small` when they fit, otherwise in `heap`.
+  /// 4), in `small` when both fit. Otherwise a key that fits stays in
+  /// `small` and the floats alone go to `heap` (a block of the same size
+  /// for every vector of the same dimensions, so that an evicted entry's
+  /// block serves the next entry: `spare_`); a longer key and its floats
+  /// share `heap`.
   ///
   /// What the lists, tickets and admission read (hash, links, generation,
   /// region, size) comes first, in 32 bytes: with 64-byte aligned chunks of
@@ -252,20 +258,40 @@ class embedding_cache {
     std::unique_ptr<unsigned char[]> heap;
     alignas(8) unsigned char small[inline_bytes];
 
-    const unsigned char* data() const {
-      return heap ? heap.get() : small;
-    }
-    std::string_view key() const {
-      return {reinterpret_cast<const char*>(data()), key_len};
-    }
     static std::size_t floats_offset(std::size_t key_len) {
       return (key_len + 3) & ~std::size_t{3};
     }
+    /// True if `heap` holds the floats alone (the key is in `small`).
+    static bool floats_apart(std::size_t key_len, std::size_t dims) {
+      return key_len <= inline_bytes
+          && floats_offset(key_len) + dims * sizeof(float) > inline_bytes;
+    }
+    std::string_view key() const {
+      return {reinterpret_cast<const char*>(key_len > inline_bytes ? heap.get()
+                                                                   : small),
+              key_len};
+    }
     cached_floats floats() const {
-      return {reinterpret_cast<const float*>(data() + floats_offset(key_len)),
-              dims};
+      const unsigned char* at;
+      if (key_len > inline_bytes)
+        at = heap.get() + floats_offset(key_len);
+      else if (floats_apart(key_len, dims))
+        at = heap.get();
+      else
+        at = small + floats_offset(key_len);
+      return {reinterpret_cast<const float*>(at), dims};
     }
   };
+
+  /// An evicted entry's floats block, kept for the next entry of the same
+  /// dimensions.
+  struct spare_block {
+    uint32_t dims = 0;
+    std::unique_ptr<unsigned char[]> block;
+  };
+  /// At most this many spare blocks (and at most 1/64 of the bound in
+  /// bytes): a fill evicts about what it stores, so one or two suffice.
+  static constexpr std::size_t max_spare_blocks = 8;
 
   struct lru_list {
     uint32_t head = npos;
@@ -304,6 +330,9 @@ class embedding_cache {
   void unlink(uint32_t slot);
   uint32_t new_slot();
   void free_slot(uint32_t slot);
+  /// A block for `dims` floats: a spare one if there is, else a new one.
+  std::unique_ptr<unsigned char[]> take_block(uint32_t dims);
+  void keep_block(std::unique_ptr<unsigned char[]> block, uint32_t dims);
 
   /// The index position of `key`, or not_found.
   std::size_t find_pos(std::string_view key, uint64_t hash) const;
@@ -346,6 +375,8 @@ class embedding_cache {
   std::vector<std::unique_ptr<chunk>> chunks_;
   uint32_t slots_used_ = 0;
   std::vector<uint32_t> free_;
+  std::vector<spare_block> spare_;
+  std::size_t spare_bytes_ = 0;
   std::vector<bucket> index_;
   std::size_t index_count_ = 0;
   frequency_sketch sketch_;

@@ -3,16 +3,42 @@
 // traces (the numbers docs/caching.md records come from the last test).
 #include "cache_policy.hpp"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
 
 using namespace embedrt::detail;
 using namespace std::chrono_literals;
+
+// Counts this test binary's allocations (the store's steady state must
+// make none).
+namespace {
+std::atomic<std::size_t> allocations{0};
+} // namespace
+
+void* operator new(std::size_t n) {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  if (auto* p = std::malloc(n > 0 ? n : 1))
+    return p;
+  throw std::bad_alloc{};
+}
+// GCC pairs these frees with the new-expressions it inlines them into.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+#pragma GCC diagnostic pop
 
 namespace {
 
@@ -401,4 +427,49 @@ TEST_CASE("keys and vectors of every size come back byte for byte, kept in "
   CHECK(found > 20);
   CHECK(found < model.size() / 2);
   CHECK(cache.counters().evictions > 0);
+}
+
+TEST_CASE("a full cache storing and evicting entries allocates nothing, "
+          "small or large",
+          "[cache]") {
+  // 8 floats fit an entry's slot with their key; 1,536 floats go to a
+  // block of their own, which the eviction of an entry of the same
+  // dimensions hands to the next fill.
+  for (std::size_t dims : {8, 1536}) {
+    CAPTURE(dims);
+    embedding_cache cache{
+        dims == 8 ? std::size_t{64 * 1024} : std::size_t{1024 * 1024}, 0ms};
+    auto now = clock_type::now();
+    std::vector<std::string> keys;
+    for (std::size_t i = 0; i < 4000; ++i)
+      keys.push_back(cache_key("m", static_cast<int32_t>(dims), text_of(i)));
+    std::vector<uint64_t> hashes;
+    for (auto& k : keys)
+      hashes.push_back(cache_hash(k));
+    auto vec = vec_of(dims, 0.25f);
+    // No test macros inside: only the store allocates in between.
+    auto run = [&](std::size_t from, std::size_t to) {
+      bool ok = true;
+      for (auto k = from; k < to; ++k) {
+        auto r = cache.find_or_reserve(keys[k], hashes[k], 0, now);
+        ok = ok && r.found == cache_find::reserved
+            && cache.fill(r.ticket, vec, now);
+      }
+      return ok;
+    };
+    // Full and evicting by the middle.
+    REQUIRE(run(0, keys.size() / 2));
+    auto evicted = cache.counters().evictions;
+    REQUIRE(evicted > 0);
+    auto before = allocations.load();
+    auto ok = run(keys.size() / 2, keys.size());
+    auto made = allocations.load() - before;
+    REQUIRE(ok);
+    CHECK(cache.counters().evictions - evicted >= 1000);
+    CHECK(made == 0);
+    // And what the last fills stored reads back.
+    auto got = cache.get(keys.back(), now);
+    REQUIRE(got);
+    CHECK(got.to_vector() == vec);
+  }
 }
