@@ -14,6 +14,7 @@ CAF_ADD_ATOM(embedrt, embedrt::detail, cache_fill_atom, "c_fill")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_filled_atom, "c_filled")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_owner_atom, "c_owner")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_lost_atom, "c_lost")
+CAF_ADD_ATOM(embedrt, embedrt::detail, cache_wanted_atom, "c_wanted")
 CAF_ADD_ATOM(embedrt, embedrt::detail, cache_expire_atom, "c_expire")
 CAF_ADD_ATOM(embedrt, embedrt::detail, disk_get_atom, "d_get")
 CAF_ADD_ATOM(embedrt, embedrt::detail, disk_put_atom, "d_put")
@@ -29,7 +30,9 @@ enum class cache_slot : uint8_t {
   owned = 1,
   /// Another request owns the ticket: the asker is told `(c_filled, ticket,
   /// vector)` when it is filled, or `(c_owner, ticket)` when its owner gave
-  /// it up and the asker owns it now.
+  /// it up and the asker owns it now. The owner is told `(c_wanted,
+  /// ticket)` when its first waiter comes: from then on it hands each chunk's
+  /// vectors to the cache as the chunk is served, not at its reply.
   waiting = 2,
 };
 

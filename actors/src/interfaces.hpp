@@ -148,11 +148,13 @@ using request_actor
 /// What the service's cache tells a request actor waiting for an input
 /// another request owns: filled (ticket, vector), owner (ticket: its owner
 /// gave it up, the waiter owns it now), lost (the cache failed and started
-/// again empty: every wait is owned now).
+/// again empty: every wait is owned now); and what it tells an owner:
+/// wanted (ticket: another request waits for it, so the owner's served
+/// chunks go to the cache at once instead of with its reply).
 using cache_waiter = caf::typed_actor<
     caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
-    caf::reacts_to<cache_owner_atom, uint64_t>,
-    caf::reacts_to<cache_lost_atom>>;
+    caf::reacts_to<cache_owner_atom, uint64_t>, caf::reacts_to<cache_lost_atom>,
+    caf::reacts_to<cache_wanted_atom, uint64_t>>;
 
 /// + retry: self-sent backoff timer (chunk, epoch; epochs are unique over
 /// the actor's life, so a stale one is ignored also by a later request);
@@ -162,6 +164,7 @@ using request_impl = request_actor::extend<
     caf::reacts_to<retry_atom, uint32_t, uint64_t>,
     caf::reacts_to<cache_filled_atom, uint64_t, std::vector<float>>,
     caf::reacts_to<cache_owner_atom, uint64_t>, caf::reacts_to<cache_lost_atom>,
+    caf::reacts_to<cache_wanted_atom, uint64_t>,
     caf::reacts_to<cache_expire_atom, uint64_t>>;
 
 // -- health checker ----------------------------------------------------------

@@ -440,12 +440,13 @@ void send_to_cache(self_ptr self, cache_settle s) {
 }
 
 /// A chunk's vectors for the cache: they go with the reply's request_done
-/// (`finish_cache_phase`), or at once while this request waits for others'
-/// inputs (those others may be waiting for these: neither would reply if
-/// both held theirs back).
+/// (`finish_cache_phase`), or at once while another request waits for one
+/// of this request's inputs (c_wanted: it need not wait for this whole
+/// reply), or while this request waits for others' inputs (those others
+/// may be waiting for these: neither would reply if both held theirs back).
 void fill_cache(self_ptr self, const request_chunk& c) {
   auto& st = self->state;
-  if (st.cache.waiting.empty())
+  if (st.cache.waiting.empty() && !st.cache.wanted)
     return;
   const auto& model = st.routes[c.route].model;
   cache_settle now;
@@ -531,6 +532,17 @@ void on_cache_owner(self_ptr self, uint64_t ticket) {
   c.end = *k + 1;
   st.chunks.push_back(c);
   send_attempt(self, static_cast<uint32_t>(st.chunks.size() - 1));
+}
+
+/// Another request waits for an input this one owns: the chunks served
+/// already go to the cache now, the others as they are served.
+void on_cache_wanted(self_ptr self, uint64_t ticket) {
+  auto& st = self->state;
+  if (st.finished || !mark_cache_wanted(st, ticket) || !st.cache.active)
+    return;
+  for (const auto& c : st.chunks)
+    if (c.served)
+      fill_cache(self, c);
 }
 
 /// The service's cache failed and started again empty: nobody will fill
@@ -718,6 +730,10 @@ request_actor_fn(request_impl::stateful_pointer<request_state> self,
       },
       [self](cache_lost_atom) {
         on_cache_lost(self);
+        release(self);
+      },
+      [self](cache_wanted_atom, uint64_t ticket) {
+        on_cache_wanted(self, ticket);
         release(self);
       },
       [self](cache_expire_atom, uint64_t gen) {

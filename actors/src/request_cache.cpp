@@ -3,6 +3,8 @@
 #include "cache_policy.hpp"
 #include "request_actor.hpp"
 
+#include <algorithm>
+
 namespace embedrt::detail {
 
 namespace {
@@ -180,6 +182,18 @@ std::optional<uint32_t> take_cache_ownership(request_state& st,
   cs.cached_tokens -= cs.caller_tokens[first];
   st.result.embeddings.resize(cs.ticket_of.size());
   return static_cast<uint32_t>(cs.ticket_of.size() - 1);
+}
+
+bool mark_cache_wanted(request_state& st, uint64_t ticket) {
+  auto& cs = st.cache;
+  const auto& owned = cs.active ? cs.ticket_of
+      : cs.answer               ? cs.answer->answer.tickets
+                                : cs.ticket_of;
+  if (ticket == 0
+      || std::find(owned.begin(), owned.end(), ticket) == owned.end())
+    return false;
+  cs.wanted = true;
+  return true;
 }
 
 std::vector<uint32_t> caller_indices(const request_state& st,

@@ -59,6 +59,9 @@ struct request_cache_state {
   std::vector<uint64_t> early_owned;
   /// The epoch of the cache that answered (its settle names it).
   uint64_t epoch = 0;
+  /// Another request waits for an input this one owns (c_wanted): each
+  /// chunk's vectors go to the cache as the chunk is served.
+  bool wanted = false;
   /// The buffer the service lent for the settle's floats
   /// (`request_job::spare_floats`).
   std::vector<float> spare_floats;
@@ -91,6 +94,10 @@ bool take_cache_fill(request_state& st, uint64_t ticket,
 /// compact inputs; returns its compact index (nullopt: not waited for).
 std::optional<uint32_t> take_cache_ownership(request_state& st,
                                              uint64_t ticket);
+
+/// Another request waits for `ticket`: true if this request owns it (then
+/// `wanted` is set; an answer not applied yet is searched for it).
+bool mark_cache_wanted(request_state& st, uint64_t ticket);
 
 /// The caller indices a compact index stands for (rejected inputs).
 std::vector<uint32_t> caller_indices(const request_state& st, uint32_t compact);

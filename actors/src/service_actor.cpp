@@ -276,10 +276,17 @@ void send_notices(service_ptr self) {
     if (!n.to)
       continue;
     auto to = caf::actor_cast<cache_waiter>(std::move(n.to));
-    if (n.filled)
-      self->send(to, cache_filled_atom_v, n.ticket, std::move(n.vec));
-    else
-      self->send(to, cache_owner_atom_v, n.ticket);
+    switch (n.what) {
+      case cache_notice::kind::filled:
+        self->send(to, cache_filled_atom_v, n.ticket, std::move(n.vec));
+        break;
+      case cache_notice::kind::owner:
+        self->send(to, cache_owner_atom_v, n.ticket);
+        break;
+      case cache_notice::kind::wanted:
+        self->send(to, cache_wanted_atom_v, n.ticket);
+        break;
+    }
   }
 }
 
@@ -526,6 +533,8 @@ caf::delegated<embed_result> embed_cached(service_ptr self, request_impl worker,
         st.cache->lookup(st.cache_keys, st.cache_hashes,
                          caf::actor_cast<caf::strong_actor_ptr>(worker)));
     job.spare_floats = st.cache->take_spare_floats();
+    if (st.cache->has_notices())
+      send_notices(self); // owners of inputs this request waits for
   } catch (const std::exception& e) {
     // The request goes on uncached; the cache starts again empty.
     restart_cache(self, e.what());

@@ -163,8 +163,8 @@ bool service_cache::complete(uint64_t ticket, const float* data,
   if (persist)
     queue_write(*mem_.key_of(ticket), data, size);
   for (auto& w : f.waiters)
-    notices_.push_back(
-        {std::move(w), ticket, true, std::vector<float>(data, data + size)});
+    notices_.push_back({std::move(w), ticket, cache_notice::kind::filled,
+                        std::vector<float>(data, data + size)});
   free_flight(*tag);
   mem_.fill(ticket, data, size, now);
   return true;
@@ -183,7 +183,10 @@ void service_cache::release(uint64_t ticket) {
   }
   f.owner = std::move(f.waiters.front());
   f.waiters.erase(f.waiters.begin());
-  notices_.push_back({f.owner, ticket, false, {}});
+  notices_.push_back({f.owner, ticket, cache_notice::kind::owner, {}});
+  // Sent after the ownership (one sender, one receiver: in order).
+  if (!f.waiters.empty())
+    notices_.push_back({f.owner, ticket, cache_notice::kind::wanted, {}});
 }
 
 /// `who` no longer waits for `ticket`; if it was made its owner meanwhile
@@ -260,8 +263,14 @@ cache_lookup_result service_cache::lookup(const std::vector<std::string>& keys,
           break; // a duplicate inside the asker's own request
         a.slots[i] = static_cast<uint8_t>(cache_slot::waiting);
         if (std::find(f.waiters.begin(), f.waiters.end(), asker)
-            == f.waiters.end())
+            == f.waiters.end()) {
+          // The first waiter: the owner hands its vector over as soon as
+          // its chunk is served, not with its whole reply.
+          if (f.waiters.empty() && f.owner)
+            notices_.push_back(
+                {f.owner, found.ticket, cache_notice::kind::wanted, {}});
           f.waiters.push_back(asker);
+        }
         break;
       }
       case cache_find::reserved: {

@@ -6,14 +6,17 @@
 //
 //   service: lookup of the request's inputs, its answer in the request
 //            actor's job — per input a hit (vector), owned (the request
-//            sends it upstream) or waiting (another request owns it)
+//            sends it upstream) or waiting (another request owns it); the
+//            owner of an input that gets its first waiter is told
+//            (c_wanted, ticket) and hands its served chunks over at once
 //   request actor --request_done(settle)--> service: the vectors of its
 //            owned tickets, the owned ones it gives up, the waits it no
 //            longer needs; waiters get (c_filled, ticket, vector), and the
 //            first waiter of a ticket given up owns it (c_owner, ticket)
-//   request actor --(c_fill, settle)--> service: the same at once, sent only
-//            while the request itself waits for others' inputs (so that
-//            two requests never wait for each other's reply)
+//   request actor --(c_fill, settle)--> service: the same at once, per
+//            served chunk, sent only while another request waits for one of
+//            its inputs (c_wanted) or it waits for others' inputs itself
+//            (so that two requests never wait for each other's reply)
 //   request actor ends (killed): the service's down message releases its
 //            tickets and withdraws its waits
 //
@@ -72,12 +75,20 @@ struct cache_disk {
 
 // -- the cache ----------------------------------------------------------------
 
-/// What a fill or a release tells a waiting request actor.
+/// What a fill or a release tells a waiting request actor, or a lookup
+/// the owner of an input it waits for.
 struct cache_notice {
+  enum class kind : uint8_t {
+    /// The ticket was filled: `vec` is its vector (c_filled).
+    filled,
+    /// `to` owns the ticket now (c_owner).
+    owner,
+    /// Someone waits for the ticket `to` owns (c_wanted).
+    wanted,
+  };
   caf::strong_actor_ptr to;
   uint64_t ticket = 0;
-  /// Filled (`vec` is its vector); otherwise `to` owns the ticket now.
-  bool filled = false;
+  kind what = kind::filled;
   std::vector<float> vec;
 };
 
@@ -129,6 +140,9 @@ class service_cache {
   /// The notifications produced since the last call (the service sends
   /// them).
   std::vector<cache_notice> take_notices();
+  bool has_notices() const {
+    return !notices_.empty();
+  }
 
   /// A recycled buffer for a request's settle (`request_job::spare_floats`;
   /// empty, without capacity, when none is left).

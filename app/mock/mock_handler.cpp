@@ -5,6 +5,7 @@
 #include "embedrt/protocol/openai.hpp"
 #include "embedrt/protocol/provider.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -17,6 +18,8 @@ namespace embedrt::mock {
 namespace {
 
 constexpr std::string_view rejection_marker = "[[mock:400]]";
+/// `[[mock:delay-ms=N]]` in an input: the answer waits at least N ms.
+constexpr std::string_view delay_marker = "[[mock:delay-ms=";
 constexpr double max_latency_ms = 600000.0;
 
 std::string_view path_of(std::string_view target) {
@@ -465,11 +468,30 @@ void mock_handler::embeddings(const mock_request& req, mock_reply& out) {
     }
   }
   for (std::size_t i = 0; i < body.input.size(); ++i) {
-    if (body.input[i].find(rejection_marker) != std::string::npos) {
+    const auto& in = body.input[i];
+    if (in.find("[[mock:") == std::string::npos)
+      continue;
+    if (in.find(rejection_marker) != std::string::npos) {
       error(out, 400,
             "input[" + std::to_string(i) + "] is rejected by the mock",
             "invalid_request_error", "input", nullptr);
       return;
+    }
+    if (auto at = in.find(delay_marker); at != std::string::npos) {
+      auto from = at + delay_marker.size();
+      auto to = in.find("]]", from);
+      auto ms = to == std::string::npos
+          ? std::nullopt
+          : to_double(std::string_view{in}.substr(from, to - from));
+      if (!ms || *ms < 0.0 || *ms > max_latency_ms) {
+        error(out, 400,
+              "input[" + std::to_string(i)
+                  + "]: [[mock:delay-ms=N]] needs N in [0, "
+                  + std::to_string(static_cast<int64_t>(max_latency_ms)) + "]",
+              "invalid_request_error", "input", nullptr);
+        return;
+      }
+      out.delay = std::max(out.delay, from_ms(*ms));
     }
   }
   counters_.inputs(body.input.size());

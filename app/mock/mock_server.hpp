@@ -9,8 +9,9 @@
 //   GET  /stats                            counters as JSON (mock_stats.hpp)
 //   POST /stats/reset                      zeroes the counters
 // with latency and fault injection (mock_options.hpp), per-request overrides
-// through the `x-mock-fault` and `x-mock-latency-ms` headers, a marker
-// `[[mock:400]]` that makes a request fail naming the input's index, and
+// through the `x-mock-fault` and `x-mock-latency-ms` headers, markers in
+// an input — `[[mock:400]]` makes the request fail naming the input's
+// index, `[[mock:delay-ms=N]]` delays its answer to at least N ms — and
 // optional per-minute request/token limits.
 //
 // The interface is free of CAF and Beast; no exception escapes it.

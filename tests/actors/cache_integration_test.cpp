@@ -2,8 +2,9 @@
 // upstream in-process (which counts the inputs it was sent): single-flight
 // across and inside requests, partial hits merged in order under a
 // randomised concurrent load (also with a persistent store), the byte bound,
-// a failed owner, a waiter that gave up first, a cache that fails, the
-// persistent store across services, and the cache off.
+// a failed owner, a waiter that gave up first, a waiter served as soon as
+// its owner's chunk is, a cache that fails, the persistent store across
+// services, and the cache off.
 #include "embedrt/client.hpp"
 #include "embedrt/protocol/errc.hpp"
 #include "embedrt/protocol/hash_embedder.hpp"
@@ -475,4 +476,52 @@ TEST_CASE("cache: a host that drops its service after a metrics call shuts "
     sys.reset();
     CHECK(std::chrono::steady_clock::now() - start < 10s);
   }
+}
+
+TEST_CASE("cache: a waiter gets an input when its owner's chunk is served, "
+          "not with the owner's whole reply",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock();
+  auto rc = cache_config_for(srv->base_url());
+  // 32 inputs per upstream call: the owner's 33 go up as two chunks, the
+  // second (one input the mock answers after 3 s) long after the first.
+  rc.upstreams.front().provider = provider_kind::tei;
+  auto svc = spawn_service(*f.sys, rc);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  auto owner_inputs = [](const std::string& shared) {
+    std::vector<std::string> in{shared};
+    for (int i = 1; i < 32; ++i)
+      in.push_back("fast " + std::to_string(i));
+    in.push_back("slow [[mock:delay-ms=3000]]");
+    return in;
+  };
+  auto waits_for
+      = [&](const std::string& shared, std::chrono::milliseconds after) {
+          auto owner_req = make_request(owner_inputs(shared), 20s);
+          auto owner = c.embed(owner_req);
+          std::this_thread::sleep_for(after);
+          auto start = std::chrono::steady_clock::now();
+          auto w = c.embed(make_request({shared}, 20s)).get();
+          auto waited = std::chrono::steady_clock::now() - start;
+          REQUIRE(w);
+          CHECK(w->embeddings[0] == hash_embed(shared, dims));
+          CHECK(w->usage.cached_tokens > 0); // served by the owner's call
+          // The owner still waits for its slow chunk.
+          CHECK(owner.wait_for(0s) == std::future_status::timeout);
+          CHECK(waited < 2500ms);
+          auto o = owner.get();
+          REQUIRE(o);
+          check_vectors(owner_req, *o);
+        };
+  SECTION("the owner's chunk was served before the waiter came") {
+    waits_for("shared early", 500ms);
+  }
+  SECTION("the waiter came while the owner's chunk was in flight") {
+    // The shared input's own chunk takes 400 ms; the waiter asks at 100.
+    waits_for("shared late [[mock:delay-ms=400]]", 100ms);
+  }
+  // Each distinct input went upstream once: the waiter sent nothing.
+  CHECK(srv->stats().inputs == 33);
 }

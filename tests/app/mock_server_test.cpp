@@ -372,6 +372,26 @@ TEST_CASE("mock delays responses by the requested latency") {
                             {{"x-mock-latency-ms", "soon"}});
     CHECK(bad.status == 400);
   }
+  SECTION("[[mock:delay-ms=N]] in an input") {
+    running_mock m;
+    http_client client{m.port};
+    REQUIRE(client.embed(embed_body({"warm-up"}, 8)).status == 200);
+    auto t0 = steady_clock::now();
+    auto res = client.embed(embed_body({"a", "b [[mock:delay-ms=150]]"}, 8));
+    auto elapsed = steady_clock::now() - t0;
+    CHECK(res.status == 200);
+    CHECK(elapsed >= 150ms);
+    CHECK(elapsed < 5s);
+    for (const char* bad : {"x [[mock:delay-ms=soon]]",
+                            "x [[mock:delay-ms=-1]]", "x [[mock:delay-ms=5"}) {
+      INFO(bad);
+      auto r = client.embed(embed_body({"fine", bad}, 8));
+      CHECK(r.status == 400);
+      CHECK(
+          error_message(r.body, "invalid_request_error").rfind("input[1]: ", 0)
+          == 0);
+    }
+  }
   SECTION("--latency-ms") {
     mock_options opts;
     opts.latency.kind = mock::latency_model::shape::fixed;
