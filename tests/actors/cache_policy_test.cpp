@@ -18,16 +18,33 @@ using namespace embedrt::detail;
 using namespace std::chrono_literals;
 
 // Counts this test binary's allocations (the store's steady state must
-// make none).
+// make none). Every form of new and delete is replaced, so that each block
+// goes back through the function family that made it (AddressSanitizer
+// checks); the aligned forms are left alone, as a pair.
 namespace {
 std::atomic<std::size_t> allocations{0};
+
+void* counted_alloc(std::size_t n) {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(n > 0 ? n : 1);
+}
 } // namespace
 
 void* operator new(std::size_t n) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (auto* p = std::malloc(n > 0 ? n : 1))
+  if (auto* p = counted_alloc(n))
     return p;
   throw std::bad_alloc{};
+}
+void* operator new[](std::size_t n) {
+  if (auto* p = counted_alloc(n))
+    return p;
+  throw std::bad_alloc{};
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_alloc(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_alloc(n);
 }
 // GCC pairs these frees with the new-expressions it inlines them into.
 #pragma GCC diagnostic push
@@ -35,7 +52,19 @@ void* operator new(std::size_t n) {
 void operator delete(void* p) noexcept {
   std::free(p);
 }
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
 void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
   std::free(p);
 }
 #pragma GCC diagnostic pop
