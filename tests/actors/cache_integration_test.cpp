@@ -525,3 +525,49 @@ TEST_CASE("cache: a waiter gets an input when its owner's chunk is served, "
   // Each distinct input went upstream once: the waiter sent nothing.
   CHECK(srv->stats().inputs == 33);
 }
+
+TEST_CASE("cache: a waiter that inherits an input from a failed owner hands "
+          "it to the next waiter as soon as that chunk is served",
+          "[cache]") {
+  system_fixture f;
+  auto srv = start_mock();
+  auto rc = cache_config_for(srv->base_url());
+  rc.upstreams.front().provider = provider_kind::tei; // 32 inputs per call
+  auto svc = spawn_service(*f.sys, rc);
+  REQUIRE(svc);
+  client c{*f.sys, *svc};
+  const std::string shared = "inherited [[mock:delay-ms=400]]";
+  // The first owner gives up at its deadline (150 ms), before the upstream
+  // answers the shared input (400 ms).
+  auto first = c.embed(make_request({shared}, 150ms));
+  std::this_thread::sleep_for(20ms);
+  // The heir waits for it first; its own 32 inputs are one call the mock
+  // answers after 3 s.
+  std::vector<std::string> heir_inputs{shared};
+  for (int i = 1; i < 32; ++i)
+    heir_inputs.push_back("heir " + std::to_string(i));
+  heir_inputs.push_back("heir slow [[mock:delay-ms=3000]]");
+  auto heir_req = make_request(heir_inputs, 20s);
+  auto heir = c.embed(heir_req);
+  std::this_thread::sleep_for(20ms);
+  // The next waiter: once the heir owns the input (c_owner, then c_wanted:
+  // someone still waits), it hands the vector over when its chunk of that
+  // one input is served, at about 150 + 400 ms, not with its reply at 3 s.
+  auto start = std::chrono::steady_clock::now();
+  auto next = c.embed(make_request({shared}, 20s));
+  auto n = next.get();
+  auto waited = std::chrono::steady_clock::now() - start;
+  REQUIRE(n);
+  CHECK(n->embeddings[0] == hash_embed(shared, dims));
+  CHECK(heir.wait_for(0s) == std::future_status::timeout);
+  CHECK(waited < 2500ms);
+  auto o = first.get();
+  REQUIRE_FALSE(o);
+  CHECK(error_code(o.error()) == errc::deadline_exceeded);
+  auto h = heir.get();
+  REQUIRE(h);
+  check_vectors(heir_req, *h);
+  // The first owner's attempt, the heir's 32 and its inherited one; the
+  // next waiter sent nothing.
+  CHECK(srv->stats().inputs == 34);
+}
