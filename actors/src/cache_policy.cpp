@@ -244,11 +244,17 @@ std::unique_ptr<unsigned char[]> embedding_cache::take_block(uint32_t dims) {
     auto block = std::move(spare_[i].block);
     spare_[i] = std::move(spare_.back());
     spare_.pop_back();
-    spare_bytes_ -= dims * sizeof(float);
     return block;
   }
   return std::unique_ptr<unsigned char[]>{
       new unsigned char[dims * sizeof(float)]};
+}
+
+std::size_t embedding_cache::spare_bytes() const {
+  std::size_t sum = 0;
+  for (const auto& s : spare_)
+    sum += s.dims * sizeof(float);
+  return sum;
 }
 
 void embedding_cache::keep_block(std::unique_ptr<unsigned char[]> block,
@@ -259,12 +265,9 @@ void embedding_cache::keep_block(std::unique_ptr<unsigned char[]> block,
   // Full: the oldest spare goes (its dimensions may be out of use).
   while (!spare_.empty()
          && (spare_.size() >= max_spare_blocks
-             || spare_bytes_ + size > max_bytes_ / 64)) {
-    spare_bytes_ -= spare_.front().dims * sizeof(float);
+             || spare_bytes() + size > max_bytes_ / 64))
     spare_.erase(spare_.begin());
-  }
   spare_.push_back(spare_block{dims, std::move(block)});
-  spare_bytes_ += size;
 }
 
 uint32_t embedding_cache::live_ticket(uint64_t ticket) const {
@@ -526,24 +529,19 @@ void embedding_cache::store(uint32_t slot, const float* data, std::size_t size,
     return;
   }
   --in_flight_;
-  auto off = entry::floats_offset(e.key_len);
-  unsigned char* to;
+  e.dims = static_cast<uint32_t>(size);
   if (e.key_len > inline_bytes) {
     // Key and floats in one allocation of their own.
     std::unique_ptr<unsigned char[]> block{
-        new unsigned char[off + size * sizeof(float)]};
+        new unsigned char[entry::floats_offset(e.key_len)
+                          + size * sizeof(float)]};
     std::memcpy(block.get(), e.heap.get(), e.key_len);
     e.heap = std::move(block);
-    to = e.heap.get() + off;
   } else if (entry::floats_apart(e.key_len, size)) {
-    e.heap = take_block(static_cast<uint32_t>(size));
-    to = e.heap.get();
-  } else {
-    to = e.small + off;
+    e.heap = take_block(e.dims);
   }
   if (size > 0)
-    std::memcpy(to, data, size * sizeof(float));
-  e.dims = static_cast<uint32_t>(size);
+    std::memcpy(e.floats_at(), data, size * sizeof(float));
   e.bytes = static_cast<uint32_t>(bytes);
   e.expires = ttl_.count() > 0 ? now + ttl_ : clock::time_point::max();
   // A stored entry's ticket is stale from now on.

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace embedrt::detail {
@@ -271,15 +272,19 @@ class embedding_cache {
                                                                    : small),
               key_len};
     }
+    /// Where the floats are (for `key_len` and `dims` as set, their memory
+    /// allocated).
+    const unsigned char* floats_at() const {
+      if (floats_apart(key_len, dims))
+        return heap.get();
+      return (key_len > inline_bytes ? heap.get() : small)
+          + floats_offset(key_len);
+    }
+    unsigned char* floats_at() {
+      return const_cast<unsigned char*>(std::as_const(*this).floats_at());
+    }
     cached_floats floats() const {
-      const unsigned char* at;
-      if (key_len > inline_bytes)
-        at = heap.get() + floats_offset(key_len);
-      else if (floats_apart(key_len, dims))
-        at = heap.get();
-      else
-        at = small + floats_offset(key_len);
-      return {reinterpret_cast<const float*>(at), dims};
+      return {reinterpret_cast<const float*>(floats_at()), dims};
     }
   };
 
@@ -292,6 +297,7 @@ class embedding_cache {
   /// At most this many spare blocks (and at most 1/64 of the bound in
   /// bytes): a fill evicts about what it stores, so one or two suffice.
   static constexpr std::size_t max_spare_blocks = 8;
+  std::size_t spare_bytes() const;
 
   struct lru_list {
     uint32_t head = npos;
@@ -376,7 +382,6 @@ class embedding_cache {
   uint32_t slots_used_ = 0;
   std::vector<uint32_t> free_;
   std::vector<spare_block> spare_;
-  std::size_t spare_bytes_ = 0;
   std::vector<bucket> index_;
   std::size_t index_count_ = 0;
   frequency_sketch sketch_;

@@ -186,9 +186,9 @@ std::optional<uint32_t> take_cache_ownership(request_state& st,
 
 bool mark_cache_wanted(request_state& st, uint64_t ticket) {
   auto& cs = st.cache;
-  const auto& owned = cs.active ? cs.ticket_of
-      : cs.answer               ? cs.answer->answer.tickets
-                                : cs.ticket_of;
+  // Before its answer is applied a request's tickets are the answer's.
+  const auto& owned
+      = cs.answer && !cs.active ? cs.answer->answer.tickets : cs.ticket_of;
   if (ticket == 0
       || std::find(owned.begin(), owned.end(), ticket) == owned.end())
     return false;

@@ -34,11 +34,14 @@ using test::system_fixture;
 constexpr int32_t dims = 16;
 
 runtime_config cache_config_for(const std::string& url, bool cache = true,
-                                std::size_t max_bytes = 64 << 20) {
+                                std::size_t max_bytes = 64 << 20,
+                                provider_kind provider
+                                = provider_kind::openai) {
   runtime_config rc;
   upstream_config up;
   up.name = "mock";
   up.base_url = url;
+  up.provider = provider;
   up.connections = 8;
   up.attempt_timeout = 5000ms;
   rc.upstreams.push_back(up);
@@ -80,6 +83,17 @@ embed_all(client& c, const std::vector<embed_request>& reqs) {
   return out;
 }
 
+/// `first`, 31 inputs `prefix` 1..31 and one the mock answers after 3 s: for
+/// a tei upstream (32 inputs per call) a request whose last call is slow.
+std::vector<std::string> with_slow_tail(const std::string& first,
+                                        const std::string& prefix) {
+  std::vector<std::string> in{first};
+  for (int i = 1; i < 32; ++i)
+    in.push_back(prefix + " " + std::to_string(i));
+  in.push_back(prefix + " slow [[mock:delay-ms=3000]]");
+  return in;
+}
+
 std::string text_of(std::size_t k) {
   return "text " + std::to_string(k);
 }
@@ -99,11 +113,13 @@ struct temp_dir {
 
 /// A service with the cache on in front of an in-process mock that answers
 /// after `latency_ms`, and a client of it.
-struct slow_cached_service {
-  explicit slow_cached_service(int latency_ms, service_hooks hooks = {})
+struct cached_service {
+  explicit cached_service(int latency_ms, service_hooks hooks = {},
+                          provider_kind provider = provider_kind::openai)
       : srv(start_mock(test::slow_upstream(latency_ms))),
-        svc(spawn_service(*f.sys, cache_config_for(srv->base_url()),
-                          std::move(hooks))) {
+        svc(spawn_service(
+            *f.sys, cache_config_for(srv->base_url(), true, 64 << 20, provider),
+            std::move(hooks))) {
     REQUIRE(svc);
     c = std::make_unique<client>(*f.sys, *svc);
   }
@@ -154,7 +170,7 @@ TEST_CASE("cache: 50 % repeated texts send exactly the distinct texts "
 
 TEST_CASE("cache: concurrent identical requests send one upstream input",
           "[cache]") {
-  slow_cached_service env{200};
+  cached_service env{200};
   auto& c = *env.c;
   auto& srv = env.srv;
   std::vector<embed_request> reqs(50, make_request({"the same text"}));
@@ -280,7 +296,7 @@ TEST_CASE("cache: the byte bound holds under a 10x oversubscribed key "
 
 TEST_CASE("cache: an owner that fails does not leave its waiters hanging",
           "[cache]") {
-  slow_cached_service env{300};
+  cached_service env{300};
   auto& c = *env.c;
   auto& srv = env.srv;
   // The first caller owns the text but gives up at its deadline (100 ms);
@@ -332,7 +348,7 @@ TEST_CASE("cache: an input the upstream rejects is not cached, the inputs "
 TEST_CASE("cache: a waiter that gave up before its owner failed does not "
           "strand the input",
           "[cache]") {
-  slow_cached_service env{400};
+  cached_service env{400};
   auto& c = *env.c;
   auto& srv = env.srv;
   // The owner gives up at 250 ms, its waiter already at 100 ms. The input
@@ -358,7 +374,7 @@ TEST_CASE("cache: a cache that fails loses no reply and starts again empty",
           "[cache]") {
   service_hooks hooks;
   hooks.cache_crash_marker = "__crash_cache__";
-  slow_cached_service env{200, hooks};
+  cached_service env{200, hooks};
   auto& c = *env.c;
   auto& srv = env.srv;
   REQUIRE(c.embed(make_request({"cached before"})).get());
@@ -481,25 +497,14 @@ TEST_CASE("cache: a host that drops its service after a metrics call shuts "
 TEST_CASE("cache: a waiter gets an input when its owner's chunk is served, "
           "not with the owner's whole reply",
           "[cache]") {
-  system_fixture f;
-  auto srv = start_mock();
-  auto rc = cache_config_for(srv->base_url());
   // 32 inputs per upstream call: the owner's 33 go up as two chunks, the
   // second (one input the mock answers after 3 s) long after the first.
-  rc.upstreams.front().provider = provider_kind::tei;
-  auto svc = spawn_service(*f.sys, rc);
-  REQUIRE(svc);
-  client c{*f.sys, *svc};
-  auto owner_inputs = [](const std::string& shared) {
-    std::vector<std::string> in{shared};
-    for (int i = 1; i < 32; ++i)
-      in.push_back("fast " + std::to_string(i));
-    in.push_back("slow [[mock:delay-ms=3000]]");
-    return in;
-  };
+  cached_service env{0, {}, provider_kind::tei};
+  auto& c = *env.c;
+  auto& srv = env.srv;
   auto waits_for
       = [&](const std::string& shared, std::chrono::milliseconds after) {
-          auto owner_req = make_request(owner_inputs(shared), 20s);
+          auto owner_req = make_request(with_slow_tail(shared, "fast"), 20s);
           auto owner = c.embed(owner_req);
           std::this_thread::sleep_for(after);
           auto start = std::chrono::steady_clock::now();
@@ -529,13 +534,9 @@ TEST_CASE("cache: a waiter gets an input when its owner's chunk is served, "
 TEST_CASE("cache: a waiter that inherits an input from a failed owner hands "
           "it to the next waiter as soon as that chunk is served",
           "[cache]") {
-  system_fixture f;
-  auto srv = start_mock();
-  auto rc = cache_config_for(srv->base_url());
-  rc.upstreams.front().provider = provider_kind::tei; // 32 inputs per call
-  auto svc = spawn_service(*f.sys, rc);
-  REQUIRE(svc);
-  client c{*f.sys, *svc};
+  cached_service env{0, {}, provider_kind::tei}; // 32 inputs per call
+  auto& c = *env.c;
+  auto& srv = env.srv;
   const std::string shared = "inherited [[mock:delay-ms=400]]";
   // The first owner gives up at its deadline (150 ms), before the upstream
   // answers the shared input (400 ms).
@@ -543,11 +544,7 @@ TEST_CASE("cache: a waiter that inherits an input from a failed owner hands "
   std::this_thread::sleep_for(20ms);
   // The heir waits for it first; its own 32 inputs are one call the mock
   // answers after 3 s.
-  std::vector<std::string> heir_inputs{shared};
-  for (int i = 1; i < 32; ++i)
-    heir_inputs.push_back("heir " + std::to_string(i));
-  heir_inputs.push_back("heir slow [[mock:delay-ms=3000]]");
-  auto heir_req = make_request(heir_inputs, 20s);
+  auto heir_req = make_request(with_slow_tail(shared, "heir"), 20s);
   auto heir = c.embed(heir_req);
   std::this_thread::sleep_for(20ms);
   // The next waiter: once the heir owns the input (c_owner, then c_wanted:
