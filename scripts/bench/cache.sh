@@ -16,6 +16,10 @@
 # cache at its steady state, evicting, instead of a growing one). BASE_BIN:
 # another build's embedrt (say, the commit before a change), run with --cache
 # in the same rounds (on, base, off, ...): the summary adds on / base - 1.
+# BASE_BIN may name several builds, separated by spaces, each PATH or
+# NAME=PATH (experimental variants side by side: docs/benchmarks.md, "Where
+# the cost at 8 dimensions goes"); each runs with --cache in every round, or
+# without it if the entry ends in ",nocache".
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -35,39 +39,77 @@ url=$mock_url
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
   --inputs "$inputs" --dims "${DIMS:-8}" --warmup 2000 --log-level error)
 read -r -a cache_args <<<"${CACHE_ARGS:-}"
+read -r -a base_specs <<<"${BASE_BIN:-}"
+base_names=()
+base_bins=()
+base_cache=()
+for i in "${!base_specs[@]}"; do
+  spec=${base_specs[$i]}
+  if [[ $spec == *,nocache ]]; then
+    spec=${spec%,nocache}
+    base_cache+=(off)
+  else
+    base_cache+=(on)
+  fi
+  if [[ $spec == *=* ]]; then
+    base_names+=("${spec%%=*}")
+    base_bins+=("${spec#*=}")
+  else
+    base_names+=("$([ ${#base_specs[@]} -eq 1 ] && echo base || echo "base$((i + 1))")")
+    base_bins+=("$spec")
+  fi
+  [ -x "${base_bins[$i]}" ] || { echo "no ${base_bins[$i]} (BASE_BIN)" >&2; exit 2; }
+done
 echo "# embedrt bench ${args[*]} [--cache ${cache_args[*]}], $rounds rounds interleaved"
 for r in $(seq "$rounds"); do
   timeout 300 "$bin" bench "${args[@]}" --cache "${cache_args[@]}" | tee -a "$out/on.jsonl"
-  if [ -n "${BASE_BIN:-}" ]; then
-    timeout 300 "$BASE_BIN" bench "${args[@]}" --cache "${cache_args[@]}" | tee -a "$out/base.jsonl"
-  fi
+  for i in "${!base_bins[@]}"; do
+    if [ "${base_cache[$i]}" = on ]; then
+      timeout 300 "${base_bins[$i]}" bench "${args[@]}" --cache "${cache_args[@]}"
+    else
+      timeout 300 "${base_bins[$i]}" bench "${args[@]}"
+    fi | tee -a "$out/base-${base_names[$i]}.jsonl"
+  done
   timeout 300 "$bin" bench "${args[@]}" | tee -a "$out/off.jsonl"
 done
 
-touch "$out/base.jsonl"
-/usr/bin/python3 - "$out/on.jsonl" "$out/off.jsonl" "$out/base.jsonl" <<'PY'
+base_files=()
+for i in "${!base_names[@]}"; do
+  base_files+=("${base_names[$i]}=${base_cache[$i]}=$out/base-${base_names[$i]}.jsonl")
+done
+/usr/bin/python3 - "$out/on.jsonl" "$out/off.jsonl" "${base_files[@]}" <<'PY'
 import json, statistics, sys
 def load(p):
     return [json.loads(l) for l in open(p) if l.strip()]
-on, off, base = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
+on, off = load(sys.argv[1]), load(sys.argv[2])
+# NAME=on|off=FILE: a BASE_BIN build's runs, with the cache on or off.
+bases = [(n + (" on" if c == "on" else " (no cache)"), load(f))
+         for n, c, f in (a.split("=", 2) for a in sys.argv[3:])]
 assert all(r["cache"] for r in on) and not any(r["cache"] for r in off)
 def med(rows, k):
     return statistics.median(r[k] for r in rows)
-for name, rows in (("cache on ", on), ("cache off", off)) + ((("base on  ", base),) if base else ()):
+def per_round(xs, ys, k="req_per_s"):
+    return [a[k] / b[k] - 1 for a, b in zip(xs, ys)]
+def rounds_of(pairs):
+    return " ".join("%.1f" % (x * 100) for x in pairs)
+for name, rows in [("cache on ", on), ("cache off", off)] + [("%-9s" % n, rows) for n, rows in bases]:
     print("%s: req/s median %.0f (runs: %s), p50 %.3f ms, p99 %.3f ms, cpu_ms_per_1k %.1f, errors %d"
           % (name, med(rows, "req_per_s"), " ".join("%.0f" % r["req_per_s"] for r in rows),
              med(rows, "p50_ms"), med(rows, "p99_ms"), med(rows, "cpu_ms_per_1k"),
              sum(sum(r["errors"].values()) for r in rows)))
 print("cost (median req/s on / off - 1): %.1f %%" % ((med(on, "req_per_s") / med(off, "req_per_s") - 1) * 100))
-pairs = [a["req_per_s"] / b["req_per_s"] - 1 for a, b in zip(on, off)]
+pairs = per_round(on, off)
 print("cost per round (on_i / off_i - 1): median %.1f %% (rounds: %s)"
-      % (statistics.median(pairs) * 100, " ".join("%.1f" % (x * 100) for x in pairs)))
-print("cpu per 1k requests (on / off - 1): %.1f %%" % ((med(on, "cpu_ms_per_1k") / med(off, "cpu_ms_per_1k") - 1) * 100))
-if base:
-    pairs = [a["req_per_s"] / b["req_per_s"] - 1 for a, b in zip(on, base)]
-    print("cache on vs BASE_BIN's cache on (on_i / base_i - 1): median %.1f %% (rounds: %s); cpu per 1k: %.1f %%"
-          % (statistics.median(pairs) * 100, " ".join("%.1f" % (x * 100) for x in pairs),
+      % (statistics.median(pairs) * 100, rounds_of(pairs)))
+print("cpu per 1k requests (on / off - 1): %.1f %%; per round: median %.1f %%"
+      % ((med(on, "cpu_ms_per_1k") / med(off, "cpu_ms_per_1k") - 1) * 100,
+         statistics.median(per_round(on, off, "cpu_ms_per_1k")) * 100))
+for name, base in bases:
+    pairs = per_round(on, base)
+    print("cache on vs %s (on_i / base_i - 1): median %.1f %% (rounds: %s); cpu per 1k: %.1f %%"
+          % (name, statistics.median(pairs) * 100, rounds_of(pairs),
              (med(on, "cpu_ms_per_1k") / med(base, "cpu_ms_per_1k") - 1) * 100))
-    pairs = [a["req_per_s"] / b["req_per_s"] - 1 for a, b in zip(base, off)]
-    print("BASE_BIN's cost per round (base_i / off_i - 1): median %.1f %%" % (statistics.median(pairs) * 100))
+    print("%s's cost per round (base_i / off_i - 1): median %.1f %% (rounds: %s); cpu per 1k per round: median %.1f %%"
+          % (name, statistics.median(per_round(base, off)) * 100, rounds_of(per_round(base, off)),
+             statistics.median(per_round(base, off, "cpu_ms_per_1k")) * 100))
 PY
