@@ -50,7 +50,8 @@ class io_runtime {
   /// Stops the io_context and joins the I/O threads. If the last owner lets
   /// go on one of the I/O threads themselves, a short-lived reaper thread
   /// joins them and destroys the io_context instead (a thread cannot join
-  /// itself).
+  /// itself); the process waits for its reapers when it ends (at most 5 s,
+  /// before OpenSSL's exit cleanup).
   ~io_runtime();
 
   io_runtime(const io_runtime&) = delete;
