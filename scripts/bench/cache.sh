@@ -15,7 +15,8 @@
 # cache side: a bound small enough that the warm-up fills it measures the
 # cache at its steady state, evicting, instead of a growing one). BASE_BIN:
 # another build's embedrt (say, the commit before a change), run with --cache
-# in the same rounds (on, base, off, ...): the summary adds on / base - 1.
+# in the same rounds (on, base, off; the order rotates from round to round):
+# the summary adds on / base - 1.
 # BASE_BIN may name several builds, separated by spaces, each PATH or
 # NAME=PATH (experimental variants side by side: docs/benchmarks.md, "Where
 # the cost at 8 dimensions goes"); each runs with --cache in every round, or
@@ -60,17 +61,29 @@ for i in "${!base_specs[@]}"; do
   fi
   [ -x "${base_bins[$i]}" ] || { echo "no ${base_bins[$i]} (BASE_BIN)" >&2; exit 2; }
 done
+# run_variant V: one run of variant V (on, off, or the index of a BASE_BIN
+# build), its JSON line appended to its file.
+run_variant() {
+  case $1 in
+    on) timeout 300 "$bin" bench "${args[@]}" --cache "${cache_args[@]}" | tee -a "$out/on.jsonl" ;;
+    off) timeout 300 "$bin" bench "${args[@]}" | tee -a "$out/off.jsonl" ;;
+    *)
+      if [ "${base_cache[$1]}" = on ]; then
+        timeout 300 "${base_bins[$1]}" bench "${args[@]}" --cache "${cache_args[@]}"
+      else
+        timeout 300 "${base_bins[$1]}" bench "${args[@]}"
+      fi | tee -a "$out/base-${base_names[$1]}.jsonl"
+      ;;
+  esac
+}
+variants=(on "${!base_bins[@]}" off)
 echo "# embedrt bench ${args[*]} [--cache ${cache_args[*]}], $rounds rounds interleaved"
-for r in $(seq "$rounds"); do
-  timeout 300 "$bin" bench "${args[@]}" --cache "${cache_args[@]}" | tee -a "$out/on.jsonl"
-  for i in "${!base_bins[@]}"; do
-    if [ "${base_cache[$i]}" = on ]; then
-      timeout 300 "${base_bins[$i]}" bench "${args[@]}" --cache "${cache_args[@]}"
-    else
-      timeout 300 "${base_bins[$i]}" bench "${args[@]}"
-    fi | tee -a "$out/base-${base_names[$i]}.jsonl"
+for r in $(seq 0 $((rounds - 1))); do
+  # The order rotates from round to round (on, base..., off; then base...,
+  # off, on; ...): no variant always runs first or after the same one.
+  for j in "${!variants[@]}"; do
+    run_variant "${variants[$(((r + j) % ${#variants[@]}))]}"
   done
-  timeout 300 "$bin" bench "${args[@]}" | tee -a "$out/off.jsonl"
 done
 
 base_files=()

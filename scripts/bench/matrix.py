@@ -334,13 +334,17 @@ class Matrix:
         """The cost of each optional feature (the cache with misses only:
         every text is new; pacing against an upstream that sends no rate
         limits; adaptive concurrency) alone against all of them off, the
-        variants interleaved round by round on each shape of FEATURE_SHAPES."""
+        variants interleaved round by round (in an order that rotates) on each
+        shape of FEATURE_SHAPES."""
         mock = Mock(self.args.embedrt, os.cpu_count() or 1, self.tmp)
         try:
             urls = {"nginx": zero, "nginx-50ms": lat, "mock": mock.url}
             for shape, up, conns, callers, n, extra, _ in FEATURE_SHAPES:
                 for rnd in range(FEATURE_ROUNDS):
-                    for name, flags in FEATURES:
+                    # The order rotates from round to round: no variant always
+                    # runs first, or right after the same one.
+                    k = rnd % len(FEATURES)
+                    for name, flags in FEATURES[k:] + FEATURES[:k]:
                         self.run(shape, "embedrt", up, urls[up], conns, callers, n,
                                  extra=list(extra) + flags,
                                  tags={"feature": name, "round": rnd})
@@ -748,7 +752,9 @@ def report(results, meta, doc, plotdir, results_path):
         L.append("")
         L.append("Each feature alone against all three off (`--no-pacing`; pacing is "
                  "on by default), %d rounds per shape, the variants interleaved within "
-                 "each round; the cost is the median of the per-round ratios "
+                 "each round (their order rotating from one round to the next, so that "
+                 "none always runs first or after the same one); the cost is the median "
+                 "of the per-round ratios "
                  "(feature_i / off_i − 1). Every text is new, so the cache never hits "
                  "(its cost is all there is to it); its bound, `--cache-max-bytes "
                  "16777216`, is small enough that it fills during the run and then "
