@@ -11,7 +11,8 @@
 //   LRU        the same in the store's plain-LRU mode (no sketch, no
 //              admission): what the policy adds;
 //   hit        key+hash and `find_or_reserve` of a stored input (then
-//              copied out, as a lookup's answer does).
+//              copied out, as a lookup's answer does), in the plain-LRU
+//              store, which holds the round's newest inputs.
 //
 // The store is filled to its bound before the rounds, so every miss evicts
 // (as in a long-running cache). Prints µs per input of each, medians of the
