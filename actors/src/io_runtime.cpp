@@ -1,6 +1,7 @@
 #include "embedrt/io_runtime.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -13,7 +14,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
-#include <list>
 #include <mutex>
 #include <openssl/crypto.h>
 #include <optional>
@@ -23,87 +23,45 @@ namespace embedrt {
 
 namespace {
 
-/// The reaper threads (`io_runtime::stop`): each joins an io_runtime's
-/// threads and destroys its io_context after the last owner let go on one of
-/// those threads. A reaper still at work when the process ends would race
-/// with the exit: with static destructors, and with OpenSSL's exit handler,
-/// which frees the library's state while the reaper's io_context may still
-/// hold TLS streams to free (its pending handlers go with it). So the
-/// process waits for them, at most `exit_wait`: an exit handler registered
-/// after OpenSSL's (whose initialisation is forced first) runs before it
-/// and joins the reapers. Never destroyed: a reaper may end after the
-/// statics are gone.
-class reaper_list {
- public:
-  static constexpr auto exit_wait = std::chrono::seconds{5};
+/// Reapers at work (`io_runtime::stop`): each joins an io_runtime's threads
+/// and destroys its io_context after the last owner let go on one of those
+/// threads. A reaper still at work when the process ends would race with the
+/// exit: with static destructors, and with OpenSSL's exit handler, which
+/// frees the library's state while the reaper's io_context may still hold
+/// TLS streams to free (its pending handlers go with it). So the process
+/// waits for them: an exit handler registered after OpenSSL's (whose
+/// initialisation is forced first) runs before it. A counter, not a lock:
+/// the reapers are detached, and nothing but process exit waits for them.
+std::atomic<int> reapers_at_work{0};
 
-  static reaper_list& instance() {
-    static reaper_list* list = [] {
-      // OpenSSL registers its exit handler when it is first initialised:
-      // forced here, so that ours (registered after it) runs before it.
-      OPENSSL_init_crypto(0, nullptr);
-      auto* l = new reaper_list;
-      std::atexit([] {
-        instance().join_all();
-      });
-      return l;
-    }();
-    return *list;
-  }
+/// The exit handler: waits until no reaper is at work, at most 5 s (a reaper
+/// stuck behind the exiting thread itself is left to the process's end).
+void wait_for_reapers() {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
+  while (reapers_at_work.load() > 0
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+}
 
-  /// Starts a reaper running `fn`; reapers that ended are joined first.
-  template <class F>
-  void start(F fn) {
-    std::lock_guard<std::mutex> guard{mtx_};
-    for (auto i = reapers_.begin(); i != reapers_.end();) {
-      if (i->done) {
-        i->thread.join(); // it has ended (or is about to return)
-        i = reapers_.erase(i);
-      } else {
-        ++i;
-      }
-    }
-    reapers_.emplace_back();
-    auto* r = &reapers_.back(); // list: stable while in it
-    r->thread = std::thread{[this, r, fn = std::move(fn)]() mutable {
-      fn();
-      std::lock_guard<std::mutex> guard{mtx_};
-      r->done = true;
-      cv_.notify_all();
-    }};
-  }
-
-  /// At exit: waits (bounded) for every reaper; one that does not end in
-  /// time (or is the exiting thread) is left to the process's end.
-  void join_all() {
-    std::unique_lock<std::mutex> guard{mtx_};
-    auto self = std::this_thread::get_id();
-    cv_.wait_for(guard, exit_wait, [&] {
-      return std::all_of(reapers_.begin(), reapers_.end(),
-                         [&](const reaper& r) {
-                           return r.done || r.thread.get_id() == self;
-                         });
-    });
-    for (auto& r : reapers_) {
-      if (r.done)
-        r.thread.join();
-      else if (r.thread.get_id() != self)
-        r.thread.detach();
-    }
-    reapers_.remove_if([](const reaper& r) {
-      return !r.thread.joinable();
-    });
-  }
-
- private:
-  struct reaper {
-    std::thread thread;
-    bool done = false;
-  };
-  std::mutex mtx_;
-  std::condition_variable cv_;
-  std::list<reaper> reapers_;
-};
+/// Runs `fn` on a detached reaper thread that the process's exit waits for.
+template <class F>
+void start_reaper(F fn) {
+  static const bool exit_waits = [] {
+    // OpenSSL registers its exit handler when it is first initialised:
+    // forced here, so that ours (registered after it) runs before it.
+    OPENSSL_init_crypto(0, nullptr);
+    return std::atexit(wait_for_reapers) == 0;
+  }();
+  (void)exit_waits;
+  ++reapers_at_work;
+  std::thread{[fn = std::move(fn)]() mutable {
+    fn();
+    // The thread's OpenSSL state goes now, not at its exit (which the
+    // process does not wait for).
+    OPENSSL_thread_stop();
+    --reapers_at_work;
+  }}.detach();
+}
 
 } // namespace
 
@@ -163,12 +121,12 @@ void io_runtime::stop() {
     // cannot join itself, and the io_context must outlive its run() call:
     // hand the threads and the io_context to a reaper that joins them all
     // (this one once its handler returned) and then destroys the context.
-    reaper_list::instance().start(
+    start_reaper(
         [impl = std::move(impl_), threads = std::move(threads_)]() mutable {
           for (auto& t : threads)
             if (t.joinable())
               t.join();
-          impl.reset(); // the io_context, before the reaper counts as done
+          impl.reset(); // the io_context, before the reaper is done
         });
     threads_.clear();
     return;
