@@ -8,24 +8,24 @@ namespace embedrt::detail {
 
 namespace {
 
-void append_header(std::string& key, std::string_view model, int32_t dimensions,
-                   char kind) {
-  key.append(model);
-  key.push_back('\0');
+/// Sizes `key` for the header and `body` bytes after it (its memory
+/// reused: a key of the same length as the last one written into this
+/// string costs no allocation and no fill) and writes the header: the
+/// model, a zero byte, the dimensions (4 bytes, little-endian) and `kind`.
+/// Returns where the body goes.
+char* write_header(std::string& key, std::string_view model, int32_t dimensions,
+                   char kind, std::size_t body) {
+  key.resize(model.size() + 6 + body);
+  auto* p = key.data();
+  if (!model.empty())
+    std::memcpy(p, model.data(), model.size());
+  p += model.size();
   auto d = static_cast<uint32_t>(dimensions);
+  *p++ = '\0';
   for (int i = 0; i < 4; ++i)
-    key.push_back(static_cast<char>((d >> (8 * i)) & 0xff));
-  key.push_back(kind);
-}
-
-/// SplitMix64's finalizer: spreads a hash over all bits.
-uint64_t mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
+    *p++ = static_cast<char>((d >> (8 * i)) & 0xff);
+  *p++ = kind;
+  return p;
 }
 
 std::size_t next_pow2(std::size_t n) {
@@ -39,21 +39,18 @@ std::size_t next_pow2(std::size_t n) {
 
 void cache_key(std::string& out, std::string_view model, int32_t dimensions,
                std::string_view text) {
-  out.clear();
-  out.reserve(model.size() + 6 + text.size());
-  append_header(out, model, dimensions, 't');
-  out.append(text);
+  auto* p = write_header(out, model, dimensions, 't', text.size());
+  if (!text.empty())
+    std::memcpy(p, text.data(), text.size());
 }
 
 void cache_key(std::string& out, std::string_view model, int32_t dimensions,
                const std::vector<int32_t>& token_ids) {
-  out.clear();
-  out.reserve(model.size() + 6 + 4 * token_ids.size());
-  append_header(out, model, dimensions, 'i');
+  auto* p = write_header(out, model, dimensions, 'i', 4 * token_ids.size());
   for (auto id : token_ids) {
     auto u = static_cast<uint32_t>(id);
     for (int i = 0; i < 4; ++i)
-      out.push_back(static_cast<char>((u >> (8 * i)) & 0xff));
+      *p++ = static_cast<char>((u >> (8 * i)) & 0xff);
   }
 }
 
@@ -78,17 +75,90 @@ bool cache_key_is_text(std::string_view key, std::string_view text) {
       && key[key.size() - n - 6] == '\0' && key.substr(key.size() - n) == text;
 }
 
+namespace {
+
+// wyhash (Wang Yi's, final version 4; public domain / The Unlicense): 16
+// bytes per 64 x 64 -> 128-bit multiplication, about a third of the
+// instructions of libstdc++'s MurmurHash2 on a 60-byte key. Not seeded:
+// the hash never leaves the process and decides nothing an attacker could
+// exploit beyond longer probes (the index is kept at most half full).
+
+uint64_t wymix(uint64_t a, uint64_t b) {
+  auto r = static_cast<unsigned __int128>(a) * b;
+  return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
+}
+
+uint64_t read8(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+uint64_t read4(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+constexpr uint64_t wy0 = 0x2d358dccaa6c78a5ULL;
+constexpr uint64_t wy1 = 0x8bb84b93962eacc9ULL;
+constexpr uint64_t wy2 = 0x4b33a62ed433d4a3ULL;
+constexpr uint64_t wy3 = 0x4d5a2da51de1aa47ULL;
+
+} // namespace
+
 uint64_t cache_hash(std::string_view key) {
-  return std::hash<std::string_view>{}(key);
+  const auto* p = reinterpret_cast<const unsigned char*>(key.data());
+  auto len = key.size();
+  uint64_t seed = wymix(wy0, wy1);
+  uint64_t a = 0;
+  uint64_t b = 0;
+  if (len <= 16) {
+    if (len >= 4) {
+      auto off = (len >> 3) << 2;
+      a = (read4(p) << 32) | read4(p + off);
+      b = (read4(p + len - 4) << 32) | read4(p + len - 4 - off);
+    } else if (len > 0) {
+      a = (static_cast<uint64_t>(p[0]) << 16)
+          | (static_cast<uint64_t>(p[len >> 1]) << 8) | p[len - 1];
+    }
+  } else {
+    auto i = len;
+    if (i >= 48) {
+      auto see1 = seed;
+      auto see2 = seed;
+      do {
+        seed = wymix(read8(p) ^ wy1, read8(p + 8) ^ seed);
+        see1 = wymix(read8(p + 16) ^ wy2, read8(p + 24) ^ see1);
+        see2 = wymix(read8(p + 32) ^ wy3, read8(p + 40) ^ see2);
+        p += 48;
+        i -= 48;
+      } while (i >= 48);
+      seed ^= see1 ^ see2;
+    }
+    while (i > 16) {
+      seed = wymix(read8(p) ^ wy1, read8(p + 8) ^ seed);
+      i -= 16;
+      p += 16;
+    }
+    a = read8(p + i - 16);
+    b = read8(p + i - 8);
+  }
+  a ^= wy1;
+  b ^= seed;
+  auto r = static_cast<unsigned __int128>(a) * b;
+  a = static_cast<uint64_t>(r);
+  b = static_cast<uint64_t>(r >> 64);
+  return wymix(a ^ wy0 ^ len, b ^ wy1);
 }
 
 // -- frequency_sketch ---------------------------------------------------------
 
 frequency_sketch::frequency_sketch(std::size_t expected_entries) {
-  ensure_capacity(expected_entries);
+  grow(expected_entries);
 }
 
-void frequency_sketch::ensure_capacity(std::size_t entries) {
+void frequency_sketch::grow(std::size_t entries) {
   auto width = next_pow2(std::max<std::size_t>(entries, 64));
   if (width <= mask_ + 1 && !table_.empty())
     return;
@@ -96,27 +166,17 @@ void frequency_sketch::ensure_capacity(std::size_t entries) {
   auto addr = reinterpret_cast<std::uintptr_t>(table_.data());
   base_ = table_.data() + ((64 - addr % 64) % 64);
   mask_ = width - 1;
+  blocks_mask_ = width / 16 - 1;
   additions_ = 0;
   sample_size_ = 10 * width;
 }
 
-void frequency_sketch::positions(uint64_t hash, std::size_t (&pos)[4]) const {
-  auto h = mix(hash + 0x9e3779b97f4a7c15ULL);
-  // 4 x width counters in blocks of 64: row r of a block is its bytes
-  // [16 r, 16 r + 16).
-  auto blocks_mask = ((mask_ + 1) / 16) - 1;
-  auto block = static_cast<std::size_t>(h >> 32) & blocks_mask;
-  for (int row = 0; row < 4; ++row)
-    pos[row] = block * 64 + static_cast<std::size_t>(row) * 16
-        + static_cast<std::size_t>((h >> (4 * row)) & 15);
-}
-
 void frequency_sketch::increment(uint64_t hash) {
+  auto h = spread(hash);
+  auto* block = block_of(h);
   bool added = false;
-  std::size_t pos[4];
-  positions(hash, pos);
-  for (auto p : pos) {
-    auto& c = base_[p];
+  for (int row = 0; row < 4; ++row) {
+    auto& c = block[row * 16 + ((h >> (4 * row)) & 15)];
     if (c < 15) {
       ++c;
       added = true;
@@ -126,21 +186,12 @@ void frequency_sketch::increment(uint64_t hash) {
     age();
 }
 
-void frequency_sketch::prefetch(uint64_t hash) const {
-  if (base_ == nullptr)
-    return;
-  std::size_t pos[4];
-  positions(hash, pos);
-  // The block is one cache line.
-  __builtin_prefetch(base_ + pos[0], 1);
-}
-
 uint32_t frequency_sketch::frequency(uint64_t hash) const {
+  auto h = spread(hash);
+  const auto* block = block_of(h);
   uint32_t f = 15;
-  std::size_t pos[4];
-  positions(hash, pos);
-  for (auto p : pos)
-    f = std::min<uint32_t>(f, base_[p]);
+  for (int row = 0; row < 4; ++row)
+    f = std::min<uint32_t>(f, block[row * 16 + ((h >> (4 * row)) & 15)]);
   return f;
 }
 
@@ -173,13 +224,13 @@ embedding_cache::embedding_cache(std::size_t max_bytes,
 
 embedding_cache::~embedding_cache() = default;
 
-embedding_cache::lru_list& embedding_cache::list_of(region r) {
+inline embedding_cache::lru_list& embedding_cache::list_of(region r) {
   return r == region::window   ? window_
       : r == region::probation ? probation_
                                : protected_;
 }
 
-void embedding_cache::push_front(region r, uint32_t slot) {
+inline void embedding_cache::push_front(region r, uint32_t slot) {
   auto& l = list_of(r);
   auto& e = at(slot);
   e.where = r;
@@ -194,7 +245,7 @@ void embedding_cache::push_front(region r, uint32_t slot) {
   l.bytes += e.bytes;
 }
 
-void embedding_cache::unlink(uint32_t slot) {
+inline void embedding_cache::unlink(uint32_t slot) {
   auto& e = at(slot);
   auto& l = list_of(e.where);
   if (e.prev != npos)
@@ -268,15 +319,6 @@ void embedding_cache::keep_block(std::unique_ptr<unsigned char[]> block,
              || spare_bytes() + size > max_bytes_ / 64))
     spare_.erase(spare_.begin());
   spare_.push_back(spare_block{dims, std::move(block)});
-}
-
-uint32_t embedding_cache::live_ticket(uint64_t ticket) const {
-  auto slot = static_cast<uint32_t>(ticket & 0xffffffffu);
-  auto gen = static_cast<uint32_t>(ticket >> 32);
-  if (slot >= slots_used_)
-    return npos;
-  const auto& e = at(slot);
-  return e.where == region::in_flight && e.generation == gen ? slot : npos;
 }
 
 void embedding_cache::prefetch(uint64_t hash) const {
@@ -488,7 +530,8 @@ void embedding_cache::on_hit(uint32_t slot) {
       push_front(region::protect, slot);
       break;
     case region::free:
-    case region::in_flight: break;
+    case region::in_flight:
+    case region::detached: break;
   }
 }
 
@@ -509,7 +552,7 @@ void embedding_cache::remove(uint32_t slot) {
     index_erase(pos);
   if (e.where == region::in_flight)
     --in_flight_;
-  else
+  else if (e.where != region::detached)
     unlink(slot);
   free_slot(slot);
 }
@@ -572,8 +615,11 @@ void embedding_cache::drain_window() {
       continue;
     }
     unlink(last);
-    push_front(region::probation, last);
-    admit(last);
+    at(last).where = region::detached;
+    if (admit(last))
+      push_front(region::probation, last);
+    else
+      evict(last);
   }
   if (policy_ == eviction_policy::tinylfu)
     prefetch_admission();
@@ -597,29 +643,27 @@ void embedding_cache::prefetch_admission() const {
   }
 }
 
-/// The candidate (at the front of probation) stays only if it is asked for
-/// more often than each victim it would push out (probation's least recent
-/// first, then protected's); otherwise the candidate goes.
-void embedding_cache::admit(uint32_t candidate) {
+/// The candidate (out of the window, in no list yet) enters probation only
+/// if it is asked for more often than each victim it would push out
+/// (probation's least recent first, then protected's), which go; otherwise
+/// the candidate goes (false), and the main space is left as it was. Most
+/// candidates of a stream of new inputs lose: deciding before the candidate
+/// is linked into probation spares them a link and an unlink.
+bool embedding_cache::admit(uint32_t candidate) {
   auto main_max = max_bytes_ - window_max_;
-  while (probation_.bytes + protected_.bytes > main_max) {
-    uint32_t victim;
-    if (probation_.count > 1 || protected_.count == 0)
-      victim = probation_.tail;
-    else
-      victim = protected_.tail;
-    if (victim == candidate) {
-      evict(candidate);
-      return;
-    }
-    if (sketch_.frequency(at(candidate).hash)
-        > sketch_.frequency(at(victim).hash)) {
-      evict(victim);
-    } else {
-      evict(candidate);
-      return;
-    }
+  auto bytes = at(candidate).bytes;
+  if (probation_.bytes + protected_.bytes + bytes <= main_max)
+    return true;
+  auto candidate_freq = sketch_.frequency(at(candidate).hash);
+  while (probation_.bytes + protected_.bytes + bytes > main_max) {
+    uint32_t victim = probation_.count > 0 ? probation_.tail : protected_.tail;
+    if (victim == npos)
+      return false; // the candidate alone is larger than the main space
+    if (candidate_freq <= sketch_.frequency(at(victim).hash))
+      return false;
+    evict(victim);
   }
+  return true;
 }
 
 } // namespace embedrt::detail

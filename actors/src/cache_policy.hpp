@@ -61,14 +61,35 @@ class frequency_sketch {
   /// Asks the CPU for the block of `hash`'s counters (a hint: a lookup of
   /// several keys overlaps their memory latency instead of paying it in
   /// turn).
-  void prefetch(uint64_t hash) const;
+  void prefetch(uint64_t hash) const {
+    __builtin_prefetch(block_of(spread(hash)), 1);
+  }
   /// Grows the table (counts start again) when more entries than its width
   /// are stored.
-  void ensure_capacity(std::size_t entries);
+  void ensure_capacity(std::size_t entries) {
+    if (entries > mask_ + 1 || table_.empty())
+      grow(entries);
+  }
 
  private:
-  /// The positions of `hash`'s 4 counters.
-  void positions(uint64_t hash, std::size_t (&pos)[4]) const;
+  /// The hash as the sketch uses it (spread again, so that the sketch's
+  /// positions do not follow the index's, which takes the hash's low bits).
+  static uint64_t spread(uint64_t hash) {
+    uint64_t x = hash + 0x9e3779b97f4a7c15ULL;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+  }
+  /// The 64-byte block of the spread hash `h`'s counters: row r of a block
+  /// is its bytes [16 r, 16 r + 16), and the counter of row r there is
+  /// `(h >> 4 r) & 15`.
+  uint8_t* block_of(uint64_t h) const {
+    return base_ + (static_cast<std::size_t>(h >> 32) & blocks_mask_) * 64;
+  }
+  void grow(std::size_t entries);
   void age();
 
   /// The counters, 64-byte aligned (a block is one cache line): `base_`
@@ -77,6 +98,7 @@ class frequency_sketch {
   uint8_t* base_ = nullptr;
   /// Width (counters per row) - 1; the table has width / 16 blocks.
   std::size_t mask_ = 0;
+  std::size_t blocks_mask_ = 0;
   std::size_t additions_ = 0;
   std::size_t sample_size_ = 0;
 };
@@ -226,7 +248,17 @@ class embedding_cache {
   }
 
  private:
-  enum class region : uint8_t { free, in_flight, window, probation, protect };
+  /// Where an entry is: free, in flight, in one of the policy's lists, or
+  /// in none for a moment (a candidate out of the window during its
+  /// admission).
+  enum class region : uint8_t {
+    free,
+    in_flight,
+    window,
+    probation,
+    protect,
+    detached
+  };
   static constexpr uint32_t npos = 0xffffffffu;
   static constexpr std::size_t not_found = static_cast<std::size_t>(-1);
   static constexpr uint32_t chunk_bits = 10;
@@ -329,11 +361,20 @@ class embedding_cache {
     return (static_cast<uint64_t>(generation) << 32) | slot;
   }
   /// The slot of a ticket still in flight (npos: stale).
-  uint32_t live_ticket(uint64_t ticket) const;
+  uint32_t live_ticket(uint64_t ticket) const {
+    auto slot = static_cast<uint32_t>(ticket & 0xffffffffu);
+    if (slot >= slots_used_)
+      return npos;
+    const auto& e = at(slot);
+    return e.where == region::in_flight
+            && e.generation == static_cast<uint32_t>(ticket >> 32)
+        ? slot
+        : npos;
+  }
 
-  lru_list& list_of(region r);
-  void push_front(region r, uint32_t slot);
-  void unlink(uint32_t slot);
+  [[gnu::always_inline]] lru_list& list_of(region r);
+  [[gnu::always_inline]] void push_front(region r, uint32_t slot);
+  [[gnu::always_inline]] void unlink(uint32_t slot);
   uint32_t new_slot();
   void free_slot(uint32_t slot);
   /// A block for `dims` floats: a spare one if there is, else a new one.
@@ -362,7 +403,7 @@ class embedding_cache {
   void remove(uint32_t slot);
   void evict(uint32_t slot);
   void drain_window();
-  void admit(uint32_t candidate);
+  bool admit(uint32_t candidate);
   /// Asks the CPU for what the next admission reads (the next candidate's
   /// and victims' counters and index buckets): with every fill admitting
   /// one candidate, they are in cache by the time it comes.

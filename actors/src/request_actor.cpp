@@ -457,8 +457,9 @@ void fill_cache(self_ptr self, const request_chunk& c) {
 }
 
 /// Applies the cache's answer: what this request owns goes upstream, what
-/// others own is waited for (until the deadline).
-void start_cached(self_ptr self) {
+/// others own is waited for (until the deadline). `limits`: the routes'
+/// `strictest_limits`.
+void start_cached(self_ptr self, const provider_profile& limits) {
   auto& st = self->state;
   auto answer = std::move(st.cache.answer->answer);
   auto waits = apply_cache_answer(st, answer);
@@ -466,7 +467,11 @@ void start_cached(self_ptr self) {
   if (waits > 0)
     self->delayed_send(self, st.deadline - self->clock().now(),
                        cache_expire_atom_v, st.generation);
-  start_upstream(self, waits, strictest_limits(st.routes));
+  start_upstream(self, waits, limits);
+}
+
+void start_cached(self_ptr self) {
+  start_cached(self, strictest_limits(self->state.routes));
 }
 
 /// With a persistent store, the owned misses are looked up on disk first,
@@ -624,7 +629,7 @@ caf::result<embed_result> on_embed(self_ptr self, request_job& job,
     if (!st.cache.answer->disk_keys.empty() && st.env->disk)
       read_disk(self);
     else
-      start_cached(self);
+      start_cached(self, limits);
     return rp;
   }
   start_upstream(self, 0, limits);

@@ -226,7 +226,9 @@ cache_settle finish_cache_phase(request_state& st, bool success) {
   // originals are the reply's), then the owned tickets left unfilled.
   auto n = cs.ticket_of.size();
   auto fills = [&st](const request_chunk& c) {
-    return c.served && st.routes[c.route].model == st.routes.front().model;
+    return c.served
+        && (c.route == 0
+            || st.routes[c.route].model == st.routes.front().model);
   };
   std::size_t served = 0;
   for (const auto& c : st.chunks)
@@ -255,8 +257,10 @@ cache_settle finish_cache_phase(request_state& st, bool success) {
       if (mark_filled(cs, k))
         settle.released.push_back(cs.ticket_of[k]);
   }
-  settle.withdrawn.assign(cs.waiting.begin(), cs.waiting.end());
-  cs.waiting.clear();
+  if (!cs.waiting.empty()) {
+    settle.withdrawn.assign(cs.waiting.begin(), cs.waiting.end());
+    cs.waiting.clear();
+  }
   if (!success || cs.identity) {
     restore_caller_inputs(st);
     return settle;

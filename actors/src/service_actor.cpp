@@ -346,7 +346,8 @@ void on_cache_settle(service_ptr self, cache_settle& s) {
   if (!st.cache || s.epoch != st.cache->epoch())
     return;
   st.cache->settle(s, self->current_sender());
-  send_notices(self);
+  if (st.cache->has_notices())
+    send_notices(self);
   flush_writes(self);
 }
 

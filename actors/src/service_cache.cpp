@@ -160,7 +160,7 @@ bool service_cache::complete(uint64_t ticket, const float* data,
   if (!tag)
     return false;
   auto& f = flights_[*tag];
-  if (persist)
+  if (persist && disk_ && disk_->actor)
     queue_write(*mem_.key_of(ticket), data, size);
   for (auto& w : f.waiters)
     notices_.push_back({std::move(w), ticket, cache_notice::kind::filled,

@@ -11,6 +11,7 @@
 #include <map>
 #include <new>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -141,6 +142,46 @@ TEST_CASE("cache keys differ in model, dimensions, input and kind of input",
   std::vector<int32_t> ids{0x64636261}; // "abcd" little-endian
   CHECK(cache_key("m", 0, ids) != cache_key("m", 0, "abcd"));
   CHECK(cache_key("m", 0, ids) == cache_key("m", 0, std::vector<int32_t>{ids}));
+}
+
+TEST_CASE("the key's bytes are fixed: persistent stores written before read "
+          "the same",
+          "[cache]") {
+  // model, NUL, dimensions (4 bytes little-endian), 't' or 'i', the input.
+  CHECK(cache_key("m", 0x01020304, "ab")
+        == std::string{"m\0\x04\x03\x02\x01tab", 9});
+  CHECK(cache_key("", 8, "") == std::string{"\0\x08\0\0\0t", 6});
+  CHECK(cache_key("m", 8, std::vector<int32_t>{0x64636261, -1})
+        == std::string{"m\0\x08\0\0\0iabcd\xff\xff\xff\xff", 15});
+  // A string reused for a shorter, then a longer key holds exactly it.
+  std::string reused;
+  cache_key(reused, "model", 1536, std::string(300, 'x'));
+  cache_key(reused, "m", 8, "ab");
+  CHECK(reused == cache_key("m", 8, "ab"));
+  cache_key(reused, "m", 8, std::string(70, 'y'));
+  CHECK(reused == cache_key("m", 8, std::string(70, 'y')));
+}
+
+TEST_CASE("a key's hash depends on every byte, at every length", "[cache]") {
+  // Keys of 0 to 160 bytes, each against the same key with one bit flipped
+  // at each position: all hashes distinct (the hash reads short, middle and
+  // long keys, and their tails, by different paths).
+  std::set<uint64_t> seen;
+  std::size_t keys = 0;
+  for (std::size_t len = 0; len <= 160; ++len) {
+    std::string key(len, '\0');
+    for (std::size_t i = 0; i < len; ++i)
+      key[i] = static_cast<char>('a' + (i * 7 + len) % 26);
+    seen.insert(cache_hash(key));
+    ++keys;
+    for (std::size_t i = 0; i < len; ++i) {
+      auto flipped = key;
+      flipped[i] = static_cast<char>(flipped[i] ^ (1 << (i % 8)));
+      seen.insert(cache_hash(flipped));
+      ++keys;
+    }
+  }
+  CHECK(seen.size() == keys);
 }
 
 TEST_CASE("a hit returns the stored vector, the full key is compared",

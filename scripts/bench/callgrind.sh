@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Instructions per request of `embedrt bench`, counted by valgrind's
+# callgrind instead of timed (docs/benchmarks.md, "The miss path in
+# instructions"): exact and repeatable to about ±0.2 % where a timing on a
+# shared machine spreads by ±3 % and more, so it shows a change of a few
+# hundred instructions per request that `cache.sh` cannot.
+#
+#   scripts/bench/callgrind.sh [BIN] [NAME=FLAGS ...]
+#   scripts/bench/callgrind.sh build-bench/app/embedrt \
+#     off= "on=--cache --cache-max-bytes 1048576"
+#
+# Each variant runs `BIN bench` twice under callgrind, with 10,000 and with
+# 30,000 requests (64 callers, 8 connections, one 40-byte text of 8
+# dimensions, batching off: one upstream call per request, so that the count
+# does not depend on how valgrind's slowness changes the batching), against
+# one `BIN mock` in another process (not counted). Per request is
+# (I(30,000) - I(10,000)) / 20,000: start-up and warm-up cancel out. The
+# callgrind files stay in OUT_DIR (default: a temporary directory, printed)
+# for `callgrind_annotate` (self cost per function) or
+# `callgrind_annotate --inclusive=yes` (with callees), e.g.
+#   callgrind_annotate OUT_DIR/on.30000.out | head -60
+# Defaults: BIN build-bench/app/embedrt, variants off= and
+# "on=--cache --cache-max-bytes 1048576" (a 1 MiB bound that the warm-up
+# fills, so that every fill evicts). Needs valgrind (apt install valgrind).
+# About a minute per variant.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+bin=${1:-build-bench/app/embedrt}
+shift || true
+[ -x "$bin" ] || { echo "no $bin (build target embedrt_cli)" >&2; exit 2; }
+command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install valgrind" >&2; exit 2; }
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=("off=" "on=--cache --cache-max-bytes 1048576")
+
+out=${OUT_DIR:-$(mktemp -d)}
+mkdir -p "$out"
+trap 'kill "$mock_pid" 2>/dev/null || true' EXIT
+start_mock "$bin" "$out"
+echo "# callgrind files in $out"
+
+for n in 10000 30000; do
+  for v in "${variants[@]}"; do
+    name=${v%%=*}
+    read -r -a flags <<<"${v#*=}"
+    timeout 1200 valgrind --tool=callgrind --callgrind-out-file="$out/$name.$n.out" \
+      "$bin" bench --upstream "$mock_url" --requests "$n" --concurrency 64 \
+      --connections 8 --inputs 1 --dims 8 --warmup 2000 --log-level error \
+      --no-batching "${flags[@]}" >"$out/$name.$n.json" 2>"$out/$name.$n.err"
+  done
+done
+
+first=
+for v in "${variants[@]}"; do
+  name=${v%%=*}
+  a=$(awk '/^totals:/ {print $2}' "$out/$name.30000.out")
+  b=$(awk '/^totals:/ {print $2}' "$out/$name.10000.out")
+  per=$(((a - b) / 20000))
+  if [ -z "$first" ]; then
+    first=$per
+    echo "$name: $per instructions per request"
+  else
+    echo "$name: $per instructions per request ($((per - first)) against ${variants[0]%%=*})"
+  fi
+done
