@@ -276,6 +276,8 @@ struct upstream_counters {
   int64_t reuses = 0;
   int64_t restarts = 0;
   int64_t rejected = 0;
+  int64_t limit_decreases_overload = 0;
+  int64_t limit_decreases_latency = 0;
 };
 
 std::optional<upstream_counters> read_counters(caf::actor_system& sys,
@@ -292,6 +294,8 @@ std::optional<upstream_counters> read_counters(caf::actor_system& sys,
               c.reuses += u.reuses;
               c.restarts += u.restarts;
               c.rejected += u.rejected;
+              c.limit_decreases_overload += u.limit_decreases_overload;
+              c.limit_decreases_latency += u.limit_decreases_latency;
             }
             out = c;
           },
@@ -352,6 +356,10 @@ int measure(caf::actor_system& sys, const service_actor& svc, const settings& s,
     rep.connection_reuses = after->reuses - before->reuses;
     rep.restarts = after->restarts - before->restarts;
     rep.rejected = after->rejected - before->rejected;
+    rep.limit_decreases_overload
+        = after->limit_decreases_overload - before->limit_decreases_overload;
+    rep.limit_decreases_latency
+        = after->limit_decreases_latency - before->limit_decreases_latency;
   }
   rep.cpu_s = usage1.cpu_s - usage0.cpu_s;
   rep.cpu_s_process = usage1.cpu_s;

@@ -39,8 +39,10 @@ void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
   // was (or could have been) the reason of that decrease.
   bool fresh = !decreased_ || seq > barrier_;
   if (kind == limit_sample::overload) {
-    if (fresh)
+    if (fresh) {
       decrease(cfg_.backoff, newest);
+      ++decreases_overload_;
+    }
     return;
   }
   if (kind != limit_sample::success || latency_ns <= 0)
@@ -54,12 +56,32 @@ void concurrency_limit::on_sample(limit_sample kind, uint64_t seq,
     recent_ += (lat / base - recent_) / 8.0;
     base += (lat - base) / (lat < base ? 8.0 : 512.0);
   }
-  if (recent_ > cfg_.tolerance
-      && (recent_ - 1.0) * base >= static_cast<double>(cfg_.min_rise_ns)) {
-    if (fresh)
-      decrease(cfg_.latency_backoff, newest);
+  auto rise = [this, base](double ratio) {
+    return ratio > cfg_.tolerance
+        && (ratio - 1.0) * base >= static_cast<double>(cfg_.min_rise_ns);
+  };
+  if (rise(recent_)) {
+    if (suspect_ == 0) {
+      // Suspected: the calls in flight now may all have been held up by
+      // one event (a stall of this process, a pause of the network).
+      suspect_ = newest;
+    } else if (seq > suspect_) {
+      // A call sent after the suspicion: slow too, a lasting rise
+      // (congestion); back to normal, a one-off that delayed the calls in
+      // flight then, which is forgotten.
+      if (rise(lat / base)) {
+        if (fresh) {
+          decrease(cfg_.latency_backoff, newest);
+          ++decreases_latency_;
+        }
+      } else {
+        recent_ = lat / base;
+      }
+      suspect_ = 0;
+    }
     return;
   }
+  suspect_ = 0;
   if (2.0 * in_flight >= limit_)
     limit_ = std::min(static_cast<double>(cfg_.max), limit_ + 1.0 / limit_);
 }

@@ -11,7 +11,12 @@
 // something at 1..64 and reacts to the signal a client gets, 429s:
 // - overload (a 429 rate limit, an attempt timeout): limit x `backoff`;
 // - congestion (the recent latency, an EWMA over 8 calls, above `tolerance`
-//   x the baseline and by at least `min_rise_ns`): limit x `latency_backoff`;
+//   x the baseline and by at least `min_rise_ns`, confirmed by a call sent
+//   after the rise was first seen that is itself that slow): limit x
+//   `latency_backoff`. A stall of this process (or a pause of the network)
+//   delays every call in flight at once and lifts the average as much as
+//   congestion does, but the calls sent after it are fast again: such a
+//   rise is forgotten, not answered with a lower limit;
 //   a call is compared with calls of its own size (half-octave classes of
 //   its estimated tokens, a baseline each): calls that take longer because
 //   batching merged more into them are not congestion. One baseline for all
@@ -73,6 +78,15 @@ class concurrency_limit {
   void on_sample(limit_sample kind, uint64_t seq, int64_t latency_ns,
                  uint32_t in_flight, uint64_t newest, int64_t work = 1);
 
+  /// Decreases so far, after overload (429, attempt timeout) and after
+  /// congestion (latency).
+  int64_t decreases_overload() const noexcept {
+    return decreases_overload_;
+  }
+  int64_t decreases_latency() const noexcept {
+    return decreases_latency_;
+  }
+
   /// The baseline latency of calls carrying `work` (0: none seen yet).
   int64_t baseline_ns(int64_t work = 1) const noexcept {
     return static_cast<int64_t>(baseline_[class_of(work)]);
@@ -96,6 +110,12 @@ class concurrency_limit {
   /// limit before that decrease.
   uint64_t barrier_ = 0;
   bool decreased_ = false;
+  /// The newest call sent when the recent latency first rose above the
+  /// tolerance (0: no rise suspected): only a call sent after it can
+  /// confirm the rise.
+  uint64_t suspect_ = 0;
+  int64_t decreases_overload_ = 0;
+  int64_t decreases_latency_ = 0;
 };
 
 } // namespace embedrt::detail

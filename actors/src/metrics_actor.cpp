@@ -166,6 +166,8 @@ void add_health(metrics_snapshot& snap, const upstream_health& h) {
   i->connection_actors = h.connections;
   i->concurrency_limit = h.concurrency_limit;
   i->pacing_holds = h.pacing_holds;
+  i->limit_decreases_overload = h.limit_decreases_overload;
+  i->limit_decreases_latency = h.limit_decreases_latency;
   i->pacing_held_ns = h.pacing_held_ns;
   i->queue_depth = h.queued_requests;
   i->connects = h.connects;

@@ -362,6 +362,10 @@ upstream_health on_health(self_ptr self) {
   h.rejected = st.rejected;
   h.concurrency_limit = pacing_limit(st.pacing, st.env->cfg.connections);
   h.pacing_holds = st.pacing.holds;
+  if (st.pacing.limit) {
+    h.limit_decreases_overload = st.pacing.limit->decreases_overload();
+    h.limit_decreases_latency = st.pacing.limit->decreases_latency();
+  }
   h.pacing_held_ns = st.pacing.held_ns
       + (st.pacing.held_since != 0 ? now_ns(self) - st.pacing.held_since : 0);
   return h;

@@ -216,6 +216,8 @@ std::string to_json(const bench_report& r) {
     w.Null();
   maybe(w, "restarts", r.restarts);
   maybe(w, "rejected", r.rejected);
+  maybe(w, "limit_decreases_overload", r.limit_decreases_overload);
+  maybe(w, "limit_decreases_latency", r.limit_decreases_latency);
   number(w, "cpu_s", r.cpu_s);
   number(w, "cpu_s_process", r.cpu_s_process);
   number(w, "cpu_ms_per_1k",

@@ -94,6 +94,10 @@ struct bench_report {
   std::optional<int64_t> connection_reuses;
   std::optional<int64_t> restarts;
   std::optional<int64_t> rejected;
+  /// Times adaptive concurrency lowered its limit (0 without it), after
+  /// overload and after a latency rise.
+  std::optional<int64_t> limit_decreases_overload;
+  std::optional<int64_t> limit_decreases_latency;
   /// CPU seconds of the measured phase, of the whole process so far, and
   /// the process's peak RSS.
   double cpu_s = 0;
@@ -107,7 +111,8 @@ struct bench_report {
 /// ok, errors, seconds, req_per_s (answered requests per second),
 /// texts_per_s (successfully embedded texts per second), p50/p95/p99/p999/
 /// max/mean_ms, error_p50/p99_ms, threads_*, connections_opened,
-/// upstream_requests, reuse, restarts, rejected, cpu_s, cpu_s_process,
+/// upstream_requests, reuse, restarts, rejected, limit_decreases_overload,
+/// limit_decreases_latency, cpu_s, cpu_s_process,
 /// cpu_ms_per_1k, max_rss_mb. Undefined figures are null.
 std::string to_json(const bench_report& r);
 

@@ -346,6 +346,18 @@ void render_pools(writer& w, const metrics_snapshot& snap) {
                });
   render_fields(w, snap, "gauge", pool_gauges);
   render_fields(w, snap, "counter", pool_counters);
+  w.family("embedrt_concurrency_limit_decreases_total", "counter",
+           "Times adaptive concurrency lowered the limit of calls in flight, "
+           "by reason: overload (429, attempt timeout) or latency (a lasting "
+           "rise).");
+  for (const auto& u : snap.upstreams) {
+    w.sample("embedrt_concurrency_limit_decreases_total",
+             {{"upstream", u.name}, {"reason", "overload"}},
+             u.limit_decreases_overload);
+    w.sample("embedrt_concurrency_limit_decreases_total",
+             {{"upstream", u.name}, {"reason", "latency"}},
+             u.limit_decreases_latency);
+  }
   per_upstream(w, snap, "embedrt_pacing_held_seconds_total", "counter",
                "Time the pool held work back for the upstream's rate limits "
                "(pacing).",

@@ -303,6 +303,34 @@ TEST_CASE("a sub-millisecond upstream's jitter is not congestion") {
   CHECK(l.current() == 8);
 }
 
+TEST_CASE("a stall that delays the calls in flight once is not congestion") {
+  driven l{1, 8};
+  l.successes(200, 300'000);
+  REQUIRE(l.limit.baseline_ns() == 300'000);
+  // This process stalls for 30 ms: the eight calls in flight all come back
+  // a hundred times slower than usual...
+  for (int round = 0; round < 3; ++round) {
+    std::vector<uint64_t> caught;
+    for (int i = 0; i < 8; ++i)
+      caught.push_back(l.send());
+    for (auto seq : caught)
+      l.sample(limit_sample::success, seq, 30 * ms);
+    CHECK(l.current() == 8);
+    // ...and the calls sent after it are as fast as before.
+    for (int i = 0; i < 50; ++i) {
+      l.successes(1, 300'000);
+      CHECK(l.current() == 8);
+    }
+  }
+  CHECK(l.limit.decreases_latency() == 0);
+  // A rise that lasts is still congestion: the calls sent after it began
+  // are slow too.
+  l.successes(20, 30 * ms);
+  CHECK(l.current() <= 4);
+  CHECK(l.limit.decreases_latency() >= 2);
+  CHECK(l.limit.decreases_overload() == 0);
+}
+
 TEST_CASE("noise within the tolerance does not lower the limit") {
   driven l{1, 8};
   for (int i = 0; i < 1000; ++i)

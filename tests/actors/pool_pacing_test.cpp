@@ -318,6 +318,9 @@ TEST_CASE("adaptive concurrency: 429s lower the calls in flight, successes "
   answer_all(vt, *up, too_many());
   CHECK(health_of(vt, pool).concurrency_limit == 1);
   CHECK(up->calls.size() == 1);
+  // Counted by cause (the metric embedrt_concurrency_limit_decreases_total).
+  CHECK(health_of(vt, pool).limit_decreases_overload == 3);
+  CHECK(health_of(vt, pool).limit_decreases_latency == 0);
   // The upstream recovers: the limit climbs back while calls wait.
   for (int i = 0; i < 40; ++i)
     c.send(vt, pool, make_call(1));

@@ -35,7 +35,9 @@ upstream_health sample_upstream_health(int32_t base) {
           base + 9,
           base + 10,
           base + 11,
-          base + 12};
+          base + 12,
+          base + 13,
+          base + 14};
 }
 
 upstream_metrics sample_upstream_metrics() {
@@ -63,7 +65,9 @@ upstream_metrics sample_upstream_metrics() {
           22,
           23,
           24,
-          25};
+          25,
+          26,
+          27};
 }
 
 } // namespace

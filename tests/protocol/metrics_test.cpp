@@ -53,6 +53,8 @@ metrics_snapshot sample_snapshot() {
   u.connections_busy = 2;
   u.queue_depth = 5;
   u.connects = 8;
+  u.limit_decreases_overload = 5;
+  u.limit_decreases_latency = 2;
   u.reuses = 100;
   u.ratelimit_remaining_requests = 499;
   u.breaker_state = breaker_open;
@@ -204,6 +206,15 @@ TEST_CASE("render_prometheus writes every family with exact values",
   CHECK(has_line(
       text,
       R"(embedrt_breaker_transitions_total{upstream="b",from="half_open",to="closed"} 0)"));
+  CHECK(has_line(
+      text,
+      R"(embedrt_concurrency_limit_decreases_total{upstream="a",reason="overload"} 5)"));
+  CHECK(has_line(
+      text,
+      R"(embedrt_concurrency_limit_decreases_total{upstream="a",reason="latency"} 2)"));
+  CHECK(has_line(
+      text,
+      R"(embedrt_concurrency_limit_decreases_total{upstream="b",reason="latency"} 0)"));
   CHECK(has_line(text,
                  R"(embedrt_ratelimit_remaining_requests{upstream="a"} 499)"));
   CHECK(text.find("embedrt_ratelimit_remaining_tokens{") == std::string::npos);

@@ -121,6 +121,10 @@ struct upstream_health {
   /// time it held work in all (ns).
   int64_t pacing_holds = 0;
   int64_t pacing_held_ns = 0;
+  /// Times adaptive concurrency lowered the limit, after 429s or attempt
+  /// timeouts (overload) and after a lasting latency rise (congestion).
+  int64_t limit_decreases_overload = 0;
+  int64_t limit_decreases_latency = 0;
 };
 
 template <class Inspector>
@@ -128,7 +132,8 @@ typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
   return f(caf::meta::type_name("embedrt.upstream_health"), x.name, x.base_url,
            x.state, x.connections, x.idle_connections, x.queued_requests,
            x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected,
-           x.sockets, x.concurrency_limit, x.pacing_holds, x.pacing_held_ns);
+           x.sockets, x.concurrency_limit, x.pacing_holds, x.pacing_held_ns,
+           x.limit_decreases_overload, x.limit_decreases_latency);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream

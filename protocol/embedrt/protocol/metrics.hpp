@@ -142,6 +142,9 @@ struct upstream_metrics {
   int32_t concurrency_limit = 0;
   int64_t pacing_holds = 0;
   int64_t pacing_held_ns = 0;
+  /// Times adaptive concurrency lowered the limit, by cause (pool health).
+  int64_t limit_decreases_overload = 0;
+  int64_t limit_decreases_latency = 0;
 };
 
 template <class Inspector>
@@ -153,7 +156,8 @@ typename Inspector::result_type inspect(Inspector& f, upstream_metrics& x) {
            x.ratelimit_remaining_requests, x.ratelimit_remaining_tokens,
            x.breaker_state, x.breaker_transitions, x.calls, x.queue_wait_ns,
            x.upstream_latency_ns, x.batch_inputs, x.connection_actors,
-           x.concurrency_limit, x.pacing_holds, x.pacing_held_ns);
+           x.concurrency_limit, x.pacing_holds, x.pacing_held_ns,
+           x.limit_decreases_overload, x.limit_decreases_latency);
 }
 
 /// The process the service runs in (/proc and getrusage).
