@@ -78,8 +78,8 @@ bool cache_key_is_text(std::string_view key, std::string_view text) {
 namespace {
 
 // wyhash (Wang Yi's, final version 4; public domain / The Unlicense): 16
-// bytes per 64 x 64 -> 128-bit multiplication, about a third of the
-// instructions of libstdc++'s MurmurHash2 on a 60-byte key. Not seeded:
+// bytes per 64 x 64 -> 128-bit multiplication, about half the instructions
+// of libstdc++'s MurmurHash2 on a 57-byte key (64 against 120). Not seeded:
 // the hash never leaves the process and decides nothing an attacker could
 // exploit beyond longer probes (the index is kept at most half full).
 
@@ -160,8 +160,6 @@ frequency_sketch::frequency_sketch(std::size_t expected_entries) {
 
 void frequency_sketch::grow(std::size_t entries) {
   auto width = next_pow2(std::max<std::size_t>(entries, 64));
-  if (width <= mask_ + 1 && !table_.empty())
-    return;
   table_.assign(4 * width + 63, 0);
   auto addr = reinterpret_cast<std::uintptr_t>(table_.data());
   base_ = table_.data() + ((64 - addr % 64) % 64);

@@ -89,6 +89,7 @@ class frequency_sketch {
   uint8_t* block_of(uint64_t h) const {
     return base_ + (static_cast<std::size_t>(h >> 32) & blocks_mask_) * 64;
   }
+  /// A new table sized for `entries` (counts start again).
   void grow(std::size_t entries);
   void age();
 

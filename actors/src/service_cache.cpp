@@ -138,7 +138,7 @@ void service_cache::free_flight(uint32_t tag) {
   free_flights_.push_back(tag);
 }
 
-void service_cache::queue_write(std::string_view key, const float* data,
+void service_cache::queue_write(uint64_t ticket, const float* data,
                                 std::size_t size) {
   if (!disk_ || !disk_->actor)
     return;
@@ -146,7 +146,7 @@ void service_cache::queue_write(std::string_view key, const float* data,
     ++counters_.persistent_errors;
     return;
   }
-  disk_->keys.emplace_back(key);
+  disk_->keys.emplace_back(*mem_.key_of(ticket));
   disk_->vecs.emplace_back(data, data + size);
 }
 
@@ -160,8 +160,8 @@ bool service_cache::complete(uint64_t ticket, const float* data,
   if (!tag)
     return false;
   auto& f = flights_[*tag];
-  if (persist && disk_ && disk_->actor)
-    queue_write(*mem_.key_of(ticket), data, size);
+  if (persist)
+    queue_write(ticket, data, size);
   for (auto& w : f.waiters)
     notices_.push_back({std::move(w), ticket, cache_notice::kind::filled,
                         std::vector<float>(data, data + size)});

@@ -172,7 +172,9 @@ class service_cache {
                 bool persist, embedding_cache::clock::time_point now);
   void release(uint64_t ticket);
   void withdraw(uint64_t ticket, const caf::strong_actor_ptr& who);
-  void queue_write(std::string_view key, const float* data, std::size_t size);
+  /// Queues the vector of the ticket (in flight) for the persistent store,
+  /// if there is one (its key is looked up only then).
+  void queue_write(uint64_t ticket, const float* data, std::size_t size);
   /// Keeps a settle's buffers for later answers.
   void recycle(cache_settle& s);
   embedding_cache::clock::time_point expiry_now() const;
