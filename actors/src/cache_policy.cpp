@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <new>
 
 namespace embedrt::detail {
 
@@ -218,6 +219,15 @@ embedding_cache::embedding_cache(std::size_t max_bytes,
   if (policy_ == eviction_policy::lru)
     window_max_ = max_bytes;
   index_.resize(64);
+  // The chunks a full cache needs, in one region of huge pages: a miss
+  // reads its candidate's and victim's slots at random, and in 4 KiB pages
+  // those reads miss the TLB (docs/caching.md, "Memory").
+  auto max_chunks
+      = (max_bytes / cache_entry_overhead + chunk_size - 1) / chunk_size;
+  if (max_chunks * sizeof(chunk) >= huge_region_min) {
+    region_ = huge_region{max_chunks * sizeof(chunk)};
+    region_chunks_ = region_.size() / sizeof(chunk);
+  }
 }
 
 embedding_cache::~embedding_cache() = default;
@@ -265,8 +275,15 @@ uint32_t embedding_cache::new_slot() {
     free_.pop_back();
     return s;
   }
-  if ((slots_used_ & (chunk_size - 1)) == 0)
-    chunks_.push_back(std::make_unique<chunk>());
+  if ((slots_used_ & (chunk_size - 1)) == 0) {
+    auto k = chunks_.size();
+    chunks_.reserve(k + 1);
+    if (k < region_chunks_)
+      chunks_.emplace_back(new (region_.data() + k * sizeof(chunk)) chunk(),
+                           chunk_deleter{true});
+    else
+      chunks_.push_back(chunk_ptr{new chunk(), chunk_deleter{false}});
+  }
   return slots_used_++;
 }
 

@@ -8,6 +8,8 @@
 // docs/caching.md has the policy, its measured hit ratios and the key.
 #pragma once
 
+#include "huge_region.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -247,6 +249,13 @@ class embedding_cache {
   const cache_counters& counters() const {
     return counters_;
   }
+  /// Entries whose slots lie in the huge-page region reserved at the start
+  /// (0: the bound is too small for one, or the address space was refused);
+  /// more slots, for entries in flight beyond what the bound can store, come
+  /// from the heap.
+  std::size_t region_slots() const {
+    return region_chunks_ * chunk_size;
+  }
 
  private:
   /// Where an entry is: free, in flight, in one of the policy's lists, or
@@ -264,6 +273,10 @@ class embedding_cache {
   static constexpr std::size_t not_found = static_cast<std::size_t>(-1);
   static constexpr uint32_t chunk_bits = 10;
   static constexpr uint32_t chunk_size = 1u << chunk_bits;
+
+  /// The smallest slot reservation worth huge pages: below it the 2 MiB
+  /// rounding would cost more memory than the TLB saves time.
+  static constexpr std::size_t huge_region_min = 2 * huge_region::page;
 
   /// Bytes of key and floats an entry keeps in its slot.
   static constexpr std::size_t inline_bytes = 104;
@@ -351,6 +364,18 @@ class embedding_cache {
   struct alignas(64) chunk {
     entry entries[chunk_size];
   };
+  /// A chunk in `region_` is destroyed in place (the region's memory goes
+  /// with the region); one from the heap is deleted.
+  struct chunk_deleter {
+    bool in_region = false;
+    void operator()(chunk* c) const {
+      if (in_region)
+        c->~chunk();
+      else
+        delete c;
+    }
+  };
+  using chunk_ptr = std::unique_ptr<chunk, chunk_deleter>;
 
   entry& at(uint32_t slot) {
     return chunks_[slot >> chunk_bits]->entries[slot & (chunk_size - 1)];
@@ -420,7 +445,13 @@ class embedding_cache {
   lru_list probation_;
   lru_list protected_;
   std::size_t in_flight_ = 0;
-  std::vector<std::unique_ptr<chunk>> chunks_;
+  /// Room for the chunks of as many entries as the bound can hold (each
+  /// counts at least `cache_entry_overhead` bytes), in huge pages, when
+  /// that is at least `huge_region_min` bytes; chunks beyond it (entries in
+  /// flight are not counted against the bound) come from the heap.
+  huge_region region_;
+  std::size_t region_chunks_ = 0;
+  std::vector<chunk_ptr> chunks_;
   uint32_t slots_used_ = 0;
   std::vector<uint32_t> free_;
   std::vector<spare_block> spare_;

@@ -2,10 +2,12 @@
 // the time to live, and W-TinyLFU's hit ratio against plain LRU on skewed
 // traces (the numbers docs/caching.md records come from the last test).
 #include "cache_policy.hpp"
+#include "huge_region.hpp"
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -220,6 +222,78 @@ TEST_CASE("the byte bound holds under a 10x oversubscribed key space",
     CHECK(cache.entries() * entry == cache.bytes());
     CHECK(cache.entries() <= max_bytes / entry);
   }
+}
+
+TEST_CASE("huge_region reserves 2 MiB aligned, writable address space and "
+          "moves it",
+          "[cache]") {
+  huge_region none{0};
+  CHECK(none.data() == nullptr);
+  huge_region r{3 * 1024 * 1024};
+  REQUIRE(r.data() != nullptr);
+  CHECK(reinterpret_cast<std::uintptr_t>(r.data()) % huge_region::page == 0);
+  CHECK(r.size() == 2 * huge_region::page);
+  // Writable to the last byte; untouched pages read as zeros.
+  r.data()[0] = 1;
+  r.data()[r.size() - 1] = 2;
+  CHECK(r.data()[huge_region::page] == 0);
+  auto* at = r.data();
+  huge_region moved{std::move(r)};
+  CHECK(r.data() == nullptr);
+  CHECK(moved.data() == at);
+  CHECK(moved.data()[moved.size() - 1] == 2);
+  moved = huge_region{};
+  CHECK(moved.data() == nullptr);
+}
+
+TEST_CASE("a large bound keeps its entries' slots in one reserved region; "
+          "entries in flight beyond it get slots from the heap",
+          "[cache]") {
+  // Entries of 8 floats: at least cache_entry_overhead bytes each, so the
+  // bound holds at most max_bytes / cache_entry_overhead of them, and the
+  // region has a slot for each.
+  const std::size_t max_bytes = 8 << 20;
+  embedding_cache cache{max_bytes, 0ms};
+  auto region = cache.region_slots();
+  REQUIRE(region >= max_bytes / cache_entry_overhead);
+  CHECK(embedding_cache{256 * 1024, 0ms}.region_slots() == 0);
+  // More inputs in flight at once than the region has slots (nothing in
+  // flight counts against the bound), then all filled: the bound holds,
+  // and every entry still stored reads back its own vector.
+  auto now = clock_type::now();
+  const std::size_t n = region + 3000;
+  std::vector<std::string> keys;
+  std::vector<uint64_t> tickets;
+  for (std::size_t i = 0; i < n; ++i) {
+    keys.push_back(cache_key("m", 8, text_of(i)));
+    auto r
+        = cache.find_or_reserve(keys.back(), cache_hash(keys.back()), 0, now);
+    REQUIRE(r.found == cache_find::reserved);
+    tickets.push_back(r.ticket);
+  }
+  CHECK(cache.in_flight() == n);
+  for (std::size_t i = 0; i < n; ++i)
+    REQUIRE(cache.fill(tickets[i], vec_of(8, static_cast<float>(i)), now));
+  CHECK(cache.in_flight() == 0);
+  CHECK(cache.bytes() <= max_bytes);
+  CHECK(cache.entries() + static_cast<std::size_t>(cache.counters().evictions)
+        == n);
+  std::size_t found = 0;
+  bool all_right = true;
+  for (std::size_t i = 0; i < n; ++i)
+    if (auto got = cache.get(keys[i], now)) {
+      ++found;
+      all_right = all_right && got.to_vector() == vec_of(8, float(i));
+    }
+  CHECK(all_right);
+  CHECK(found == cache.entries());
+  // Slots freed by evictions serve new entries again, in either part.
+  for (std::size_t i = n; i < n + 1000; ++i)
+    cache.put(cache_key("m", 8, text_of(i)), vec_of(8, float(i)), now);
+  auto last = cache.get(cache_key("m", 8, text_of(n + 999)), now);
+  REQUIRE(last);
+  CHECK(last.to_vector() == vec_of(8, float(n + 999)));
+  CHECK(cache.bytes() <= max_bytes);
 }
 
 TEST_CASE("entries expire after the time to live", "[cache]") {
