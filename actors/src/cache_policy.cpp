@@ -171,11 +171,10 @@ void frequency_sketch::grow(std::size_t entries) {
 }
 
 void frequency_sketch::increment(uint64_t hash) {
-  auto h = spread(hash);
-  auto* block = block_of(h);
+  auto* block = block_of(hash);
   bool added = false;
   for (int row = 0; row < 4; ++row) {
-    auto& c = block[row * 16 + ((h >> (4 * row)) & 15)];
+    auto& c = block[counter(hash, row)];
     if (c < 15) {
       ++c;
       added = true;
@@ -186,11 +185,10 @@ void frequency_sketch::increment(uint64_t hash) {
 }
 
 uint32_t frequency_sketch::frequency(uint64_t hash) const {
-  auto h = spread(hash);
-  const auto* block = block_of(h);
+  const auto* block = block_of(hash);
   uint32_t f = 15;
   for (int row = 0; row < 4; ++row)
-    f = std::min<uint32_t>(f, block[row * 16 + ((h >> (4 * row)) & 15)]);
+    f = std::min<uint32_t>(f, block[counter(hash, row)]);
   return f;
 }
 

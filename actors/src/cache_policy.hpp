@@ -64,7 +64,7 @@ class frequency_sketch {
   /// several keys overlaps their memory latency instead of paying it in
   /// turn).
   void prefetch(uint64_t hash) const {
-    __builtin_prefetch(block_of(spread(hash)), 1);
+    __builtin_prefetch(block_of(hash), 1);
   }
   /// Grows the table (counts start again) when more entries than its width
   /// are stored.
@@ -74,22 +74,18 @@ class frequency_sketch {
   }
 
  private:
-  /// The hash as the sketch uses it (spread again, so that the sketch's
-  /// positions do not follow the index's, which takes the hash's low bits).
-  static uint64_t spread(uint64_t hash) {
-    uint64_t x = hash + 0x9e3779b97f4a7c15ULL;
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
+  /// The 64-byte block of `hash`'s counters: row r of a block is its bytes
+  /// [16 r, 16 r + 16), and the counter of row r there is `counter(hash,
+  /// r)`. The block comes from the hash's high half and the counters from
+  /// bits 16 to 31, apart from the index's home position (its low bits, up
+  /// to 65,536 buckets): `cache_hash` is wyhash, whose every bit depends on
+  /// every byte of the key, so its bits are used as they are (Caffeine
+  /// spreads Java's weak hash codes again first).
+  uint8_t* block_of(uint64_t hash) const {
+    return base_ + (static_cast<std::size_t>(hash >> 32) & blocks_mask_) * 64;
   }
-  /// The 64-byte block of the spread hash `h`'s counters: row r of a block
-  /// is its bytes [16 r, 16 r + 16), and the counter of row r there is
-  /// `(h >> 4 r) & 15`.
-  uint8_t* block_of(uint64_t h) const {
-    return base_ + (static_cast<std::size_t>(h >> 32) & blocks_mask_) * 64;
+  static std::size_t counter(uint64_t hash, int row) {
+    return static_cast<std::size_t>(row * 16) + ((hash >> (16 + 4 * row)) & 15);
   }
   /// A new table sized for `entries` (counts start again).
   void grow(std::size_t entries);
