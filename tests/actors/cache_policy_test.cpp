@@ -246,8 +246,8 @@ TEST_CASE("huge_region reserves 2 MiB aligned, writable address space and "
   CHECK(moved.data() == nullptr);
 }
 
-TEST_CASE("a large bound keeps its entries' slots in one reserved region; "
-          "entries in flight beyond it get slots from the heap",
+TEST_CASE("a large bound keeps its entries' slots in one reserved region "
+          "and gives entries in flight beyond it slots from the heap",
           "[cache]") {
   // Entries of 8 floats: at least cache_entry_overhead bytes each, so the
   // bound holds at most max_bytes / cache_entry_overhead of them, and the
