@@ -634,6 +634,26 @@ void embedding_cache::drain_window() {
     else
       evict(last);
   }
+  if (policy_ == eviction_policy::tinylfu)
+    prefetch_admission();
+}
+
+void embedding_cache::prefetch_admission() const {
+  // The window's tail (the next candidate) and probation's (the next
+  // victim) were just written by the unlinks before them, or were this
+  // admission's survivors: their hashes are at hand, their counters and
+  // index buckets are not.
+  for (auto slot : {window_.tail, probation_.tail}) {
+    if (slot == npos)
+      continue;
+    const auto& e = at(slot);
+    sketch_.prefetch(e.hash);
+    __builtin_prefetch(
+        index_.data()
+        + (static_cast<std::size_t>(e.hash) & (index_.size() - 1)));
+    if (e.prev != npos)
+      __builtin_prefetch(&at(e.prev));
+  }
 }
 
 /// The candidate (out of the window, in no list yet) enters probation only

@@ -426,6 +426,10 @@ class embedding_cache {
   void evict(uint32_t slot);
   void drain_window();
   bool admit(uint32_t candidate);
+  /// Asks the CPU for what the next admission reads (the next candidate's
+  /// and victims' counters and index buckets): with every fill admitting
+  /// one candidate, they are in cache by the time it comes.
+  void prefetch_admission() const;
   void rebalance_protected();
 
   std::size_t max_bytes_;
