@@ -25,19 +25,22 @@ huge_region::huge_region(std::size_t bytes) {
     return;
   auto size = (bytes + page - 1) / page * page;
   // One page more than asked, so that an aligned start lies inside; the
-  // slack is never touched, so it costs address space only.
+  // slack before and after it is given back at once. MAP_NORESERVE: a
+  // reservation, not a commitment (the pages come as they are touched).
   auto map_size = size + page;
-  // MAP_NORESERVE: a reservation, not a commitment (the pages come as they
-  // are touched).
   void* map = ::mmap(nullptr, map_size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (map == MAP_FAILED)
     return;
+  auto* first = static_cast<unsigned char*>(map);
   auto addr = reinterpret_cast<std::uintptr_t>(map);
-  auto aligned = (addr + page - 1) / page * page;
-  map_ = map;
-  map_size_ = map_size;
-  data_ = reinterpret_cast<unsigned char*>(aligned);
+  auto* aligned = first + ((page - addr % page) % page);
+  if (aligned != first)
+    ::munmap(first, static_cast<std::size_t>(aligned - first));
+  if (auto tail = static_cast<std::size_t>(first + map_size - (aligned + size));
+      tail > 0)
+    ::munmap(aligned + size, tail);
+  data_ = aligned;
   size_ = size;
   // A hint: refused (no THP in this kernel, or THP off), the region keeps
   // ordinary pages.
@@ -54,9 +57,7 @@ huge_region::~huge_region() {
 }
 
 huge_region::huge_region(huge_region&& other) noexcept
-    : map_(std::exchange(other.map_, nullptr)),
-      map_size_(std::exchange(other.map_size_, 0)),
-      data_(std::exchange(other.data_, nullptr)),
+    : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)) {
   // nop
 }
@@ -64,8 +65,6 @@ huge_region::huge_region(huge_region&& other) noexcept
 huge_region& huge_region::operator=(huge_region&& other) noexcept {
   if (this != &other) {
     release();
-    map_ = std::exchange(other.map_, nullptr);
-    map_size_ = std::exchange(other.map_size_, 0);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
   }
@@ -73,14 +72,12 @@ huge_region& huge_region::operator=(huge_region&& other) noexcept {
 }
 
 void huge_region::release() noexcept {
-  if (map_ == nullptr)
+  if (data_ == nullptr)
     return;
 #ifdef EMBEDRT_LSAN
   __lsan_unregister_root_region(data_, size_);
 #endif
-  ::munmap(map_, map_size_);
-  map_ = nullptr;
-  map_size_ = 0;
+  ::munmap(data_, size_);
   data_ = nullptr;
   size_ = 0;
 }

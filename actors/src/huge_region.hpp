@@ -38,9 +38,6 @@ class huge_region {
  private:
   void release() noexcept;
 
-  /// The whole mapping (alignment slack included) and its aligned part.
-  void* map_ = nullptr;
-  std::size_t map_size_ = 0;
   unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
 };
