@@ -9,6 +9,7 @@
 #   scripts/bench/cache.sh [BUILD_DIR] [ROUNDS] [REQUESTS] [INPUTS]
 #   DIMS=1536 CACHE_ARGS="--cache-max-bytes 16777216" scripts/bench/cache.sh ...
 #   BASE_BIN=/other/build/app/embedrt scripts/bench/cache.sh ...
+#   DIMS=384 BENCH_ARGS=--no-batching MOCK_ARGS="--latency-ms 2" scripts/bench/cache.sh ...
 #
 # Defaults: build, 5 rounds, 20000 requests of 8 texts; 64 callers,
 # 8 connections, DIMS=8 dimensions, CACHE_ARGS empty (more flags for the
@@ -16,7 +17,11 @@
 # cache at its steady state, evicting, instead of a growing one). BASE_BIN:
 # another build's embedrt (say, the commit before a change), run with --cache
 # in the same rounds (on, base, off; the order rotates from round to round):
-# the summary adds on / base - 1.
+# the summary adds on / base - 1. BENCH_ARGS: more flags for every run (both
+# sides, say --no-batching); MOCK_ARGS: flags for the mock (say --latency-ms 2).
+# The summary gives each side's median upstream requests too: with batching
+# on, how many texts share an upstream request moves the CPU per request by
+# more than the cache does (docs/benchmarks.md, "At 384 dimensions").
 # BASE_BIN may name several builds, separated by spaces, each PATH or
 # NAME=PATH (experimental variants side by side: docs/benchmarks.md, "Where
 # the cost at 8 dimensions goes"); each runs with --cache in every round, or
@@ -34,11 +39,14 @@ bin="$build/app/embedrt"
 
 out=$(mktemp -d)
 trap 'kill "$mock_pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-start_mock "$bin" "$out"
+read -r -a mock_args <<<"${MOCK_ARGS:-}"
+start_mock "$bin" "$out" "${mock_args[@]}"
 url=$mock_url
 
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
   --inputs "$inputs" --dims "${DIMS:-8}" --warmup 2000 --log-level error)
+read -r -a bench_args <<<"${BENCH_ARGS:-}"
+args+=("${bench_args[@]}")
 read -r -a cache_args <<<"${CACHE_ARGS:-}"
 read -r -a base_specs <<<"${BASE_BIN:-}"
 base_names=()
@@ -77,7 +85,7 @@ run_variant() {
   esac
 }
 variants=(on "${!base_bins[@]}" off)
-echo "# embedrt bench ${args[*]} [--cache ${cache_args[*]}], $rounds rounds interleaved"
+echo "# embedrt bench ${args[*]} [--cache ${cache_args[*]}], $rounds rounds interleaved${MOCK_ARGS:+, mock ${MOCK_ARGS}}"
 for r in $(seq 0 $((rounds - 1))); do
   # The order rotates from round to round (on, base..., off; then base...,
   # off, on; ...): no variant always runs first or after the same one.
@@ -106,10 +114,11 @@ def per_round(xs, ys, k="req_per_s"):
 def rounds_of(pairs):
     return " ".join("%.1f" % (x * 100) for x in pairs)
 for name, rows in [("cache on ", on), ("cache off", off)] + [("%-9s" % n, rows) for n, rows in bases]:
-    print("%s: req/s median %.0f (runs: %s), p50 %.3f ms, p99 %.3f ms, cpu_ms_per_1k %.1f, errors %d"
+    print("%s: req/s median %.0f (runs: %s), p50 %.3f ms, p99 %.3f ms, cpu_ms_per_1k %.1f, "
+          "upstream requests median %.0f, errors %d"
           % (name, med(rows, "req_per_s"), " ".join("%.0f" % r["req_per_s"] for r in rows),
              med(rows, "p50_ms"), med(rows, "p99_ms"), med(rows, "cpu_ms_per_1k"),
-             sum(sum(r["errors"].values()) for r in rows)))
+             med(rows, "upstream_requests"), sum(sum(r["errors"].values()) for r in rows)))
 print("cost (median req/s on / off - 1): %.1f %%" % ((med(on, "req_per_s") / med(off, "req_per_s") - 1) * 100))
 pairs = per_round(on, off)
 print("cost per round (on_i / off_i - 1): median %.1f %% (rounds: %s)"
