@@ -226,9 +226,19 @@ embedding_cache::embedding_cache(std::size_t max_bytes,
     region_ = huge_region{max_chunks * sizeof(chunk)};
     region_chunks_ = region_.size() / sizeof(chunk);
   }
+  // Room for as many floats as the bound holds (only address space until
+  // used: a cache of vectors that fit their slots never touches it).
+  if (max_bytes >= huge_region_min)
+    blocks_ = huge_region{max_bytes};
 }
 
-embedding_cache::~embedding_cache() = default;
+embedding_cache::~embedding_cache() {
+  // The region's blocks go with the region, not to the allocator.
+  if (blocks_.data())
+    for (uint32_t slot = 0; slot < slots_used_; ++slot)
+      if (auto& e = at(slot); in_blocks(e.heap.get()))
+        static_cast<void>(e.heap.release());
+}
 
 inline embedding_cache::lru_list& embedding_cache::list_of(region r) {
   return r == region::window   ? window_
@@ -301,7 +311,30 @@ void embedding_cache::free_slot(uint32_t slot) {
   free_.push_back(slot);
 }
 
-std::unique_ptr<unsigned char[]> embedding_cache::take_block(uint32_t dims) {
+embedding_cache::heap_ptr embedding_cache::take_block(uint32_t dims) {
+  if (blocks_.data()) {
+    if (blocks_dims_ == 0)
+      blocks_dims_ = dims;
+    else if (dims != blocks_dims_
+             && free_blocks_.size() * block_bytes(blocks_dims_)
+                 >= blocks_.size() / 4)
+      switch_blocks(dims);
+    if (dims == blocks_dims_) {
+      if (!free_blocks_.empty()) {
+        auto* p = free_blocks_.back();
+        free_blocks_.pop_back();
+        ++blocks_in_use_;
+        return heap_ptr{p};
+      }
+      if (auto size = block_bytes(dims);
+          blocks_carved_ + size <= blocks_.size()) {
+        auto* p = blocks_.data() + blocks_carved_;
+        blocks_carved_ += size;
+        ++blocks_in_use_;
+        return heap_ptr{p};
+      }
+    }
+  }
   for (auto i = spare_.size(); i-- > 0;) {
     if (spare_[i].dims != dims)
       continue;
@@ -310,8 +343,22 @@ std::unique_ptr<unsigned char[]> embedding_cache::take_block(uint32_t dims) {
     spare_.pop_back();
     return block;
   }
-  return std::unique_ptr<unsigned char[]>{
-      new unsigned char[dims * sizeof(float)]};
+  return heap_ptr{new unsigned char[dims * sizeof(float)]};
+}
+
+void embedding_cache::switch_blocks(uint32_t dims) {
+  // Stored entries only: one in flight has no floats yet (the one being
+  // stored among them), and none is out of its list while a fill stores.
+  for (uint32_t slot = 0; slot < slots_used_ && blocks_in_use_ > 0; ++slot) {
+    auto& e = at(slot);
+    if (e.where != region::free && e.where != region::in_flight
+        && e.where != region::detached && in_blocks(e.heap.get()))
+      evict(slot);
+  }
+  // The last block back started the region over (were one left, its
+  // size would stay the region's).
+  if (blocks_in_use_ == 0)
+    blocks_dims_ = dims;
 }
 
 std::size_t embedding_cache::spare_bytes() const {
@@ -321,8 +368,20 @@ std::size_t embedding_cache::spare_bytes() const {
   return sum;
 }
 
-void embedding_cache::keep_block(std::unique_ptr<unsigned char[]> block,
-                                 uint32_t dims) {
+void embedding_cache::keep_block(heap_ptr block, uint32_t dims) {
+  if (in_blocks(block.get())) {
+    auto* p = block.release();
+    if (--blocks_in_use_ == 0) {
+      // Every block is back: the region starts over, for whatever size
+      // comes next.
+      blocks_carved_ = 0;
+      blocks_dims_ = 0;
+      free_blocks_.clear();
+      return;
+    }
+    free_blocks_.push_back(p);
+    return;
+  }
   auto size = dims * sizeof(float);
   if (size > max_bytes_ / 64)
     return;
@@ -448,7 +507,7 @@ void embedding_cache::reserve(uint32_t slot, std::string_view key,
                               uint64_t hash, uint32_t tag) {
   auto& e = at(slot);
   if (key.size() > inline_bytes)
-    e.heap.reset(new unsigned char[key.size()]);
+    e.heap = heap_ptr{new unsigned char[key.size()]};
   std::memcpy(e.heap ? e.heap.get() : e.small, key.data(), key.size());
   e.key_len = static_cast<uint32_t>(key.size());
   e.dims = 0;
@@ -588,9 +647,8 @@ void embedding_cache::store(uint32_t slot, const float* data, std::size_t size,
   e.dims = static_cast<uint32_t>(size);
   if (e.key_len > inline_bytes) {
     // Key and floats in one allocation of their own.
-    std::unique_ptr<unsigned char[]> block{
-        new unsigned char[entry::floats_offset(e.key_len)
-                          + size * sizeof(float)]};
+    heap_ptr block{new unsigned char[entry::floats_offset(e.key_len)
+                                     + size * sizeof(float)]};
     std::memcpy(block.get(), e.heap.get(), e.key_len);
     e.heap = std::move(block);
   } else if (entry::floats_apart(e.key_len, size)) {

@@ -252,6 +252,24 @@ class embedding_cache {
   std::size_t region_slots() const {
     return region_chunks_ * chunk_size;
   }
+  /// Bytes of the floats' region carved into blocks so far (0: no region,
+  /// or its blocks all came back), and its size.
+  std::size_t region_block_bytes() const {
+    return blocks_carved_;
+  }
+  std::size_t region_block_capacity() const {
+    return blocks_.size();
+  }
+  /// Entries whose floats are in a block of the region.
+  std::size_t region_blocks_in_use() const {
+    return blocks_in_use_;
+  }
+  /// Bytes of the region's free blocks (evicted entries', kept for the
+  /// next of their size).
+  std::size_t region_free_bytes() const {
+    return blocks_dims_ == 0 ? 0
+                             : free_blocks_.size() * block_bytes(blocks_dims_);
+  }
 
  private:
   /// Where an entry is: free, in flight, in one of the policy's lists, or
@@ -277,12 +295,19 @@ class embedding_cache {
   /// Bytes of key and floats an entry keeps in its slot.
   static constexpr std::size_t inline_bytes = 104;
 
+  /// An entry's memory outside its slot: a long key, a key and its floats
+  /// (from the allocator), or the floats alone (a block of the floats'
+  /// region, or from the allocator when there is no region or it is full).
+  /// A region block is never deleted: it is released from its pointer
+  /// (`keep_block`, and the destructor) and goes back to the region.
+  using heap_ptr = std::unique_ptr<unsigned char[]>;
+
   /// An entry: its key, then its floats (at the key's length rounded up to
   /// 4), in `small` when both fit. Otherwise a key that fits stays in
   /// `small` and the floats alone go to `heap` (a block of the same size
   /// for every vector of the same dimensions, so that an evicted entry's
-  /// block serves the next entry: `spare_`); a longer key and its floats
-  /// share `heap`.
+  /// block serves the next entry: the region's free blocks, or `spare_`);
+  /// a longer key and its floats share `heap`.
   ///
   /// What the lists, tickets and admission read (hash, links, generation,
   /// region, size) comes first, in 32 bytes: with 64-byte aligned chunks of
@@ -298,7 +323,7 @@ class embedding_cache {
     uint32_t key_len = 0;
     uint32_t dims = 0;
     clock::time_point expires;
-    std::unique_ptr<unsigned char[]> heap;
+    heap_ptr heap;
     alignas(8) unsigned char small[inline_bytes];
 
     static std::size_t floats_offset(std::size_t key_len) {
@@ -330,12 +355,20 @@ class embedding_cache {
     }
   };
 
-  /// An evicted entry's floats block, kept for the next entry of the same
-  /// dimensions.
+  /// An evicted entry's floats block from the allocator, kept for the next
+  /// entry of the same dimensions.
   struct spare_block {
     uint32_t dims = 0;
-    std::unique_ptr<unsigned char[]> block;
+    heap_ptr block;
   };
+  static std::size_t block_bytes(uint32_t dims) {
+    return (dims * sizeof(float) + 63) & ~std::size_t{63};
+  }
+  bool in_blocks(const unsigned char* p) const {
+    auto a = reinterpret_cast<std::uintptr_t>(p);
+    auto base = reinterpret_cast<std::uintptr_t>(blocks_.data());
+    return blocks_.data() != nullptr && a >= base && a < base + blocks_.size();
+  }
   /// At most this many spare blocks (and at most 1/64 of the bound in
   /// bytes): a fill evicts about what it stores, so one or two suffice.
   static constexpr std::size_t max_spare_blocks = 8;
@@ -399,9 +432,10 @@ class embedding_cache {
   [[gnu::always_inline]] void unlink(uint32_t slot);
   uint32_t new_slot();
   void free_slot(uint32_t slot);
-  /// A block for `dims` floats: a spare one if there is, else a new one.
-  std::unique_ptr<unsigned char[]> take_block(uint32_t dims);
-  void keep_block(std::unique_ptr<unsigned char[]> block, uint32_t dims);
+  /// A block for `dims` floats: a free one of the region, a new one carved
+  /// from it, a spare one, or else a new one from the allocator.
+  heap_ptr take_block(uint32_t dims);
+  void keep_block(heap_ptr block, uint32_t dims);
 
   /// The index position of `key`, or not_found.
   std::size_t find_pos(std::string_view key, uint64_t hash) const;
@@ -451,6 +485,29 @@ class embedding_cache {
   uint32_t slots_used_ = 0;
   std::vector<uint32_t> free_;
   std::vector<spare_block> spare_;
+  /// The floats of entries too large for their slot, in one region of
+  /// huge pages as large as the bound, reserved when the cache starts (from
+  /// `huge_region_min` up) and committed as blocks are carved from it: the
+  /// blocks live as long as their entries, and apart from them the request
+  /// path's short-lived allocations find the allocator's heap unfragmented
+  /// (docs/caching.md, "Memory"). The region holds blocks of one size, that
+  /// of the first vector stored in it; an evicted entry's block goes to the
+  /// free list for the next entry of that size, and vectors of other sizes
+  /// come from the allocator. When another size asks while a quarter of
+  /// the region lies free (the dimensions changed, or the region's size
+  /// lost its share of the store to another), the region's remaining
+  /// entries are evicted and the region serves the new size: free blocks
+  /// that only their own size can use never hold much more than a quarter
+  /// of the bound, whatever sizes come and go.
+  huge_region blocks_;
+  std::size_t blocks_carved_ = 0;
+  std::size_t blocks_in_use_ = 0;
+  /// The size of the region's blocks (0: none carved).
+  uint32_t blocks_dims_ = 0;
+  std::vector<unsigned char*> free_blocks_;
+  /// Evicts the entries whose floats are in the region, which then serves
+  /// `dims`.
+  void switch_blocks(uint32_t dims);
   std::vector<bucket> index_;
   std::size_t index_count_ = 0;
   frequency_sketch sketch_;

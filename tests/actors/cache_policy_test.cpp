@@ -296,6 +296,139 @@ TEST_CASE("a large bound keeps its entries' slots in one reserved region "
   CHECK(cache.bytes() <= max_bytes);
 }
 
+TEST_CASE("a large bound keeps vectors too large for their slot in a region "
+          "of blocks that evictions hand on, and that a new size takes over",
+          "[cache]") {
+  const std::size_t max_bytes = 4 << 20;
+  CHECK(embedding_cache{1 << 20, 0ms}.region_block_capacity() == 0);
+  auto now = clock_type::now();
+  SECTION("one size, three times the bound, W-TinyLFU") {
+    embedding_cache cache{max_bytes, 0ms};
+    REQUIRE(cache.region_block_capacity() >= max_bytes);
+    const std::size_t n = 3 * max_bytes / (384 * 4 + cache_entry_overhead);
+    std::vector<std::string> keys;
+    for (std::size_t i = 0; i < n; ++i)
+      keys.push_back(cache_key("m", 384, text_of(i)));
+    auto fill = [&](std::size_t from, std::size_t to) {
+      bool ok = true;
+      for (auto k = from; k < to; ++k) {
+        auto r = cache.find_or_reserve(keys[k], cache_hash(keys[k]), 0, now);
+        ok = ok && r.found == cache_find::reserved
+            && cache.fill(r.ticket, vec_of(384, static_cast<float>(k)), now);
+      }
+      return ok;
+    };
+    // Full and evicting by the end of the first third.
+    REQUIRE(fill(0, n / 3 + 200));
+    REQUIRE(cache.counters().evictions > 0);
+    auto carved = cache.region_block_bytes();
+    CHECK(carved <= cache.region_block_capacity());
+    CHECK(cache.region_blocks_in_use() == cache.entries());
+    // From then on every fill takes an evicted entry's block: the region
+    // grows no more and the allocator is not asked (vec_of's vectors are
+    // made before).
+    std::vector<std::vector<float>> vecs;
+    for (auto k = n / 3 + 200; k < n; ++k)
+      vecs.push_back(vec_of(384, static_cast<float>(k)));
+    auto before = allocations.load();
+    bool ok = true;
+    for (auto k = n / 3 + 200; k < n; ++k) {
+      auto r = cache.find_or_reserve(keys[k], cache_hash(keys[k]), 0, now);
+      ok = ok && r.found == cache_find::reserved
+          && cache.fill(r.ticket, vecs[k - n / 3 - 200], now);
+    }
+    auto made = allocations.load() - before;
+    REQUIRE(ok);
+    CHECK(made == 0);
+    CHECK(cache.region_block_bytes() == carved);
+    CHECK(cache.region_blocks_in_use() == cache.entries());
+    CHECK(cache.bytes() <= max_bytes);
+    // Every entry still stored reads back its own vector.
+    std::size_t found = 0;
+    bool all_right = true;
+    for (std::size_t k = 0; k < n; ++k)
+      if (auto got = cache.get(keys[k], now)) {
+        ++found;
+        all_right = all_right && got.to_vector() == vec_of(384, float(k));
+      }
+    CHECK(all_right);
+    CHECK(found == cache.entries());
+  }
+  SECTION("a size that loses its share to another gives the region up") {
+    // Small vectors alone first (the region fills with their blocks), then
+    // small and large ones in turn: the large push out more small ones than
+    // the small fills take back, so small blocks fall free. They never hold
+    // much more than a quarter of the region: the large size takes the
+    // region over first (its small entries evicted).
+    embedding_cache cache{max_bytes, 0ms, eviction_policy::lru};
+    std::size_t k = 0;
+    bool bounded = true;
+    auto put = [&](std::size_t dims) {
+      cache.put(cache_key("m", static_cast<int32_t>(dims), text_of(k)),
+                vec_of(dims, static_cast<float>(k)), now);
+      ++k;
+      bounded = bounded
+          && cache.region_free_bytes()
+              <= cache.region_block_capacity() / 4 + 64 * 1024;
+    };
+    for (int i = 0; i < 4000; ++i)
+      put(384);
+    REQUIRE(cache.region_blocks_in_use() == cache.entries());
+    for (int i = 0; i < 4000; ++i)
+      put(i % 2 == 0 ? 384 : 1536);
+    CHECK(bounded);
+    CHECK(cache.bytes() <= max_bytes);
+    for (auto [key_k, dims] :
+         {std::pair<std::size_t, std::size_t>{k - 1, 1536}, {k - 2, 384}}) {
+      auto got = cache.get(
+          cache_key("m", static_cast<int32_t>(dims), text_of(key_k)), now);
+      REQUIRE(got);
+      CHECK(got.to_vector() == vec_of(dims, static_cast<float>(key_k)));
+    }
+  }
+  SECTION("a new size takes the region over once a quarter of it is free") {
+    embedding_cache cache{max_bytes, 0ms, eviction_policy::lru};
+    std::size_t k = 0;
+    // A few small entries asked for again and again (kept by LRU): without
+    // the takeover they would hold the region for ever.
+    const std::vector<std::string> hot{cache_key("m", 384, "hot 1"),
+                                       cache_key("m", 384, "hot 2")};
+    for (auto& key : hot)
+      cache.put(key, vec_of(384, 7), now);
+    bool bounded = true;
+    auto put = [&](std::size_t dims, std::size_t count) {
+      for (std::size_t i = 0; i < count; ++i, ++k) {
+        cache.put(cache_key("m", static_cast<int32_t>(dims), text_of(k)),
+                  vec_of(dims, static_cast<float>(k)), now);
+        for (auto& key : hot)
+          static_cast<void>(cache.get(key, now));
+        bounded = bounded
+            && cache.region_free_bytes()
+                <= cache.region_block_capacity() / 4 + 64 * 1024;
+      }
+    };
+    put(384, 4000);
+    REQUIRE(cache.region_blocks_in_use() == cache.entries());
+    // 1,536 floats from now on: they come from the allocator while the
+    // region is the small blocks'; when the evictions have freed a quarter
+    // of it, the small entries left in it (the hot ones too) are evicted and
+    // the region serves the new size.
+    put(1536, 2 * max_bytes / (1536 * 4));
+    CHECK(cache.region_block_bytes() <= cache.region_block_capacity());
+    put(1536, 2 * max_bytes / (1536 * 4));
+    CHECK(bounded);
+    CHECK(cache.region_blocks_in_use() == cache.entries());
+    CHECK(cache.region_block_bytes()
+          <= (cache.entries() + 1) * 1536 * sizeof(float));
+    CHECK(cache.bytes() <= max_bytes);
+    auto last = cache.get(cache_key("m", 1536, text_of(k - 1)), now);
+    REQUIRE(last);
+    CHECK(last.to_vector() == vec_of(1536, static_cast<float>(k - 1)));
+    CHECK_FALSE(cache.get(cache_key("m", 384, text_of(3999)), now));
+    CHECK_FALSE(cache.get(hot.front(), now));
+  }
+}
+
 TEST_CASE("entries expire after the time to live", "[cache]") {
   embedding_cache cache{1 << 20, 1000ms};
   auto t0 = clock_type::now();
@@ -527,50 +660,63 @@ TEST_CASE("keys and vectors of every size come back byte for byte, kept in "
   // vectors of 1,536 floats, empty vectors; slots are reused by evictions
   // in between, so that a large entry's memory and a small entry's bytes
   // meet in the same slot.
-  std::mt19937_64 rng{7};
-  embedding_cache cache{256 * 1024, 0ms};
-  auto now = clock_type::now();
-  std::map<std::string, std::vector<float>> model;
-  auto make_key = [&rng](std::size_t i) {
-    std::string text(rng() % 300, 'a');
-    for (auto& c : text)
-      c = static_cast<char>('a' + rng() % 26);
-    return cache_key("model", static_cast<int32_t>(i % 3), text)
-        + std::to_string(i);
-  };
-  for (std::size_t i = 0; i < 4000; ++i) {
-    auto key = make_key(i);
-    std::size_t dims_choice[] = {0, 1, 3, 8, 17, 26, 384, 1536};
-    auto dims = dims_choice[rng() % 8];
-    std::vector<float> vec(dims);
-    for (auto& f : vec)
-      f = static_cast<float>(rng() % 100000) / 7.0f;
-    if (rng() % 2 == 0) {
-      cache.put(key, vec, now);
-    } else {
-      auto r = cache.find_or_reserve(key, cache_hash(key), 0, now);
-      REQUIRE(r.found == cache_find::reserved);
-      REQUIRE(cache.key_of(r.ticket));
-      CHECK(*cache.key_of(r.ticket) == key);
-      CHECK(cache.fill(r.ticket, vec, now));
+  // The larger bound keeps the floats of vectors too large for their slot
+  // in its region of blocks (those of one size; the others' come from the
+  // allocator).
+  for (std::size_t bound : {std::size_t{256 * 1024}, std::size_t{4 << 20}}) {
+    CAPTURE(bound);
+    std::mt19937_64 rng{7};
+    embedding_cache cache{bound, 0ms};
+    CHECK((cache.region_block_capacity() > 0) == (bound >= (4 << 20)));
+    const std::size_t count = bound < (1 << 20) ? 4000 : 16000;
+    auto now = clock_type::now();
+    std::map<std::string, std::vector<float>> model;
+    auto make_key = [&rng](std::size_t i) {
+      std::string text(rng() % 300, 'a');
+      for (auto& c : text)
+        c = static_cast<char>('a' + rng() % 26);
+      return cache_key("model", static_cast<int32_t>(i % 3), text)
+          + std::to_string(i);
+    };
+    for (std::size_t i = 0; i < count; ++i) {
+      auto key = make_key(i);
+      std::size_t dims_choice[] = {0, 1, 3, 8, 17, 26, 384, 1536};
+      auto dims = dims_choice[rng() % 8];
+      std::vector<float> vec(dims);
+      for (auto& f : vec)
+        f = static_cast<float>(rng() % 100000) / 7.0f;
+      if (rng() % 2 == 0) {
+        cache.put(key, vec, now);
+      } else {
+        auto r = cache.find_or_reserve(key, cache_hash(key), 0, now);
+        REQUIRE(r.found == cache_find::reserved);
+        REQUIRE(cache.key_of(r.ticket));
+        CHECK(*cache.key_of(r.ticket) == key);
+        CHECK(cache.fill(r.ticket, vec, now));
+      }
+      model[key] = vec;
+      CHECK(cache.bytes() <= cache.max_bytes());
+      // Free blocks of the region's size never hold much more than a
+      // quarter of it: another size takes the region over first.
+      CHECK(cache.region_free_bytes()
+            <= cache.region_block_capacity() / 4 + 64 * 1024);
     }
-    model[key] = vec;
-    CHECK(cache.bytes() <= cache.max_bytes());
+    // Every key still stored has its own vector; most were evicted.
+    std::size_t found = 0;
+    for (auto& [key, vec] : model) {
+      auto v = cache.get(key, now);
+      if (!v)
+        continue;
+      ++found;
+      REQUIRE(v.size == vec.size());
+      CHECK(v.to_vector() == vec);
+    }
+    CHECK(found == cache.entries());
+    CHECK(found > 20);
+    CHECK(found < model.size() / 2);
+    CHECK(cache.counters().evictions > 0);
+    CHECK(cache.region_block_bytes() <= cache.region_block_capacity());
   }
-  // Every key still stored has its own vector; most were evicted.
-  std::size_t found = 0;
-  for (auto& [key, vec] : model) {
-    auto v = cache.get(key, now);
-    if (!v)
-      continue;
-    ++found;
-    REQUIRE(v.size == vec.size());
-    CHECK(v.to_vector() == vec);
-  }
-  CHECK(found == cache.entries());
-  CHECK(found > 20);
-  CHECK(found < model.size() / 2);
-  CHECK(cache.counters().evictions > 0);
 }
 
 TEST_CASE("a full cache storing and evicting entries allocates nothing, "
