@@ -485,8 +485,9 @@ class embedding_cache {
   uint32_t slots_used_ = 0;
   std::vector<uint32_t> free_;
   std::vector<spare_block> spare_;
-  /// The floats of entries too large for their slot, in one region of
-  /// huge pages as large as the bound, reserved when the cache starts (from
+  /// The floats of entries whose key fits their slot but not with the
+  /// floats (the floats alone in `heap`), in one region of huge pages as
+  /// large as the bound, reserved when the cache starts (from
   /// `huge_region_min` up) and committed as blocks are carved from it: the
   /// blocks live as long as their entries, and apart from them the request
   /// path's short-lived allocations find the allocator's heap unfragmented
