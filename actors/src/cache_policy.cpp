@@ -313,13 +313,20 @@ void embedding_cache::free_slot(uint32_t slot) {
 
 embedding_cache::heap_ptr embedding_cache::take_block(uint32_t dims) {
   if (blocks_.data()) {
-    if (blocks_dims_ == 0)
+    if (blocks_taking_over_) {
+      continue_takeover();
+    } else if (blocks_dims_ == 0) {
       blocks_dims_ = dims;
-    else if (dims != blocks_dims_
-             && free_blocks_.size() * block_bytes(blocks_dims_)
-                 >= blocks_.size() / 4)
-      switch_blocks(dims);
-    if (dims == blocks_dims_) {
+    } else if (dims != blocks_dims_
+               && free_blocks_.size() * block_bytes(blocks_dims_)
+                   >= blocks_.size() / 4) {
+      blocks_taking_over_ = true;
+      blocks_cursor_ = 0;
+      continue_takeover();
+    }
+    if (!blocks_taking_over_ && blocks_dims_ == 0)
+      blocks_dims_ = dims; // the takeover ended in this call
+    if (!blocks_taking_over_ && dims == blocks_dims_) {
       if (!free_blocks_.empty()) {
         auto* p = free_blocks_.back();
         free_blocks_.pop_back();
@@ -346,19 +353,21 @@ embedding_cache::heap_ptr embedding_cache::take_block(uint32_t dims) {
   return heap_ptr{new unsigned char[dims * sizeof(float)]};
 }
 
-void embedding_cache::switch_blocks(uint32_t dims) {
-  // Stored entries only: one in flight has no floats yet (the one being
-  // stored among them), and none is out of its list while a fill stores.
-  for (uint32_t slot = 0; slot < slots_used_ && blocks_in_use_ > 0; ++slot) {
+void embedding_cache::continue_takeover() {
+  // A few slots per block asked for, so that no fill stalls the service
+  // for a scan of the whole store. Stored entries only: one in flight has
+  // no floats yet (the one being stored among them), and none is out of
+  // its list while a fill stores. No block of the region is handed out
+  // meanwhile, so one pass finds them all.
+  for (uint32_t n = 0; n < takeover_step && blocks_in_use_ > 0; ++n) {
+    if (blocks_cursor_ >= slots_used_)
+      blocks_cursor_ = 0;
+    auto slot = blocks_cursor_++;
     auto& e = at(slot);
     if (e.where != region::free && e.where != region::in_flight
         && e.where != region::detached && in_blocks(e.heap.get()))
       evict(slot);
   }
-  // The last block back started the region over (were one left, its
-  // size would stay the region's).
-  if (blocks_in_use_ == 0)
-    blocks_dims_ = dims;
 }
 
 std::size_t embedding_cache::spare_bytes() const {
@@ -376,10 +385,12 @@ void embedding_cache::keep_block(heap_ptr block, uint32_t dims) {
       // comes next.
       blocks_carved_ = 0;
       blocks_dims_ = 0;
+      blocks_taking_over_ = false;
       free_blocks_.clear();
       return;
     }
-    free_blocks_.push_back(p);
+    if (!blocks_taking_over_)
+      free_blocks_.push_back(p);
     return;
   }
   auto size = dims * sizeof(float);

@@ -264,6 +264,10 @@ class embedding_cache {
   std::size_t region_blocks_in_use() const {
     return blocks_in_use_;
   }
+  /// True while the region is being taken over by another size.
+  bool region_taking_over() const {
+    return blocks_taking_over_;
+  }
   /// Bytes of the region's free blocks (evicted entries', kept for the
   /// next of their size).
   std::size_t region_free_bytes() const {
@@ -496,19 +500,26 @@ class embedding_cache {
   /// free list for the next entry of that size, and vectors of other sizes
   /// come from the allocator. When another size asks while a quarter of
   /// the region lies free (the dimensions changed, or the region's size
-  /// lost its share of the store to another), the region's remaining
-  /// entries are evicted and the region serves the new size: free blocks
-  /// that only their own size can use never hold much more than a quarter
-  /// of the bound, whatever sizes come and go.
+  /// lost its share of the store to another), the region is taken over:
+  /// no block of it is handed out, the entries still in it are evicted a
+  /// few slots at a time as blocks are asked for, and when the last block
+  /// is back the region serves whatever size asks next. Free blocks that
+  /// only their own size can use thus never hold much more than a quarter
+  /// of the bound for long, whatever sizes come and go.
   huge_region blocks_;
   std::size_t blocks_carved_ = 0;
   std::size_t blocks_in_use_ = 0;
   /// The size of the region's blocks (0: none carved).
   uint32_t blocks_dims_ = 0;
   std::vector<unsigned char*> free_blocks_;
-  /// Evicts the entries whose floats are in the region, which then serves
-  /// `dims`.
-  void switch_blocks(uint32_t dims);
+  bool blocks_taking_over_ = false;
+  /// The next slot a takeover looks at.
+  uint32_t blocks_cursor_ = 0;
+  /// Slots a takeover looks at per block asked for.
+  static constexpr uint32_t takeover_step = 32;
+  /// Evicts the stored entries with a block of the region among the next
+  /// `takeover_step` slots.
+  void continue_takeover();
   std::vector<bucket> index_;
   std::size_t index_count_ = 0;
   frequency_sketch sketch_;

@@ -4,6 +4,7 @@
 #include "cache_policy.hpp"
 #include "huge_region.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -396,10 +397,17 @@ TEST_CASE("a large bound keeps vectors too large for their slot in a region "
     for (auto& key : hot)
       cache.put(key, vec_of(384, 7), now);
     bool bounded = true;
+    // Evictions in one fill at most, and fills during the takeover.
+    int64_t most_evicted = 0;
+    std::size_t taking_over = 0;
     auto put = [&](std::size_t dims, std::size_t count) {
       for (std::size_t i = 0; i < count; ++i, ++k) {
+        auto evicted = cache.counters().evictions;
         cache.put(cache_key("m", static_cast<int32_t>(dims), text_of(k)),
                   vec_of(dims, static_cast<float>(k)), now);
+        most_evicted
+            = std::max(most_evicted, cache.counters().evictions - evicted);
+        taking_over += cache.region_taking_over() ? 1 : 0;
         for (auto& key : hot)
           static_cast<void>(cache.get(key, now));
         bounded = bounded
@@ -411,12 +419,16 @@ TEST_CASE("a large bound keeps vectors too large for their slot in a region "
     REQUIRE(cache.region_blocks_in_use() == cache.entries());
     // 1,536 floats from now on: they come from the allocator while the
     // region is the small blocks'; when the evictions have freed a quarter
-    // of it, the small entries left in it (the hot ones too) are evicted and
+    // of it, the small entries left in it (the hot ones too) are evicted, a
+    // few slots' worth per fill (no fill stalls for all of them), and then
     // the region serves the new size.
     put(1536, 2 * max_bytes / (1536 * 4));
     CHECK(cache.region_block_bytes() <= cache.region_block_capacity());
     put(1536, 2 * max_bytes / (1536 * 4));
     CHECK(bounded);
+    CHECK(taking_over > 10);
+    CHECK(most_evicted <= 40);
+    CHECK_FALSE(cache.region_taking_over());
     CHECK(cache.region_blocks_in_use() == cache.entries());
     CHECK(cache.region_block_bytes()
           <= (cache.entries() + 1) * 1536 * sizeof(float));
