@@ -311,37 +311,40 @@ void embedding_cache::free_slot(uint32_t slot) {
   free_.push_back(slot);
 }
 
-embedding_cache::heap_ptr embedding_cache::take_block(uint32_t dims) {
-  if (blocks_.data()) {
-    if (blocks_taking_over_) {
-      continue_takeover();
-    } else if (blocks_dims_ == 0) {
-      blocks_dims_ = dims;
-    } else if (dims != blocks_dims_
-               && free_blocks_.size() * block_bytes(blocks_dims_)
-                   >= blocks_.size() / 4) {
-      blocks_taking_over_ = true;
-      blocks_cursor_ = 0;
-      continue_takeover();
-    }
-    if (!blocks_taking_over_ && blocks_dims_ == 0)
-      blocks_dims_ = dims; // the takeover ended in this call
-    if (!blocks_taking_over_ && dims == blocks_dims_) {
-      if (!free_blocks_.empty()) {
-        auto* p = free_blocks_.back();
-        free_blocks_.pop_back();
-        ++blocks_in_use_;
-        return heap_ptr{p};
-      }
-      if (auto size = block_bytes(dims);
-          blocks_carved_ + size <= blocks_.size()) {
-        auto* p = blocks_.data() + blocks_carved_;
-        blocks_carved_ += size;
-        ++blocks_in_use_;
-        return heap_ptr{p};
-      }
-    }
+unsigned char* embedding_cache::region_block(uint32_t dims) {
+  if (!blocks_.data())
+    return nullptr;
+  if (!blocks_taking_over_ && blocks_dims_ != 0 && dims != blocks_dims_
+      && region_free_bytes() >= blocks_.size() / 4) {
+    blocks_taking_over_ = true;
+    blocks_cursor_ = 0;
   }
+  if (blocks_taking_over_)
+    continue_takeover(); // its last eviction may end it
+  if (blocks_taking_over_)
+    return nullptr;
+  if (blocks_dims_ == 0)
+    blocks_dims_ = dims;
+  if (dims != blocks_dims_)
+    return nullptr;
+  unsigned char* p = nullptr;
+  if (!free_blocks_.empty()) {
+    p = free_blocks_.back();
+    free_blocks_.pop_back();
+  } else if (auto size = block_bytes(dims);
+             blocks_carved_ + size <= blocks_.size()) {
+    p = blocks_.data() + blocks_carved_;
+    blocks_carved_ += size;
+  } else {
+    return nullptr;
+  }
+  ++blocks_in_use_;
+  return p;
+}
+
+embedding_cache::heap_ptr embedding_cache::take_block(uint32_t dims) {
+  if (auto* p = region_block(dims))
+    return heap_ptr{p};
   for (auto i = spare_.size(); i-- > 0;) {
     if (spare_[i].dims != dims)
       continue;

@@ -439,6 +439,9 @@ class embedding_cache {
   /// A block for `dims` floats: a free one of the region, a new one carved
   /// from it, a spare one, or else a new one from the allocator.
   heap_ptr take_block(uint32_t dims);
+  /// A block of the region for `dims` floats (free or newly carved), or
+  /// null: no region, another size's, taken over, or full.
+  unsigned char* region_block(uint32_t dims);
   void keep_block(heap_ptr block, uint32_t dims);
 
   /// The index position of `key`, or not_found.

@@ -123,6 +123,25 @@ double hit_ratio(eviction_policy policy, std::size_t entries,
   return static_cast<double>(hits) / static_cast<double>(trace.size());
 }
 
+/// Reads back every key of `keys` still stored: how many are, and whether
+/// each holds its own vector (`vec_of(dims, its index)`).
+struct read_back {
+  std::size_t found = 0;
+  bool all_right = true;
+};
+read_back read_back_stored(embedding_cache& cache,
+                           const std::vector<std::string>& keys,
+                           std::size_t dims, clock_type::time_point now) {
+  read_back r;
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (auto got = cache.get(keys[i], now)) {
+      ++r.found;
+      r.all_right = r.all_right
+          && got.to_vector() == vec_of(dims, static_cast<float>(i));
+    }
+  return r;
+}
+
 std::string text_of(std::size_t k) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "text-%010zu", k);
@@ -279,15 +298,9 @@ TEST_CASE("a large bound keeps its entries' slots in one reserved region "
   CHECK(cache.bytes() <= max_bytes);
   CHECK(cache.entries() + static_cast<std::size_t>(cache.counters().evictions)
         == n);
-  std::size_t found = 0;
-  bool all_right = true;
-  for (std::size_t i = 0; i < n; ++i)
-    if (auto got = cache.get(keys[i], now)) {
-      ++found;
-      all_right = all_right && got.to_vector() == vec_of(8, float(i));
-    }
-  CHECK(all_right);
-  CHECK(found == cache.entries());
+  auto stored = read_back_stored(cache, keys, 8, now);
+  CHECK(stored.all_right);
+  CHECK(stored.found == cache.entries());
   // Slots freed by evictions serve new entries again, in either part.
   for (std::size_t i = n; i < n + 1000; ++i)
     cache.put(cache_key("m", 8, text_of(i)), vec_of(8, float(i)), now);
@@ -345,15 +358,9 @@ TEST_CASE("a large bound keeps vectors too large for their slot in a region "
     CHECK(cache.region_blocks_in_use() == cache.entries());
     CHECK(cache.bytes() <= max_bytes);
     // Every entry still stored reads back its own vector.
-    std::size_t found = 0;
-    bool all_right = true;
-    for (std::size_t k = 0; k < n; ++k)
-      if (auto got = cache.get(keys[k], now)) {
-        ++found;
-        all_right = all_right && got.to_vector() == vec_of(384, float(k));
-      }
-    CHECK(all_right);
-    CHECK(found == cache.entries());
+    auto stored = read_back_stored(cache, keys, 384, now);
+    CHECK(stored.all_right);
+    CHECK(stored.found == cache.entries());
   }
   SECTION("a size that loses its share to another gives the region up") {
     // Small vectors alone first (the region fills with their blocks), then
