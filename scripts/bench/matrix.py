@@ -60,14 +60,14 @@ FEATURES = [("off", ["--no-pacing"]),
             ("pacing", []), ("adaptive", ["--no-pacing", "--adaptive-concurrency"])]
 FEATURE_NAMES = {"cache": "cache (misses only)", "pacing": "pacing",
                  "adaptive": "adaptive concurrency"}
-FEATURE_ROUNDS = 7
+FEATURE_ROUNDS = 9
 # (scenario, upstream, conns, callers, requests, extra flags, description)
 FEATURE_SHAPES = [
-    ("F-P2", "nginx", 8, 64, 600000, [],
+    ("F-P2", "nginx", 8, 64, 300000, [],
      "P2's shape: zero latency (nginx+njs), 64 callers, 8 conns, 1 text, 8 dims"),
-    ("F-P3", "nginx-50ms", 16, 1000, 50000, [],
+    ("F-P3", "nginx-50ms", 16, 1000, 25000, [],
      "P3's shape: 50 ms upstream (nginx+njs), 1000 callers, 16 conns, 1 text, 8 dims"),
-    ("F-1536", "mock", 8, 64, 10000, ["--inputs", "8", "--dims", "1536"],
+    ("F-1536", "mock", 8, 64, 5000, ["--inputs", "8", "--dims", "1536"],
      "zero latency (embedrt mock), 64 callers, 8 conns, 8 texts of 1,536 dims"),
 ]
 
@@ -333,21 +333,27 @@ class Matrix:
     def features(self, zero, lat):
         """The cost of each optional feature (the cache with misses only:
         every text is new; pacing against an upstream that sends no rate
-        limits; adaptive concurrency) alone against all of them off, the
-        variants interleaved round by round (in an order that rotates) on each
-        shape of FEATURE_SHAPES."""
+        limits; adaptive concurrency) alone against all of them off, on each
+        shape of FEATURE_SHAPES: in every round each feature runs back to back
+        with an all-off run of its own (its pair, which of the two goes first
+        alternating), so that the two share the machine's state; the features'
+        order rotates from round to round."""
         mock = Mock(self.args.embedrt, os.cpu_count() or 1, self.tmp)
         try:
             urls = {"nginx": zero, "nginx-50ms": lat, "mock": mock.url}
             for shape, up, conns, callers, n, extra, _ in FEATURE_SHAPES:
+                off_flags = FEATURES[0][1]
+                feats = FEATURES[1:]
                 for rnd in range(FEATURE_ROUNDS):
-                    # The order rotates from round to round: no variant always
-                    # runs first, or right after the same one.
-                    k = rnd % len(FEATURES)
-                    for name, flags in FEATURES[k:] + FEATURES[:k]:
-                        self.run(shape, "embedrt", up, urls[up], conns, callers, n,
-                                 extra=list(extra) + flags,
-                                 tags={"feature": name, "round": rnd})
+                    k = rnd % len(feats)
+                    for j, (name, flags) in enumerate(feats[k:] + feats[:k]):
+                        pair = [(name, flags, {}), ("off", off_flags, {"pair": name})]
+                        if (rnd + j) % 2:
+                            pair.reverse()
+                        for variant, vflags, tag in pair:
+                            self.run(shape, "embedrt", up, urls[up], conns, callers, n,
+                                     extra=list(extra) + vflags,
+                                     tags=dict(tag, feature=variant, round=rnd))
         finally:
             mock.stop()
 
@@ -525,27 +531,29 @@ def median(xs):
 
 
 def feature_costs(results):
-    """Per shape and feature: the per-round ratios to the all-off run of the
+    """Per shape and feature: the per-round ratios to its all-off pair of the
     same round (req/s, CPU per request), their medians and ranges, and the
-    errors of the feature's runs."""
+    errors of the feature's runs. (Results written before the features had
+    pairs have one all-off run per round, the baseline of all three.)"""
     out = []
     for shape, _, _, _, _, _, desc in FEATURE_SHAPES:
         failed = [r.get("feature") for r in results
                   if r["scenario"] == shape and r.get("failed")]
-        by = {(r.get("feature"), r.get("round")): r for r in results
+        by = {(r.get("feature"), r.get("round"), r.get("pair")): r for r in results
               if r["scenario"] == shape and not r.get("failed")}
         rounds = sorted(set(k[1] for k in by))
         for feat, _ in FEATURES[1:]:
+            pair = feat if any(k[2] == feat for k in by) else None
             req, cpu, errs, runs = [], [], 0, []
             for k in rounds:
-                a, b = by.get((feat, k)), by.get(("off", k))
+                a, b = by.get((feat, k, None)), by.get(("off", k, pair))
                 if a:
                     errs += nerr(a)
                     runs.append(a)
                 if a and b and b["req_per_s"] and b["cpu_ms_per_1k"]:
                     req.append(a["req_per_s"] / b["req_per_s"] - 1)
                     cpu.append(a["cpu_ms_per_1k"] / b["cpu_ms_per_1k"] - 1)
-            off = [by[("off", k)] for k in rounds if ("off", k) in by]
+            off = [by[("off", k, pair)] for k in rounds if ("off", k, pair) in by]
             out.append({"shape": shape, "desc": desc, "feature": feat,
                         "req": req, "cpu": cpu, "errors": errs, "runs": runs,
                         # Its own failed runs and those of "off" (its baseline).
@@ -750,16 +758,22 @@ def report(results, meta, doc, plotdir, results_path):
     if any(c["req"] for c in costs):
         L.append("### Optional features on: the cache (misses only), pacing, adaptive concurrency")
         L.append("")
+        paired = any(r.get("pair") for r in results)
+        how = ("In every round each feature runs back to back with an all-off run of "
+               "its own, which of the two first alternating (so that the two share the "
+               "machine's state: variants seconds apart differ by more than 5 % on this "
+               "shared machine), and the features' order rotates from round to round"
+               if paired else
+               "The variants are interleaved within each round (their order rotating "
+               "from one round to the next)")
         L.append("Each feature alone against all three off (`--no-pacing`; pacing is "
-                 "on by default), %d rounds per shape, the variants interleaved within "
-                 "each round (their order rotating from one round to the next, so that "
-                 "none always runs first or after the same one); the cost is the median "
-                 "of the per-round ratios "
-                 "(feature_i / off_i − 1). Every text is new, so the cache never hits "
+                 "on by default), %d rounds per shape. %s; the cost is the "
+                 "median of the per-round ratios (feature_i / its off_i − 1). Every text is new, so the cache never hits "
                  "(its cost is all there is to it); its bound, `--cache-max-bytes "
                  "16777216`, is small enough that it fills during the run and then "
                  "evicts, as a long-running cache does. The upstreams send no "
-                 "rate-limit headers, so pacing never holds a call." % FEATURE_ROUNDS)
+                 "rate-limit headers, so pacing never holds a call."
+                 % (max(len(c["req"]) for c in costs), how))
         L.append("")
         L.append("| shape | feature | req/s: feature vs off, median (rounds) | CPU per request "
                  "vs off, median (rounds) | req/s median (off) | CPU µs / request, median "
