@@ -358,17 +358,15 @@ embedding_cache::heap_ptr embedding_cache::take_block(uint32_t dims) {
 
 void embedding_cache::continue_takeover() {
   // A few slots per block asked for, so that no fill stalls the service
-  // for a scan of the whole store. Stored entries only: one in flight has
-  // no floats yet (the one being stored among them), and none is out of
-  // its list while a fill stores. No block of the region is handed out
-  // meanwhile, so one pass finds them all.
+  // for a scan of the whole store. Only stored entries hold a block (one in
+  // flight has no floats yet, the one being stored among them), and none is
+  // out of its list while a fill stores. No block of the region is handed
+  // out meanwhile, so one pass finds them all.
   for (uint32_t n = 0; n < takeover_step && blocks_in_use_ > 0; ++n) {
     if (blocks_cursor_ >= slots_used_)
       blocks_cursor_ = 0;
     auto slot = blocks_cursor_++;
-    auto& e = at(slot);
-    if (e.where != region::free && e.where != region::in_flight
-        && e.where != region::detached && in_blocks(e.heap.get()))
+    if (in_blocks(at(slot).heap.get()))
       evict(slot);
   }
 }

@@ -142,6 +142,13 @@ read_back read_back_stored(embedding_cache& cache,
   return r;
 }
 
+/// The region's free blocks hold at most about a quarter of it (another
+/// size takes the region over first).
+bool free_blocks_bounded(const embedding_cache& cache) {
+  return cache.region_free_bytes()
+      <= cache.region_block_capacity() / 4 + 64 * 1024;
+}
+
 std::string text_of(std::size_t k) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "text-%010zu", k);
@@ -375,9 +382,7 @@ TEST_CASE("a large bound keeps vectors too large for their slot in a region "
       cache.put(cache_key("m", static_cast<int32_t>(dims), text_of(k)),
                 vec_of(dims, static_cast<float>(k)), now);
       ++k;
-      bounded = bounded
-          && cache.region_free_bytes()
-              <= cache.region_block_capacity() / 4 + 64 * 1024;
+      bounded = bounded && free_blocks_bounded(cache);
     };
     for (int i = 0; i < 4000; ++i)
       put(384);
@@ -417,9 +422,7 @@ TEST_CASE("a large bound keeps vectors too large for their slot in a region "
         taking_over += cache.region_taking_over() ? 1 : 0;
         for (auto& key : hot)
           static_cast<void>(cache.get(key, now));
-        bounded = bounded
-            && cache.region_free_bytes()
-                <= cache.region_block_capacity() / 4 + 64 * 1024;
+        bounded = bounded && free_blocks_bounded(cache);
       }
     };
     put(384, 4000);
@@ -717,8 +720,7 @@ TEST_CASE("keys and vectors of every size come back byte for byte, kept in "
       CHECK(cache.bytes() <= cache.max_bytes());
       // Free blocks of the region's size never hold much more than a
       // quarter of it: another size takes the region over first.
-      CHECK(cache.region_free_bytes()
-            <= cache.region_block_capacity() / 4 + 64 * 1024);
+      CHECK(free_blocks_bounded(cache));
     }
     // Every key still stored has its own vector; most were evicted.
     std::size_t found = 0;
