@@ -539,7 +539,7 @@ def feature_costs(results):
     pairs have one all-off run per round, the baseline of all three.)"""
     out = []
     for shape, _, _, _, _, _, desc in FEATURE_SHAPES:
-        failed = [r.get("feature") for r in results
+        failed = [(r.get("feature"), r.get("pair")) for r in results
                   if r["scenario"] == shape and r.get("failed")]
         by = {(r.get("feature"), r.get("round"), r.get("pair")): r for r in results
               if r["scenario"] == shape and not r.get("failed")}
@@ -558,8 +558,9 @@ def feature_costs(results):
             off = [by[("off", k, pair)] for k in rounds if ("off", k, pair) in by]
             out.append({"shape": shape, "desc": desc, "feature": feat,
                         "req": req, "cpu": cpu, "errors": errs, "runs": runs,
-                        # Its own failed runs and those of "off" (its baseline).
-                        "failed_runs": sum(1 for f in failed if f in (feat, "off")),
+                        # Its own failed runs and those of its baseline.
+                        "failed_runs": sum(1 for f in failed
+                                           if f in ((feat, None), ("off", pair))),
                         "off": off, "off_errors": sum(nerr(r) for r in off)})
     return out
 
@@ -770,8 +771,9 @@ def report(results, meta, doc, plotdir, results_path):
                "from one round to the next)")
         L.append("Each feature alone against all three off (`--no-pacing`; pacing is "
                  "on by default), %d rounds per shape. %s; the cost is the "
-                 "median of the per-round ratios (feature_i / its off_i − 1). Every text is new, so the cache never hits "
-                 "(its cost is all there is to it). Its bound, `--cache-max-bytes "
+                 "median of the per-round ratios (feature_i / its off_i − 1). Every "
+                 "text is new, so the cache never hits (its cost is all there is to "
+                 "it). Its bound, `--cache-max-bytes "
                  "16777216` (about 60,000 entries of 8 dimensions, 2,600 of 1,536), "
                  "fills in the first fifth of a run in P2's shape and in the first "
                  "tenth at 1,536 dimensions, and then evicts, as a long-running cache "
