@@ -21,7 +21,9 @@
 #   callgrind_annotate OUT_DIR/on.30000.out | head -60
 # Defaults: BIN build-bench/app/embedrt, variants off= and
 # "on=--cache --cache-max-bytes 1048576" (a 1 MiB bound that the warm-up
-# fills, so that every fill evicts). Needs valgrind (apt install valgrind).
+# fills, so that every fill evicts). DIMS (default 8) and TEXT_BYTES (default
+# 40) set the vectors' dimensions and the texts' length of every variant.
+# Needs valgrind (apt install valgrind).
 # About a minute per variant.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -46,7 +48,8 @@ for n in 10000 30000; do
     read -r -a flags <<<"${v#*=}"
     timeout 1200 valgrind --tool=callgrind --callgrind-out-file="$out/$name.$n.out" \
       "$bin" bench --upstream "$mock_url" --requests "$n" --concurrency 64 \
-      --connections 8 --inputs 1 --dims 8 --warmup 2000 --log-level error \
+      --connections 8 --inputs 1 --dims "${DIMS:-8}" --text-bytes "${TEXT_BYTES:-40}" \
+      --warmup 2000 --log-level error \
       --no-batching "${flags[@]}" >"$out/$name.$n.json" 2>"$out/$name.$n.err"
   done
 done
