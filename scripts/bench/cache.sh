@@ -18,7 +18,9 @@
 # another build's embedrt (say, the commit before a change), run with --cache
 # in the same rounds (on, base, off; the order rotates from round to round):
 # the summary adds on / base - 1. BENCH_ARGS: more flags for every run (both
-# sides, say --no-batching); MOCK_ARGS: flags for the mock (say --latency-ms 2).
+# sides, say --no-batching); MOCK_ARGS: flags for the mock (say --latency-ms 2);
+# WARMUP: unmeasured requests per run (default 2000; enough of them for the
+# cache to fill its bound before the measured ones leave its growth out).
 # The summary gives each side's median upstream requests too: with batching
 # on, how many texts share an upstream request moves the CPU per request by
 # more than the cache does (docs/benchmarks.md, "At 384 dimensions").
@@ -44,7 +46,7 @@ start_mock "$bin" "$out" "${mock_args[@]}"
 url=$mock_url
 
 args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
-  --inputs "$inputs" --dims "${DIMS:-8}" --warmup 2000 --log-level error)
+  --inputs "$inputs" --dims "${DIMS:-8}" --warmup "${WARMUP:-2000}" --log-level error)
 read -r -a bench_args <<<"${BENCH_ARGS:-}"
 args+=("${bench_args[@]}")
 read -r -a cache_args <<<"${CACHE_ARGS:-}"
