@@ -780,6 +780,12 @@ def report(results, meta, doc, plotdir, results_path):
                if paired else
                "The variants are interleaved within each round (their order rotating "
                "from one round to the next)")
+        long_texts = ""
+        if any(r["scenario"] == "F-384" for r in results):
+            long_texts = (" In the shape of 1,000-byte texts of 384 dimensions (about "
+                          "6,400 entries; batching off, so that every request is one "
+                          "upstream call on both sides), 9,000 unmeasured requests "
+                          "fill it before the measured ones.")
         L.append("Each feature alone against all three off (`--no-pacing`; pacing is "
                  "on by default), %d rounds per shape. %s; the cost is the "
                  "median of the per-round ratios (feature_i / its off_i − 1). Every "
@@ -792,12 +798,7 @@ def report(results, meta, doc, plotdir, results_path):
                  "cache still growing, so its figure includes the kernel zeroing the "
                  "store's fresh pages.%s The upstreams send no "
                  "rate-limit headers, so pacing never holds a call."
-                 % (max(len(c["req"]) for c in costs), how,
-                    " In the shape of 1,000-byte texts of 384 dimensions (about "
-                    "6,400 entries; batching off, so that every request is one "
-                    "upstream call on both sides), 9,000 unmeasured requests fill it "
-                    "before the measured ones." if any(r["scenario"] == "F-384" for r in results)
-                    else ""))
+                 % (max(len(c["req"]) for c in costs), how, long_texts))
         L.append("")
         L.append("| shape | feature | req/s: feature vs off, median (rounds) | CPU per request "
                  "vs off, median (rounds) | req/s median (off) | CPU µs / request, median "
