@@ -4,7 +4,12 @@
 // application: it reaches the front with embedrt::enable_distribution +
 // embedrt::connect and drives N requests at 64 in flight through
 // embedrt::client. Mid-run one worker is SIGKILLed and, after a moment,
-// started again on the same CAF port.
+// started again on the same CAF port. That worker's mock answers after
+// 100 ms, and the kill waits until the front routes to it ("up" in its
+// health), so that it always holds requests when it dies: a busy machine
+// can delay a status reply past the front's 250 ms poll, and a worker the
+// front calls unresponsive meanwhile gets no new requests (a zero-latency
+// worker then holds none within a millisecond).
 //
 // The ledger: every request answered exactly once, with the vector the mock
 // computes for its own text (hash_embed), never later than its deadline +
@@ -277,7 +282,7 @@ double prometheus_sum(const std::string& text, const std::string& metric) {
 
 void run_cluster(std::size_t n) {
   mock_proc mock1;
-  mock_proc mock2;
+  mock_proc mock2{{"--latency-ms", "100"}};
   auto caf1 = free_port();
   auto caf2 = free_port();
   auto caf_front = free_port();
@@ -306,6 +311,8 @@ void run_cluster(std::size_t n) {
   d.start();
   REQUIRE(kill_point.wait_for(std::chrono::seconds{120})
           == std::future_status::ready);
+  // Routed to now, so it holds requests for the next 100 ms.
+  REQUIRE(wait_member_up(c, peer_of(caf2), milliseconds{10000}));
   worker2->proc.signal(SIGKILL);
   CHECK(worker2->proc.wait_exit(milliseconds{5000}) == -1);
   worker2.reset();
