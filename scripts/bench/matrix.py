@@ -53,15 +53,12 @@ COUNTS = {
 
 # Optional features, each alone against all off ("off": pacing is on by
 # default, the cache and adaptive concurrency are off). The cache's bound
-# (16 MiB, about 60,000 entries of 8 dims or 2,600 of 1,536) fills in the first
-# fifth of a run in P2's shape and in the first tenth at 1,536 dims, and then
-# evicts, as a long-running cache does; a run in P3's shape (25,000 inputs)
-# ends with it still growing into fresh memory. F-384 has the inputs of a
-# small model and a document's chunks (1,000-byte texts, 384 dims), batching
-# off so that every request is one upstream call on both sides (with batching
-# on, how many texts share a call varies from run to run by more than 5 %, and
-# a 2 ms upstream spread the rounds from -22 to +49 %); there the warm-up of
-# 9,000 requests fills the cache (about 6,400 entries) before the measured ones.
+# and where it fills are in the report's method text (report()). F-384 has the
+# inputs of a small model and a document's chunks (1,000-byte texts, 384 dims),
+# batching off so that every request is one upstream call on both sides (with
+# batching on, how many texts share a call varies from run to run by more than
+# 5 %, and a 2 ms upstream spread the rounds from -22 to +49 %); its warm-up
+# fills the cache before the measured requests.
 FEATURES = [("off", ["--no-pacing"]),
             ("cache", ["--no-pacing", "--cache", "--cache-max-bytes", "16777216"]),
             ("pacing", []), ("adaptive", ["--no-pacing", "--adaptive-concurrency"])]
@@ -352,9 +349,9 @@ class Matrix:
         mock = Mock(self.args.embedrt, os.cpu_count() or 1, self.tmp)
         try:
             urls = {"nginx": zero, "nginx-50ms": lat, "mock": mock.url}
+            off_flags = FEATURES[0][1]
+            feats = FEATURES[1:]
             for shape, up, conns, callers, n, extra, _ in FEATURE_SHAPES:
-                off_flags = FEATURES[0][1]
-                feats = FEATURES[1:]
                 for rnd in range(FEATURE_ROUNDS):
                     k = rnd % len(feats)
                     for j, (name, flags) in enumerate(feats[k:] + feats[:k]):
@@ -782,10 +779,12 @@ def report(results, meta, doc, plotdir, results_path):
                "from one round to the next)")
         long_texts = ""
         if any(r["scenario"] == "F-384" for r in results):
+            extra = next(x[5] for x in FEATURE_SHAPES if x[0] == "F-384")
+            warmup = int(extra[extra.index("--warmup") + 1])
             long_texts = (" In the shape of 1,000-byte texts of 384 dimensions (about "
                           "6,400 entries; batching off, so that every request is one "
-                          "upstream call on both sides), 9,000 unmeasured requests "
-                          "fill it before the measured ones.")
+                          "upstream call on both sides), {:,} unmeasured requests "
+                          "fill it before the measured ones.".format(warmup))
         L.append("Each feature alone against all three off (`--no-pacing`; pacing is "
                  "on by default), %d rounds per shape. %s; the cost is the "
                  "median of the per-round ratios (feature_i / its off_i − 1). Every "
