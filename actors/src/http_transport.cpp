@@ -41,6 +41,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_cat.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -54,6 +55,7 @@
 #include <exception>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+#include <type_traits>
 
 namespace embedrt::detail {
 
@@ -531,14 +533,28 @@ class connection_impl final : public http_connection {
   void write(const std::shared_ptr<link>& l) {
     stage_ = stage::writing;
     write_head(l->request, l->head);
-    std::array<net::const_buffer, 2> wire{net::buffer(l->head),
-                                          net::buffer(l->request.body())};
-    l->with_stream([&](auto& stream) {
-      net::async_write(
-          stream, wire,
-          [self = shared_self(), l, seq = seq_](error_code ec, std::size_t) {
+    auto done
+        = [self = shared_self(), l, seq = seq_](error_code ec, std::size_t) {
             self->on_write(l, seq, ec);
-          });
+          };
+    l->with_stream([&](auto& stream) {
+      if constexpr (std::is_same_v<std::decay_t<decltype(stream)>,
+                                   beast::tcp_stream>) {
+        std::array<net::const_buffer, 2> wire{net::buffer(l->head),
+                                              net::buffer(l->request.body())};
+        net::async_write(stream, wire, std::move(done));
+      } else {
+        // Not a std::array over TLS: Asio's write of a two-buffer array
+        // hands the stream an empty first buffer once the head is out, and
+        // beast::ssl_stream (Boost 1.81) takes that for nothing to write
+        // when the body is over 16 KiB; async_write then completes, without
+        // error, with the body never sent. buffers_cat's sequence skips
+        // what was written.
+        net::async_write(stream,
+                         beast::buffers_cat(net::buffer(l->head),
+                                            net::buffer(l->request.body())),
+                         std::move(done));
+      }
     });
   }
 

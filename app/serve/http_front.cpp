@@ -544,13 +544,25 @@ class session : public session_base,
     // Beast's serializer would send, without its per-write walk over the
     // fields (docs/profile.md, "I/O on the actor workers").
     write_reply_head(res_, wire_head_);
-    std::array<net::const_buffer, 2> wire{net::buffer(wire_head_),
-                                          net::buffer(res_.body())};
-    net::async_write(
-        stream_, wire,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) {
-          self->on_write(ec);
-        });
+    auto done = [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->on_write(ec);
+    };
+    if constexpr (is_tls) {
+      // Not a std::array over TLS: Asio's write of a two-buffer array hands
+      // the stream an empty first buffer once the head is out, and
+      // beast::ssl_stream (Boost 1.81) takes that for nothing to write when
+      // the body is over 16 KiB; async_write then completes, without error,
+      // with the body never sent. buffers_cat's sequence skips what was
+      // written.
+      net::async_write(
+          stream_,
+          beast::buffers_cat(net::buffer(wire_head_), net::buffer(res_.body())),
+          std::move(done));
+    } else {
+      std::array<net::const_buffer, 2> wire{net::buffer(wire_head_),
+                                            net::buffer(res_.body())};
+      net::async_write(stream_, wire, std::move(done));
+    }
   }
 
   /// A reply whose body comes piece by piece: the header, one chunk per

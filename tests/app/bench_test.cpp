@@ -338,6 +338,36 @@ TEST_CASE("embedrt bench over TLS with --ca-file") {
                                  "--concurrency", "8", "--connections", "2"}));
   CHECK(int_of(d, "ok") == 40);
   CHECK(errors_of(d).empty());
+  // Requests of 64 texts of 400 bytes (bodies of about 27 KB, more than a
+  // TLS record) on one connection: their bodies once never left after the
+  // head (http_transport.cpp, write), and every request ran into its
+  // deadline.
+  auto before = m.server.stats().inputs;
+  auto large = parse_report(run_cli({"bench",
+                                     "--upstream",
+                                     url,
+                                     "--ca-file",
+                                     test::tls_file("ca.pem"),
+                                     "--requests",
+                                     "12",
+                                     "--concurrency",
+                                     "4",
+                                     "--connections",
+                                     "1",
+                                     "--inputs",
+                                     "64",
+                                     "--text-bytes",
+                                     "400",
+                                     "--dims",
+                                     "64",
+                                     "--warmup",
+                                     "0",
+                                     "--no-batching",
+                                     "--deadline-ms",
+                                     "10000"}));
+  CHECK(int_of(large, "ok") == 12);
+  CHECK(errors_of(large).empty());
+  CHECK(m.server.stats().inputs - before == 12 * 64);
   // Without the test CA the certificate is rejected: every request fails
   // with tls_failed, and the run still completes.
   auto bad = parse_report(

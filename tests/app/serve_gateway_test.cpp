@@ -336,6 +336,20 @@ TEST_CASE("serve: HTTPS on the listener, with the OpenAI Node SDK") {
     CHECK(res.keep_alive);
     // Keep-alive over TLS.
     CHECK(client.request("GET", "/healthz").status == 200);
+    // A request and a reply each larger than a TLS record (16 KiB): the
+    // reply's head and body went out as a gather write that once stopped
+    // after the head (http_front.cpp, session::write).
+    std::vector<std::string> many;
+    for (int i = 0; i < 64; ++i)
+      many.push_back("secure text " + std::to_string(i)
+                     + std::string(300, 'x'));
+    auto body = embed_body(many, 256);
+    REQUIRE(body.size() > 16 * 1024);
+    auto big = client.embed(body, {{"Authorization", "Bearer tls-token"}});
+    REQUIRE(big.body.size() > 16 * 1024);
+    auto vecs = vectors_of(big, many.size(), 256);
+    for (std::size_t i = 0; i < many.size(); ++i)
+      CHECK(vecs[i] == hash_embed(many[i], 256));
     CHECK(client.connects() == 1);
   }
   // One that trusts another CA fails the handshake; plain HTTP gets nothing.
