@@ -17,12 +17,13 @@ void pace_bucket::set_capacity(double capacity, int64_t now) noexcept {
     level_ = std::min(level_, capacity);
   }
   capacity_ = capacity;
+  others_ = std::min(others_, 0.9 * capacity);
 }
 
 void pace_bucket::refill(int64_t now) noexcept {
   if (!known() || now <= last_)
     return;
-  auto refilled = static_cast<double>(now - last_) * capacity_
+  auto refilled = static_cast<double>(now - last_) * rate()
       / static_cast<double>(ns_per_minute);
   level_ = std::min(capacity_, level_ + refilled);
   last_ = now;
@@ -32,14 +33,42 @@ void pace_bucket::set_level(double level) noexcept {
   level_ = std::min(level, capacity_);
 }
 
+void pace_bucket::follow(double remaining, double own, int64_t now) {
+  refill(now);
+  set_level(remaining);
+  if (remaining > capacity_ / 2) {
+    // Perhaps full since an earlier report: start measuring afresh.
+    reports_.clear();
+    return;
+  }
+  while (reports_.size() > 1 && now - reports_[1].at >= others_window)
+    reports_.pop_front();
+  if (!reports_.empty() && now - reports_.front().at >= others_min_span) {
+    const auto& from = reports_.front();
+    auto span = static_cast<double>(now - from.at);
+    // The upstream went from `from.remaining` to `remaining`, refilled at
+    // the capacity, and counted `own - from.own` of this pacer's units; the
+    // rest of what it took went to others.
+    auto taken = from.remaining - remaining
+        + span * capacity_ / static_cast<double>(ns_per_minute)
+        - (own - from.own);
+    others_ = std::clamp(taken * static_cast<double>(ns_per_minute) / span, 0.0,
+                         0.9 * capacity_);
+  }
+  // One report kept per 100 ms at most: a bounded window however often
+  // the answers come.
+  if (reports_.empty() || now - reports_.back().at >= others_window / 50)
+    reports_.push_back(report{now, remaining, own});
+}
+
 int64_t pace_bucket::wait_ns(double n) const noexcept {
   if (!known())
     return 0;
-  n = std::min(n, capacity_);
+  n = std::min(n + reserve(), capacity_);
   if (level_ >= n)
     return 0;
   return static_cast<int64_t>(
-      std::ceil((n - level_) * static_cast<double>(ns_per_minute) / capacity_));
+      std::ceil((n - level_) * static_cast<double>(ns_per_minute) / rate()));
 }
 
 pacer::pacer(pacer_config cfg, int64_t now) : cfg_(cfg) {
@@ -63,11 +92,12 @@ int64_t pacer::drain_ns(int64_t tokens, int64_t now) noexcept {
   if (!tokens_.known())
     return hold;
   tokens_.refill(now);
-  auto short_by = static_cast<double>(tokens) - tokens_.level();
+  auto short_by
+      = static_cast<double>(tokens) + tokens_.reserve() - tokens_.level();
   if (short_by <= 0.0)
     return hold;
   auto ns = short_by * static_cast<double>(pace_bucket::ns_per_minute)
-      / tokens_.capacity();
+      / tokens_.rate();
   return std::max(hold, static_cast<int64_t>(std::ceil(ns)));
 }
 
@@ -75,7 +105,8 @@ int64_t pacer::tokens_available(int64_t now) noexcept {
   if (!tokens_.known())
     return std::numeric_limits<int64_t>::max();
   tokens_.refill(now);
-  return static_cast<int64_t>(std::max(0.0, std::floor(tokens_.level())));
+  return static_cast<int64_t>(
+      std::max(0.0, std::floor(tokens_.level() - tokens_.reserve())));
 }
 
 void pacer::on_send(uint64_t seq, int64_t tokens, int64_t now) {
@@ -83,6 +114,8 @@ void pacer::on_send(uint64_t seq, int64_t tokens, int64_t now) {
   tokens_.refill(now);
   requests_.take(1.0);
   tokens_.take(static_cast<double>(tokens));
+  ++requests_sent_;
+  tokens_sent_ += tokens;
   in_flight_.push_back(sent{seq, tokens});
 }
 
@@ -91,15 +124,20 @@ void pacer::charge(int64_t tokens, int64_t now) {
   tokens_.refill(now);
   requests_.take(1.0);
   tokens_.take(static_cast<double>(tokens));
+  // Counted by the upstream like a call before the next one sent.
+  ++requests_sent_;
+  tokens_sent_ += tokens;
 }
 
-bool pacer::forget(uint64_t seq) {
+bool pacer::forget(uint64_t seq, int64_t* tokens) {
   auto i = std::find_if(in_flight_.begin(), in_flight_.end(),
                         [seq](const sent& s) {
                           return s.seq == seq;
                         });
   if (i == in_flight_.end())
     return false;
+  if (tokens != nullptr)
+    *tokens = i->tokens;
   in_flight_.erase(i);
   return true;
 }
@@ -110,10 +148,17 @@ void pacer::on_lost(uint64_t seq) {
 
 void pacer::on_answer(uint64_t seq, const rate_hint& hint, bool rate_limited,
                       int64_t retry_after_ns, int64_t now) {
-  if (!forget(seq))
+  int64_t tokens = 0;
+  if (!forget(seq, &tokens))
     return;
-  if (rate_limited && retry_after_ns > 0)
-    hold_until_ = std::max(hold_until_, now + retry_after_ns);
+  if (rate_limited) {
+    // Refused: the upstream did not count it (and its retry is a send of
+    // its own).
+    --requests_sent_;
+    tokens_sent_ -= tokens;
+    if (retry_after_ns > 0)
+      hold_until_ = std::max(hold_until_, now + retry_after_ns);
+  }
   if (cfg_.from_headers && seq > applied_seq_)
     apply(hint, seq, now);
 }
@@ -130,7 +175,7 @@ void pacer::apply(const rate_hint& hint, uint64_t seq, int64_t now) {
       later_tokens += s.tokens;
     }
   auto follow = [&](pace_bucket& b, int64_t limit, int64_t remaining,
-                    int64_t reset_ns, int64_t later) {
+                    int64_t reset_ns, int64_t later, int64_t own) {
     if (limit > 0)
       b.set_capacity(static_cast<double>(limit), now);
     if (remaining < 0)
@@ -144,14 +189,16 @@ void pacer::apply(const rate_hint& hint, uint64_t seq, int64_t now) {
       any = true;
       return;
     }
-    b.refill(now);
-    b.set_level(static_cast<double>(remaining - later));
+    // What is left once the later calls count too, against all this
+    // pacer sent.
+    b.follow(static_cast<double>(remaining - later), static_cast<double>(own),
+             now);
     any = true;
   };
   follow(requests_, hint.limit_requests, hint.remaining_requests,
-         hint.reset_requests_ns, later_requests);
+         hint.reset_requests_ns, later_requests, requests_sent_);
   follow(tokens_, hint.limit_tokens, hint.remaining_tokens,
-         hint.reset_tokens_ns, later_tokens);
+         hint.reset_tokens_ns, later_tokens, tokens_sent_);
   if (any)
     applied_seq_ = seq;
 }

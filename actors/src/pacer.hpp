@@ -10,7 +10,10 @@
 // capacity and its x-ratelimit-remaining-* resets what is available, less
 // what was sent after that call and is still in flight; responses are read
 // in the order their calls were sent (an older one is stale). Configured
-// rpm/tpm give the buckets before (or without) such headers. Without a limit
+// rpm/tpm give the buckets before (or without) such headers. Other clients of
+// the same key show only in the remaining counts: what the upstream counted
+// beyond this pacer's own calls over the last few seconds is their rate, and
+// the buckets refill at the capacity less that rate. Without a limit
 // (a provider that sends only remaining and reset), nothing goes once the
 // upstream says none remains, until its x-ratelimit-reset-*. A 429 holds
 // every send for its retry-after.
@@ -36,11 +39,16 @@ struct rate_hint {
 };
 
 /// A bucket of `capacity` units refilled continuously at capacity per
-/// minute; unknown (capacity 0) until configured. Its level may go below 0
-/// when the upstream reports less than was thought sent.
+/// minute, less what other clients of the same limit take (`others`);
+/// unknown (capacity 0) until configured. Its level may go below 0 when the
+/// upstream reports less than was thought sent.
 class pace_bucket {
  public:
   static constexpr int64_t ns_per_minute = 60'000'000'000;
+  /// Others' use is measured over the reports of the last `others_window`
+  /// (ns), at least `others_min_span` apart.
+  static constexpr int64_t others_window = 5'000'000'000;
+  static constexpr int64_t others_min_span = 1'000'000'000;
 
   bool known() const noexcept {
     return capacity_ > 0;
@@ -63,18 +71,53 @@ class pace_bucket {
 
   void set_level(double level) noexcept;
 
+  /// The upstream reports `remaining` units (less what this pacer sent
+  /// after the answered call, which it had not counted yet) when this pacer
+  /// has sent `own` units since the start: sets the level, and measures
+  /// others' use since the report `others_window` ago (what the upstream
+  /// took beyond this pacer's units, refill counted). Only while the bucket
+  /// stays below half its capacity: a fuller one may have been full, when
+  /// the refill is lost and the use it hides is unknown.
+  void follow(double remaining, double own, int64_t now);
+
+  /// Units per minute other clients take (0 when none were seen).
+  double others() const noexcept {
+    return others_;
+  }
+
+  /// Units per minute this pacer gets: the capacity less others' use.
+  double rate() const noexcept {
+    return capacity_ - others_;
+  }
+
+  /// What others take in a second: left in the bucket beyond a call, since
+  /// their use comes in bursts (their calls) that the rate only averages.
+  double reserve() const noexcept {
+    return others_ / 60.0;
+  }
+
   void take(double n) noexcept {
     level_ -= n;
   }
 
-  /// Time from the last refill until `n` units (at most the capacity) are
-  /// there; 0 when they are or the bucket is unknown.
+  /// Time from the last refill until `n` units and the reserve (at most the
+  /// capacity) are there; 0 when they are or the bucket is unknown.
   int64_t wait_ns(double n) const noexcept;
 
  private:
+  struct report {
+    int64_t at;
+    double remaining;
+    double own;
+  };
+
   double capacity_ = 0.0;
   double level_ = 0.0;
   int64_t last_ = 0;
+  double others_ = 0.0;
+  /// The reports of the last `others_window`, oldest first, at least a
+  /// fiftieth of it apart.
+  std::deque<report> reports_;
 };
 
 struct pacer_config {
@@ -140,8 +183,9 @@ class pacer {
     int64_t tokens;
   };
 
-  /// Removes `seq` from the calls in flight; false if it was not there.
-  bool forget(uint64_t seq);
+  /// Removes `seq` from the calls in flight (its tokens to `tokens` if not
+  /// null); false if it was not there.
+  bool forget(uint64_t seq, int64_t* tokens = nullptr);
   void apply(const rate_hint& hint, uint64_t seq, int64_t now);
 
   pacer_config cfg_;
@@ -149,6 +193,9 @@ class pacer {
   pace_bucket tokens_;
   /// Calls in flight, in send order.
   std::deque<sent> in_flight_;
+  /// Requests and tokens sent since the start.
+  int64_t requests_sent_ = 0;
+  int64_t tokens_sent_ = 0;
   /// The newest call whose headers were applied (older ones are stale).
   uint64_t applied_seq_ = 0;
   /// After a 429: nothing goes before this time (0: no hold).

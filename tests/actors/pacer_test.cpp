@@ -106,6 +106,48 @@ TEST_CASE("an answer older than one already applied is stale") {
   CHECK(p.tokens().level() == 400.0);
 }
 
+TEST_CASE("another client's use of the key lowers the refill rate") {
+  // The upstream: 60,000 tokens per minute (1,000 per second). Every 100 ms
+  // the pacer sends 60 tokens, answered at once with what remains; another
+  // client takes `other` tokens per 100 ms, seen only in that remaining.
+  pacer p{pacer_config{}, 0};
+  double upstream = 20'000.0;
+  uint64_t seq = 0;
+  int64_t now = 0;
+  auto step = [&](double other) {
+    now += 100 * ms;
+    upstream += 100.0 - other - 60.0;
+    p.on_send(++seq, 60, now);
+    p.on_answer(seq, tokens_hint(60'000, static_cast<int64_t>(upstream)), false,
+                0, now);
+  };
+  SECTION("measured over the last seconds, and forgotten when it stops") {
+    for (int i = 0; i < 30; ++i)
+      step(25.0);
+    // 250 tokens per second: 15,000 per minute.
+    CHECK(p.tokens().others() == Approx(15'000.0).epsilon(0.02));
+    CHECK(p.tokens().rate() == Approx(45'000.0).epsilon(0.01));
+    // A wait for tokens counts the rate left to this pacer, and leaves a
+    // second of the other client's use in the bucket: 450 tokens and 250
+    // at 45,000 per minute, 0.93 s.
+    auto level = p.tokens().level();
+    CHECK(p.tokens().reserve() == Approx(250.0).epsilon(0.02));
+    CHECK(p.wait_ns(static_cast<int64_t>(level) + 450, now)
+          == Approx(933 * ms).epsilon(0.03));
+    CHECK(p.tokens_available(now)
+          == Approx(level - p.tokens().reserve()).margin(1.0));
+    for (int i = 0; i < 60; ++i)
+      step(0.0);
+    CHECK(p.tokens().others() == Approx(0.0).margin(100.0));
+  }
+  SECTION("not while the bucket is over half full (the refill may be lost)") {
+    upstream = 40'000.0;
+    for (int i = 0; i < 30; ++i)
+      step(25.0);
+    CHECK(p.tokens().others() == 0.0);
+  }
+}
+
 TEST_CASE("a 429 holds every send for its retry-after") {
   pacer p{pacer_config{true, 0, 6000}, 0};
   p.on_send(1, 10, 0);
