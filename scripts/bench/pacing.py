@@ -60,6 +60,20 @@ def call(url, method, path, body=None, headers=None, timeout=30):
     return r.status, data
 
 
+def post(conn, reconnect, body, headers):
+    """POSTs `body` to /v1/embeddings on a keep-alive connection; returns
+    (connection, status). When the exchange fails on the wire: a new
+    connection from `reconnect()` and status 0."""
+    try:
+        conn.request("POST", "/v1/embeddings", body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        return conn, r.status
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return reconnect(), 0
+
+
 def mock_stats(mock_url):
     _, data = call(mock_url, "GET", "/stats")
     return json.loads(data)
@@ -96,7 +110,13 @@ class worker_pool:
 
     def run(self):
         h, p = host_port(self.url)
-        conn = http.client.HTTPConnection(h, p, timeout=60)
+
+        def connect():
+            return http.client.HTTPConnection(h, p, timeout=60)
+
+        conn = connect()
+        headers = {"content-type": "application/json",
+                   "x-embedrt-timeout-ms": "10000"}
         while True:
             with self.cv:
                 while not self.jobs and not self.done:
@@ -104,17 +124,7 @@ class worker_pool:
                 if not self.jobs:
                     return
                 body = self.jobs.pop(0)
-            try:
-                conn.request("POST", "/v1/embeddings", body=body, headers={
-                    "content-type": "application/json",
-                    "x-embedrt-timeout-ms": "10000"})
-                r = conn.getresponse()
-                r.read()
-                status = r.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(h, p, timeout=60)
-                status = 0
+            conn, status = post(conn, connect, body, headers)
             with self.cv:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
 
@@ -202,16 +212,15 @@ def adaptive_run(bin_, out_csv):
 
         def caller():
             h, p = host_port(url)
-            conn = http.client.HTTPConnection(h, p, timeout=60)
+
+            def connect():
+                return http.client.HTTPConnection(h, p, timeout=60)
+
+            conn = connect()
             body = body_of(1, 10)
             while not stop.is_set():
-                try:
-                    conn.request("POST", "/v1/embeddings", body=body, headers={
-                        "content-type": "application/json"})
-                    conn.getresponse().read()
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    conn = http.client.HTTPConnection(h, p, timeout=60)
+                conn, _ = post(conn, connect, body,
+                               {"content-type": "application/json"})
 
         threads = [threading.Thread(target=caller, daemon=True)
                    for _ in range(32)]

@@ -43,6 +43,8 @@ import tempfile
 import threading
 import time
 
+from pacing import post
+
 TPM = 600000
 RPM = 10000
 TOKENS = 100
@@ -138,17 +140,9 @@ class other_client(threading.Thread):
             if due > now and self.stop_.wait(due - now):
                 break
             k += 1
-            try:
-                conn.request("POST", "/v1/embeddings", body=self.body, headers={
-                    "content-type": "application/json",
-                    "authorization": "Bearer sk-bench"})
-                r = conn.getresponse()
-                r.read()
-                status = r.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = self.m.connect()
-                status = 0
+            conn, status = post(conn, self.m.connect, self.body, {
+                "content-type": "application/json",
+                "authorization": "Bearer sk-bench"})
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status == 200:
                 self.tokens_ok += OTHER_TOKENS_PER_S // TOKENS * TOKENS
