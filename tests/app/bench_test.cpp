@@ -343,28 +343,13 @@ TEST_CASE("embedrt bench over TLS with --ca-file") {
   // head (http_transport.cpp, write), and every request ran into its
   // deadline.
   auto before = m.server.stats().inputs;
-  auto large = parse_report(run_cli({"bench",
-                                     "--upstream",
-                                     url,
-                                     "--ca-file",
-                                     test::tls_file("ca.pem"),
-                                     "--requests",
-                                     "12",
-                                     "--concurrency",
-                                     "4",
-                                     "--connections",
-                                     "1",
-                                     "--inputs",
-                                     "64",
-                                     "--text-bytes",
-                                     "400",
-                                     "--dims",
-                                     "64",
-                                     "--warmup",
-                                     "0",
-                                     "--no-batching",
-                                     "--deadline-ms",
-                                     "10000"}));
+  std::vector<std::string> args{"bench", "--upstream", url, "--ca-file",
+                                test::tls_file("ca.pem")};
+  for (auto* a : {"--requests", "12", "--concurrency", "4", "--connections",
+                  "1", "--inputs", "64", "--text-bytes", "400", "--dims", "64",
+                  "--warmup", "0", "--no-batching", "--deadline-ms", "10000"})
+    args.emplace_back(a);
+  auto large = parse_report(run_cli(args));
   CHECK(int_of(large, "ok") == 12);
   CHECK(errors_of(large).empty());
   CHECK(m.server.stats().inputs - before == 12 * 64);
