@@ -140,6 +140,21 @@ TEST_CASE("another client's use of the key lowers the refill rate") {
       step(0.0);
     CHECK(p.tokens().others() == Approx(0.0).margin(100.0));
   }
+  SECTION("a refused call is not counted as the pacer's own use") {
+    for (int i = 0; i < 60; ++i)
+      step(25.0);
+    // Refused calls: the upstream takes nothing for them, so the pacer's
+    // own count must not grow either (or the others' rate would read
+    // lower by what they would have taken).
+    for (int i = 0; i < 5; ++i) {
+      now += 100 * ms;
+      upstream += 100.0 - 25.0;
+      p.on_send(++seq, 600, now);
+      p.on_answer(seq, tokens_hint(60'000, static_cast<int64_t>(upstream)),
+                  true, 0, now);
+    }
+    CHECK(p.tokens().others() == Approx(15'000.0).epsilon(0.02));
+  }
   SECTION("not while the bucket is over half full (the refill may be lost)") {
     upstream = 40'000.0;
     for (int i = 0; i < 30; ++i)
