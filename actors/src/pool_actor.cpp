@@ -11,6 +11,7 @@
 #include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
+#include <cmath>
 #include <stdexcept>
 
 namespace embedrt::detail {
@@ -368,6 +369,9 @@ upstream_health on_health(self_ptr self) {
   }
   h.pacing_held_ns = st.pacing.held_ns
       + (st.pacing.held_since != 0 ? now_ns(self) - st.pacing.held_since : 0);
+  if (st.pacing.pace)
+    h.pacing_others_tpm
+        = static_cast<int64_t>(std::llround(st.pacing.pace->tokens().others()));
   return h;
 }
 

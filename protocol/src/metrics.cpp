@@ -364,6 +364,13 @@ void render_pools(writer& w, const metrics_snapshot& snap) {
                [](const upstream_metrics& u) {
                  return static_cast<double>(u.pacing_held_ns) / 1e9;
                });
+  per_upstream(w, snap, "embedrt_pacing_others_tokens_per_minute", "gauge",
+               "Tokens per minute other clients of the same key take, as "
+               "pacing measures them from the upstream's remaining counts "
+               "(0 when none were seen).",
+               [](const upstream_metrics& u) {
+                 return static_cast<double>(u.pacing_others_tpm);
+               });
 }
 
 void render_ratelimits(writer& w, const metrics_snapshot& snap) {

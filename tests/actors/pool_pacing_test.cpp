@@ -180,6 +180,36 @@ TEST_CASE("pacing holds a batch until the configured tokens refill, then "
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
 }
 
+TEST_CASE("pacing: another client's use of the key shows in the pool's "
+          "health") {
+  virtual_time vt;
+  auto up = std::make_shared<fake_upstream>();
+  auto pool = vt.sys->spawn(pool_actor_fn,
+                            std::shared_ptr<const pool_env>{make_env(up, 4)});
+  CHECK(health_of(vt, pool).pacing_others_tpm == 0);
+  // The upstream: 60,000 tokens per minute (100 per 100 ms), below half
+  // full; every 100 ms the pool sends 60 tokens and another client of the
+  // key takes 25, which only the remaining count of each answer shows.
+  double remaining = 20'000.0;
+  callers c;
+  for (int i = 0; i < 40; ++i) {
+    c.send(vt, pool, make_call(60));
+    REQUIRE(up->calls.size() == 1);
+    remaining += 100.0 - 60.0 - 25.0;
+    auto r = ok();
+    r.ratelimit_limit_tokens = 60'000;
+    r.ratelimit_remaining_tokens = static_cast<int64_t>(remaining);
+    answer_all(vt, *up, r); // 10 ms
+    vt.sched->advance_time(90ms);
+    vt.sched->run();
+  }
+  CHECK(c.ok == 40);
+  // 25 tokens per 100 ms: 15,000 per minute.
+  CHECK(static_cast<double>(health_of(vt, pool).pacing_others_tpm)
+        == Approx(15'000.0).epsilon(0.05));
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+}
+
 TEST_CASE("pacing: a health check the upstream answered counts against the "
           "configured rpm, a failed one does not") {
   virtual_time vt;

@@ -37,7 +37,8 @@ upstream_health sample_upstream_health(int32_t base) {
           base + 11,
           base + 12,
           base + 13,
-          base + 14};
+          base + 14,
+          base + 15};
 }
 
 upstream_metrics sample_upstream_metrics() {
@@ -67,7 +68,8 @@ upstream_metrics sample_upstream_metrics() {
           24,
           25,
           26,
-          27};
+          27,
+          28};
 }
 
 } // namespace

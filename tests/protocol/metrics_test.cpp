@@ -54,6 +54,7 @@ metrics_snapshot sample_snapshot() {
   u.queue_depth = 5;
   u.connects = 8;
   u.limit_decreases_overload = 5;
+  u.pacing_others_tpm = 15'000;
   u.limit_decreases_latency = 2;
   u.reuses = 100;
   u.ratelimit_remaining_requests = 499;
@@ -217,6 +218,10 @@ TEST_CASE("render_prometheus writes every family with exact values",
       R"(embedrt_concurrency_limit_decreases_total{upstream="b",reason="latency"} 0)"));
   CHECK(has_line(text,
                  R"(embedrt_ratelimit_remaining_requests{upstream="a"} 499)"));
+  CHECK(has_line(
+      text, R"(embedrt_pacing_others_tokens_per_minute{upstream="a"} 15000)"));
+  CHECK(has_line(text,
+                 R"(embedrt_pacing_others_tokens_per_minute{upstream="b"} 0)"));
   CHECK(text.find("embedrt_ratelimit_remaining_tokens{") == std::string::npos);
   CHECK(has_line(text, "process_cpu_seconds_total 1.25"));
   CHECK(has_line(text, "embedrt_process_threads 7"));

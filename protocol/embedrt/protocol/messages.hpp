@@ -125,6 +125,9 @@ struct upstream_health {
   /// timeouts (overload) and after a lasting latency rise (congestion).
   int64_t limit_decreases_overload = 0;
   int64_t limit_decreases_latency = 0;
+  /// Tokens per minute other clients of the same key take, as the pacer
+  /// measures them from the upstream's remaining counts (0: none seen).
+  int64_t pacing_others_tpm = 0;
 };
 
 template <class Inspector>
@@ -133,7 +136,8 @@ typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
            x.state, x.connections, x.idle_connections, x.queued_requests,
            x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected,
            x.sockets, x.concurrency_limit, x.pacing_holds, x.pacing_held_ns,
-           x.limit_decreases_overload, x.limit_decreases_latency);
+           x.limit_decreases_overload, x.limit_decreases_latency,
+           x.pacing_others_tpm);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream

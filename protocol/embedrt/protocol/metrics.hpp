@@ -145,6 +145,9 @@ struct upstream_metrics {
   /// Times adaptive concurrency lowered the limit, by cause (pool health).
   int64_t limit_decreases_overload = 0;
   int64_t limit_decreases_latency = 0;
+  /// Tokens per minute other clients of the same key take (the pacer's
+  /// measure, pool health).
+  int64_t pacing_others_tpm = 0;
 };
 
 template <class Inspector>
@@ -157,7 +160,8 @@ typename Inspector::result_type inspect(Inspector& f, upstream_metrics& x) {
            x.breaker_state, x.breaker_transitions, x.calls, x.queue_wait_ns,
            x.upstream_latency_ns, x.batch_inputs, x.connection_actors,
            x.concurrency_limit, x.pacing_holds, x.pacing_held_ns,
-           x.limit_decreases_overload, x.limit_decreases_latency);
+           x.limit_decreases_overload, x.limit_decreases_latency,
+           x.pacing_others_tpm);
 }
 
 /// The process the service runs in (/proc and getrusage).
