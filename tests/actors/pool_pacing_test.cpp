@@ -101,6 +101,11 @@ upstream_call make_call(int64_t tokens, caf::timespan budget = {}) {
   return call;
 }
 
+pool_impl spawn_pool(virtual_time& vt, std::shared_ptr<pool_env> env) {
+  return vt.sys->spawn(pool_actor_fn,
+                       std::shared_ptr<const pool_env>{std::move(env)});
+}
+
 upstream_health health_of(virtual_time& vt, const pool_impl& pool) {
   caf::scoped_actor self{*vt.sys};
   auto h = self->request(pool, caf::infinite, health_atom_v);
@@ -149,8 +154,7 @@ TEST_CASE("pacing holds a batch until the configured tokens refill, then "
   auto up = std::make_shared<fake_upstream>();
   auto env = make_env(up, 4);
   env->cfg.tpm = 600; // 10 tokens per second, 600 at the start
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{std::move(env)});
+  auto pool = spawn_pool(vt, std::move(env));
   callers c;
   c.send(vt, pool, make_call(300));
   c.send(vt, pool, make_call(300));
@@ -184,8 +188,7 @@ TEST_CASE("pacing: another client's use of the key shows in the pool's "
           "health") {
   virtual_time vt;
   auto up = std::make_shared<fake_upstream>();
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{make_env(up, 4)});
+  auto pool = spawn_pool(vt, make_env(up, 4));
   CHECK(health_of(vt, pool).pacing_others_tpm == 0);
   // The upstream: 60,000 tokens per minute (100 per 100 ms), below half
   // full; every 100 ms the pool sends 60 tokens and another client of the
@@ -216,8 +219,7 @@ TEST_CASE("pacing: a health check the upstream answered counts against the "
   auto up = std::make_shared<fake_upstream>();
   auto env = make_env(up, 4);
   env->cfg.rpm = 2; // 2 requests at the start, then one per 30 s
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{std::move(env)});
+  auto pool = spawn_pool(vt, std::move(env));
   // The checker's verdicts: one check the upstream never answered (not
   // counted), one it answered (counted: one request of the two left).
   caf::anon_send(pool, checked_atom_v, false, std::string{"refused"});
@@ -248,8 +250,7 @@ TEST_CASE("pacing: calls queued while held go out as one batch when the "
   auto up = std::make_shared<fake_upstream>();
   auto env = make_env(up, 4);
   env->cfg.tpm = 600;
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{std::move(env)});
+  auto pool = spawn_pool(vt, std::move(env));
   callers c;
   c.send(vt, pool, make_call(600));
   answer_all(vt, *up, ok());
@@ -275,8 +276,7 @@ TEST_CASE("pacing from the upstream's headers, and admission that knows the "
           "pacing delay") {
   virtual_time vt;
   auto up = std::make_shared<fake_upstream>();
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{make_env(up, 4)});
+  auto pool = spawn_pool(vt, make_env(up, 4));
   callers c;
   c.send(vt, pool, make_call(100));
   auto r = ok();
@@ -307,8 +307,7 @@ TEST_CASE("pacing off: the same headers hold nothing") {
   auto env = make_env(up, 4);
   env->cfg.pacing = false;
   env->cfg.tpm = 600;
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{std::move(env)});
+  auto pool = spawn_pool(vt, std::move(env));
   callers c;
   c.send(vt, pool, make_call(600));
   auto r = ok();
@@ -331,8 +330,7 @@ TEST_CASE("adaptive concurrency: 429s lower the calls in flight, successes "
   env->cfg.adaptive_concurrency = true;
   env->cfg.min_connections = 1;
   env->cfg.pacing = false;
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{std::move(env)});
+  auto pool = spawn_pool(vt, std::move(env));
   callers c;
   CHECK(health_of(vt, pool).concurrency_limit == 8);
   for (int i = 0; i < 20; ++i)
@@ -368,8 +366,7 @@ TEST_CASE("adaptive concurrency: 429s lower the calls in flight, successes "
 TEST_CASE("adaptive concurrency off: the limit is the connections") {
   virtual_time vt;
   auto up = std::make_shared<fake_upstream>();
-  auto pool = vt.sys->spawn(pool_actor_fn,
-                            std::shared_ptr<const pool_env>{make_env(up, 3)});
+  auto pool = spawn_pool(vt, make_env(up, 3));
   callers c;
   for (int i = 0; i < 3; ++i)
     c.send(vt, pool, make_call(1));
