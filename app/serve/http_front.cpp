@@ -548,12 +548,9 @@ class session : public session_base,
       self->on_write(ec);
     };
     if constexpr (is_tls) {
-      // Not a std::array over TLS: Asio's write of a two-buffer array hands
-      // the stream an empty first buffer once the head is out, and
-      // beast::ssl_stream (Boost 1.81) takes that for nothing to write when
-      // the body is over 16 KiB; async_write then completes, without error,
-      // with the body never sent. buffers_cat's sequence skips what was
-      // written.
+      // Not a std::array over TLS: with one, a body over 16 KiB is never
+      // sent (Boost 1.81; the reason is at the same write in
+      // actors/src/http_transport.cpp).
       net::async_write(
           stream_,
           beast::buffers_cat(net::buffer(wire_head_), net::buffer(res_.body())),

@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 
-from pacing import post
+from pacing import host_port, post, start
 
 TPM = 600000
 RPM = 10000
@@ -87,17 +87,13 @@ def make_ca(d):
 
 class mock:
     def __init__(self, bin_, d):
-        self.proc = subprocess.Popen(
+        # url: https://127.0.0.1:PORT/v1
+        self.proc, self.url = start(
             [bin_, "mock", "--listen", "127.0.0.1:0", "--tls-cert",
              f"{d}/srv.pem", "--tls-key", f"{d}/srv.key", "--tpm", str(TPM),
              "--rpm", str(RPM), "--latency-ms", str(LATENCY_MS),
-             "--dims-default", "64"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            raise SystemExit("mock did not start")
-        self.url = line.split()[-1]  # https://127.0.0.1:PORT/v1
-        self.port = int(self.url.split(":")[2].split("/")[0])
+             "--dims-default", "64"], "mock")
+        _, self.port = host_port(self.url)
         self.ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
 
     def connect(self):
