@@ -54,20 +54,26 @@ else
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# The OpenAI Node SDK, exactly the version the lock file names.
+# The clients of the gateway tests (tests/app/sdk: the OpenAI Node SDK,
+# LangChain JS, the Vercel AI SDK, LlamaIndex TS), exactly the versions its
+# package.json and lock file name: `npm ci` unless every one is installed.
 if [ "$profile" != build ]; then
   sdk_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/app/sdk"
-  want=$(sed -n 's/^ *"openai": "\(.*\)"$/\1/p' "$sdk_dir/package.json")
-  have=$(sed -n 's/^ *"version": "\(.*\)",$/\1/p' \
-    "$sdk_dir/node_modules/openai/package.json" 2>/dev/null | head -1 || true)
-  # LangChain JS too (tests/app/sdk/clients_probe.mjs).
-  if [ ! -f "$sdk_dir/node_modules/@langchain/openai/package.json" ]; then
-    have=""
-  fi
-  if [ -n "$want" ] && [ "$want" = "$have" ]; then
-    echo "setup: OpenAI Node SDK $have present"
+  # Prints the dependencies not installed at their pinned version.
+  absent=$(cd "$sdk_dir" && node -e '
+    const fs = require("fs");
+    const deps = JSON.parse(fs.readFileSync("package.json")).dependencies;
+    for (const [name, want] of Object.entries(deps)) {
+      let have = "";
+      try {
+        have = JSON.parse(fs.readFileSync(`node_modules/${name}/package.json`)).version;
+      } catch (e) {}
+      if (have !== want) console.log(`${name}@${want}`);
+    }')
+  if [ -z "$absent" ]; then
+    echo "setup: the gateway tests' Node.js clients present"
   else
-    echo "setup: installing the OpenAI Node SDK $want (npm ci)"
+    echo "setup: installing the gateway tests' Node.js clients (npm ci):" $absent
     for attempt in 1 2 3; do
       if (cd "$sdk_dir" && npm ci --no-audit --no-fund --loglevel=error); then
         break

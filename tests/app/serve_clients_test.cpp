@@ -3,8 +3,9 @@
 // makes of "\n"), each caller's own usage when the pool merges requests,
 // OpenAI's limits and errors (too many inputs, unknown model), the caller's
 // model name in the answer, and `GET /v1/models`. The real `embedrt serve`
-// in front of the real `embedrt mock`, driven by a plain HTTP client and by
-// LangChain JS and the OpenAI Node SDK (tests/app/sdk/clients_probe.mjs).
+// in front of the real `embedrt mock`, driven by a plain HTTP client, by
+// LangChain JS and the OpenAI Node SDK (tests/app/sdk/clients_probe.mjs), and
+// by the Vercel AI SDK and LlamaIndex TS (tests/app/sdk/frameworks_probe.mjs).
 #include "embedrt/protocol/hash_embedder.hpp"
 #include "embedrt/protocol/openai.hpp"
 #include "embedrt/protocol/provider.hpp"
@@ -263,26 +264,34 @@ std::string str(const rapidjson::Value& v, const char* key) {
   return i != v.MemberEnd() && i->value.IsString() ? i->value.GetString() : "";
 }
 
-/// The lines clients_probe.mjs printed, by scenario name; empty (after a
-/// warning) if Node.js is absent.
-std::map<std::string, rapidjson::Document> run_clients_probe(uint16_t port) {
+/// The lines a probe of tests/app/sdk printed (`node SCRIPT BASE_URL TOKEN
+/// [MODE]`), by scenario name; empty (after a warning) if Node.js is absent.
+std::map<std::string, rapidjson::Document>
+run_probe(const char* script, uint16_t port, const std::string& token,
+          std::vector<std::string> more = {}) {
   std::map<std::string, rapidjson::Document> out;
   if (access(EMBEDRT_NODE, X_OK) != 0) {
     WARN("skipped: no Node.js at " EMBEDRT_NODE
          " (scripts/setup.sh test installs it)");
     return out;
   }
-  INFO("LangChain JS and the OpenAI SDK are installed by scripts/setup.sh "
-       "test (npm ci) into " EMBEDRT_SDK_DIR "/node_modules");
-  REQUIRE(access(EMBEDRT_SDK_DIR "/node_modules/@langchain/openai/package.json",
-                 R_OK)
-          == 0);
-  process node{EMBEDRT_NODE,
-               {EMBEDRT_SDK_DIR "/clients_probe.mjs",
-                "http://127.0.0.1:" + std::to_string(port) + "/v1",
-                "clients-token"},
-               clean_env()};
-  while (auto line = node.read_line(milliseconds{30000})) {
+  INFO("the clients are installed by scripts/setup.sh test (npm ci) "
+       "into " EMBEDRT_SDK_DIR "/node_modules");
+  for (const char* pkg : {"@langchain/openai", "ai", "@ai-sdk/openai",
+                          "@ai-sdk/openai-compatible", "@llamaindex/openai"}) {
+    INFO("package " << pkg);
+    REQUIRE(access((std::string{EMBEDRT_SDK_DIR "/node_modules/"} + pkg
+                    + "/package.json")
+                       .c_str(),
+                   R_OK)
+            == 0);
+  }
+  std::vector<std::string> args{
+      std::string{EMBEDRT_SDK_DIR "/"} + script,
+      "http://127.0.0.1:" + std::to_string(port) + "/v1", token};
+  args.insert(args.end(), more.begin(), more.end());
+  process node{EMBEDRT_NODE, args, clean_env()};
+  while (auto line = node.read_line(milliseconds{60000})) {
     rapidjson::Document doc;
     doc.Parse(line->c_str());
     INFO("probe line: " << *line);
@@ -290,9 +299,16 @@ std::map<std::string, rapidjson::Document> run_clients_probe(uint16_t port) {
     auto name = str(doc, "name");
     out.emplace(std::move(name), std::move(doc));
   }
-  CHECK(node.wait_exit(milliseconds{10000}) == 0);
   INFO("node stderr: " << node.stderr_text());
-  REQUIRE(out.size() == 6);
+  CHECK(node.wait_exit(milliseconds{10000}) == 0);
+  return out;
+}
+
+/// The lines clients_probe.mjs printed (LangChain JS, the OpenAI SDK).
+std::map<std::string, rapidjson::Document> run_clients_probe(uint16_t port) {
+  auto out = run_probe("clients_probe.mjs", port, "clients-token");
+  if (!out.empty())
+    REQUIRE(out.size() == 6);
   return out;
 }
 
@@ -349,4 +365,135 @@ TEST_CASE("serve: LangChain JS and the OpenAI SDK's token arrays work "
   auto& models = ok_line(lines, "models")["ids"];
   REQUIRE(models.Size() == 1);
   CHECK(std::string{models[0].GetString()} == "text-embedding-3-small");
+}
+
+namespace {
+
+/// The mock's token count of these texts (what each reply's usage says).
+int64_t tokens_of(const std::vector<std::string>& texts) {
+  int64_t n = 0;
+  for (auto& t : texts)
+    n += static_cast<int64_t>(estimate_tokens(t));
+  return n;
+}
+
+/// A scenario's `vectors` are the mock's vectors of `texts` at 8 dimensions,
+/// in order.
+void check_vectors(const rapidjson::Document& line,
+                   const std::vector<std::string>& texts) {
+  auto& vecs = line["vectors"];
+  REQUIRE(vecs.Size() == texts.size());
+  for (rapidjson::SizeType i = 0; i < vecs.Size(); ++i) {
+    INFO("input " << i << ": " << texts[i]);
+    check_close(floats_of(vecs[i]), hash_embed(texts[i], 8));
+  }
+}
+
+std::vector<std::string> numbered(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i)
+    out.push_back(prefix + std::to_string(i));
+  return out;
+}
+
+/// A failed scenario: the library's error class and HTTP status.
+void check_failure(const rapidjson::Document& line, const char* cls, int status,
+                   bool retryable) {
+  INFO("line: " << str(line, "name") << " " << str(line, "message"));
+  REQUIRE_FALSE(line["ok"].GetBool());
+  CHECK(str(line, "class") == cls);
+  REQUIRE(line["status"].IsInt());
+  CHECK(line["status"].GetInt() == status);
+  CHECK(line["retryable"].GetBool() == retryable);
+}
+
+} // namespace
+
+TEST_CASE("serve: the Vercel AI SDK and LlamaIndex TS work unchanged") {
+  mock_proc mock;
+  // No health checks: the mock counts the probe's texts only.
+  serve_proc serve{{"--upstream", mock.url, "--auth-token-env", "GW_TOKEN"},
+                   clean_env({"GW_TOKEN=frameworks-token",
+                              "EMBEDRT_HEALTH_CHECK_INTERVAL_MS=0"})};
+  auto lines = run_probe("frameworks_probe.mjs", serve.port, "frameworks-token",
+                         {"gateway"});
+  if (lines.empty())
+    return; // no Node.js: warned
+  REQUIRE(lines.size() == 8);
+  // The AI SDK with @ai-sdk/openai: float vectors, its usage from the
+  // replies.
+  std::vector<std::string> many{"vercel one", "vercel two", "vercel three"};
+  auto& em = ok_line(lines, "vercel_embed_many");
+  check_vectors(em, many);
+  CHECK(em["tokens"].GetInt64() == tokens_of(many));
+  auto& single = ok_line(lines, "vercel_embed");
+  check_vectors(single, {"vercel single"});
+  CHECK(single["tokens"].GetInt64() == tokens_of({"vercel single"}));
+  // 5,000 values: three calls of at most 2,048 inputs, two at a time, put
+  // back in order by the SDK; usage summed over the three replies.
+  auto& split = ok_line(lines, "vercel_split");
+  CHECK(split["count"].GetInt() == 5000);
+  auto all = numbered("split ", 5000);
+  std::vector<std::string> picked;
+  for (auto& i : split["at"].GetArray())
+    picked.push_back(all.at(i.GetUint()));
+  check_vectors(split, picked);
+  CHECK(split["tokens"].GetInt64() == tokens_of(all));
+  // @ai-sdk/openai-compatible, the provider for vLLM, Ollama and TEI.
+  std::vector<std::string> compat{"compatible one", "compatible two"};
+  auto& cp = ok_line(lines, "vercel_compatible");
+  check_vectors(cp, compat);
+  CHECK(cp["tokens"].GetInt64() == tokens_of(compat));
+  // Errors are the SDK's APICallError with the gateway's status; neither is
+  // retried.
+  check_failure(lines.at("vercel_empty"), "APICallError", 400, false);
+  CHECK(str(lines.at("vercel_empty"), "message") == "input[0] is empty");
+  check_failure(lines.at("vercel_wrong_token"), "APICallError", 401, false);
+  // LlamaIndex TS: 25 documents in calls of 10, and a query.
+  check_vectors(ok_line(lines, "llamaindex_documents"),
+                numbered("llama doc ", 25));
+  check_vectors(ok_line(lines, "llamaindex_query"), {"llama query"});
+  // Each text went upstream exactly once: 3 + 1 + 5,000 + 2 (the AI SDK),
+  // 25 + 1 (LlamaIndex); the two refused never left the gateway.
+  http_client stats{mock.port};
+  auto doc = json_of(stats.request("GET", "/stats"));
+  CHECK(doc["inputs"].GetInt64() == 5032);
+}
+
+TEST_CASE("serve: the Vercel AI SDK's retries honour the gateway's 429 and "
+          "Retry-After") {
+  // One connection, a queue of one and a 300 ms upstream: of five calls at
+  // once, the gateway refuses some at once (429 overloaded, Retry-After).
+  mock_proc mock{{"--latency-ms", "300"}};
+  serve_proc serve{
+      {"--upstream", mock.url, "--connections", "1", "--max-queue", "1"}};
+  auto lines
+      = run_probe("frameworks_probe.mjs", serve.port, "sk-any", {"crowd"});
+  if (lines.empty())
+    return; // no Node.js: warned
+  REQUIRE(lines.size() == 1);
+  // With the SDK's default retries (2) every call ends with its vector,
+  // after the gateway refused some of them: the SDK waited and tried again.
+  auto& crowd = ok_line(lines, "vercel_crowd");
+  check_vectors(crowd, numbered("crowd ", 5));
+  http_client client{serve.port};
+  auto metrics = client.request("GET", "/metrics").body;
+  CHECK_THAT(metrics,
+             Catch::Contains("embedrt_gateway_requests_total{"
+                             "client=\"\",status=\"200\"} 5\n"));
+  CHECK_THAT(metrics,
+             Catch::Contains("embedrt_gateway_requests_total{"
+                             "client=\"\",status=\"429\"}"));
+  // Refused calls were tried again after a wait (the gateway's Retry-After
+  // of 1 s, which the SDK prefers to its own backoff), not at once.
+  CHECK(crowd["elapsed_ms"].GetInt() >= 1000);
+  // Without retries the refusal reaches the application as a retryable
+  // APICallError carrying the gateway's Retry-After.
+  lines = run_probe("frameworks_probe.mjs", serve.port, "sk-any", {"refused"});
+  REQUIRE(lines.size() == 1);
+  auto& refused = lines.at("vercel_crowd_no_retries");
+  check_failure(refused, "APICallError", 429, true);
+  auto retry_after = str(refused, "retry_after");
+  REQUIRE_FALSE(retry_after.empty());
+  CHECK(std::stoi(retry_after) >= 1);
 }
