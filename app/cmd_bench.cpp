@@ -346,7 +346,8 @@ int measure(caf::actor_system& sys, const service_actor& svc, const settings& s,
   rep.ok = out->ok;
   rep.errors = std::move(out->errors);
   rep.seconds = std::chrono::duration<double>(out->elapsed).count();
-  rep.ok_latency = bench::summarize(std::move(out->ok_ns));
+  rep.ok_latency = bench::summarize(out->ok_ns);
+  rep.ok_latency_exact = bench::summarize_exact(out->ok_ns);
   rep.error_latency = bench::summarize(std::move(out->error_ns));
   rep.threads_peak
       = std::max({rep.threads_start, out->threads_peak, rep.threads_end});

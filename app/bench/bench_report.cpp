@@ -25,6 +25,26 @@ latency_summary summarize(const std::vector<int64_t>& ns) {
   return summarize_histogram(h);
 }
 
+latency_summary summarize_exact(std::vector<int64_t>& ns) {
+  latency_summary s;
+  s.count = ns.size();
+  if (ns.empty())
+    return s;
+  std::sort(ns.begin(), ns.end());
+  auto ms = [](int64_t x) {
+    return static_cast<double>(x) / 1e6;
+  };
+  s.p50_ms = ms(nearest_rank(ns, 50));
+  s.p95_ms = ms(nearest_rank(ns, 95));
+  s.p99_ms = ms(nearest_rank(ns, 99));
+  s.p999_ms = ms(nearest_rank(ns, 99.9));
+  s.max_ms = ms(ns.back());
+  s.mean_ms
+      = static_cast<double>(std::accumulate(ns.begin(), ns.end(), int64_t{0}))
+      / static_cast<double>(ns.size()) / 1e6;
+  return s;
+}
+
 latency_summary summarize_histogram(const log_histogram& ns) {
   latency_summary s;
   s.count = static_cast<std::size_t>(ns.count);
@@ -198,6 +218,8 @@ std::string to_json(const bench_report& r) {
          per_s(static_cast<double>(r.ok) * static_cast<double>(r.inputs)));
   latency(w, r.ok_latency, "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
           "mean_ms");
+  latency(w, r.ok_latency_exact, "exact_p50_ms", "exact_p95_ms", "exact_p99_ms",
+          "exact_p999_ms", nullptr, nullptr);
   latency(w, r.error_latency, "error_p50_ms", nullptr, "error_p99_ms", nullptr,
           nullptr, nullptr);
   key(w, "threads_start");

@@ -39,6 +39,12 @@ struct latency_summary {
 /// Records `ns` in a log_histogram and summarizes it.
 latency_summary summarize(const std::vector<int64_t>& ns);
 
+/// The exact nearest-rank percentiles of a sample of durations in
+/// nanoseconds (sorted in place), with its max and mean. What a comparison
+/// with another client's exact percentiles needs: at 50 ms a log_histogram
+/// bucket is 4.2 ms wide.
+latency_summary summarize_exact(std::vector<int64_t>& ns);
+
 /// Summarizes a histogram of durations in nanoseconds.
 latency_summary summarize_histogram(const log_histogram& ns);
 
@@ -81,9 +87,12 @@ struct bench_report {
   /// "wrong_shape" for a result without one vector of `dims` per input).
   std::map<std::string, uint64_t> errors;
   double seconds = 0;
-  /// Latencies of successful and of failed requests.
+  /// Latencies of successful and of failed requests (log_histogram
+  /// percentiles, as the runtime's metrics give them).
   latency_summary ok_latency;
   latency_summary error_latency;
+  /// Exact percentiles of the successful requests' latencies.
+  latency_summary ok_latency_exact;
   std::size_t threads_start = 0;
   std::size_t threads_peak = 0;
   std::size_t threads_end = 0;
@@ -110,7 +119,8 @@ struct bench_report {
 /// One line of JSON (no trailing newline) with the parameters and results:
 /// ok, errors, seconds, req_per_s (answered requests per second),
 /// texts_per_s (successfully embedded texts per second), p50/p95/p99/p999/
-/// max/mean_ms, error_p50/p99_ms, threads_*, connections_opened,
+/// max/mean_ms (log_histogram), exact_p50/p95/p99/p999_ms (exact),
+/// error_p50/p99_ms, threads_*, connections_opened,
 /// upstream_requests, reuse, restarts, rejected, limit_decreases_overload,
 /// limit_decreases_latency, cpu_s, cpu_s_process,
 /// cpu_ms_per_1k, max_rss_mb. Undefined figures are null.

@@ -170,6 +170,26 @@ TEST_CASE("bench percentiles are exact nearest-rank values") {
   CHECK(s.max_ms == Approx(4.0));
   CHECK(s.mean_ms == Approx(2.5));
   CHECK(bench::summarize({}).count == 0);
+  // summarize_exact: the samples' own nearest-rank values. Around 50 ms,
+  // where one histogram bucket spans (50.33, 54.53] ms, it tells 50.5 ms
+  // from 52.5 ms; the histogram reports both as its clamped max.
+  std::vector<int64_t> around50;
+  for (int64_t i = 0; i < 1000; ++i)
+    around50.push_back(i < 990 ? 50'500'000 : 52'500'000);
+  around50.push_back(54'000'000);
+  auto h = bench::summarize(around50);
+  CHECK(h.p50_ms == Approx(54.0));
+  CHECK(h.p99_ms == Approx(54.0));
+  auto e = bench::summarize_exact(around50);
+  CHECK(e.count == 1001);
+  CHECK(e.p50_ms == Approx(50.5));
+  CHECK(e.p95_ms == Approx(50.5));
+  CHECK(e.p99_ms == Approx(52.5));  // rank 991 of 1001
+  CHECK(e.p999_ms == Approx(52.5)); // rank 1000, the last of the ten
+  CHECK(e.max_ms == Approx(54.0));
+  CHECK(e.mean_ms == Approx((990 * 50.5 + 10 * 52.5 + 54.0) / 1001));
+  std::vector<int64_t> none;
+  CHECK(bench::summarize_exact(none).count == 0);
 }
 
 TEST_CASE(
@@ -199,7 +219,9 @@ TEST_CASE("bench report renders one JSON line with nulls for missing data") {
   r.ok = 8;
   r.errors["upstream_error"] = 2;
   r.seconds = 2.0;
-  r.ok_latency = bench::summarize({1'000'000, 3'000'000});
+  std::vector<int64_t> lat{3'000'000, 1'000'000};
+  r.ok_latency = bench::summarize(lat);
+  r.ok_latency_exact = bench::summarize_exact(lat);
   auto json = bench::to_json(r);
   CHECK(json.find('\n') == std::string::npos);
   rapidjson::Document d;
@@ -210,6 +232,8 @@ TEST_CASE("bench report renders one JSON line with nulls for missing data") {
   // 1 ms's bucket bound, 1.048576 ms, with the JSON's 4 decimals.
   CHECK(num_of(d, "p50_ms") == Approx(1.0486).margin(1e-4));
   CHECK(num_of(d, "p99_ms") == Approx(3.0)); // clamped to the max
+  CHECK(num_of(d, "exact_p50_ms") == Approx(1.0));
+  CHECK(num_of(d, "exact_p99_ms") == Approx(3.0));
   CHECK(d["error_p50_ms"].IsNull());
   CHECK(d["reuse"].IsNull());
   CHECK(d["connections_opened"].IsNull());
@@ -262,6 +286,19 @@ TEST_CASE("embedrt bench runs 200 requests with 20 callers at constant threads "
   CHECK(num_of(d, "p95_ms") <= num_of(d, "p99_ms"));
   CHECK(num_of(d, "p99_ms") <= num_of(d, "p999_ms"));
   CHECK(num_of(d, "p999_ms") <= num_of(d, "max_ms"));
+  // The exact percentiles: in order, never above the histogram's (its
+  // bucket bound is at or above the sample), at most one bucket (12.5 %)
+  // below.
+  for (const char* p : {"p50", "p95", "p99", "p999"}) {
+    INFO(p);
+    auto exact = num_of(d, (std::string{"exact_"} + p + "_ms").c_str());
+    auto bucket = num_of(d, (std::string{p} + "_ms").c_str());
+    CHECK(exact > 0);
+    CHECK(exact <= bucket + 1e-4);
+    CHECK(exact * 1.125 >= bucket - 1e-4);
+  }
+  CHECK(num_of(d, "exact_p50_ms") <= num_of(d, "exact_p99_ms"));
+  CHECK(num_of(d, "exact_p999_ms") <= num_of(d, "max_ms"));
   CHECK(num_of(d, "seconds") > 0);
   CHECK(num_of(d, "req_per_s")
         == Approx(200 / num_of(d, "seconds")).epsilon(0.01));
