@@ -40,6 +40,8 @@ BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 LATENCY_MS = 50
 SWEEP = [1, 5, 64, 1000]
 SWEEP_CONNS = 8
+# wrk / embedrt pairs of P4 (the first is the P4 table's).
+P4_PAIRS = 5
 
 # Requests per run (fixed counts, sized for about 2-6 s each on 2 loaded
 # cores: P1's runs of about 1 s were bimodal); wrk runs for `--duration`
@@ -333,6 +335,12 @@ class Matrix:
         self.run("P4", "embedrt", "nginx-50ms", lat, 64, 64, 6400)
         self.run("P4", "httpx", "nginx-50ms", lat, 64, 64, 3200)
         self.run("P4", "aiohttp", "nginx-50ms", lat, 64, 64, 3200)
+        # More wrk / embedrt pairs back to back: P4's check is the median of
+        # the pairs' differences (one pair's wrk p99 moves by several ms with
+        # the machine's load, as much as the 1 ms judged).
+        for _ in range(P4_PAIRS - 1):
+            self.run("P4-pair", "wrk", "nginx-50ms", lat, 64, 64)
+            self.run("P4-pair", "embedrt", "nginx-50ms", lat, 64, 64, 6400)
         # P5: 10,000 callers on 16 connections (50 ms upstream).
         self.run("P5", "embedrt", "nginx-50ms", lat, 16, 10000, 50000,
                  extra=["--deadline-ms", "60000"])
@@ -478,14 +486,26 @@ def targets(results):
                      fmt(ratio(off and off["req_per_s"], w3 and w3["req_per_s"]), 2)),
                  fmt(r, 3) + " ×", None if r is None else r >= 0.95))
     e, w = g("P4", "embedrt"), g("P4", "wrk")
-    added = None if not (e and w) else e["p99_ms"] - w["p99_ms"]
+    # The pairs in the order they ran: the P4 table's, then the P4-pair runs.
+    pw = [r for r in results if r["scenario"] == "P4-pair"
+          and r["contestant"] == "wrk"]
+    pe = [r for r in results if r["scenario"] == "P4-pair"
+          and r["contestant"] == "embedrt"]
+    pairs = ([(e, w)] if e and w else []) + [
+        (a, b) for a, b in zip(pe, pw) if not a.get("failed")
+        and not b.get("failed")]
+    diffs = [a["p99_ms"] - b["p99_ms"] for a, b in pairs]
+    added = median(diffs) if diffs else None
     rows.append(("P4", "64 callers, 64 conns, 50 ms upstream: p99 added over "
-                 "wrk's p99 on the same upstream", "≤ 1 ms",
-                 "p99 %s vs %s ms (p50 %s vs %s ms)" % (
+                 "wrk's p99 on the same upstream (median of %d pairs run back "
+                 "to back)" % len(diffs), "≤ 1 ms",
+                 "per pair %s ms; first pair p99 %s vs %s ms (p50 %s vs %s ms)" % (
+                     " ".join("%+.2f" % d for d in diffs),
                      fmt(e and e["p99_ms"], 2), fmt(w and w["p99_ms"], 2),
                      fmt(e and e["p50_ms"], 2), fmt(w and w["p50_ms"], 2)),
                  "%s ms" % fmt(added, 2),
-                 None if added is None else added <= 1.0 and nerr(e) == 0))
+                 None if added is None else added <= 1.0
+                 and all(nerr(a) == 0 for a, _ in pairs)))
     p5 = g("P5", "embedrt")
     if p5:
         answered = p5["ok"] + nerr(p5)
