@@ -71,13 +71,17 @@ def main():
         if o is None:
             continue
         ow, nw = wrk_for(old_rows, o), wrk_for(new_rows, r)
+        # embedrt's exact p99 (wrk's is exact) when both runs have it; runs
+        # before 2026-12-06 have only its histogram's bucket bound.
+        pk = "exact_p99_ms" if "exact_p99_ms" in o and "exact_p99_ms" in r \
+            else "p99_ms"
         tput_old = o["req_per_s"] / ow["req_per_s"] if ow else None
         tput_new = r["req_per_s"] / nw["req_per_s"] if nw else None
-        p99_old = o["p99_ms"] / ow["p99_ms"] if ow else None
-        p99_new = r["p99_ms"] / nw["p99_ms"] if nw else None
+        p99_old = o[pk] / ow["p99_ms"] if ow else None
+        p99_new = r[pk] / nw["p99_ms"] if nw else None
         if ow is None:  # no limit in the run: compare as measured
             tput_old, tput_new = o["req_per_s"], r["req_per_s"]
-            p99_old, p99_new = o["p99_ms"], r["p99_ms"]
+            p99_old, p99_new = o[pk], r[pk]
         changes = [
             change(tput_old, tput_new, True),
             change(p99_old, p99_new, False),
