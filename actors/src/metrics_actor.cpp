@@ -170,6 +170,7 @@ void add_health(metrics_snapshot& snap, const upstream_health& h) {
   i->limit_decreases_latency = h.limit_decreases_latency;
   i->pacing_held_ns = h.pacing_held_ns;
   i->pacing_others_tpm = h.pacing_others_tpm;
+  i->pacing_others_rpm = h.pacing_others_rpm;
   i->queue_depth = h.queued_requests;
   i->connects = h.connects;
   i->reuses = h.reuses;

@@ -369,9 +369,12 @@ upstream_health on_health(self_ptr self) {
   }
   h.pacing_held_ns = st.pacing.held_ns
       + (st.pacing.held_since != 0 ? now_ns(self) - st.pacing.held_since : 0);
-  if (st.pacing.pace)
+  if (st.pacing.pace) {
     h.pacing_others_tpm
         = static_cast<int64_t>(std::llround(st.pacing.pace->tokens().others()));
+    h.pacing_others_rpm = static_cast<int64_t>(
+        std::llround(st.pacing.pace->requests().others()));
+  }
   return h;
 }
 

@@ -371,6 +371,13 @@ void render_pools(writer& w, const metrics_snapshot& snap) {
                [](const upstream_metrics& u) {
                  return static_cast<double>(u.pacing_others_tpm);
                });
+  per_upstream(w, snap, "embedrt_pacing_others_requests_per_minute", "gauge",
+               "Requests per minute other clients of the same key send, as "
+               "pacing measures them from the upstream's remaining counts "
+               "(0 when none were seen).",
+               [](const upstream_metrics& u) {
+                 return static_cast<double>(u.pacing_others_rpm);
+               });
 }
 
 void render_ratelimits(writer& w, const metrics_snapshot& snap) {

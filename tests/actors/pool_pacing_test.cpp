@@ -190,26 +190,35 @@ TEST_CASE("pacing: another client's use of the key shows in the pool's "
   auto up = std::make_shared<fake_upstream>();
   auto pool = spawn_pool(vt, make_env(up, 4));
   CHECK(health_of(vt, pool).pacing_others_tpm == 0);
-  // The upstream: 60,000 tokens per minute (100 per 100 ms), below half
-  // full; every 100 ms the pool sends 60 tokens and another client of the
-  // key takes 25, which only the remaining count of each answer shows.
+  CHECK(health_of(vt, pool).pacing_others_rpm == 0);
+  // The upstream: 60,000 tokens per minute (100 per 100 ms) and 3,000
+  // requests (5 per 100 ms), both below half full; every 100 ms the pool
+  // sends one call of 60 tokens and another client of the key one of 25,
+  // which only the remaining counts of each answer show.
   double remaining = 20'000.0;
+  double remaining_requests = 1'000.0;
   callers c;
   for (int i = 0; i < 40; ++i) {
     c.send(vt, pool, make_call(60));
     REQUIRE(up->calls.size() == 1);
     remaining += 100.0 - 60.0 - 25.0;
+    remaining_requests += 5.0 - 1.0 - 1.0;
     auto r = ok();
     r.ratelimit_limit_tokens = 60'000;
     r.ratelimit_remaining_tokens = static_cast<int64_t>(remaining);
+    r.ratelimit_limit_requests = 3'000;
+    r.ratelimit_remaining_requests = static_cast<int64_t>(remaining_requests);
     answer_all(vt, *up, r); // 10 ms
     vt.sched->advance_time(90ms);
     vt.sched->run();
   }
   CHECK(c.ok == 40);
-  // 25 tokens per 100 ms: 15,000 per minute.
-  CHECK(static_cast<double>(health_of(vt, pool).pacing_others_tpm)
+  // 25 tokens and one request per 100 ms: 15,000 and 600 per minute.
+  auto h = health_of(vt, pool);
+  CHECK(static_cast<double>(h.pacing_others_tpm)
         == Approx(15'000.0).epsilon(0.05));
+  CHECK(static_cast<double>(h.pacing_others_rpm)
+        == Approx(600.0).epsilon(0.05));
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
 }
 

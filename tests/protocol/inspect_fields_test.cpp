@@ -38,7 +38,8 @@ upstream_health sample_upstream_health(int32_t base) {
           base + 12,
           base + 13,
           base + 14,
-          base + 15};
+          base + 15,
+          base + 16};
 }
 
 upstream_metrics sample_upstream_metrics() {
@@ -69,7 +70,8 @@ upstream_metrics sample_upstream_metrics() {
           25,
           26,
           27,
-          28};
+          28,
+          29};
 }
 
 } // namespace

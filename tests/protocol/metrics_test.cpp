@@ -55,6 +55,7 @@ metrics_snapshot sample_snapshot() {
   u.connects = 8;
   u.limit_decreases_overload = 5;
   u.pacing_others_tpm = 15'000;
+  u.pacing_others_rpm = 600;
   u.limit_decreases_latency = 2;
   u.reuses = 100;
   u.ratelimit_remaining_requests = 499;
@@ -222,6 +223,10 @@ TEST_CASE("render_prometheus writes every family with exact values",
       text, R"(embedrt_pacing_others_tokens_per_minute{upstream="a"} 15000)"));
   CHECK(has_line(text,
                  R"(embedrt_pacing_others_tokens_per_minute{upstream="b"} 0)"));
+  CHECK(has_line(
+      text, R"(embedrt_pacing_others_requests_per_minute{upstream="a"} 600)"));
+  CHECK(has_line(
+      text, R"(embedrt_pacing_others_requests_per_minute{upstream="b"} 0)"));
   CHECK(text.find("embedrt_ratelimit_remaining_tokens{") == std::string::npos);
   CHECK(has_line(text, "process_cpu_seconds_total 1.25"));
   CHECK(has_line(text, "embedrt_process_threads 7"));

@@ -128,6 +128,8 @@ struct upstream_health {
   /// Tokens per minute other clients of the same key take, as the pacer
   /// measures them from the upstream's remaining counts (0: none seen).
   int64_t pacing_others_tpm = 0;
+  /// The same for requests per minute.
+  int64_t pacing_others_rpm = 0;
 };
 
 template <class Inspector>
@@ -137,7 +139,7 @@ typename Inspector::result_type inspect(Inspector& f, upstream_health& x) {
            x.upstream_calls, x.connects, x.reuses, x.restarts, x.rejected,
            x.sockets, x.concurrency_limit, x.pacing_holds, x.pacing_held_ns,
            x.limit_decreases_overload, x.limit_decreases_latency,
-           x.pacing_others_tpm);
+           x.pacing_others_tpm, x.pacing_others_rpm);
 }
 
 /// Answer to a `health` request: `ready` is true when at least one upstream

@@ -148,6 +148,8 @@ struct upstream_metrics {
   /// Tokens per minute other clients of the same key take (the pacer's
   /// measure, pool health).
   int64_t pacing_others_tpm = 0;
+  /// The same for requests per minute.
+  int64_t pacing_others_rpm = 0;
 };
 
 template <class Inspector>
@@ -161,7 +163,7 @@ typename Inspector::result_type inspect(Inspector& f, upstream_metrics& x) {
            x.upstream_latency_ns, x.batch_inputs, x.connection_actors,
            x.concurrency_limit, x.pacing_holds, x.pacing_held_ns,
            x.limit_decreases_overload, x.limit_decreases_latency,
-           x.pacing_others_tpm);
+           x.pacing_others_tpm, x.pacing_others_rpm);
 }
 
 /// The process the service runs in (/proc and getrusage).
