@@ -364,20 +364,28 @@ void render_pools(writer& w, const metrics_snapshot& snap) {
                [](const upstream_metrics& u) {
                  return static_cast<double>(u.pacing_held_ns) / 1e9;
                });
-  per_upstream(w, snap, "embedrt_pacing_others_tokens_per_minute", "gauge",
-               "Tokens per minute other clients of the same key take, as "
-               "pacing measures them from the upstream's remaining counts "
-               "(0 when none were seen).",
-               [](const upstream_metrics& u) {
-                 return static_cast<double>(u.pacing_others_tpm);
-               });
-  per_upstream(w, snap, "embedrt_pacing_others_requests_per_minute", "gauge",
-               "Requests per minute other clients of the same key send, as "
-               "pacing measures them from the upstream's remaining counts "
-               "(0 when none were seen).",
-               [](const upstream_metrics& u) {
-                 return static_cast<double>(u.pacing_others_rpm);
-               });
+  // Other clients' use of the same key, as pacing measures it.
+  struct others_gauge {
+    const char* name;
+    const char* help;
+    int64_t upstream_metrics::*per_minute;
+  };
+  for (const auto& g : {
+           others_gauge{"embedrt_pacing_others_tokens_per_minute",
+                        "Tokens per minute other clients of the same key "
+                        "take, as pacing measures them from the upstream's "
+                        "remaining counts (0 when none were seen).",
+                        &upstream_metrics::pacing_others_tpm},
+           others_gauge{"embedrt_pacing_others_requests_per_minute",
+                        "Requests per minute other clients of the same key "
+                        "send, as pacing measures them from the upstream's "
+                        "remaining counts (0 when none were seen).",
+                        &upstream_metrics::pacing_others_rpm},
+       })
+    per_upstream(w, snap, g.name, "gauge", g.help,
+                 [&g](const upstream_metrics& u) {
+                   return static_cast<double>(u.*g.per_minute);
+                 });
 }
 
 void render_ratelimits(writer& w, const metrics_snapshot& snap) {
