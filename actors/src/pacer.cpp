@@ -110,12 +110,7 @@ int64_t pacer::tokens_available(int64_t now) noexcept {
 }
 
 void pacer::on_send(uint64_t seq, int64_t tokens, int64_t now) {
-  requests_.refill(now);
-  tokens_.refill(now);
-  requests_.take(1.0);
-  tokens_.take(static_cast<double>(tokens));
-  ++requests_sent_;
-  tokens_sent_ += tokens;
+  charge(tokens, now);
   in_flight_.push_back(sent{seq, tokens});
 }
 
@@ -124,7 +119,7 @@ void pacer::charge(int64_t tokens, int64_t now) {
   tokens_.refill(now);
   requests_.take(1.0);
   tokens_.take(static_cast<double>(tokens));
-  // Counted by the upstream like a call before the next one sent.
+  // Counted by the upstream (a charged call like one sent before the next).
   ++requests_sent_;
   tokens_sent_ += tokens;
 }
