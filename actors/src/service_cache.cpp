@@ -12,28 +12,35 @@ namespace {
 /// persisted (counted as persistent errors).
 constexpr std::size_t max_write_backlog = 4096;
 
-/// Buffers kept for reuse at most (each kind), and their largest capacity
-/// (bytes): at most 16 x 16 KiB of floats and 16 x 8 KiB of tickets are held
-/// outside the cache's bound.
-constexpr std::size_t max_spares = 16;
+/// Buffers kept for reuse: each kind holds at most 4,096 of them and 256 KiB
+/// of their capacity, none larger than 16 KiB (floats) or 8 KiB (tickets),
+/// outside the cache's bound. Many small ones, because the answers of a
+/// batched upstream call come back together: with 1,000 callers of one text
+/// each, about 60 settles arrive at once and as many lookups follow, and a
+/// pool of a few would send most of them to the allocator.
+constexpr std::size_t max_spares = 4096;
 constexpr std::size_t max_spare_bytes = 16384;
+constexpr std::size_t max_spares_bytes = 256 * 1024;
 
 template <class T>
-void keep_spare(std::vector<std::vector<T>>& spares, std::vector<T>& buf,
+void keep_spare(spare_pool<T>& pool, std::vector<T>& buf,
                 std::size_t max_bytes) {
-  if (spares.size() < max_spares && buf.capacity() > 0
-      && buf.capacity() * sizeof(T) <= max_bytes) {
+  auto bytes = buf.capacity() * sizeof(T);
+  if (pool.bufs.size() < max_spares && bytes > 0 && bytes <= max_bytes
+      && pool.bytes + bytes <= max_spares_bytes) {
     buf.clear();
-    spares.push_back(std::move(buf));
+    pool.bytes += bytes;
+    pool.bufs.push_back(std::move(buf));
   }
 }
 
 template <class T>
-std::vector<T> take_spare(std::vector<std::vector<T>>& spares) {
-  if (spares.empty())
+std::vector<T> take_spare(spare_pool<T>& pool) {
+  if (pool.bufs.empty())
     return {};
-  auto buf = std::move(spares.back());
-  spares.pop_back();
+  auto buf = std::move(pool.bufs.back());
+  pool.bufs.pop_back();
+  pool.bytes -= buf.capacity() * sizeof(T);
   return buf;
 }
 

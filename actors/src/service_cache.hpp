@@ -103,6 +103,13 @@ void make_cache_keys(const embed_request& req, const std::string& model,
 /// it is large (more than 64 keys, or a key over 4 KiB).
 void trim_cache_keys(std::vector<std::string>& keys);
 
+/// Buffers kept for reuse and their capacity in bytes (service_cache.cpp).
+template <class T>
+struct spare_pool {
+  std::vector<std::vector<T>> bufs;
+  std::size_t bytes = 0;
+};
+
 class service_cache {
  public:
   /// `disk` (may be null) is the persistent store's link; `epoch` names
@@ -190,8 +197,8 @@ class service_cache {
   std::vector<cache_notice> notices_;
   /// Buffers settles brought back, for the next answers' tickets and
   /// settles' floats (a few small ones: `recycle`).
-  std::vector<std::vector<uint64_t>> spare_tickets_;
-  std::vector<std::vector<float>> spare_floats_;
+  spare_pool<uint64_t> spare_tickets_;
+  spare_pool<float> spare_floats_;
 };
 
 } // namespace embedrt::detail

@@ -19,6 +19,8 @@
 # in the same rounds (on, base, off; the order rotates from round to round):
 # the summary adds on / base - 1. BENCH_ARGS: more flags for every run (both
 # sides, say --no-batching); MOCK_ARGS: flags for the mock (say --latency-ms 2);
+# CONCURRENCY and CONNECTIONS: callers and connections (default 64 and 8; P3's
+# shape is 1000 and 16 with MOCK_ARGS="--latency-ms 50");
 # WARMUP: unmeasured requests per run (default 2000; enough of them for the
 # cache to fill its bound before the measured ones leave its growth out).
 # The summary gives each side's median upstream requests too: with batching
@@ -45,7 +47,8 @@ read -r -a mock_args <<<"${MOCK_ARGS:-}"
 start_mock "$bin" "$out" "${mock_args[@]}"
 url=$mock_url
 
-args=(--upstream "$url" --requests "$requests" --concurrency 64 --connections 8
+args=(--upstream "$url" --requests "$requests" --concurrency "${CONCURRENCY:-64}"
+  --connections "${CONNECTIONS:-8}"
   --inputs "$inputs" --dims "${DIMS:-8}" --warmup "${WARMUP:-2000}" --log-level error)
 read -r -a bench_args <<<"${BENCH_ARGS:-}"
 args+=("${bench_args[@]}")

@@ -23,6 +23,11 @@
 # "on=--cache --cache-max-bytes 1048576" (a 1 MiB bound that the warm-up
 # fills, so that every fill evicts). DIMS (default 8) and TEXT_BYTES (default
 # 40) set the vectors' dimensions and the texts' length of every variant.
+# P3's shape instead (docs/benchmarks.md, "Settles in bursts"): CONCURRENCY
+# and CONNECTIONS (default 64 and 8), MOCK_ARGS (the mock's flags, e.g.
+# "--latency-ms 50"), BATCHING=on (keeps batching; compare the runs' upstream
+# requests, which then depend on valgrind's pace) and BENCH_ARGS (more flags
+# for every run, e.g. --no-pacing).
 # Needs valgrind (apt install valgrind).
 # About a minute per variant.
 set -euo pipefail
@@ -39,7 +44,11 @@ variants=("$@")
 out=${OUT_DIR:-$(mktemp -d)}
 mkdir -p "$out"
 trap 'kill "$mock_pid" 2>/dev/null || true' EXIT
-start_mock "$bin" "$out"
+read -r -a mock_args <<<"${MOCK_ARGS:-}"
+start_mock "$bin" "$out" "${mock_args[@]}"
+batching=(--no-batching)
+[ "${BATCHING:-off}" = on ] && batching=()
+read -r -a bench_args <<<"${BENCH_ARGS:-}"
 echo "# callgrind files in $out"
 
 for n in 10000 30000; do
@@ -47,10 +56,10 @@ for n in 10000 30000; do
     name=${v%%=*}
     read -r -a flags <<<"${v#*=}"
     timeout 1200 valgrind --tool=callgrind --callgrind-out-file="$out/$name.$n.out" \
-      "$bin" bench --upstream "$mock_url" --requests "$n" --concurrency 64 \
-      --connections 8 --inputs 1 --dims "${DIMS:-8}" --text-bytes "${TEXT_BYTES:-40}" \
+      "$bin" bench --upstream "$mock_url" --requests "$n" --concurrency "${CONCURRENCY:-64}" \
+      --connections "${CONNECTIONS:-8}" --inputs 1 --dims "${DIMS:-8}" --text-bytes "${TEXT_BYTES:-40}" \
       --warmup 2000 --log-level error \
-      --no-batching "${flags[@]}" >"$out/$name.$n.json" 2>"$out/$name.$n.err"
+      "${batching[@]}" "${bench_args[@]}" "${flags[@]}" >"$out/$name.$n.json" 2>"$out/$name.$n.err"
   done
 done
 
@@ -60,10 +69,13 @@ for v in "${variants[@]}"; do
   a=$(awk '/^totals:/ {print $2}' "$out/$name.30000.out")
   b=$(awk '/^totals:/ {print $2}' "$out/$name.10000.out")
   per=$(((a - b) / 20000))
+  ua=$(grep -o '"upstream_requests":[0-9]*' "$out/$name.30000.json" | cut -d: -f2)
+  ub=$(grep -o '"upstream_requests":[0-9]*' "$out/$name.10000.json" | cut -d: -f2)
+  calls="$((ua - ub)) upstream requests per 20,000"
   if [ -z "$first" ]; then
     first=$per
-    echo "$name: $per instructions per request"
+    echo "$name: $per instructions per request; $calls"
   else
-    echo "$name: $per instructions per request ($((per - first)) against ${variants[0]%%=*})"
+    echo "$name: $per instructions per request ($((per - first)) against ${variants[0]%%=*}); $calls"
   fi
 done

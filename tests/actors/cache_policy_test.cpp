@@ -3,6 +3,7 @@
 // traces (the numbers docs/caching.md records come from the last test).
 #include "cache_policy.hpp"
 #include "huge_region.hpp"
+#include "service_cache.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -783,4 +784,60 @@ TEST_CASE("a full cache storing and evicting entries allocates nothing, "
     REQUIRE(got);
     CHECK(got.to_vector() == vec);
   }
+}
+
+TEST_CASE("the service's cache answers waves of lookups and settles without "
+          "allocating once warm",
+          "[cache]") {
+  // The answers of one batched upstream call come back together: 64
+  // request actors settle at once, then their callers' next 64 requests
+  // are looked up. Their tickets' and floats' buffers go round between the
+  // settles and the next answers instead of through the allocator.
+  embedrt::cache_config cfg;
+  cfg.enabled = true;
+  cfg.max_bytes = 64 * 1024; // full, evicting, by the second wave
+  service_cache sc{cfg, nullptr, 1, ""};
+  constexpr std::size_t wave = 64;
+  constexpr std::size_t waves = 40;
+  std::vector<std::vector<std::string>> keys(wave * waves);
+  std::vector<std::vector<uint64_t>> hashes(wave * waves);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    keys[i].push_back(cache_key("m", 8, text_of(i)));
+    hashes[i].push_back(cache_hash(keys[i].front()));
+  }
+  caf::strong_actor_ptr asker; // the request actors (not needed here)
+  std::vector<cache_settle> settles(wave);
+  // No test macros inside: only the cache allocates in between.
+  auto run = [&](std::size_t w) {
+    bool ok = true;
+    for (std::size_t k = 0; k < wave; ++k) {
+      auto i = w * wave + k;
+      auto r = sc.lookup(keys[i], hashes[i], asker);
+      ok = ok && r.answer.distinct_misses && r.answer.tickets.size() == 1;
+      auto& s = settles[k];
+      s.epoch = r.epoch;
+      s.tickets = std::move(r.answer.tickets);
+      s.floats = sc.take_spare_floats();
+      s.dims = 8;
+      s.floats.assign(8, 0.5f);
+    }
+    for (auto& s : settles)
+      sc.settle(s, asker);
+    return ok;
+  };
+  for (std::size_t w = 0; w < waves / 2; ++w)
+    REQUIRE(run(w));
+  auto before_stats = sc.stats();
+  REQUIRE(before_stats.evictions > 0);
+  auto before = allocations.load();
+  bool ok = true;
+  for (std::size_t w = waves / 2; w < waves; ++w)
+    ok = run(w) && ok;
+  auto made = allocations.load() - before;
+  REQUIRE(ok);
+  CHECK(sc.stats().misses - before_stats.misses
+        == static_cast<int64_t>(wave * waves / 2));
+  CHECK(sc.stats().evictions - before_stats.evictions
+        >= static_cast<int64_t>(wave));
+  CHECK(made == 0);
 }
