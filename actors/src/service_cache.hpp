@@ -196,7 +196,7 @@ class service_cache {
   cache_metrics counters_;
   std::vector<cache_notice> notices_;
   /// Buffers settles brought back, for the next answers' tickets and
-  /// settles' floats (a few small ones: `recycle`).
+  /// settles' floats (up to 4,096 of each kind, 256 KiB: `keep_spare`).
   spare_pool<uint64_t> spare_tickets_;
   spare_pool<float> spare_floats_;
 };
