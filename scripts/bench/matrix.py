@@ -347,7 +347,7 @@ class Matrix:
                  extra=["--deadline-ms", "60000"])
         self.features(zero, lat)
 
-    def features(self, zero, lat):
+    def features(self, zero, lat, rounds=FEATURE_ROUNDS, shapes=None):
         """The cost of each optional feature (the cache with misses only:
         every text is new; pacing against an upstream that sends no rate
         limits; adaptive concurrency) alone against all of them off, on each
@@ -361,7 +361,9 @@ class Matrix:
             off_flags = FEATURES[0][1]
             feats = FEATURES[1:]
             for shape, up, conns, callers, n, extra, _ in FEATURE_SHAPES:
-                for rnd in range(FEATURE_ROUNDS):
+                if shapes and shape not in shapes:
+                    continue
+                for rnd in range(rounds):
                     k = rnd % len(feats)
                     for j, (name, flags) in enumerate(feats[k:] + feats[:k]):
                         pair = [(name, flags, {}), ("off", off_flags, {"pair": name})]
@@ -555,6 +557,13 @@ def targets(results):
     else:
         rows.append(("P5", "10,000 callers, 16 conns", "all answered, …",
                      "run failed", "–", False))
+    return rows + feature_rows(results)
+
+
+def feature_rows(results):
+    """The F checks of `results`: one per shape and feature, judged by
+    `feature_verdict`."""
+    rows = []
     for c in feature_costs(results):
         what = "%s on vs all off; %s" % (FEATURE_NAMES[c["feature"]], c["desc"])
         if not (c["runs"] or c["off"] or c["failed_runs"]):
@@ -1024,6 +1033,40 @@ def versions(binary):
         "aiohttp " + aiohttp.__version__])
 
 
+def features_only(a):
+    """Only the F shapes, with more rounds than the matrix gives them (its
+    9 rounds cannot settle most F checks on a shared machine: "How F is
+    judged"); prints the checks as the matrix's table rows."""
+    a.results = a.results or os.path.join(a.plots, "features-results.jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
+    open(a.results, "w").close()
+    shapes = [x for x in a.shapes.split(",") if x]
+    unknown = set(shapes) - set(x[0] for x in FEATURE_SHAPES)
+    if unknown:
+        raise SystemExit("matrix: no F shape %s" % ", ".join(sorted(unknown)))
+    tmp = tempfile.mkdtemp(prefix="embedrt-features-")
+    m = Matrix(a, tmp)
+    load_before, t0 = loadavg(), time.time()
+    m.nginx = Nginx(os.cpu_count() or 1, tmp)
+    try:
+        m.features(m.nginx.base + "/v1",
+                   m.nginx.base + "/lat%d/v1" % LATENCY_MS,
+                   rounds=a.features_only, shapes=shapes)
+    finally:
+        m.nginx.stop()
+    print("F checks, %d rounds per shape, %s UTC, %.0f s; load average %s "
+          "before, %s after; results in %s" % (
+              a.features_only,
+              datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
+              time.time() - t0, load_before, loadavg(), a.results))
+    print()
+    print("| # | scenario | target | measured | ratio / value | result |")
+    print("|---|---|---|---|---:|---|")
+    for pid, what, tgt, meas, rat, ok in feature_rows(m.results):
+        print("| %s | %s | %s | %s | %s | %s |" % (pid, what, tgt, meas, rat,
+                                                  verdict(ok)))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--embedrt", required=True, help="the embedrt executable")
@@ -1038,8 +1081,18 @@ def main():
                    help="regenerate the doc and plots from --results")
     p.add_argument("--command", default="bash scripts/bench/matrix.sh",
                    help="the command named in the doc")
+    p.add_argument("--features-only", type=int, metavar="ROUNDS", default=0,
+                   help="run only the F shapes, with ROUNDS rounds, and print "
+                   "their checks (the doc is not touched; results go to "
+                   "<plots>/features-results.jsonl unless --results)")
+    p.add_argument("--shapes", default="",
+                   help="with --features-only: the F shapes to run, "
+                   "comma-separated (default: all of them)")
     a = p.parse_args()
     a.embedrt = os.path.abspath(a.embedrt)
+    if a.features_only:
+        features_only(a)
+        return
     a.results = a.results or os.path.join(a.plots, "matrix-results.jsonl")
     os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
     meta_path = a.results + ".meta.json"

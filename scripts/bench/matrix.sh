@@ -17,6 +17,11 @@
 #   DURATION     seconds per wrk run (default 5)
 #   DOC, PLOTS   output document / plot directory (default docs/benchmarks.md,
 #                docs/bench)
+#   FEATURES_ONLY=ROUNDS  only the F shapes (the optional features' cost),
+#                ROUNDS rounds each, their checks printed; the document is not
+#                touched, the runs go to docs/bench/features-results.jsonl
+#                (docs/benchmarks.md, "How F is judged")
+#   SHAPES       with FEATURES_ONLY: which, e.g. F-P2,F-P3 (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -36,6 +41,11 @@ fi
 
 args=(--embedrt "$bin" --scale "${SCALE:-1}" --duration "${DURATION:-5}"
   --command "bash scripts/bench/matrix.sh")
+if [ -n "${FEATURES_ONLY:-}" ]; then
+  if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
+  exec /usr/bin/python3 scripts/bench/matrix.py "${args[@]}" \
+    --features-only "$FEATURES_ONLY" --shapes "${SHAPES:-}"
+fi
 if [ -n "${DOC:-}" ]; then args+=(--doc "$DOC"); fi
 if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
 /usr/bin/python3 scripts/bench/matrix.py "${args[@]}"
