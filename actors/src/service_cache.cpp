@@ -12,37 +12,12 @@ namespace {
 /// persisted (counted as persistent errors).
 constexpr std::size_t max_write_backlog = 4096;
 
-/// Buffers kept for reuse: each kind holds at most 4,096 of them and 256 KiB
-/// of their capacity, none larger than 16 KiB (floats) or 8 KiB (tickets),
-/// outside the cache's bound. Many small ones, because the answers of a
-/// batched upstream call come back together: with 1,000 callers of one text
-/// each, about 60 settles arrive at once and as many lookups follow, and a
-/// pool of a few would send most of them to the allocator.
-constexpr std::size_t max_spares = 4096;
+/// The largest buffer kept for reuse (bytes): 16 KiB of floats, 8 KiB of
+/// tickets. The pools hold many small ones (`spare_pool`): the answers of a
+/// batched upstream call come back together, so with 1,000 callers of one
+/// text each about 60 settles arrive at once and as many lookups follow,
+/// and a pool of a few would send most of them to the allocator.
 constexpr std::size_t max_spare_bytes = 16384;
-constexpr std::size_t max_spares_bytes = 256 * 1024;
-
-template <class T>
-void keep_spare(spare_pool<T>& pool, std::vector<T>& buf,
-                std::size_t max_bytes) {
-  auto bytes = buf.capacity() * sizeof(T);
-  if (pool.bufs.size() < max_spares && bytes > 0 && bytes <= max_bytes
-      && pool.bytes + bytes <= max_spares_bytes) {
-    buf.clear();
-    pool.bytes += bytes;
-    pool.bufs.push_back(std::move(buf));
-  }
-}
-
-template <class T>
-std::vector<T> take_spare(spare_pool<T>& pool) {
-  if (pool.bufs.empty())
-    return {};
-  auto buf = std::move(pool.bufs.back());
-  pool.bufs.pop_back();
-  pool.bytes -= buf.capacity() * sizeof(T);
-  return buf;
-}
 
 } // namespace
 
@@ -236,7 +211,7 @@ cache_lookup_result service_cache::lookup(const std::vector<std::string>& keys,
   cache_lookup_result r;
   r.epoch = epoch_;
   auto& a = r.answer;
-  a.tickets = take_spare(spare_tickets_);
+  a.tickets = spare_tickets_.take();
   a.tickets.assign(n, 0);
   // Slots and vectors only when an input is not a distinct miss (or the
   // disk may turn misses into hits): the answer to a lookup of new inputs
@@ -319,12 +294,12 @@ void service_cache::settle(cache_settle& s, const caf::strong_actor_ptr& from) {
 }
 
 std::vector<float> service_cache::take_spare_floats() {
-  return take_spare(spare_floats_);
+  return spare_floats_.take();
 }
 
 void service_cache::recycle(cache_settle& s) {
-  keep_spare(spare_tickets_, s.tickets, max_spare_bytes / 2);
-  keep_spare(spare_floats_, s.floats, max_spare_bytes);
+  spare_tickets_.keep(s.tickets, max_spare_bytes / 2);
+  spare_floats_.keep(s.floats, max_spare_bytes);
 }
 
 void service_cache::actor_gone(const caf::actor_addr& who) {

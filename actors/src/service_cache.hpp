@@ -103,11 +103,38 @@ void make_cache_keys(const embed_request& req, const std::string& model,
 /// it is large (more than 64 keys, or a key over 4 KiB).
 void trim_cache_keys(std::vector<std::string>& keys);
 
-/// Buffers kept for reuse and their capacity in bytes (service_cache.cpp).
+/// Buffers kept for reuse (a settle's tickets or floats, for the next
+/// answers), outside the cache's bound: at most 4,096 of them and 256 KiB of
+/// their capacity, none larger than `max_bytes` at `keep`.
 template <class T>
-struct spare_pool {
-  std::vector<std::vector<T>> bufs;
-  std::size_t bytes = 0;
+class spare_pool {
+ public:
+  /// Keeps `buf` (emptied) if it has room; otherwise leaves it alone.
+  void keep(std::vector<T>& buf, std::size_t max_bytes) {
+    auto bytes = buf.capacity() * sizeof(T);
+    if (bufs_.size() < max_count && bytes > 0 && bytes <= max_bytes
+        && bytes_ + bytes <= max_total) {
+      buf.clear();
+      bytes_ += bytes;
+      bufs_.push_back(std::move(buf));
+    }
+  }
+
+  /// A kept buffer (empty), or a new one without capacity.
+  std::vector<T> take() {
+    if (bufs_.empty())
+      return {};
+    auto buf = std::move(bufs_.back());
+    bufs_.pop_back();
+    bytes_ -= buf.capacity() * sizeof(T);
+    return buf;
+  }
+
+ private:
+  static constexpr std::size_t max_count = 4096;
+  static constexpr std::size_t max_total = 256 * 1024;
+  std::vector<std::vector<T>> bufs_;
+  std::size_t bytes_ = 0;
 };
 
 class service_cache {
@@ -196,7 +223,7 @@ class service_cache {
   cache_metrics counters_;
   std::vector<cache_notice> notices_;
   /// Buffers settles brought back, for the next answers' tickets and
-  /// settles' floats (up to 4,096 of each kind, 256 KiB: `keep_spare`).
+  /// settles' floats (`spare_pool`).
   spare_pool<uint64_t> spare_tickets_;
   spare_pool<float> spare_floats_;
 };

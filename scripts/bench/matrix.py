@@ -1033,6 +1033,20 @@ def versions(binary):
         "aiohttp " + aiohttp.__version__])
 
 
+def run_matrix(a, body):
+    """Runs `body(matrix)` with the nginx + njs upstream up; returns the
+    matrix (its results) and the seconds the runs took."""
+    tmp = tempfile.mkdtemp(prefix="embedrt-matrix-")
+    m = Matrix(a, tmp)
+    t0 = time.time()
+    m.nginx = Nginx(os.cpu_count() or 1, tmp)
+    try:
+        body(m)
+    finally:
+        m.nginx.stop()
+    return m, time.time() - t0
+
+
 def features_only(a):
     """Only the F shapes, with more rounds than the matrix gives them (its
     9 rounds cannot settle most F checks on a shared machine: "How F is
@@ -1044,21 +1058,15 @@ def features_only(a):
     unknown = set(shapes) - set(x[0] for x in FEATURE_SHAPES)
     if unknown:
         raise SystemExit("matrix: no F shape %s" % ", ".join(sorted(unknown)))
-    tmp = tempfile.mkdtemp(prefix="embedrt-features-")
-    m = Matrix(a, tmp)
-    load_before, t0 = loadavg(), time.time()
-    m.nginx = Nginx(os.cpu_count() or 1, tmp)
-    try:
-        m.features(m.nginx.base + "/v1",
-                   m.nginx.base + "/lat%d/v1" % LATENCY_MS,
-                   rounds=a.features_only, shapes=shapes)
-    finally:
-        m.nginx.stop()
+    load_before = loadavg()
+    m, runs_s = run_matrix(a, lambda m: m.features(
+        m.nginx.base + "/v1", m.nginx.base + "/lat%d/v1" % LATENCY_MS,
+        rounds=a.features_only, shapes=shapes))
     print("F checks, %d rounds per shape, %s UTC, %.0f s; load average %s "
           "before, %s after; results in %s" % (
               a.features_only,
               datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
-              time.time() - t0, load_before, loadavg(), a.results))
+              runs_s, load_before, loadavg(), a.results))
     print()
     print("| # | scenario | target | measured | ratio / value | result |")
     print("|---|---|---|---|---:|---|")
@@ -1106,15 +1114,7 @@ def main():
                 "duration": a.duration, "results": os.path.abspath(a.results),
                 "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                 "load_before": loadavg()}
-        tmp = tempfile.mkdtemp(prefix="embedrt-matrix-")
-        m = Matrix(a, tmp)
-        t0 = time.time()
-        m.nginx = Nginx(os.cpu_count() or 1, tmp)
-        try:
-            m.all()
-        finally:
-            m.nginx.stop()
-        meta["runs_s"] = time.time() - t0
+        m, meta["runs_s"] = run_matrix(a, Matrix.all)
         meta["load_after"] = loadavg()
         with open(meta_path, "w") as f:
             json.dump(meta, f)

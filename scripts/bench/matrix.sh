@@ -41,13 +41,12 @@ fi
 
 args=(--embedrt "$bin" --scale "${SCALE:-1}" --duration "${DURATION:-5}"
   --command "bash scripts/bench/matrix.sh")
+if [ -n "${DOC:-}" ]; then args+=(--doc "$DOC"); fi
+if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
 if [ -n "${FEATURES_ONLY:-}" ]; then
-  if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
   exec /usr/bin/python3 scripts/bench/matrix.py "${args[@]}" \
     --features-only "$FEATURES_ONLY" --shapes "${SHAPES:-}"
 fi
-if [ -n "${DOC:-}" ]; then args+=(--doc "$DOC"); fi
-if [ -n "${PLOTS:-}" ]; then args+=(--plots "$PLOTS"); fi
 /usr/bin/python3 scripts/bench/matrix.py "${args[@]}"
 
 # P6: the gateway against nginx as a plain reverse proxy (its own section of
