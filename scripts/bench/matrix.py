@@ -1051,7 +1051,11 @@ def features_only(a):
     """Only the F shapes, with more rounds than the matrix gives them (its
     9 rounds cannot settle most F checks on a shared machine: "How F is
     judged"); prints the checks as the matrix's table rows."""
-    a.results = a.results or os.path.join(a.plots, "features-results.jsonl")
+    # One file per run (UTC start time in its name): a later run must not
+    # overwrite the results an earlier section of the document cites.
+    a.results = a.results or os.path.join(
+        a.plots, "features-results-%s.jsonl"
+        % datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M"))
     os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
     open(a.results, "w").close()
     shapes = [x for x in a.shapes.split(",") if x]
@@ -1068,16 +1072,47 @@ def features_only(a):
               datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
               runs_s, load_before, loadavg(), a.results))
     print()
+    print_feature_rows(m.results)
+
+
+def print_feature_rows(results):
     print("| # | scenario | target | measured | ratio / value | result |")
     print("|---|---|---|---|---:|---|")
-    for pid, what, tgt, meas, rat, ok in feature_rows(m.results):
+    for pid, what, tgt, meas, rat, ok in feature_rows(results):
         print("| %s | %s | %s | %s | %s | %s |" % (pid, what, tgt, meas, rat,
                                                   verdict(ok)))
 
 
+def pooled_feature_results(paths):
+    """The F runs of several results files as one set of rounds: each file's
+    rounds are renumbered after the previous file's, so that a feature's run
+    stays paired with the all-off run of its own round and file."""
+    pooled, offset = [], 0
+    for path in paths:
+        with open(path) as f:
+            runs = [json.loads(l) for l in f if l.strip()]
+        rounds = [r["round"] for r in runs if r.get("round") is not None]
+        for r in runs:
+            if r.get("round") is not None:
+                r = dict(r, round=r["round"] + offset)
+            pooled.append(r)
+        offset += max(rounds) + 1 if rounds else 0
+    return pooled
+
+
+def judge_features(paths):
+    """Prints the F checks of the rounds of `paths` pooled (e.g. two F-only
+    runs of the same build: more rounds, a narrower interval)."""
+    results = pooled_feature_results(paths)
+    print("F checks of %s pooled" % ", ".join(paths))
+    print()
+    print_feature_rows(results)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--embedrt", required=True, help="the embedrt executable")
+    p.add_argument("--embedrt", help="the embedrt executable (required "
+                   "unless --judge-features)")
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     p.add_argument("--plots", default=os.path.join(ROOT, "docs", "bench"))
     p.add_argument("--results", default=None,
@@ -1092,11 +1127,19 @@ def main():
     p.add_argument("--features-only", type=int, metavar="ROUNDS", default=0,
                    help="run only the F shapes, with ROUNDS rounds, and print "
                    "their checks (the doc is not touched; results go to "
-                   "<plots>/features-results.jsonl unless --results)")
+                   "<plots>/features-results-DATE-HHMM.jsonl, UTC, unless --results)")
     p.add_argument("--shapes", default="",
                    help="with --features-only: the F shapes to run, "
                    "comma-separated (default: all of them)")
+    p.add_argument("--judge-features", default="", metavar="FILES",
+                   help="run nothing: print the F checks of these results "
+                   "files (comma-separated), their rounds pooled")
     a = p.parse_args()
+    if a.judge_features:
+        judge_features([x for x in a.judge_features.split(",") if x])
+        return
+    if not a.embedrt:
+        p.error("--embedrt is required")
     a.embedrt = os.path.abspath(a.embedrt)
     if a.features_only:
         features_only(a)
