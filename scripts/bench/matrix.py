@@ -1051,6 +1051,10 @@ def features_only(a):
     """Only the F shapes, with more rounds than the matrix gives them (its
     9 rounds cannot settle most F checks on a shared machine: "How F is
     judged"); prints the checks as the matrix's table rows."""
+    shapes = [x for x in a.shapes.split(",") if x]
+    unknown = set(shapes) - set(x[0] for x in FEATURE_SHAPES)
+    if unknown:
+        raise SystemExit("matrix: no F shape %s" % ", ".join(sorted(unknown)))
     # One file per run (UTC start time in its name): a later run must not
     # overwrite the results an earlier section of the document cites.
     a.results = a.results or os.path.join(
@@ -1058,10 +1062,6 @@ def features_only(a):
         % datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M"))
     os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
     open(a.results, "w").close()
-    shapes = [x for x in a.shapes.split(",") if x]
-    unknown = set(shapes) - set(x[0] for x in FEATURE_SHAPES)
-    if unknown:
-        raise SystemExit("matrix: no F shape %s" % ", ".join(sorted(unknown)))
     load_before = loadavg()
     m, runs_s = run_matrix(a, lambda m: m.features(
         m.nginx.base + "/v1", m.nginx.base + "/lat%d/v1" % LATENCY_MS,

@@ -19,8 +19,10 @@
 #                docs/bench)
 #   FEATURES_ONLY=ROUNDS  only the F shapes (the optional features' cost),
 #                ROUNDS rounds each, their checks printed; the document is not
-#                touched, the runs go to docs/bench/features-results.jsonl
-#                (docs/benchmarks.md, "How F is judged")
+#                touched, the runs go to
+#                docs/bench/features-results-DATE-HHMM.jsonl (UTC; one file per
+#                run, pooled by matrix.py --judge-features; docs/benchmarks.md,
+#                "How F is judged")
 #   SHAPES       with FEATURES_ONLY: which, e.g. F-P2,F-P3 (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
