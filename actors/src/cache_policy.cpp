@@ -729,21 +729,31 @@ void embedding_cache::prefetch_admission() const {
 /// The candidate (out of the window, in no list yet) enters probation only
 /// if it is asked for more often than each victim it would push out
 /// (probation's least recent first, then protected's), which go; otherwise
-/// the candidate goes (false), and the main space is left as it was. Most
-/// candidates of a stream of new inputs lose: deciding before the candidate
-/// is linked into probation spares them a link and an unlink.
+/// the candidate goes (false). A warm candidate (asked for at least
+/// `admit_warm` times) that loses is admitted all the same 1 time in 128, as
+/// in Caffeine: the sketch's counters stop at 15, so a popular input can tie
+/// with its victims for as long as they stay popular too (or an attacker
+/// keeps their counters up with colliding inputs) and would never get in.
+/// Most candidates of a stream of new inputs lose: deciding before the
+/// candidate is linked into probation spares them a link and an unlink.
 bool embedding_cache::admit(uint32_t candidate) {
   auto main_max = max_bytes_ - window_max_;
   auto bytes = at(candidate).bytes;
   if (probation_.bytes + protected_.bytes + bytes <= main_max)
     return true;
   auto candidate_freq = sketch_.frequency(at(candidate).hash);
+  std::optional<bool> warm_luck;
   while (probation_.bytes + protected_.bytes + bytes > main_max) {
     uint32_t victim = probation_.count > 0 ? probation_.tail : protected_.tail;
     if (victim == npos)
       return false; // the candidate alone is larger than the main space
-    if (candidate_freq <= sketch_.frequency(at(victim).hash))
-      return false;
+    if (candidate_freq <= sketch_.frequency(at(victim).hash)) {
+      // One coin per candidate, tossed when it first loses.
+      if (!warm_luck)
+        warm_luck = candidate_freq >= admit_warm && (next_random() & 127) == 0;
+      if (!*warm_luck)
+        return false;
+    }
     evict(victim);
   }
   return true;

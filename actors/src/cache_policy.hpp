@@ -472,6 +472,16 @@ class embedding_cache {
   /// one candidate, they are in cache by the time it comes.
   void prefetch_admission() const;
   void rebalance_protected();
+  /// A candidate asked for at least this often that loses to its victim is
+  /// admitted all the same 1 time in 128 (`admit`: Caffeine's rule).
+  static constexpr uint32_t admit_warm = 6;
+  uint64_t next_random() {
+    // xorshift64: the admission's coin, not a secret.
+    random_ ^= random_ << 13;
+    random_ ^= random_ >> 7;
+    random_ ^= random_ << 17;
+    return random_;
+  }
 
   std::size_t max_bytes_;
   std::size_t window_max_;
@@ -527,6 +537,7 @@ class embedding_cache {
   std::size_t index_count_ = 0;
   frequency_sketch sketch_;
   cache_counters counters_;
+  uint64_t random_ = 0x9e3779b97f4a7c15ull;
 };
 
 } // namespace embedrt::detail

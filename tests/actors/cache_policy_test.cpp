@@ -501,6 +501,51 @@ TEST_CASE("W-TinyLFU beats LRU on Zipf traces and resists scans", "[cache]") {
   }
 }
 
+TEST_CASE("a popular candidate that ties with its victims gets in now and "
+          "then, a rarely asked one never",
+          "[cache]") {
+  // Ten entries fill the main space; the window holds none (every stored
+  // entry is a candidate at once). All ten are asked for often enough that
+  // their counters stop at 15, and so is the warm candidate: it ties with
+  // every victim, and only Caffeine's rule (1 in 128) lets it in. The
+  // candidates' keys are 4 bytes longer than the incumbents', so the bytes
+  // held say whether one got in.
+  auto now = clock_type::now();
+  const std::size_t dims = 8;
+  auto per_entry = cache_key("m", dims, text_of(0)).size() + dims * 4
+      + cache_entry_overhead;
+  embedding_cache cache{10 * per_entry + 100, 0ms};
+  auto vec = vec_of(dims, 1);
+  for (std::size_t j = 0; j < 10; ++j)
+    cache.put(cache_key("m", dims, text_of(j)), vec, now);
+  for (int round = 0; round < 16; ++round)
+    for (std::size_t j = 0; j < 10; ++j)
+      REQUIRE(cache.get(cache_key("m", dims, text_of(j)), now));
+  REQUIRE(cache.bytes() == 10 * per_entry);
+  auto warm = cache_key("m", dims, "warm-text-000000001");
+  auto cold = cache_key("m", dims, "cold-text-000000001");
+  for (int i = 0; i < 16; ++i)
+    REQUIRE_FALSE(cache.get(warm, now));
+  for (int i = 0; i < 3; ++i)
+    REQUIRE_FALSE(cache.get(cold, now));
+  // Offered 2,000 times, the rarely asked one never gets in.
+  for (int i = 0; i < 2000; ++i) {
+    cache.put(cold, vec, now);
+    REQUIRE(cache.bytes() == 10 * per_entry);
+  }
+  // The popular one gets in after losing some ties ((127/128)^2000 that it
+  // would not: the coin is seeded, so this run is the same every time).
+  int offers = 0;
+  while (offers < 2000 && cache.bytes() == 10 * per_entry) {
+    cache.put(warm, vec, now);
+    ++offers;
+  }
+  CHECK(offers > 1);
+  CHECK(cache.bytes()
+        == 9 * per_entry + warm.size() + dims * 4 + cache_entry_overhead);
+  CHECK(cache.get(warm, now));
+}
+
 TEST_CASE("a miss reserves its key in flight, the fill stores it in place, "
           "and stale tickets are refused",
           "[cache]") {
