@@ -533,8 +533,9 @@ TEST_CASE("a popular candidate that ties with its victims gets in now and "
     cache.put(cold, vec, now);
     REQUIRE(cache.bytes() == 10 * per_entry);
   }
-  // The popular one gets in after losing some ties ((127/128)^2000 that it
-  // would not: the coin is seeded, so this run is the same every time).
+  // The popular one gets in after losing some ties. That it would not in
+  // 2,000 offers has odds of (127/128)^2000, about 1.5e-7; the coin is seeded,
+  // so this run is the same every time.
   int offers = 0;
   while (offers < 2000 && cache.bytes() == 10 * per_entry) {
     cache.put(warm, vec, now);
