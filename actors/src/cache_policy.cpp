@@ -742,16 +742,16 @@ bool embedding_cache::admit(uint32_t candidate) {
   if (probation_.bytes + protected_.bytes + bytes <= main_max)
     return true;
   auto candidate_freq = sketch_.frequency(at(candidate).hash);
-  std::optional<bool> warm_luck;
+  bool lucky = false;
   while (probation_.bytes + protected_.bytes + bytes > main_max) {
     uint32_t victim = probation_.count > 0 ? probation_.tail : protected_.tail;
     if (victim == npos)
       return false; // the candidate alone is larger than the main space
-    if (candidate_freq <= sketch_.frequency(at(victim).hash)) {
-      // One coin per candidate, tossed when it first loses.
-      if (!warm_luck)
-        warm_luck = candidate_freq >= admit_warm && (next_random() & 127) == 0;
-      if (!*warm_luck)
+    if (!lucky && candidate_freq <= sketch_.frequency(at(victim).hash)) {
+      // One coin per candidate, tossed when it first loses; a lucky one
+      // pushes out as many victims as it needs.
+      lucky = candidate_freq >= admit_warm && (next_random() & 127) == 0;
+      if (!lucky)
         return false;
     }
     evict(victim);
